@@ -1,0 +1,9 @@
+//! The ClientHello: the pure parser ([`parse`]) and the stream reader ([`read`]).
+
+mod parse;
+mod read;
+
+pub use parse::{
+    ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloParser, Limits, Parse, escape, parse,
+};
+pub use read::{ReadError, read_client_hello};

@@ -1,0 +1,379 @@
+//! The pure ClientHello parser: bytes in, a three-way answer out. No I/O, no clock.
+//!
+//! Reassembly (records → one handshake message) is done here, incrementally, so that a client
+//! that sends one byte per segment or one byte per record costs linear work. Field parsing is
+//! tls-parser's; this module adds the strictness a filter needs on top of it: exact lengths,
+//! no duplicate extensions, exactly one host_name, and the host-name rules of [`Name`].
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+use tls_parser::{
+    SNIType, TlsExtension, TlsRecordType, parse_tls_client_hello_extension,
+    parse_tls_extension_alpn_content, parse_tls_extension_sni_content, parse_tls_extension_unknown,
+    parse_tls_handshake_client_hello, parse_tls_record_header,
+};
+
+use crate::name::{Name, NameError};
+use crate::reason::Reason;
+
+/// Default cap on bytes buffered while inspecting a ClientHello.
+pub const DEFAULT_MAX_HELLO_BYTES: usize = 64 * 1024;
+
+const RECORD_HEADER_LEN: usize = 5;
+const HANDSHAKE_HEADER_LEN: usize = 4;
+/// TLSPlaintext.length limit (RFC 8446 5.1).
+const MAX_RECORD_PAYLOAD: usize = 1 << 14;
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const EXT_SERVER_NAME: u16 = 0;
+const EXT_ALPN: u16 = 16;
+const EXT_SUPPORTED_VERSIONS: u16 = 43;
+/// encrypted_client_hello (draft-ietf-tls-esni).
+pub const EXT_ECH: u16 = 0xfe0d;
+
+/// Parser settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Cap on the bytes held while inspecting, record headers included. A hello that declares
+    /// a larger message, or needs more bytes than this, is `hello_too_large`. It also bounds
+    /// per-connection memory before the verdict.
+    pub max_hello_bytes: usize,
+    /// Admit `_` in SNI labels (`sni_allow_underscore`).
+    pub allow_underscore: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_hello_bytes: DEFAULT_MAX_HELLO_BYTES, allow_underscore: false }
+    }
+}
+
+/// What the parser learned from one complete ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientHello {
+    /// The validated, normalised server name; `None` when the hello carries no server_name.
+    pub sni: Option<Name>,
+    /// ALPN protocol names in the client's order, non-printable bytes escaped as `\xNN`.
+    pub alpn: Vec<String>,
+    /// ClientHello.legacy_version.
+    pub legacy_version: u16,
+    /// supported_versions in the client's order, GREASE values included.
+    pub supported_versions: Vec<u16>,
+    /// Whether an encrypted_client_hello extension is present (real ECH or GREASE; on the wire
+    /// the two cannot be told apart).
+    pub ech: bool,
+    /// Extension types in the client's order.
+    pub extensions: Vec<u16>,
+    /// Length of the handshake message, header included.
+    pub hello_bytes: usize,
+    /// Bytes of the records that carry the hello: where the hello ends on the wire.
+    pub wire_bytes: usize,
+    /// Number of TLS records the hello was split into.
+    pub records: usize,
+}
+
+/// Why bytes are not an acceptable ClientHello. Each variant maps to one [`Reason`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HelloError {
+    /// The stream does not start with a TLS handshake record.
+    #[error("not TLS: {0}")]
+    NotTls(&'static str),
+    /// TLS framing or the ClientHello encoding is broken or ambiguous.
+    #[error("malformed ClientHello: {0}")]
+    Malformed(&'static str),
+    /// The server_name entry is not an acceptable host name.
+    #[error("invalid server name: {0}")]
+    InvalidSni(#[from] NameError),
+    /// The hello is larger than [`Limits::max_hello_bytes`].
+    #[error("ClientHello larger than {limit} bytes")]
+    TooLarge {
+        /// The configured cap.
+        limit: usize,
+    },
+}
+
+impl HelloError {
+    /// The metric and log reason for this error.
+    pub fn reason(&self) -> Reason {
+        match self {
+            HelloError::NotTls(_) => Reason::NotTls,
+            HelloError::Malformed(_) => Reason::Malformed,
+            HelloError::InvalidSni(_) => Reason::InvalidSni,
+            HelloError::TooLarge { .. } => Reason::HelloTooLarge,
+        }
+    }
+}
+
+/// The parser's answer for the bytes seen so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse {
+    /// A complete, valid ClientHello (with or without SNI).
+    Complete(ClientHello),
+    /// Not decidable yet: at least `needed` bytes in total are required before asking again.
+    Incomplete {
+        /// Total buffer length at which the next call can make progress.
+        needed: usize,
+    },
+    /// Not a valid ClientHello; the connection must be denied.
+    Invalid(HelloError),
+}
+
+/// Parses `buf`, the first bytes a client sent. Pure; see [`HelloParser`] for the incremental form.
+pub fn parse(buf: &[u8], limits: Limits) -> Parse {
+    HelloParser::new(limits).parse(buf)
+}
+
+/// Incremental parser for one connection's growing buffer.
+///
+/// Each call resumes after the last complete record it walked, so feeding a hello one byte at a
+/// time costs linear work. The caller must pass the same buffer, only ever appended to.
+#[derive(Debug, Clone)]
+pub struct HelloParser {
+    /// Settings for this connection.
+    limits: Limits,
+    /// Wire offset of the next record header not yet walked.
+    pos: usize,
+    /// Complete records walked so far.
+    records: usize,
+    /// Handshake payload bytes in the records walked so far.
+    payload: usize,
+    /// The 4-byte handshake header, gathered across records (a client may send 1-byte records).
+    head: [u8; HANDSHAKE_HEADER_LEN],
+    /// How many bytes of `head` are filled.
+    head_len: usize,
+}
+
+impl HelloParser {
+    /// A parser for a new connection.
+    pub fn new(limits: Limits) -> Self {
+        HelloParser { limits, pos: 0, records: 0, payload: 0, head: [0; 4], head_len: 0 }
+    }
+
+    /// Parses the connection's buffer so far.
+    pub fn parse(&mut self, buf: &[u8]) -> Parse {
+        match self.scan(buf) {
+            Ok(Some(wire_bytes)) => match decode(&buf[..wire_bytes], self.records, self.limits) {
+                Ok(hello) => Parse::Complete(hello),
+                Err(e) => Parse::Invalid(e),
+            },
+            Ok(None) => Parse::Incomplete { needed: self.needed(buf) },
+            Err(e) => Parse::Invalid(e),
+        }
+    }
+
+    /// Walks record framing. `Ok(Some(n))`: the hello ends at wire offset `n`.
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, HelloError> {
+        loop {
+            let rest = &buf[self.pos..];
+            let first = self.records == 0;
+            if first {
+                sniff(rest)?;
+            }
+            if rest.len() < RECORD_HEADER_LEN {
+                return self.within_cap(self.pos + RECORD_HEADER_LEN).map(|_| None);
+            }
+            let (_, hdr) = parse_tls_record_header(rest)
+                .map_err(|_| HelloError::Malformed("record header"))?;
+            let framing = |msg| if first { HelloError::NotTls(msg) } else { HelloError::Malformed(msg) };
+            if hdr.record_type != TlsRecordType::Handshake {
+                return Err(framing("record is not a handshake record"));
+            }
+            if hdr.version.0 >> 8 != 3 || hdr.version.0 & 0xff > 4 {
+                return Err(framing("record version is not TLS"));
+            }
+            let len = usize::from(hdr.len);
+            if len == 0 {
+                return Err(HelloError::Malformed("empty handshake record"));
+            }
+            if len > MAX_RECORD_PAYLOAD {
+                return Err(HelloError::Malformed("record longer than 2^14 bytes"));
+            }
+            let end = self.pos + RECORD_HEADER_LEN + len;
+            let avail = &rest[RECORD_HEADER_LEN..rest.len().min(RECORD_HEADER_LEN + len)];
+            // Check the handshake header as soon as its bytes are here, even mid-record, so a
+            // hello that declares 16 MiB is refused before it is buffered.
+            let (head, head_len) = self.fill_head(avail);
+            let msg_len = if head_len == HANDSHAKE_HEADER_LEN { Some(check_head(head, self.limits)?) } else { None };
+            if buf.len() < end {
+                return self.within_cap(end).map(|_| None);
+            }
+            self.within_cap(end)?;
+            (self.head, self.head_len) = (head, head_len);
+            self.pos = end;
+            self.records += 1;
+            self.payload += len;
+            if let Some(msg_len) = msg_len {
+                if self.payload == msg_len {
+                    return Ok(Some(end));
+                }
+                if self.payload > msg_len {
+                    return Err(HelloError::Malformed("bytes after the ClientHello in its record"));
+                }
+            }
+        }
+    }
+
+    /// The handshake header with the bytes of `avail` added, without committing them.
+    fn fill_head(&self, avail: &[u8]) -> ([u8; HANDSHAKE_HEADER_LEN], usize) {
+        let mut head = self.head;
+        let take = (HANDSHAKE_HEADER_LEN - self.head_len).min(avail.len());
+        head[self.head_len..self.head_len + take].copy_from_slice(&avail[..take]);
+        (head, self.head_len + take)
+    }
+
+    fn within_cap(&self, needed: usize) -> Result<(), HelloError> {
+        if needed > self.limits.max_hello_bytes {
+            return Err(HelloError::TooLarge { limit: self.limits.max_hello_bytes });
+        }
+        Ok(())
+    }
+
+    /// Total buffer length at which the next call can make progress.
+    fn needed(&self, buf: &[u8]) -> usize {
+        let rest = &buf[self.pos..];
+        if rest.len() < RECORD_HEADER_LEN {
+            return self.pos + RECORD_HEADER_LEN;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        self.pos + RECORD_HEADER_LEN + len
+    }
+}
+
+/// Early verdicts on the first bytes, before a record header is complete: an HTTP request or an
+/// SSLv2-style hello is refused on its first byte rather than after a timeout.
+fn sniff(rest: &[u8]) -> Result<(), HelloError> {
+    match rest {
+        [b, ..] if b & 0x80 != 0 => Err(HelloError::NotTls("SSLv2-style record header")),
+        [b, ..] if *b != 0x16 => Err(HelloError::NotTls("first byte is not a TLS handshake record")),
+        [_, major, ..] if *major != 3 => Err(HelloError::NotTls("record version is not TLS")),
+        _ => Ok(()),
+    }
+}
+
+/// Validates the handshake header and returns the message length, header included.
+fn check_head(head: [u8; HANDSHAKE_HEADER_LEN], limits: Limits) -> Result<usize, HelloError> {
+    if head[0] != HANDSHAKE_CLIENT_HELLO {
+        return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
+    }
+    let body = usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
+    let len = HANDSHAKE_HEADER_LEN + body;
+    if len > limits.max_hello_bytes {
+        return Err(HelloError::TooLarge { limit: limits.max_hello_bytes });
+    }
+    Ok(len)
+}
+
+/// Joins the handshake payload of `records` complete records (borrowed when there is one).
+fn reassemble(wire: &[u8], records: usize) -> Cow<'_, [u8]> {
+    if records == 1 {
+        return Cow::Borrowed(&wire[RECORD_HEADER_LEN..]);
+    }
+    let mut msg = Vec::with_capacity(wire.len());
+    let mut rest = wire;
+    while rest.len() >= RECORD_HEADER_LEN {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        msg.extend_from_slice(&rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len]);
+        rest = &rest[RECORD_HEADER_LEN + len..];
+    }
+    Cow::Owned(msg)
+}
+
+/// Decodes the complete hello carried by `wire` (its records, nothing more).
+fn decode(wire: &[u8], records: usize, limits: Limits) -> Result<ClientHello, HelloError> {
+    let msg = reassemble(wire, records);
+    let body = &msg[HANDSHAKE_HEADER_LEN..];
+    let (trailing, ch) =
+        parse_tls_handshake_client_hello(body).map_err(|_| HelloError::Malformed("ClientHello body"))?;
+    if !trailing.is_empty() {
+        return Err(HelloError::Malformed("extensions length does not match the message"));
+    }
+    let mut hello = ClientHello {
+        sni: None,
+        alpn: Vec::new(),
+        legacy_version: ch.version.0,
+        supported_versions: Vec::new(),
+        ech: false,
+        extensions: Vec::new(),
+        hello_bytes: msg.len(),
+        wire_bytes: wire.len(),
+        records,
+    };
+    let mut server_name: Option<&[u8]> = None;
+    let mut exts = ch.ext.unwrap_or_default();
+    while !exts.is_empty() {
+        let (rest, ext) =
+            parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
+        let TlsExtension::Unknown(ty, data) = ext else {
+            return Err(HelloError::Malformed("extension framing"));
+        };
+        hello.extensions.push(ty.0);
+        match ty.0 {
+            EXT_SERVER_NAME => server_name = Some(host_name(data)?),
+            EXT_ALPN => hello.alpn = alpn(data)?,
+            EXT_SUPPORTED_VERSIONS => hello.supported_versions = supported_versions(exts)?,
+            EXT_ECH => hello.ech = true,
+            _ => {}
+        }
+        exts = rest;
+    }
+    let mut types = hello.extensions.clone();
+    types.sort_unstable();
+    if types.windows(2).any(|w| w[0] == w[1]) {
+        return Err(HelloError::Malformed("duplicate extension"));
+    }
+    if let Some(raw) = server_name {
+        hello.sni = Some(Name::parse(raw, limits.allow_underscore)?);
+    }
+    Ok(hello)
+}
+
+/// The one host_name of a server_name extension (RFC 6066 3), with exact length checks.
+fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
+    const BAD: HelloError = HelloError::Malformed("server_name extension encoding");
+    let (rest, ext) = parse_tls_extension_sni_content(data).map_err(|_| BAD)?;
+    let TlsExtension::SNI(entries) = ext else { return Err(BAD) };
+    let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
+    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
+        return Err(BAD);
+    }
+    match entries.as_slice() {
+        [(SNIType::HostName, name)] => Ok(name),
+        [_] => Err(HelloError::Malformed("server_name entry is not a host_name")),
+        [] => Err(HelloError::Malformed("server_name extension is empty")),
+        _ => Err(HelloError::Malformed("server_name extension lists several names")),
+    }
+}
+
+/// ALPN protocol names (RFC 7301 3.1), with exact length checks.
+fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
+    const BAD: HelloError = HelloError::Malformed("ALPN extension encoding");
+    let (rest, ext) = parse_tls_extension_alpn_content(data).map_err(|_| BAD)?;
+    let TlsExtension::ALPN(protos) = ext else { return Err(BAD) };
+    let listed: usize = protos.iter().map(|p| 1 + p.len()).sum();
+    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 || protos.iter().any(|p| p.is_empty()) {
+        return Err(BAD);
+    }
+    Ok(protos.iter().map(|p| escape(p)).collect())
+}
+
+/// The supported_versions list; `ext` starts at the extension's type field.
+fn supported_versions(ext: &[u8]) -> Result<Vec<u16>, HelloError> {
+    const BAD: HelloError = HelloError::Malformed("supported_versions extension encoding");
+    match parse_tls_client_hello_extension(ext) {
+        Ok((_, TlsExtension::SupportedVersions(v))) if !v.is_empty() => Ok(v.iter().map(|v| v.0).collect()),
+        _ => Err(BAD),
+    }
+}
+
+/// Printable ASCII kept, everything else as `\xNN`: client bytes are safe to log.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && b != b'\\' || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}

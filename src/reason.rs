@@ -1,0 +1,52 @@
+//! Why a connection was allowed or denied: the fixed vocabulary behind the `reason` metric
+//! label and the access log. Label values come only from here, never from client data.
+
+use std::fmt;
+
+/// The reason attached to every connection outcome. `as_str()` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The first bytes are not a TLS handshake record (HTTP, SSH, SSLv2-style hello, garbage).
+    NotTls,
+    /// TLS framing or ClientHello encoding is broken, truncated or ambiguous (for example
+    /// two server_name extensions, or two host_name entries).
+    Malformed,
+    /// The server_name is present but not an acceptable host name.
+    InvalidSni,
+    /// The ClientHello exceeds the configured size cap.
+    HelloTooLarge,
+    /// The ClientHello did not arrive within `hello_timeout`.
+    HelloTimeout,
+    /// The client closed (or reset) the connection before sending a byte.
+    ClientClosed,
+}
+
+impl Reason {
+    /// Every reason, in label order; used to pre-register metric series.
+    pub const ALL: [Reason; 6] = [
+        Reason::NotTls,
+        Reason::Malformed,
+        Reason::InvalidSni,
+        Reason::HelloTooLarge,
+        Reason::HelloTimeout,
+        Reason::ClientClosed,
+    ];
+
+    /// The snake_case label used in metrics, logs and JSON output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotTls => "not_tls",
+            Reason::Malformed => "malformed",
+            Reason::InvalidSni => "invalid_sni",
+            Reason::HelloTooLarge => "hello_too_large",
+            Reason::HelloTimeout => "hello_timeout",
+            Reason::ClientClosed => "client_closed",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
