@@ -1,0 +1,175 @@
+//! Helpers shared by the tests and the benches: the recorded hellos, record re-framing, and a
+//! builder for hand-made hellos written field by field.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// One recorded ClientHello from `tests/data/hellos/`, with what MANIFEST.tsv says it holds.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// File name, e.g. `chromium.bin`.
+    pub file: String,
+    /// The client that sent it.
+    pub client: String,
+    /// The bytes as the client sent them.
+    pub bytes: Vec<u8>,
+    /// Expected SNI, `None` for a hello without server_name.
+    pub sni: Option<String>,
+    /// Expected ALPN list.
+    pub alpn: Vec<String>,
+    /// Records on the wire.
+    pub records: usize,
+    /// Whether encrypted_client_hello is present.
+    pub ech: bool,
+}
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hellos")
+}
+
+/// Every recorded hello listed in MANIFEST.tsv.
+pub fn recorded() -> Vec<Recorded> {
+    let manifest = std::fs::read_to_string(data_dir().join("MANIFEST.tsv")).expect("MANIFEST.tsv");
+    manifest
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let dash = |s: &str| (s != "-").then(|| s.to_string());
+            Recorded {
+                file: f[0].to_string(),
+                client: f[1].to_string(),
+                bytes: std::fs::read(data_dir().join(f[0])).expect(f[0]),
+                sni: dash(f[3]),
+                alpn: dash(f[4]).map(|a| a.split(',').map(str::to_string).collect()).unwrap_or_default(),
+                records: f[6].parse().unwrap(),
+                ech: f[7] == "yes",
+            }
+        })
+        .collect()
+}
+
+/// The recorded hello sent by `file`.
+pub fn recording(file: &str) -> Recorded {
+    recorded().into_iter().find(|r| r.file == file).expect(file)
+}
+
+/// The handshake bytes carried by a sequence of TLS records, and the first record's version.
+pub fn unframe(wire: &[u8]) -> (Vec<u8>, [u8; 2]) {
+    let version = [wire[1], wire[2]];
+    let mut payload = Vec::new();
+    let mut rest = wire;
+    while rest.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        payload.extend_from_slice(&rest[5..5 + len]);
+        rest = &rest[5 + len..];
+    }
+    (payload, version)
+}
+
+/// Re-frames `payload` into handshake records of at most `sizes[i]` bytes each (the last size
+/// repeats), as a client with a small fragment size would send it.
+pub fn frame(payload: &[u8], version: [u8; 2], sizes: &[usize]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut rest = payload;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i.min(sizes.len() - 1)].clamp(1, rest.len());
+        wire.extend(record(0x16, version, &rest[..n]));
+        rest = &rest[n..];
+        i += 1;
+    }
+    wire
+}
+
+/// The record splittings every recorded hello must survive: as recorded, 1-byte records, two
+/// records split in the middle.
+pub fn splittings(wire: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let (payload, version) = unframe(wire);
+    vec![
+        ("original", wire.to_vec()),
+        ("1-byte records", frame(&payload, version, &[1])),
+        ("2 records", frame(&payload, version, &[payload.len() / 2, payload.len()])),
+    ]
+}
+
+// ---- hand-made hellos, field by field ----
+
+pub const TLS10: [u8; 2] = [0x03, 0x01];
+pub const TLS12: [u8; 2] = [0x03, 0x03];
+
+/// A TLS record: type, version, length, payload.
+pub fn record(content_type: u8, version: [u8; 2], payload: &[u8]) -> Vec<u8> {
+    let mut r = vec![content_type];
+    r.extend(version);
+    r.extend(u16::try_from(payload.len()).unwrap().to_be_bytes());
+    r.extend(payload);
+    r
+}
+
+/// A handshake message of type client_hello: msg_type 1, uint24 length, body.
+pub fn handshake(body: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x01];
+    h.extend(&u32::try_from(body.len()).unwrap().to_be_bytes()[1..]);
+    h.extend(body);
+    h
+}
+
+/// One extension: type, uint16 length, data.
+pub fn ext(ty: u16, data: &[u8]) -> Vec<u8> {
+    let mut e = ty.to_be_bytes().to_vec();
+    e.extend(u16::try_from(data.len()).unwrap().to_be_bytes());
+    e.extend(data);
+    e
+}
+
+/// server_name extension data: uint16 list length, then (name_type, uint16 length, name)*.
+pub fn sni_data(entries: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for (ty, name) in entries {
+        list.push(*ty);
+        list.extend(u16::try_from(name.len()).unwrap().to_be_bytes());
+        list.extend(*name);
+    }
+    let mut d = u16::try_from(list.len()).unwrap().to_be_bytes().to_vec();
+    d.extend(list);
+    d
+}
+
+/// server_name extension carrying one host_name.
+pub fn sni(name: &[u8]) -> Vec<u8> {
+    ext(0, &sni_data(&[(0, name)]))
+}
+
+/// ALPN extension data: uint16 list length, then (uint8 length, name)*.
+pub fn alpn(protos: &[&[u8]]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for p in protos {
+        list.push(u8::try_from(p.len()).unwrap());
+        list.extend(*p);
+    }
+    let mut d = u16::try_from(list.len()).unwrap().to_be_bytes().to_vec();
+    d.extend(list);
+    ext(16, &d)
+}
+
+/// A ClientHello body with the given extensions block (`None`: no extensions field at all).
+pub fn hello_body(extensions: Option<&[u8]>) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend([0x03, 0x03]); // legacy_version: TLS 1.2
+    b.extend([0x11; 32]); // random
+    b.push(0x00); // legacy_session_id: empty
+    b.extend([0x00, 0x02, 0x13, 0x01]); // cipher_suites: TLS_AES_128_GCM_SHA256
+    b.extend([0x01, 0x00]); // compression_methods: null
+    if let Some(exts) = extensions {
+        b.extend(u16::try_from(exts.len()).unwrap().to_be_bytes()); // extensions length
+        b.extend(exts);
+    }
+    b
+}
+
+/// A complete hello in one record with the given extensions, concatenated.
+pub fn hello(exts: &[Vec<u8>]) -> Vec<u8> {
+    record(0x16, TLS10, &handshake(&hello_body(Some(&exts.concat()))))
+}

@@ -1,0 +1,161 @@
+//! The stream reader over real sockets on 127.0.0.1: real TLS clients, slow and hostile ones.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::*;
+use snigate::hello::{Limits, ReadError, read_client_hello};
+use snigate::{ClientHello, Reason};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts one connection on 127.0.0.1:0 while `client` runs, and reads its hello.
+async fn serve_one<F, Fut>(timeout: Duration, client: F) -> (Result<ClientHello, ReadError>, BytesMut)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::spawn(client(listener.local_addr().unwrap()));
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut buf = BytesMut::new();
+    let result = read_client_hello(&mut conn, &mut buf, Limits::default(), timeout).await;
+    drop(conn);
+    client.await.unwrap();
+    (result, buf)
+}
+
+#[tokio::test]
+async fn openssl_s_client_through_a_real_listener() {
+    for (flags, name) in [(&["-tls1_3"][..], "acme.my.salesforce.com"), (&["-tls1_2"][..], "Login.Salesforce.com.")] {
+        let (result, buf) = serve_one(TIMEOUT, move |addr| async move {
+            let mut child = tokio::process::Command::new("openssl")
+                .args(["s_client", "-connect", &addr.to_string(), "-servername", name])
+                .args(flags)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("openssl s_client (apt-get install openssl)");
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            let _ = child.kill().await;
+        })
+        .await;
+        let hello = result.unwrap();
+        let want = name.trim_end_matches('.').to_ascii_lowercase();
+        assert_eq!(hello.sni.unwrap().as_str(), want);
+        assert!(buf.len() >= hello.wire_bytes);
+    }
+}
+
+/// A recorded browser hello sent one byte per write with TCP_NODELAY, then more bytes: the
+/// reader answers, and holds exactly the bytes sent, in order.
+#[tokio::test]
+async fn one_byte_segments_are_reassembled_and_kept() {
+    let r = recording("chromium.bin");
+    let sent = [r.bytes.clone(), record(0x17, TLS12, b"early data")].concat();
+    let (to_send, hello_len) = (sent.clone(), r.bytes.len());
+    let (result, buf) = serve_one(TIMEOUT, move |addr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        for b in &to_send[..hello_len] {
+            s.write_all(std::slice::from_ref(b)).await.unwrap();
+        }
+        s.write_all(&to_send[hello_len..]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    let hello = result.unwrap();
+    assert_eq!(hello.sni.unwrap().as_str(), r.sni.unwrap());
+    assert_eq!(hello.wire_bytes, r.bytes.len());
+    assert!(sent.starts_with(&buf), "buffered bytes are a prefix of what was sent");
+    assert!(buf.len() >= r.bytes.len());
+}
+
+#[tokio::test]
+async fn one_byte_records_over_tcp() {
+    let r = recording("curl.bin");
+    let (payload, version) = unframe(&r.bytes);
+    let wire = frame(&payload, version, &[1]);
+    let (result, buf) = serve_one(TIMEOUT, move |addr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&wire).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    let hello = result.unwrap();
+    assert_eq!(hello.records, payload.len());
+    assert_eq!(hello.sni.unwrap().as_str(), r.sni.unwrap());
+    assert_eq!(buf.len(), hello.wire_bytes);
+}
+
+async fn reason_for<F, Fut>(timeout: Duration, client: F) -> (Reason, Duration)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    let (result, _) = serve_one(timeout, client).await;
+    (result.expect_err("the hello must be refused").reason(), start.elapsed())
+}
+
+#[tokio::test]
+async fn slow_client_times_out() {
+    let r = recording("curl.bin");
+    let (reason, took) = reason_for(Duration::from_millis(300), move |addr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&r.bytes[..100]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    })
+    .await;
+    assert_eq!(reason, Reason::HelloTimeout);
+    assert!(took < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn close_before_any_byte_is_client_closed() {
+    let (reason, _) = reason_for(TIMEOUT, |addr| async move {
+        drop(TcpStream::connect(addr).await.unwrap());
+    })
+    .await;
+    assert_eq!(reason, Reason::ClientClosed);
+}
+
+#[tokio::test]
+async fn close_mid_hello_is_malformed() {
+    let r = recording("curl.bin");
+    let (reason, _) = reason_for(TIMEOUT, move |addr| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&r.bytes[..200]).await.unwrap();
+        s.shutdown().await.unwrap();
+    })
+    .await;
+    assert_eq!(reason, Reason::Malformed);
+}
+
+/// Refusals that need no more bytes come at once, not after the timeout, and the client's
+/// connection stays open meanwhile (so the answer cannot come from an EOF).
+#[tokio::test]
+async fn hostile_first_bytes_are_refused_without_waiting() {
+    let cases: Vec<(Vec<u8>, Reason)> = vec![
+        (b"GET / HTTP/1.1\r\n".to_vec(), Reason::NotTls),
+        (record(0x16, TLS10, &[0x01, 0x10, 0x00, 0x00]), Reason::HelloTooLarge),
+        (hello(&[sni(b"two..dots")]), Reason::InvalidSni),
+    ];
+    for (bytes, want) in cases {
+        let (reason, took) = reason_for(TIMEOUT, move |addr| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        assert_eq!(reason, want);
+        assert!(took < TIMEOUT / 2, "{want:?} took {took:?}");
+    }
+}
