@@ -13,24 +13,30 @@ fn recorded(c: &mut Criterion) {
     for r in common::recorded() {
         assert!(matches!(parse(&r.bytes, Limits::default()), Parse::Complete(_)), "{}", r.file);
         group.throughput(Throughput::Bytes(r.bytes.len() as u64));
-        group.bench_with_input(BenchmarkId::new("recorded", format!("{} ({} B)", r.file, r.bytes.len())), &r.bytes, |b, bytes| {
-            b.iter(|| parse(std::hint::black_box(bytes), Limits::default()))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("recorded", format!("{} ({} B)", r.file, r.bytes.len())),
+            &r.bytes,
+            |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), Limits::default())),
+        );
     }
     // The worst legitimate framing: the browser hello in 1-byte records (6x the bytes).
     let r = common::recording("chromium.bin");
     let (payload, version) = common::unframe(&r.bytes);
     let tiny = common::frame(&payload, version, &[1]);
     group.throughput(Throughput::Bytes(tiny.len() as u64));
-    group.bench_with_input(BenchmarkId::new("1-byte records", format!("chromium.bin ({} B)", tiny.len())), &tiny, |b, bytes| {
-        b.iter(|| parse(std::hint::black_box(bytes), Limits::default()))
-    });
+    group.bench_with_input(
+        BenchmarkId::new("1-byte records", format!("chromium.bin ({} B)", tiny.len())),
+        &tiny,
+        |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), Limits::default())),
+    );
     group.finish();
 }
 
 fn refused(c: &mut Criterion) {
     let http = b"GET / HTTP/1.1\r\nHost: acme.my.salesforce.com\r\n\r\n";
-    c.bench_function("parse/refuse not_tls (HTTP request)", |b| b.iter(|| parse(std::hint::black_box(http), Limits::default())));
+    c.bench_function("parse/refuse not_tls (HTTP request)", |b| {
+        b.iter(|| parse(std::hint::black_box(http), Limits::default()))
+    });
 }
 
 criterion_group!(benches, recorded, refused);

@@ -163,7 +163,9 @@ fn offered_versions(h: &ClientHello) -> Vec<u16> {
 }
 
 fn hello_text(h: &ClientHello) -> String {
-    let list = |items: Vec<String>| if items.is_empty() { "-".to_string() } else { items.join(", ") };
+    let list = |items: Vec<String>| {
+        if items.is_empty() { "-".to_string() } else { items.join(", ") }
+    };
     format!(
         "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {} record(s), {} bytes on the wire\n",
         h.sni.as_ref().map_or("(none)", |n| n.as_str()),

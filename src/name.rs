@@ -88,10 +88,7 @@ fn check_label(label: &[u8], allow_underscore: bool) -> Result<(), NameError> {
         [b'-', ..] | [.., b'-'] => return Err(NameError::Hyphen),
         _ => {}
     }
-    match label
-        .iter()
-        .find(|&&b| !(b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_')))
-    {
+    match label.iter().find(|&&b| !(b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_'))) {
         Some(&b) => Err(NameError::Byte(b)),
         None => Ok(()),
     }

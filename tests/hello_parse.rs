@@ -61,7 +61,11 @@ fn every_prefix_of_every_splitting_is_incomplete() {
             let mut incremental = HelloParser::new(Limits::default());
             for end in 0..wire.len() {
                 let fresh = parse(&wire[..end], Limits::default());
-                assert!(matches!(fresh, Parse::Incomplete { needed } if needed > end), "{} {split} at {end}: {fresh:?}", r.file);
+                assert!(
+                    matches!(fresh, Parse::Incomplete { needed } if needed > end),
+                    "{} {split} at {end}: {fresh:?}",
+                    r.file
+                );
                 assert_eq!(incremental.parse(&wire[..end]), fresh, "{} {split} at {end}", r.file);
             }
             assert_eq!(incremental.parse(&wire), Parse::Complete(whole.clone()), "{} {split}", r.file);
@@ -127,8 +131,16 @@ fn hostile_table() {
         ("extensions length past the message", record(0x16, TLS10, &handshake(&ext_overflow)), Some(Reason::Malformed)),
         ("server_name list length wrong", hello(&[ext(0, &sni_list_overflow)]), Some(Reason::Malformed)),
         ("two server_name extensions", hello(&[sni(b"a.example.com"), sni(b"b.example.com")]), Some(Reason::Malformed)),
-        ("two identical server_name extensions", hello(&[sni(b"a.example.com"), sni(b"a.example.com")]), Some(Reason::Malformed)),
-        ("two host_name entries", hello(&[ext(0, &sni_data(&[(0, b"a.example.com"), (0, b"b.example.com")]))]), Some(Reason::Malformed)),
+        (
+            "two identical server_name extensions",
+            hello(&[sni(b"a.example.com"), sni(b"a.example.com")]),
+            Some(Reason::Malformed),
+        ),
+        (
+            "two host_name entries",
+            hello(&[ext(0, &sni_data(&[(0, b"a.example.com"), (0, b"b.example.com")]))]),
+            Some(Reason::Malformed),
+        ),
         ("entry type is not host_name", hello(&[ext(0, &sni_data(&[(1, b"a.example.com")]))]), Some(Reason::Malformed)),
         ("empty server_name list", hello(&[ext(0, &[0, 0])]), Some(Reason::Malformed)),
         ("empty server_name extension", hello(&[ext(0, &[])]), Some(Reason::Malformed)),
@@ -147,7 +159,11 @@ fn hostile_table() {
         ("IPv4 literal", hello(&[sni(b"13.108.0.1")]), Some(Reason::InvalidSni)),
         ("IPv6 literal", hello(&[sni(b"::1")]), Some(Reason::InvalidSni)),
         ("bracketed IPv6 literal", hello(&[sni(b"[2001:db8::1]")]), Some(Reason::InvalidSni)),
-        ("SSLv2-compatible hello", vec![0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10], Some(Reason::NotTls)),
+        (
+            "SSLv2-compatible hello",
+            vec![0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10],
+            Some(Reason::NotTls),
+        ),
         ("alert record", record(0x15, TLS12, &[0x02, 0x28]), Some(Reason::NotTls)),
         ("application data record", record(0x17, TLS12, b"hello"), Some(Reason::NotTls)),
         ("record version 4.1", record_v4, Some(Reason::NotTls)),

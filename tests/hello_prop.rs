@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use snigate::hello::{HelloParser, Limits, Parse, parse};
 
 fn any_limits() -> impl Strategy<Value = Limits> {
-    (1usize..70_000, any::<bool>()).prop_map(|(max_hello_bytes, allow_underscore)| Limits { max_hello_bytes, allow_underscore })
+    (1usize..70_000, any::<bool>())
+        .prop_map(|(max_hello_bytes, allow_underscore)| Limits { max_hello_bytes, allow_underscore })
 }
 
 /// Feeds `bytes` to one incremental parser in chunks cut at `cuts`, and returns its last answer.
@@ -19,10 +20,10 @@ fn feed(bytes: &[u8], cuts: &[usize], limits: Limits) -> Parse {
     ends.sort_unstable();
     let mut last = parser.parse(&[]);
     for end in ends {
-        if let Parse::Incomplete { needed } = last {
-            if end >= needed.min(bytes.len()) {
-                last = parser.parse(&bytes[..end]);
-            }
+        if let Parse::Incomplete { needed } = last
+            && end >= needed.min(bytes.len())
+        {
+            last = parser.parse(&bytes[..end]);
         }
     }
     last

@@ -3,7 +3,5 @@
 mod parse;
 mod read;
 
-pub use parse::{
-    ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloParser, Limits, Parse, escape, parse,
-};
+pub use parse::{ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloParser, Limits, Parse, escape, parse};
 pub use read::{ReadError, read_client_hello};

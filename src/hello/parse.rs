@@ -9,9 +9,9 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 use tls_parser::{
-    SNIType, TlsExtension, TlsRecordType, parse_tls_client_hello_extension,
-    parse_tls_extension_alpn_content, parse_tls_extension_sni_content, parse_tls_extension_unknown,
-    parse_tls_handshake_client_hello, parse_tls_record_header,
+    SNIType, TlsExtension, TlsRecordType, parse_tls_client_hello_extension, parse_tls_extension_alpn_content,
+    parse_tls_extension_sni_content, parse_tls_extension_unknown, parse_tls_handshake_client_hello,
+    parse_tls_record_header,
 };
 
 use crate::name::{Name, NameError};
@@ -172,9 +172,10 @@ impl HelloParser {
             if rest.len() < RECORD_HEADER_LEN {
                 return self.within_cap(self.pos + RECORD_HEADER_LEN).map(|_| None);
             }
-            let (_, hdr) = parse_tls_record_header(rest)
-                .map_err(|_| HelloError::Malformed("record header"))?;
-            let framing = |msg| if first { HelloError::NotTls(msg) } else { HelloError::Malformed(msg) };
+            let (_, hdr) = parse_tls_record_header(rest).map_err(|_| HelloError::Malformed("record header"))?;
+            let framing = |msg| {
+                if first { HelloError::NotTls(msg) } else { HelloError::Malformed(msg) }
+            };
             if hdr.record_type != TlsRecordType::Handshake {
                 return Err(framing("record is not a handshake record"));
             }
@@ -301,8 +302,7 @@ fn decode(wire: &[u8], records: usize, limits: Limits) -> Result<ClientHello, He
     let mut server_name: Option<&[u8]> = None;
     let mut exts = ch.ext.unwrap_or_default();
     while !exts.is_empty() {
-        let (rest, ext) =
-            parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
+        let (rest, ext) = parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
         let TlsExtension::Unknown(ty, data) = ext else {
             return Err(HelloError::Malformed("extension framing"));
         };
@@ -331,7 +331,9 @@ fn decode(wire: &[u8], records: usize, limits: Limits) -> Result<ClientHello, He
 fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
     const BAD: HelloError = HelloError::Malformed("server_name extension encoding");
     let (rest, ext) = parse_tls_extension_sni_content(data).map_err(|_| BAD)?;
-    let TlsExtension::SNI(entries) = ext else { return Err(BAD) };
+    let TlsExtension::SNI(entries) = ext else {
+        return Err(BAD);
+    };
     let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
     if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
         return Err(BAD);
@@ -348,7 +350,9 @@ fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
 fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
     const BAD: HelloError = HelloError::Malformed("ALPN extension encoding");
     let (rest, ext) = parse_tls_extension_alpn_content(data).map_err(|_| BAD)?;
-    let TlsExtension::ALPN(protos) = ext else { return Err(BAD) };
+    let TlsExtension::ALPN(protos) = ext else {
+        return Err(BAD);
+    };
     let listed: usize = protos.iter().map(|p| 1 + p.len()).sum();
     if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 || protos.iter().any(|p| p.is_empty()) {
         return Err(BAD);

@@ -77,7 +77,9 @@ where
                     match io.read_buf(buf).await {
                         Ok(0) => return Err(ReadError::Closed { read: buf.len() }),
                         Ok(_) => {}
-                        Err(source) => return Err(ReadError::Io { read: buf.len(), source }),
+                        Err(source) => {
+                            return Err(ReadError::Io { read: buf.len(), source });
+                        }
                     }
                 }
             }
