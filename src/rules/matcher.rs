@@ -5,7 +5,9 @@
 //! - one byte arena holds every distinct key (a name, a suffix, or a glob's parent) once,
 //!   followed by its actions: `[key_len: u8][key bytes][count][action: u32 LE]…`, where
 //!   `count` is one byte, or 255 followed by a `u32` for keys with 255 or more actions;
-//! - a `hashbrown::HashTable<u32>` maps a key's hash to its arena offset (4 bytes a slot);
+//! - an open-addressing table of 8-byte slots (32 bits of the key's hash beside its arena
+//!   offset, linear probing, at most half full) maps a key to its arena offset: a probe
+//!   touches one cache line of the table and, only when the hash bits agree, the arena;
 //! - an action is a packed `u32` (kind, deny, scoped, origin index); what is rare (the
 //!   rule's file and line, its `from` networks, a glob's fixed parts) lives in the origin
 //!   table, which large lists share: one origin per list, not per entry.
@@ -15,7 +17,7 @@
 
 use std::net::IpAddr;
 
-use hashbrown::HashTable;
+use std::collections::HashMap;
 use ipnet::IpNet;
 
 use crate::policy::{RuleRef, Verdict};
@@ -89,21 +91,38 @@ pub(crate) struct Found {
     pub labels: u8,
 }
 
-/// Hash of one label: folded multiplies over 8-byte words.
+/// Hash of one label: folded multiplies over 8-byte words. Short tails are read as
+/// overlapping words (no copy), so the length is mixed in first to keep them distinct.
+#[inline]
 fn label_hash(label: &[u8]) -> u64 {
-    let mut h = fold(label.len() as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xa076_1d64_78bd_642f);
-    let mut chunks = label.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = fold(h ^ w, 0xe703_7ed1_a0b4_28db);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = fold(h ^ u64::from_le_bytes(buf), 0x8ebc_6af0_9c88_c6e3);
+    let n = label.len();
+    let mut h = fold(n as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xa076_1d64_78bd_642f);
+    if n >= 8 {
+        let mut chunks = label.chunks_exact(8);
+        for c in &mut chunks {
+            h = fold(h ^ word(c), 0xe703_7ed1_a0b4_28db);
+        }
+        if !chunks.remainder().is_empty() {
+            h = fold(h ^ word(&label[n - 8..]), 0x8ebc_6af0_9c88_c6e3);
+        }
+    } else if n >= 4 {
+        let w = u64::from(half(&label[..4])) << 32 | u64::from(half(&label[n - 4..]));
+        h = fold(h ^ w, 0x8ebc_6af0_9c88_c6e3);
+    } else if n > 0 {
+        let w = u64::from(label[0]) << 16 | u64::from(label[n / 2]) << 8 | u64::from(label[n - 1]);
+        h = fold(h ^ w, 0x8ebc_6af0_9c88_c6e3);
     }
     h
+}
+
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+#[inline]
+fn half(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// The suffix hash after one more label to the left.
@@ -124,29 +143,33 @@ pub(crate) fn key_hash(key: &str) -> u64 {
     key.rsplit('.').fold(SEED, |h, label| push_label(h, label.as_bytes()))
 }
 
+/// Suffixes hashed in the one pass; deeper ones (names of more than this many labels are
+/// rare) are hashed on demand.
+const FAST_LABELS: usize = 32;
+
 /// Every label-boundary suffix of one name, hashed in one right-to-left pass. Index `d - 1`
 /// is the suffix of `d` labels. Lives on the stack: the hot path does not allocate.
 pub(crate) struct Suffixes {
-    hashes: [u64; MAX_LABELS],
-    starts: [u8; MAX_LABELS],
+    hashes: [u64; FAST_LABELS],
+    starts: [u8; FAST_LABELS],
     /// Number of labels of the name.
     pub labels: usize,
 }
 
 impl Suffixes {
+    #[inline]
     pub(crate) fn new(name: &str) -> Suffixes {
-        let mut s = Suffixes { hashes: [0; MAX_LABELS], starts: [0; MAX_LABELS], labels: 0 };
+        let mut s = Suffixes { hashes: [0; FAST_LABELS], starts: [0; FAST_LABELS], labels: 0 };
         let bytes = name.as_bytes();
         let mut h = SEED;
         let mut end = bytes.len();
         loop {
             let start = bytes[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
-            h = push_label(h, &bytes[start..end]);
-            if s.labels == MAX_LABELS {
-                break;
+            if s.labels < FAST_LABELS {
+                h = push_label(h, &bytes[start..end]);
+                s.hashes[s.labels] = h;
+                s.starts[s.labels] = start as u8;
             }
-            s.hashes[s.labels] = h;
-            s.starts[s.labels] = start as u8;
             s.labels += 1;
             if start == 0 {
                 break;
@@ -157,36 +180,53 @@ impl Suffixes {
     }
 
     /// Hash and text of the suffix with `depth` labels (1 ..= labels).
+    #[inline]
     pub(crate) fn get<'n>(&self, name: &'n str, depth: usize) -> (u64, &'n [u8]) {
-        (self.hashes[depth - 1], &name.as_bytes()[self.starts[depth - 1] as usize..])
+        if depth <= FAST_LABELS {
+            return (self.hashes[depth - 1], &name.as_bytes()[self.starts[depth - 1] as usize..]);
+        }
+        // Skip the labels to the left of this suffix.
+        let skip = self.labels - depth;
+        let start = match skip {
+            0 => 0,
+            _ => name.match_indices('.').nth(skip - 1).map_or(0, |(dot, _)| dot + 1),
+        };
+        let key = &name[start..];
+        (key_hash(key), key.as_bytes())
     }
 }
 
+/// An empty slot of the table.
+const EMPTY: u64 = u64::MAX;
+
 /// The compiled index: keys and their actions in one arena, a hash table over offsets.
 pub(crate) struct SuffixTable {
+    /// `[key_len][key][count][actions…]` per key.
     arena: Vec<u8>,
-    table: HashTable<u32>,
+    /// `hash >> 32` in the high half, arena offset in the low half; `EMPTY` when free.
+    slots: Vec<u64>,
+    /// `slots.len() - 1` (a power of two minus one).
+    mask: usize,
+    /// Distinct keys.
+    keys: usize,
 }
 
 impl SuffixTable {
     /// Builds the table from `(key, action)` pairs in any order. Identical actions under the
     /// same key are merged.
     pub(crate) fn build<'a>(entries: impl Iterator<Item = (&'a str, Action)>) -> SuffixTable {
-        // Pass 1: distinct keys, numbered in first-seen order; actions collected per pair.
-        let mut ids: HashTable<u32> = HashTable::new();
-        let mut keys: Vec<(&'a str, u64)> = Vec::new();
+        // Pass 1: distinct keys, numbered in first-seen order.
+        let mut ids: HashMap<&'a str, u32> = HashMap::new();
+        let mut keys: Vec<&'a str> = Vec::new();
         let mut pairs: Vec<(u32, Action)> = Vec::new();
         for (key, action) in entries {
-            let h = key_hash(key);
-            let id = *ids
-                .entry(h, |&i| keys[i as usize].0 == key, |&i| keys[i as usize].1)
-                .or_insert_with(|| {
-                    keys.push((key, h));
-                    (keys.len() - 1) as u32
-                })
-                .get();
+            let id = *ids.entry(key).or_insert_with(|| {
+                keys.push(key);
+                (keys.len() - 1) as u32
+            });
             pairs.push((id, action));
         }
+        drop(ids);
         // Pass 2: group actions by key (counting sort), then lay out the arena.
         let mut counts = vec![0u32; keys.len() + 1];
         for &(id, _) in &pairs {
@@ -202,17 +242,19 @@ impl SuffixTable {
             next[id as usize] += 1;
         }
         drop(pairs);
-        let key_bytes: usize = keys.iter().map(|(k, _)| k.len()).sum();
+        let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
         let mut arena = Vec::with_capacity(key_bytes + keys.len() * 2 + grouped.len() * 4);
-        let mut offsets = Vec::with_capacity(keys.len());
-        for (id, (key, _)) in keys.iter().enumerate() {
+        let size = (keys.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![EMPTY; size];
+        let mask = size - 1;
+        for (id, key) in keys.iter().enumerate() {
             let actions = &mut grouped[counts[id] as usize..counts[id + 1] as usize];
             actions.sort_unstable_by_key(|a| a.order());
             let mut n = actions.len();
             if n > 1 {
                 n = dedup_in_place(actions);
             }
-            offsets.push(arena.len() as u32);
+            let offset = arena.len() as u32;
             arena.push(key.len() as u8);
             arena.extend_from_slice(key.as_bytes());
             if n < 255 {
@@ -224,20 +266,32 @@ impl SuffixTable {
             for a in &actions[..n] {
                 arena.extend_from_slice(&a.0.to_le_bytes());
             }
+            let hash = key_hash(key);
+            let mut i = hash as usize & mask;
+            while slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (hash & 0xffff_ffff_0000_0000) | u64::from(offset);
         }
         arena.shrink_to_fit();
-        // The same table, right-sized, now holding arena offsets instead of key ids.
-        ids.shrink_to_fit(|&i| keys[i as usize].1);
-        for slot in ids.iter_mut() {
-            *slot = offsets[*slot as usize];
-        }
-        SuffixTable { arena, table: ids }
+        SuffixTable { arena, slots, mask, keys: keys.len() }
     }
 
     /// The node (arena offset) of `key`, if any rule is filed under it.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table.find(hash, |&off| self.key(off) == key).copied()
+        let tag = hash & 0xffff_ffff_0000_0000;
+        let mut i = hash as usize & self.mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if slot & 0xffff_ffff_0000_0000 == tag && self.key(slot as u32) == key {
+                return Some(slot as u32);
+            }
+            i = (i + 1) & self.mask;
+        }
     }
 
     pub(crate) fn key(&self, node: u32) -> &[u8] {
@@ -263,17 +317,17 @@ impl SuffixTable {
 
     /// Every node, for building the alternative engine over the same keys.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = u32> + '_ {
-        self.table.iter().copied()
+        self.slots.iter().filter(|&&s| s != EMPTY).map(|&s| s as u32)
     }
 
     /// Number of distinct keys.
     pub(crate) fn len(&self) -> usize {
-        self.table.len()
+        self.keys
     }
 
-    /// Heap bytes held (arena plus table slots and control bytes).
+    /// Heap bytes held (arena plus slots).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+        self.arena.capacity() + self.slots.capacity() * std::mem::size_of::<u64>()
     }
 }
 
@@ -300,10 +354,11 @@ pub(crate) fn walk(
     mut node_at: impl FnMut(usize) -> Option<u32>,
 ) -> Option<Found> {
     let pick = |node: u32, want: u32, extra: &dyn Fn(Action) -> bool| pick(table, origins, src, node, want, extra);
+    let all = |_: Action| true;
     let found = |action: Action, labels: usize| Some(Found { action, labels: labels as u8 });
     let full = node_at(labels);
     if let Some(node) = full
-        && let Some(a) = pick(node, EXACT, &|_| true)
+        && let Some(a) = pick(node, EXACT, &all)
     {
         return found(a, labels);
     }
@@ -322,13 +377,13 @@ pub(crate) fn walk(
         return found(a, labels);
     }
     if let Some(node) = parent
-        && let Some(a) = pick(node, APEX, &|_| true)
+        && let Some(a) = pick(node, APEX, &all)
     {
         return found(a, labels - 1);
     }
     for depth in (1..labels.saturating_sub(1)).rev() {
         if let Some(node) = node_at(depth)
-            && let Some(a) = pick(node, APEX, &|_| true)
+            && let Some(a) = pick(node, APEX, &all)
         {
             return found(a, depth);
         }
@@ -377,6 +432,19 @@ mod tests {
             assert_eq!(h, key_hash(std::str::from_utf8(key).unwrap()), "depth {depth}");
         }
         assert_ne!(key_hash("ab.c"), key_hash("a.bc"));
+    }
+
+    #[test]
+    fn deep_names_hash_like_shallow_ones() {
+        let name: String = (0..40).map(|i| format!("l{i}.")).collect::<String>() + "com";
+        let s = Suffixes::new(&name);
+        assert_eq!(s.labels, 41);
+        for depth in 1..=41 {
+            let (h, key) = s.get(&name, depth);
+            let key = std::str::from_utf8(key).unwrap();
+            assert_eq!(key.split('.').count(), depth);
+            assert_eq!(h, key_hash(key), "depth {depth}");
+        }
     }
 
     #[test]
