@@ -7,6 +7,11 @@
 //! - [`name`]: the validated, normalised host name every later stage matches on.
 //! - [`hello`]: the ClientHello: a pure, incremental parser and a timed, bounded stream reader
 //!   that keeps every byte for replay.
+//! - `rules`: the rule language (patterns, rule files, large lists), the compiled matchers
+//!   (a suffix hash table in production, an Aho-Corasick automaton and a naive loop as test
+//!   oracles) and the `snigate check` analysis.
+//! - `policy`: the decision: [`RuleSet`], an immutable compiled snapshot, and its one
+//!   allocation-free hot-path call, [`RuleSet::decide`], returning a [`Decision`].
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
 #![deny(unsafe_code)]
@@ -15,8 +20,16 @@
 pub mod cli;
 pub mod hello;
 pub mod name;
+mod policy;
 pub mod reason;
+mod rules;
 
 pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};
 pub use name::{Name, NameError};
+pub use policy::{Decision, MatchKind, Matched, RuleRef, RuleSet, Verdict};
 pub use reason::Reason;
+pub use rules::{
+    AcMatcher, Counts, Finding, Glob, List, ListSpec, PRESET, Pattern, PatternError, Precedence, Reference,
+    Report, Rule, RuleError, RuleErrorKind, RuleErrors, Specificity, Target, canonical_ip, check, load_list,
+    load_rules, parse_list, parse_rules, preset_rules,
+};

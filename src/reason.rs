@@ -19,17 +19,27 @@ pub enum Reason {
     HelloTimeout,
     /// The client closed (or reset) the connection before sending a byte.
     ClientClosed,
+    /// A rule decided: a name rule matched the SNI, or an `ip` rule matched the destination
+    /// of a connection without SNI. The rule itself is in the decision's `RuleRef`.
+    Rule,
+    /// The SNI matched no rule, so the rule set's default verdict applied.
+    Default,
+    /// The hello carried no SNI and no `ip` rule matched the destination.
+    NoSni,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
         Reason::HelloTooLarge,
         Reason::HelloTimeout,
         Reason::ClientClosed,
+        Reason::Rule,
+        Reason::Default,
+        Reason::NoSni,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -41,6 +51,9 @@ impl Reason {
             Reason::HelloTooLarge => "hello_too_large",
             Reason::HelloTimeout => "hello_timeout",
             Reason::ClientClosed => "client_closed",
+            Reason::Rule => "rule",
+            Reason::Default => "default",
+            Reason::NoSni => "no_sni",
         }
     }
 }

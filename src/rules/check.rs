@@ -1,0 +1,298 @@
+//! `snigate check`: what a valid rule set contains and where it says less than it seems to.
+//!
+//! A rule can only be overruled everywhere by a rule over the same match set or a larger
+//! one at the same specificity, so the analysis groups rules by key and precedence group
+//! (exact name, one glob, one suffix, `*`, one `ip` network) and compares within a group:
+//! - **duplicate**: the same action, pattern and sources as an earlier rule;
+//! - **shadowed**: never decides, because a rule in its group matches every name it does,
+//!   applies to every source it does, and wins (deny over allow; the first of equals);
+//! - **conflict**: an `allow` and a `deny` that both decide some names for some sources at
+//!   the same specificity (deny wins there); not repeated when one shadows the other.
+//!
+//! Large lists are counted; their entries are not compared (blocklists repeat themselves).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use ipnet::IpNet;
+
+use crate::policy::{RuleRef, Verdict};
+use crate::rules::pattern::Pattern;
+use crate::rules::{List, Rule, Target};
+
+/// Rules by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// `name`.
+    pub exact: usize,
+    /// `*.name`.
+    pub below: usize,
+    /// `.name`.
+    pub apex: usize,
+    /// `pre*suf.name`.
+    pub glob: usize,
+    /// `*`.
+    pub any: usize,
+    /// `ip CIDR`.
+    pub ip: usize,
+    /// Rules with a `from` clause (also counted under their kind).
+    pub scoped: usize,
+    /// `allow` rules.
+    pub allow: usize,
+    /// `deny` rules.
+    pub deny: usize,
+    /// Lists loaded.
+    pub lists: usize,
+    /// Entries across all lists.
+    pub list_entries: usize,
+}
+
+/// One observation about a valid rule set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// `rule` repeats `first` exactly.
+    Duplicate {
+        /// The later rule.
+        rule: RuleRef,
+        /// The rule it repeats.
+        first: RuleRef,
+    },
+    /// `rule` can never decide: `by` always wins where it would match.
+    Shadowed {
+        /// The rule that never decides.
+        rule: RuleRef,
+        /// The rule that wins instead.
+        by: RuleRef,
+    },
+    /// An allow and a deny that meet at the same specificity; deny wins there.
+    Conflict {
+        /// The allow rule.
+        allow: RuleRef,
+        /// The deny rule.
+        deny: RuleRef,
+    },
+}
+
+/// The result of [`check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Rules by kind.
+    pub counts: Counts,
+    /// Duplicates, shadowed rules and conflicts, in rule order.
+    pub findings: Vec<Finding>,
+}
+
+/// Analyses parsed rules and lists.
+pub fn check(rules: &[Rule], lists: &[List]) -> Report {
+    let mut counts = Counts { lists: lists.len(), ..Counts::default() };
+    counts.list_entries = lists.iter().map(|l| l.patterns.len()).sum();
+    let mut groups: HashMap<String, Vec<&Rule>> = HashMap::new();
+    for r in rules {
+        match &r.target {
+            Target::Ip(_) => counts.ip += 1,
+            Target::Name(Pattern::Exact(_)) => counts.exact += 1,
+            Target::Name(Pattern::Below(_)) => counts.below += 1,
+            Target::Name(Pattern::Apex(_)) => counts.apex += 1,
+            Target::Name(Pattern::Glob(_)) => counts.glob += 1,
+            Target::Name(Pattern::Any) => counts.any += 1,
+        }
+        counts.scoped += usize::from(!r.from.is_empty());
+        match r.verdict {
+            Verdict::Allow => counts.allow += 1,
+            Verdict::Deny => counts.deny += 1,
+        }
+        groups.entry(group_key(&r.target)).or_default().push(r);
+    }
+    let mut findings = Vec::new();
+    let mut order: Vec<&Vec<&Rule>> = groups.values().filter(|g| g.len() > 1).collect();
+    order.sort_by_key(|g| position(g[0]));
+    for group in order {
+        analyse_group(group, &mut findings);
+    }
+    findings.sort_by_key(|f| match f {
+        Finding::Duplicate { rule, .. } | Finding::Shadowed { rule, .. } => (ref_position(rule), 0),
+        Finding::Conflict { allow, deny } => (std::cmp::max(ref_position(allow), ref_position(deny)), 1),
+    });
+    Report { counts, findings }
+}
+
+fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
+    let mut silenced = vec![false; group.len()];
+    for (j, b) in group.iter().enumerate() {
+        for (i, a) in group.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            if i < j && a.verdict == b.verdict && a.target == b.target && same_nets(&a.from, &b.from) {
+                out.push(Finding::Duplicate { rule: b.origin.clone(), first: a.origin.clone() });
+                silenced[j] = true;
+                break;
+            }
+            if overrules(a, b, i < j) {
+                out.push(Finding::Shadowed { rule: b.origin.clone(), by: a.origin.clone() });
+                silenced[j] = true;
+                break;
+            }
+        }
+    }
+    for (i, a) in group.iter().enumerate() {
+        for (j, b) in group.iter().enumerate().skip(i + 1) {
+            if a.verdict == b.verdict || silenced[i] || silenced[j] || !same_reach(a, b) {
+                continue;
+            }
+            let (allow, deny) = if a.verdict == Verdict::Allow { (a, b) } else { (b, a) };
+            out.push(Finding::Conflict { allow: allow.origin.clone(), deny: deny.origin.clone() });
+        }
+    }
+}
+
+/// `a` decides everywhere `b` would: `a` matches a superset of `b`'s names, applies to a
+/// superset of its sources at the same scoped-ness, and wins the tie.
+fn overrules(a: &Rule, b: &Rule, a_first: bool) -> bool {
+    let covers_names = match (&a.target, &b.target) {
+        (Target::Name(Pattern::Apex(x)), Target::Name(Pattern::Below(y))) => x == y,
+        (ta, tb) => ta == tb,
+    };
+    let covers_sources = match (a.from.is_empty(), b.from.is_empty()) {
+        (true, true) => true,
+        (false, false) => b.from.iter().all(|nb| a.from.iter().any(|na| na.contains(nb))),
+        // A scoped rule outranks an unscoped one for its sources and is absent elsewhere.
+        _ => false,
+    };
+    let wins = match (a.verdict, b.verdict) {
+        (Verdict::Deny, Verdict::Allow) => true,
+        (Verdict::Allow, Verdict::Deny) => false,
+        _ => a_first,
+    };
+    covers_names && covers_sources && wins
+}
+
+/// Both rules decide some name for some source at the same precedence level.
+fn same_reach(a: &Rule, b: &Rule) -> bool {
+    let names = match (&a.target, &b.target) {
+        (Target::Name(Pattern::Apex(x) | Pattern::Below(x)), Target::Name(Pattern::Apex(y) | Pattern::Below(y))) => {
+            x == y
+        }
+        (ta, tb) => ta == tb,
+    };
+    let sources = match (a.from.is_empty(), b.from.is_empty()) {
+        (true, true) => true,
+        (false, false) => a.from.iter().any(|na| b.from.iter().any(|nb| na.contains(nb) || nb.contains(na))),
+        _ => false,
+    };
+    names && sources
+}
+
+fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a == b
+}
+
+/// Rules that can overrule each other share a group: the key plus the precedence group.
+fn group_key(target: &Target) -> String {
+    match target {
+        Target::Ip(net) => format!("ip {net}"),
+        Target::Name(Pattern::Apex(x) | Pattern::Below(x)) => format!("suffix {x}"),
+        Target::Name(p) => format!("name {p}"),
+    }
+}
+
+fn position(r: &Rule) -> (String, u32) {
+    ref_position(&r.origin)
+}
+
+fn ref_position(r: &RuleRef) -> (String, u32) {
+    match r {
+        RuleRef::Line { file, line, .. } => (file.to_string(), *line),
+        RuleRef::List { name } => (name.to_string(), 0),
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::Duplicate { rule, first } => {
+                write!(f, "duplicate: {rule} `{}` repeats {first}", text(rule))
+            }
+            Finding::Shadowed { rule, by } => {
+                write!(f, "shadowed: {rule} `{}` never decides: {by} `{}` always wins", text(rule), text(by))
+            }
+            Finding::Conflict { allow, deny } => {
+                write!(f, "conflict: {allow} `{}` and {deny} `{}` meet; deny wins", text(allow), text(deny))
+            }
+        }
+    }
+}
+
+fn text(r: &RuleRef) -> &str {
+    match r {
+        RuleRef::Line { text, .. } => text,
+        RuleRef::List { name } => name,
+    }
+}
+
+impl fmt::Display for Counts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} rules: {} exact, {} *.suffix, {} .suffix, {} glob, {} catch-all, {} ip; {} scoped; {} allow, {} deny",
+            self.exact + self.below + self.apex + self.glob + self.any + self.ip,
+            self.exact,
+            self.below,
+            self.apex,
+            self.glob,
+            self.any,
+            self.ip,
+            self.scoped,
+            self.allow,
+            self.deny,
+        )?;
+        if self.lists > 0 {
+            write!(f, "; {} list entries in {} list(s)", self.list_entries, self.lists)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse_rules;
+
+    fn findings(text: &str) -> Vec<String> {
+        let rules = parse_rules("t.rules", text).unwrap();
+        check(&rules, &[]).findings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reports_duplicates_shadowed_and_conflicts() {
+        let got = findings(
+            "allow a.com\nallow a.com\n\
+             allow *.b.com\ndeny .b.com\n\
+             allow .c.com\ndeny *.c.com\n\
+             allow *.d.com from 10.0.0.0/8\nallow *.d.com from 10.0.0.0/16\n\
+             allow *.e.com from 10.0.0.0/8\ndeny *.e.com\n",
+        );
+        assert_eq!(
+            got,
+            [
+                "duplicate: t.rules:2 `allow a.com` repeats t.rules:1",
+                "shadowed: t.rules:3 `allow *.b.com` never decides: t.rules:4 `deny .b.com` always wins",
+                "conflict: t.rules:5 `allow .c.com` and t.rules:6 `deny *.c.com` meet; deny wins",
+                "shadowed: t.rules:8 `allow *.d.com from 10.0.0.0/16` never decides: t.rules:7 `allow *.d.com from 10.0.0.0/8` always wins",
+            ]
+        );
+    }
+
+    #[test]
+    fn counts_by_kind() {
+        let rules = parse_rules("t.rules", "allow a.com\ndeny *.b.com\nallow .c.com\nallow x*.d.com\nallow *\nallow ip 10.0.0.0/8 from 10.1.0.0/16\n").unwrap();
+        let c = check(&rules, &[]).counts;
+        assert_eq!((c.exact, c.below, c.apex, c.glob, c.any, c.ip, c.scoped, c.allow, c.deny), (1, 1, 1, 1, 1, 1, 1, 5, 1));
+    }
+}

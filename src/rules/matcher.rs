@@ -1,0 +1,462 @@
+//! The production matcher: a hash table over label-boundary suffixes, walked from the longest
+//! suffix (the whole name) to the shortest (the TLD), stopping at the first that decides.
+//!
+//! Layout, chosen to stay under 64 bytes per pattern at a million patterns:
+//! - one byte arena holds every distinct key (a name, a suffix, or a glob's parent) once,
+//!   followed by its actions: `[key_len: u8][key bytes][count][action: u32 LE]…`, where
+//!   `count` is one byte, or 255 followed by a `u32` for keys with 255 or more actions;
+//! - an open-addressing table of 8-byte slots (32 bits of the key's hash beside its arena
+//!   offset, linear probing, at most half full) maps a key to its arena offset: a probe
+//!   touches one cache line of the table and, only when the hash bits agree, the arena;
+//! - an action is a packed `u32` (kind, deny, scoped, origin index); what is rare (the
+//!   rule's file and line, its `from` networks, a glob's fixed parts) lives in the origin
+//!   table, which large lists share: one origin per list, not per entry.
+//!
+//! The key hash is computed label by label from the right, so one pass over the SNI yields
+//! the hash of every suffix; the table is probed once per label at most.
+
+use std::net::IpAddr;
+
+use std::collections::HashMap;
+use ipnet::IpNet;
+
+use crate::policy::{RuleRef, Verdict};
+use crate::rules::pattern::Glob;
+use crate::rules::rule::admits;
+
+/// Most labels a valid name can have (253 bytes: 127 one-byte labels).
+pub(crate) const MAX_LABELS: usize = 127;
+
+/// Action kinds, in precedence groups: exact, glob, then the two suffix forms.
+pub(crate) const EXACT: u32 = 0;
+pub(crate) const GLOB: u32 = 1;
+pub(crate) const APEX: u32 = 2;
+pub(crate) const BELOW: u32 = 3;
+/// `*`: kept outside the table.
+pub(crate) const ANY: u32 = 4;
+
+/// Precedence group: the two suffix kinds are equally specific.
+const fn group(kind: u32) -> u32 {
+    if kind >= APEX { APEX } else { kind }
+}
+
+/// One rule's entry under a key: `kind:3 | deny:1 | scoped:1 | origin:27`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Action(u32);
+
+/// Origins are 27-bit indices.
+pub(crate) const MAX_ORIGINS: usize = 1 << 27;
+
+impl Action {
+    pub(crate) fn new(kind: u32, deny: bool, scoped: bool, origin: usize) -> Action {
+        debug_assert!(origin < MAX_ORIGINS);
+        Action(kind | (deny as u32) << 3 | (scoped as u32) << 4 | (origin as u32) << 5)
+    }
+    pub(crate) fn kind(self) -> u32 {
+        self.0 & 7
+    }
+    pub(crate) fn deny(self) -> bool {
+        self.0 & 8 != 0
+    }
+    pub(crate) fn scoped(self) -> bool {
+        self.0 & 16 != 0
+    }
+    pub(crate) fn origin(self) -> usize {
+        (self.0 >> 5) as usize
+    }
+    /// Ascending order = descending precedence within a key: group (exact, glob, suffix),
+    /// then scoped first, then deny first, then load order.
+    fn order(self) -> (u32, bool, bool, usize) {
+        (group(self.kind()), !self.scoped(), !self.deny(), self.origin())
+    }
+}
+
+/// Where a rule came from and what the hot path needs only rarely.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// Reported as the deciding rule.
+    pub rule: RuleRef,
+    /// The rule's verdict (also packed into each action as the deny bit).
+    pub verdict: Verdict,
+    /// The `from` networks (empty: every source).
+    pub from: Box<[IpNet]>,
+    /// A glob's fixed parts, checked against the SNI's leftmost label.
+    pub glob: Option<Box<Glob>>,
+}
+
+/// How a compiled rule matched: its kind and how many labels its key has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub action: Action,
+    pub labels: u8,
+}
+
+/// Hash of one label: folded multiplies over 8-byte words. Short tails are read as
+/// overlapping words (no copy), so the length is mixed in first to keep them distinct.
+#[inline]
+fn label_hash(label: &[u8]) -> u64 {
+    let n = label.len();
+    let mut h = fold(n as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xa076_1d64_78bd_642f);
+    if n >= 8 {
+        let mut chunks = label.chunks_exact(8);
+        for c in &mut chunks {
+            h = fold(h ^ word(c), 0xe703_7ed1_a0b4_28db);
+        }
+        if !chunks.remainder().is_empty() {
+            h = fold(h ^ word(&label[n - 8..]), 0x8ebc_6af0_9c88_c6e3);
+        }
+    } else if n >= 4 {
+        let w = u64::from(half(&label[..4])) << 32 | u64::from(half(&label[n - 4..]));
+        h = fold(h ^ w, 0x8ebc_6af0_9c88_c6e3);
+    } else if n > 0 {
+        let w = u64::from(label[0]) << 16 | u64::from(label[n / 2]) << 8 | u64::from(label[n - 1]);
+        h = fold(h ^ w, 0x8ebc_6af0_9c88_c6e3);
+    }
+    h
+}
+
+#[inline]
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+#[inline]
+fn half(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The suffix hash after one more label to the left.
+fn push_label(h: u64, label: &[u8]) -> u64 {
+    fold(h ^ 0x5899_65cc_7537_4cc3, label_hash(label) ^ 0x1d8e_4e27_c47d_124f)
+}
+
+fn fold(a: u64, b: u64) -> u64 {
+    let p = (a as u128).wrapping_mul(b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// The hash of a whole key (a normalised name), equal to what [`Suffixes`] computes for
+/// the same suffix of a longer name.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    key.rsplit('.').fold(SEED, |h, label| push_label(h, label.as_bytes()))
+}
+
+/// Suffixes hashed in the one pass; deeper ones (names of more than this many labels are
+/// rare) are hashed on demand.
+const FAST_LABELS: usize = 32;
+
+/// Every label-boundary suffix of one name, hashed in one right-to-left pass. Index `d - 1`
+/// is the suffix of `d` labels. Lives on the stack: the hot path does not allocate.
+pub(crate) struct Suffixes {
+    hashes: [u64; FAST_LABELS],
+    starts: [u8; FAST_LABELS],
+    /// Number of labels of the name.
+    pub labels: usize,
+}
+
+impl Suffixes {
+    #[inline]
+    pub(crate) fn new(name: &str) -> Suffixes {
+        let mut s = Suffixes { hashes: [0; FAST_LABELS], starts: [0; FAST_LABELS], labels: 0 };
+        let bytes = name.as_bytes();
+        let mut h = SEED;
+        let mut end = bytes.len();
+        loop {
+            let start = bytes[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+            if s.labels < FAST_LABELS {
+                h = push_label(h, &bytes[start..end]);
+                s.hashes[s.labels] = h;
+                s.starts[s.labels] = start as u8;
+            }
+            s.labels += 1;
+            if start == 0 {
+                break;
+            }
+            end = start - 1;
+        }
+        s
+    }
+
+    /// Hash and text of the suffix with `depth` labels (1 ..= labels).
+    #[inline]
+    pub(crate) fn get<'n>(&self, name: &'n str, depth: usize) -> (u64, &'n [u8]) {
+        if depth <= FAST_LABELS {
+            return (self.hashes[depth - 1], &name.as_bytes()[self.starts[depth - 1] as usize..]);
+        }
+        // Skip the labels to the left of this suffix.
+        let skip = self.labels - depth;
+        let start = match skip {
+            0 => 0,
+            _ => name.match_indices('.').nth(skip - 1).map_or(0, |(dot, _)| dot + 1),
+        };
+        let key = &name[start..];
+        (key_hash(key), key.as_bytes())
+    }
+}
+
+/// An empty slot of the table.
+const EMPTY: u64 = u64::MAX;
+
+/// The compiled index: keys and their actions in one arena, a hash table over offsets.
+pub(crate) struct SuffixTable {
+    /// `[key_len][key][count][actions…]` per key.
+    arena: Vec<u8>,
+    /// `hash >> 32` in the high half, arena offset in the low half; `EMPTY` when free.
+    slots: Vec<u64>,
+    /// `slots.len() - 1` (a power of two minus one).
+    mask: usize,
+    /// Distinct keys.
+    keys: usize,
+}
+
+impl SuffixTable {
+    /// Builds the table from `(key, action)` pairs in any order. Identical actions under the
+    /// same key are merged.
+    pub(crate) fn build<'a>(entries: impl Iterator<Item = (&'a str, Action)>) -> SuffixTable {
+        // Pass 1: distinct keys, numbered in first-seen order.
+        let mut ids: HashMap<&'a str, u32> = HashMap::new();
+        let mut keys: Vec<&'a str> = Vec::new();
+        let mut pairs: Vec<(u32, Action)> = Vec::new();
+        for (key, action) in entries {
+            let id = *ids.entry(key).or_insert_with(|| {
+                keys.push(key);
+                (keys.len() - 1) as u32
+            });
+            pairs.push((id, action));
+        }
+        drop(ids);
+        // Pass 2: group actions by key (counting sort), then lay out the arena.
+        let mut counts = vec![0u32; keys.len() + 1];
+        for &(id, _) in &pairs {
+            counts[id as usize + 1] += 1;
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let mut grouped = vec![Action(0); pairs.len()];
+        let mut next = counts.clone();
+        for &(id, a) in &pairs {
+            grouped[next[id as usize] as usize] = a;
+            next[id as usize] += 1;
+        }
+        drop(pairs);
+        let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
+        let mut arena = Vec::with_capacity(key_bytes + keys.len() * 2 + grouped.len() * 4);
+        let size = (keys.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![EMPTY; size];
+        let mask = size - 1;
+        for (id, key) in keys.iter().enumerate() {
+            let actions = &mut grouped[counts[id] as usize..counts[id + 1] as usize];
+            actions.sort_unstable_by_key(|a| a.order());
+            let mut n = actions.len();
+            if n > 1 {
+                n = dedup_in_place(actions);
+            }
+            let offset = arena.len() as u32;
+            arena.push(key.len() as u8);
+            arena.extend_from_slice(key.as_bytes());
+            if n < 255 {
+                arena.push(n as u8);
+            } else {
+                arena.push(255);
+                arena.extend_from_slice(&(n as u32).to_le_bytes());
+            }
+            for a in &actions[..n] {
+                arena.extend_from_slice(&a.0.to_le_bytes());
+            }
+            let hash = key_hash(key);
+            let mut i = hash as usize & mask;
+            while slots[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = (hash & 0xffff_ffff_0000_0000) | u64::from(offset);
+        }
+        arena.shrink_to_fit();
+        SuffixTable { arena, slots, mask, keys: keys.len() }
+    }
+
+    /// The node (arena offset) of `key`, if any rule is filed under it.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let tag = hash & 0xffff_ffff_0000_0000;
+        let mut i = hash as usize & self.mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == EMPTY {
+                return None;
+            }
+            if slot & 0xffff_ffff_0000_0000 == tag && self.key(slot as u32) == key {
+                return Some(slot as u32);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    pub(crate) fn key(&self, node: u32) -> &[u8] {
+        let at = node as usize;
+        let len = self.arena[at] as usize;
+        &self.arena[at + 1..at + 1 + len]
+    }
+
+    /// The actions filed under a node, best first within each precedence group.
+    pub(crate) fn actions(&self, node: u32) -> impl Iterator<Item = Action> + '_ {
+        let at = node as usize;
+        let mut p = at + 1 + self.arena[at] as usize;
+        let mut n = self.arena[p] as usize;
+        p += 1;
+        if n == 255 {
+            n = u32::from_le_bytes([self.arena[p], self.arena[p + 1], self.arena[p + 2], self.arena[p + 3]]) as usize;
+            p += 4;
+        }
+        self.arena[p..p + 4 * n]
+            .chunks_exact(4)
+            .map(|c| Action(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+    }
+
+    /// Every node, for building the alternative engine over the same keys.
+    pub(crate) fn nodes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots.iter().filter(|&&s| s != EMPTY).map(|&s| s as u32)
+    }
+
+    /// Number of distinct keys.
+    pub(crate) fn len(&self) -> usize {
+        self.keys
+    }
+
+    /// Heap bytes held (arena plus slots).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.arena.capacity() + self.slots.capacity() * std::mem::size_of::<u64>()
+    }
+}
+
+/// Drops repeated actions from a sorted slice; returns the new length.
+fn dedup_in_place(actions: &mut [Action]) -> usize {
+    let mut w = 1;
+    for r in 1..actions.len() {
+        if actions[r] != actions[w - 1] {
+            actions[w] = actions[r];
+            w += 1;
+        }
+    }
+    w
+}
+
+/// The precedence walk, shared by both engines. `node_at(d)` returns the node of the
+/// suffix with `d` labels, if any. Returns the deciding action and its key's label count.
+pub(crate) fn walk(
+    table: &SuffixTable,
+    origins: &[Origin],
+    name: &str,
+    labels: usize,
+    src: IpAddr,
+    mut node_at: impl FnMut(usize) -> Option<u32>,
+) -> Option<Found> {
+    let pick = |node: u32, want: u32, extra: &dyn Fn(Action) -> bool| pick(table, origins, src, node, want, extra);
+    let all = |_: Action| true;
+    let found = |action: Action, labels: usize| Some(Found { action, labels: labels as u8 });
+    let full = node_at(labels);
+    if let Some(node) = full
+        && let Some(a) = pick(node, EXACT, &all)
+    {
+        return found(a, labels);
+    }
+    let parent = if labels > 1 { node_at(labels - 1) } else { None };
+    if let Some(node) = parent {
+        let first = name.split('.').next().unwrap_or_default();
+        let glob_matches =
+            |a: Action| origins[a.origin()].glob.as_ref().is_some_and(|g| g.matches_label(first));
+        if let Some(a) = pick(node, GLOB, &glob_matches) {
+            return found(a, labels - 1);
+        }
+    }
+    if let Some(node) = full
+        && let Some(a) = pick(node, APEX, &|a| a.kind() == APEX)
+    {
+        return found(a, labels);
+    }
+    if let Some(node) = parent
+        && let Some(a) = pick(node, APEX, &all)
+    {
+        return found(a, labels - 1);
+    }
+    for depth in (1..labels.saturating_sub(1)).rev() {
+        if let Some(node) = node_at(depth)
+            && let Some(a) = pick(node, APEX, &all)
+        {
+            return found(a, depth);
+        }
+    }
+    None
+}
+
+/// The best admitted action of precedence group `want` under `node` that also passes `extra`.
+/// Actions are stored best first, so the first that passes wins.
+#[inline]
+fn pick(
+    table: &SuffixTable,
+    origins: &[Origin],
+    src: IpAddr,
+    node: u32,
+    want: u32,
+    extra: &dyn Fn(Action) -> bool,
+) -> Option<Action> {
+    table
+        .actions(node)
+        .skip_while(|a| group(a.kind()) < want)
+        .take_while(|a| group(a.kind()) == want)
+        .find(|&a| extra(a) && (!a.scoped() || admits(&origins[a.origin()].from, src)))
+}
+
+/// The production lookup: probe the table for each suffix, longest first, lazily.
+pub(crate) fn walk_hashed(table: &SuffixTable, origins: &[Origin], name: &str, src: IpAddr) -> Option<Found> {
+    let suffixes = Suffixes::new(name);
+    walk(table, origins, name, suffixes.labels, src, |depth| {
+        let (hash, key) = suffixes.get(name, depth);
+        table.get(hash, key)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffix_hashes_equal_key_hashes() {
+        let name = "a.bb.ccc-long-label-over-8.example.com";
+        let s = Suffixes::new(name);
+        assert_eq!(s.labels, 5);
+        for depth in 1..=5 {
+            let (h, key) = s.get(name, depth);
+            assert_eq!(h, key_hash(std::str::from_utf8(key).unwrap()), "depth {depth}");
+        }
+        assert_ne!(key_hash("ab.c"), key_hash("a.bc"));
+    }
+
+    #[test]
+    fn deep_names_hash_like_shallow_ones() {
+        let name: String = (0..40).map(|i| format!("l{i}.")).collect::<String>() + "com";
+        let s = Suffixes::new(&name);
+        assert_eq!(s.labels, 41);
+        for depth in 1..=41 {
+            let (h, key) = s.get(&name, depth);
+            let key = std::str::from_utf8(key).unwrap();
+            assert_eq!(key.split('.').count(), depth);
+            assert_eq!(h, key_hash(key), "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn arena_round_trips_many_actions() {
+        let entries: Vec<(&str, Action)> =
+            (0..300).map(|i| ("x.com", Action::new(EXACT, i % 2 == 0, false, i))).chain([("com", Action::new(BELOW, true, false, 7))]).collect();
+        let t = SuffixTable::build(entries.into_iter());
+        assert_eq!(t.len(), 2);
+        let node = t.get(key_hash("x.com"), b"x.com").unwrap();
+        let acts: Vec<Action> = t.actions(node).collect();
+        assert_eq!(acts.len(), 300);
+        assert!(acts[0].deny() && acts[0].origin() == 0);
+        assert!(t.get(key_hash("y.com"), b"y.com").is_none());
+    }
+}

@@ -1,0 +1,97 @@
+//! The compiled matcher (and the Aho-Corasick engine) against the naive reference: random
+//! rule sets over a tiny label alphabet, so that patterns collide, nest and tie often, and
+//! random names built from the same labels.
+
+use std::net::{IpAddr, SocketAddr};
+
+use proptest::prelude::*;
+use snigate::{AcMatcher, ListSpec, Name, Reference, RuleSet, Verdict, parse_list, parse_rules};
+
+const LABELS: &[&str] = &["a", "b", "ab", "ba", "a-b"];
+const TLDS: &[&str] = &["com", "net"];
+const SCOPES: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "192.168.0.0/16", "10.0.0.0/8, 192.168.0.0/16", "::/0"];
+const SOURCES: &[&str] = &["10.1.2.3", "10.9.9.9", "192.168.1.1", "8.8.8.8", "::ffff:10.1.2.3", "2001:db8::1"];
+const DSTS: &[&str] = &["10.1.2.3:443", "192.168.7.7:8443", "8.8.8.8:443", "[2001:db8::1]:443"];
+const NETS: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "10.1.2.3/32", "0.0.0.0/0", "2001:db8::/32"];
+
+fn name() -> impl Strategy<Value = String> {
+    (prop::collection::vec(prop::sample::select(LABELS), 0..4), prop::sample::select(TLDS)).prop_map(|(mut l, tld)| {
+        l.push(tld);
+        l.join(".")
+    })
+}
+
+fn pattern() -> impl Strategy<Value = String> {
+    let affix = prop::sample::select(&["", "a", "b", "ab"][..]);
+    prop_oneof![
+        3 => name(),
+        3 => name().prop_map(|n| format!("*.{n}")),
+        3 => name().prop_map(|n| format!(".{n}")),
+        2 => (affix.clone(), affix, name())
+            .prop_filter("one side fixed", |(p, s, _)| !(p.is_empty() && s.is_empty()))
+            .prop_map(|(p, s, n)| format!("{p}*{s}.{n}")),
+        1 => Just("*".to_string()),
+        1 => prop::sample::select(NETS).prop_map(|n| format!("ip {n}")),
+    ]
+}
+
+fn rule_line() -> impl Strategy<Value = String> {
+    (any::<bool>(), pattern(), prop::option::weighted(0.3, prop::sample::select(SCOPES))).prop_map(|(deny, p, from)| {
+        let action = if deny { "deny" } else { "allow" };
+        match from {
+            Some(from) => format!("{action} {p} from {from}"),
+            None => format!("{action} {p}"),
+        }
+    })
+}
+
+fn list_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        name(),
+        name().prop_map(|n| format!("*.{n}")),
+        name().prop_map(|n| format!("0.0.0.0 {n}")),
+        name().prop_map(|n| format!("||{n}^")),
+    ]
+}
+
+type Query = (Option<String>, &'static str, Option<&'static str>);
+
+fn query() -> impl Strategy<Value = Query> {
+    (
+        prop::option::weighted(0.85, name()),
+        prop::sample::select(SOURCES),
+        prop::option::weighted(0.7, prop::sample::select(DSTS)),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compiled_engines_agree_with_the_reference(
+        lines in prop::collection::vec(rule_line(), 0..24),
+        list in prop::option::of((any::<bool>(), prop::collection::vec(list_line(), 0..8))),
+        default_allow in any::<bool>(),
+        queries in prop::collection::vec(query(), 1..40),
+    ) {
+        let rules = parse_rules("p.rules", &lines.join("\n")).expect("generated rules parse");
+        let lists: Vec<_> = list.into_iter().map(|(deny, entries)| {
+            let spec = ListSpec { name: "plist".into(), verdict: if deny { Verdict::Deny } else { Verdict::Allow }, lenient: false };
+            parse_list(&spec, &entries.join("\n")).expect("generated list parses")
+        }).collect();
+        let default = if default_allow { Verdict::Allow } else { Verdict::Deny };
+        let reference = Reference::new(&rules, &lists, default);
+        let compiled = RuleSet::new(rules, lists, default);
+        let ac = AcMatcher::new(&compiled).expect("automaton builds");
+        for (sni, src, dst) in queries {
+            let sni = sni.map(|s| Name::parse(s.as_bytes(), false).expect("generated name is valid"));
+            let src: IpAddr = src.parse().unwrap();
+            let dst: Option<SocketAddr> = dst.map(|d| d.parse().unwrap());
+            let want = reference.decide(sni.as_ref(), src, dst);
+            let got = compiled.decide(sni.as_ref(), src, dst);
+            prop_assert_eq!(got, want, "hash engine: sni {:?} src {} dst {:?}\n{}", sni, src, dst, lines.join("\n"));
+            let got_ac = ac.decide(&compiled, sni.as_ref(), src, dst);
+            prop_assert_eq!(got_ac, want, "aho-corasick engine: sni {:?} src {} dst {:?}\n{}", sni, src, dst, lines.join("\n"));
+        }
+    }
+}

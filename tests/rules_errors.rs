@@ -1,0 +1,83 @@
+//! Malformed rule files: every problem is reported at once, each with the file, the line,
+//! the column and the reason.
+
+use std::path::PathBuf;
+
+use snigate::{ListSpec, RuleErrorKind, Verdict, load_rules, parse_list, parse_rules};
+
+#[test]
+fn each_malformed_line_names_file_line_column_and_reason() {
+    let text = "\
+# comment, then a blank line
+
+allow good.example.com
+permit x.com
+allow
+deny a.*.com
+allow *.ok.com from 10.0.0.0/33
+allow *.ok.com from 10.0.0.1/8
+allow ok.com from 10.0.0.0/8,
+allow ok.com to 10.0.0.0/8
+deny ip nonsense
+deny ip
+allow 10.0.0.1
+allow a..com
+allow bü*.example
+allow foo*
+  deny   -bad.com   # indented
+";
+    let err = parse_rules("bad.rules", text).unwrap_err();
+    let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "bad.rules:4:1: unknown keyword `permit` (expected `allow` or `deny`)",
+            "bad.rules:5:6: missing pattern after `allow`",
+            "bad.rules:6:6: bad pattern `a.*.com`: '*' is allowed only once, in the leftmost label",
+            "bad.rules:7:21: bad CIDR `10.0.0.0/33`: invalid IP address syntax",
+            "bad.rules:8:21: bad CIDR `10.0.0.1/8`: host bits set (did you mean 10.0.0.0/8?)",
+            "bad.rules:9:30: missing CIDR after `from`",
+            "bad.rules:10:14: unexpected `to` (expected `from` or end of line)",
+            "bad.rules:11:9: bad CIDR `nonsense`: invalid IP address syntax",
+            "bad.rules:12:8: missing CIDR after `ip`",
+            "bad.rules:13:7: bad pattern `10.0.0.1`: invalid name: IP literal",
+            "bad.rules:14:7: bad pattern `a..com`: invalid name: empty label",
+            "bad.rules:15:7: bad pattern `bü*.example`: a glob label must be ASCII (write its punycode form)",
+            "bad.rules:16:7: bad pattern `foo*`: a glob needs a parent domain (pre*suf.example.com)",
+            "bad.rules:17:10: bad pattern `-bad.com`: invalid name: label starts or ends with '-'",
+        ]
+    );
+}
+
+#[test]
+fn errors_from_every_file_are_reported_together() {
+    let dir = std::env::temp_dir().join(format!("snigate-rules-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.rules"), "allow ok.com\nallow bad_*x*.com\n").unwrap();
+    std::fs::write(dir.join("b.rules"), "deny\nallow fine.com\n").unwrap();
+    std::fs::write(dir.join("ignored.txt"), "not a rule file\n").unwrap();
+    let missing = PathBuf::from(dir.join("missing.rules"));
+    let err = load_rules(&[dir.clone(), missing]).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let got: Vec<(String, u32, u32)> = err
+        .0
+        .iter()
+        .map(|e| (PathBuf::from(&*e.file).file_name().unwrap().to_string_lossy().into_owned(), e.line, e.column))
+        .collect();
+    assert_eq!(got, [("a.rules".into(), 2, 7), ("b.rules".into(), 1, 5), ("missing.rules".into(), 0, 0)]);
+    assert!(matches!(err.0[2].kind, RuleErrorKind::Io(_)));
+}
+
+#[test]
+fn list_errors_name_the_list_and_line() {
+    let spec = ListSpec { name: "ads".into(), verdict: Verdict::Deny, lenient: false };
+    let err = parse_list(&spec, "ok.example\n\n0.0.0.0\nbad name here\n").unwrap_err();
+    let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "ads:3: malformed list line: `0.0.0.0`: hosts line without a name",
+            "ads:4: malformed list line: `bad name here`: one domain a line expected",
+        ]
+    );
+}
