@@ -12,14 +12,19 @@
 //!   oracles) and the `snigate check` analysis.
 //! - `policy`: the decision: [`RuleSet`], an immutable compiled snapshot, and its one
 //!   allocation-free hot-path call, [`RuleSet::decide`], returning a [`Decision`].
+//! - [`proxy`]: listeners, the per-connection pipeline (hello, decision, upstream, replay,
+//!   splice), rejecting, and the accept loop's limits and drain.
+//! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod hello;
 pub mod name;
+pub mod proxy;
 mod policy;
 pub mod reason;
 mod rules;

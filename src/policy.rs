@@ -15,7 +15,7 @@ use crate::rules::matcher::{
 use crate::rules::{List, Pattern, Rule, Target};
 
 /// Whether a connection may proceed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Splice the connection to its upstream.

@@ -26,11 +26,16 @@ pub enum Reason {
     Default,
     /// The hello carried no SNI and no `ip` rule matched the destination.
     NoSni,
+    /// The hello carried encrypted_client_hello and the policy is `ech = "deny"`.
+    Ech,
+    /// The upstream could not be found or reached: the name does not resolve, the connect
+    /// failed or timed out, or a transparent connection has no original destination.
+    UpstreamError,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -40,6 +45,8 @@ impl Reason {
         Reason::Rule,
         Reason::Default,
         Reason::NoSni,
+        Reason::Ech,
+        Reason::UpstreamError,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -54,6 +61,8 @@ impl Reason {
             Reason::Rule => "rule",
             Reason::Default => "default",
             Reason::NoSni => "no_sni",
+            Reason::Ech => "ech",
+            Reason::UpstreamError => "upstream_error",
         }
     }
 }
@@ -61,5 +70,11 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }

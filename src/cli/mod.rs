@@ -2,6 +2,10 @@
 //!
 //! Exit codes (stable): 0 success, 1 invalid input, 64 usage or configuration error.
 
+mod run;
+
+pub use run::{RunArgs, configuration};
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -34,6 +38,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the proxy (on the embedded default configuration when given none).
+    Run(RunArgs),
     /// Parse a captured ClientHello (raw bytes or hex text) and print what snigate sees in it.
     Hello(HelloArgs),
     /// Validate rule files: print counts, duplicates, shadowed rules and conflicts.
@@ -61,6 +67,7 @@ pub struct HelloArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Run(args) => run::run_command(&args),
         Command::Hello(args) => hello_command(&args),
         Command::Check(args) => check_command(&args),
         Command::Match(args) => match_command(&args),

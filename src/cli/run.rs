@@ -1,0 +1,186 @@
+//! `snigate run`: configuration (file or embedded, then flags), rules, listeners, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{EXIT_INVALID, EXIT_USAGE};
+use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode};
+use crate::policy::Verdict;
+use crate::proxy::{RejectStyle, Rules, Server};
+
+/// Arguments of `snigate run`. Flags override the configuration file; with neither, the
+/// embedded default applies. Listener flags apply to the configuration's only listener.
+#[derive(Debug, Default, clap::Args)]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// How the upstream is chosen.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// The fixed upstream (`upstream` mode).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub upstream: Option<String>,
+    /// The port allowed names are reached on (`sni` mode).
+    #[arg(long, value_name = "N")]
+    pub upstream_port: Option<u16>,
+    /// A rule file, or a directory of `*.rules` (repeatable); replaces the configured rules.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// The verdict for names no rule matches.
+    #[arg(long, value_name = "allow|deny", value_parser = parse_verdict)]
+    pub default: Option<Verdict>,
+    /// How denied connections end.
+    #[arg(long, value_enum)]
+    pub reject: Option<RejectStyle>,
+    /// The access-log format.
+    #[arg(long, value_enum)]
+    pub log: Option<LogFormat>,
+}
+
+fn parse_verdict(s: &str) -> Result<Verdict, String> {
+    match s {
+        "allow" => Ok(Verdict::Allow),
+        "deny" => Ok(Verdict::Deny),
+        _ => Err(format!("expected allow or deny, found {s:?}")),
+    }
+}
+
+/// The configuration `args` describe, validated.
+pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.0)?,
+        None => Config::embedded(),
+    };
+    let listener_flags = args.listen.is_some()
+        || args.mode.is_some()
+        || args.upstream.is_some()
+        || args.upstream_port.is_some()
+        || args.reject.is_some();
+    if listener_flags && config.listeners.len() != 1 {
+        let file = args.config.as_ref().map_or(EMBEDDED_NAME.to_string(), |p| p.display().to_string());
+        return Err(vec![ConfigError {
+            file,
+            line: None,
+            reason: format!(
+                "--listen, --mode, --upstream, --upstream-port and --reject need exactly one [[listener]], found {}",
+                config.listeners.len()
+            ),
+        }]);
+    }
+    if let Some(l) = config.listeners.first_mut() {
+        let l = l.get_mut();
+        if let Some(listen) = args.listen {
+            l.listen = listen;
+        }
+        if let Some(mode) = args.mode {
+            l.mode = mode;
+            if mode != Mode::Sni {
+                l.upstream_port = None;
+            }
+        }
+        if args.upstream.is_some() {
+            l.upstream = args.upstream.clone();
+        }
+        if args.upstream_port.is_some() {
+            l.upstream_port = args.upstream_port;
+        }
+        if let Some(reject) = args.reject {
+            l.reject = reject;
+        }
+    }
+    if !args.rules.is_empty() {
+        config.rules.files = Some(args.rules.clone());
+    }
+    if let Some(default) = args.default {
+        config.rules.default = default;
+    }
+    if let Some(log) = args.log {
+        config.log.format = log;
+    }
+    config.validate("command line", None).map_err(|e| e.0)?;
+    Ok(config)
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, reloading the rules on SIGHUP.
+pub fn run_command(args: &RunArgs) -> ExitCode {
+    let config = match configuration(args) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("snigate run: {e}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let rules = match config.compile_rules() {
+        Ok(rules) => rules,
+        Err(errors) => {
+            eprint!("snigate run: invalid rules:\n{errors}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("snigate run: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(&config, rules).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("snigate run: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
+            tracing::info!(listen = %addr, mode = ?l.get_ref().mode, "listening");
+        }
+        tokio::spawn(reload_on_sighup(config.clone(), server.rules()));
+        server.run(terminated()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Recompiles the rules on every SIGHUP; a failed reload keeps the running snapshot.
+async fn reload_on_sighup(config: Config, rules: Rules) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || config.compile_rules()
+        })
+        .await
+        {
+            Ok(Ok(new)) => {
+                tracing::info!(rules = new.len(), "rules reloaded");
+                rules.store(std::sync::Arc::new(new));
+            }
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "rules reload failed; keeping the running rules");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "rules reload failed; keeping the running rules"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

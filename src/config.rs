@@ -1,0 +1,372 @@
+//! The TOML configuration: parsed, then validated as a whole before any socket is bound.
+//!
+//! Every problem is reported, each naming the file, the line and the reason; `snigate run`
+//! exits 64 when there is any.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::hello::DEFAULT_MAX_HELLO_BYTES;
+use crate::policy::{RuleSet, Verdict};
+use crate::proxy::RejectStyle;
+use crate::rules::{self, ListSpec, RuleErrors};
+
+/// The configuration `snigate run` uses when given none: the Salesforce preset on
+/// 127.0.0.1:8443 in `sni` mode, without root.
+pub const EMBEDDED: &str = include_str!("../deploy/snigate.toml");
+
+/// The name the embedded configuration reports in errors.
+pub const EMBEDDED_NAME: &str = "(embedded default config)";
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// One or more listeners, each with its own mode.
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// Which rules decide, and the default verdict.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Connection limits and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The access log.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// How a listener picks the upstream of an allowed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Resolve the SNI through DNS and connect to it on `upstream_port`.
+    Sni,
+    /// Connect to the fixed `upstream` address.
+    Upstream,
+    /// Connect to the original destination (REDIRECT via SO_ORIGINAL_DST, or TPROXY).
+    Transparent,
+}
+
+/// One `[[listener]]` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The `listener` metric label and log field; defaults to the listen address.
+    pub name: Option<String>,
+    /// Address and port to accept on.
+    pub listen: SocketAddr,
+    /// How the upstream is chosen.
+    pub mode: Mode,
+    /// `upstream` mode: where every allowed connection goes (`host:port` or `ip:port`).
+    pub upstream: Option<String>,
+    /// `sni` mode: the port to connect to; defaults to the listen port.
+    pub upstream_port: Option<u16>,
+    /// How denied connections end.
+    #[serde(default)]
+    pub reject: RejectStyle,
+    /// SO_MARK for outbound sockets, so egress redirection rules can skip snigate's own traffic.
+    pub mark: Option<u32>,
+}
+
+impl ListenerConfig {
+    /// The `listener` label.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+/// Whether a hello that carries encrypted_client_hello is matched on its outer SNI or denied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EchPolicy {
+    /// Match the outer SNI like any other name (browsers keep working).
+    #[default]
+    Outer,
+    /// Deny every hello with the extension, reason `ech`. Breaks today's browsers, which send
+    /// GREASE ECH on every connection.
+    Deny,
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Rule files, or directories of `*.rules`. Absent: the embedded Salesforce preset.
+    pub files: Option<Vec<PathBuf>>,
+    /// Large domain lists.
+    #[serde(default, rename = "list")]
+    pub lists: Vec<ListConfig>,
+    /// The verdict for a name no rule matches.
+    #[serde(default = "default_verdict")]
+    pub default: Verdict,
+    /// ECH handling.
+    #[serde(default)]
+    pub ech: EchPolicy,
+    /// Accept `_` in SNI labels.
+    #[serde(default)]
+    pub sni_allow_underscore: bool,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            files: None,
+            lists: Vec::new(),
+            default: Verdict::Deny,
+            ech: EchPolicy::Outer,
+            sni_allow_underscore: false,
+        }
+    }
+}
+
+fn default_verdict() -> Verdict {
+    Verdict::Deny
+}
+
+/// One `[[rules.list]]`: a large list file tied to one action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    /// The list file.
+    pub path: PathBuf,
+    /// The ruleset name (the `ruleset` metric label); defaults to the file name.
+    pub name: Option<String>,
+    /// What a match does.
+    pub action: Verdict,
+    /// Count and skip malformed lines instead of failing the load.
+    #[serde(default)]
+    pub lenient: bool,
+}
+
+impl ListConfig {
+    fn spec(&self) -> ListSpec {
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+        });
+        ListSpec { name, verdict: self.action, lenient: self.lenient }
+    }
+}
+
+/// `[limits]`. Durations are in seconds (fractions allowed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections per listener; beyond it, accept waits.
+    pub max_connections: usize,
+    /// Deadline for the whole ClientHello.
+    pub hello_timeout: f64,
+    /// Deadline for the upstream connect.
+    pub connect_timeout: f64,
+    /// A spliced connection with no traffic either way for this long is closed.
+    pub idle_timeout: f64,
+    /// Cap on bytes held while inspecting the hello.
+    pub max_hello_bytes: usize,
+    /// On SIGTERM, how long open connections may take to finish.
+    pub drain_timeout: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 100_000,
+            hello_timeout: 10.0,
+            connect_timeout: 5.0,
+            idle_timeout: 600.0,
+            max_hello_bytes: DEFAULT_MAX_HELLO_BYTES,
+            drain_timeout: 30.0,
+        }
+    }
+}
+
+impl Limits {
+    /// `hello_timeout` as a duration.
+    pub fn hello_timeout(&self) -> Duration {
+        secs(self.hello_timeout)
+    }
+    /// `connect_timeout` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        secs(self.connect_timeout)
+    }
+    /// `idle_timeout` as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        secs(self.idle_timeout)
+    }
+    /// `drain_timeout` as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        secs(self.drain_timeout)
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
+/// Access-log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per connection.
+    #[default]
+    Json,
+    /// One human-readable line per connection.
+    Text,
+    /// No access log.
+    Off,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// The format of the access log (on stdout).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// One configuration problem: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file (or the embedded default's name).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Parses `text`, read from `file` (used in error messages), and validates it.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigErrors(vec![ConfigError { file: file.to_string(), line, reason: e.message().to_string() }])
+        })?;
+        config.validate(file, Some(text))?;
+        Ok(config)
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![ConfigError { file: file.clone(), line: None, reason: e.to_string() }]))?;
+        Config::parse(&file, &text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_NAME, EMBEDDED).expect("the embedded configuration is valid")
+    }
+
+    /// Checks the whole configuration; `text` (the source, when there is one) locates errors.
+    pub fn validate(&self, file: &str, text: Option<&str>) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |span: Option<std::ops::Range<usize>>, reason: String| {
+            errors.push(ConfigError { file: file.to_string(), line: span.zip(text).map(|(s, t)| line_of(t, s.start)), reason })
+        };
+        if self.listeners.is_empty() {
+            err(None, "no [[listener]] configured".into());
+        }
+        let mut seen = std::collections::HashMap::new();
+        for l in &self.listeners {
+            let span = Some(l.span());
+            let l = l.get_ref();
+            if let Some(previous) = seen.insert(l.listen, l.label()) {
+                err(span.clone(), format!("listen address {} is also used by listener {previous:?}", l.listen));
+            }
+            match (l.mode, &l.upstream) {
+                (Mode::Upstream, None) => err(span.clone(), "mode = \"upstream\" needs `upstream`".into()),
+                (Mode::Sni | Mode::Transparent, Some(_)) => {
+                    err(span.clone(), format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode))
+                }
+                _ => {}
+            }
+            if l.upstream_port.is_some() && l.mode != Mode::Sni {
+                err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());
+            }
+        }
+        let limits = &self.limits;
+        for (name, value) in [
+            ("hello_timeout", limits.hello_timeout),
+            ("connect_timeout", limits.connect_timeout),
+            ("idle_timeout", limits.idle_timeout),
+            ("drain_timeout", limits.drain_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                err(key_span(text, name), format!("limits.{name} must be a positive number of seconds"));
+            }
+        }
+        if limits.max_connections == 0 {
+            err(key_span(text, "max_connections"), "limits.max_connections must be at least 1".into());
+        }
+        if limits.max_hello_bytes < 512 {
+            err(key_span(text, "max_hello_bytes"), "limits.max_hello_bytes must be at least 512".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Loads and compiles the configured rules and lists into a snapshot.
+    pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
+        let rules = match &self.rules.files {
+            Some(paths) => rules::load_rules(paths),
+            None => rules::preset_rules(),
+        };
+        let lists: Vec<_> = self.rules.lists.iter().map(|l| rules::load_list(&l.spec(), &l.path)).collect();
+        let mut errors = Vec::new();
+        let rules = rules.map_err(|e| errors.extend(e.0)).unwrap_or_default();
+        let lists = lists.into_iter().filter_map(|l| l.map_err(|e| errors.extend(e.0)).ok()).collect();
+        if !errors.is_empty() {
+            return Err(RuleErrors(errors));
+        }
+        Ok(RuleSet::new(rules, lists, self.rules.default))
+    }
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Where `key = …` first appears, for errors about values serde accepted.
+fn key_span(text: Option<&str>, key: &str) -> Option<std::ops::Range<usize>> {
+    let text = text?;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(at..at + line.len());
+        }
+        at += line.len();
+    }
+    None
+}

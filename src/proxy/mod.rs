@@ -1,0 +1,197 @@
+//! The proxy: listeners, the per-connection pipeline, upstreams, splicing and rejecting.
+//!
+//! [`Server::bind`] validates nothing (the configuration already is) and binds every listener;
+//! [`Server::run`] accepts until the shutdown future resolves, then drains.
+
+mod connection;
+mod reject;
+mod splice;
+mod upstream;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use connection::{Outcome, Stage};
+pub use reject::{Alert, RejectStyle};
+pub use splice::{End, Moved};
+
+use crate::config::{Config, EchPolicy, LogFormat, ListenerConfig};
+use crate::policy::RuleSet;
+
+/// The rule snapshot every listener reads; a reload swaps it whole.
+pub type Rules = Arc<ArcSwap<RuleSet>>;
+
+/// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// One listener's settings, shared by its connections.
+pub struct Listener {
+    /// The `listener` label.
+    pub name: Arc<str>,
+    /// The listener's configuration block.
+    pub config: ListenerConfig,
+    /// Limits and timeouts.
+    pub limits: crate::config::Limits,
+    /// The parser's limits, derived from `limits` and `[rules]`.
+    pub hello_limits: crate::hello::Limits,
+    /// ECH handling.
+    pub ech: EchPolicy,
+    /// `upstream` mode: the resolved upstream address.
+    pub upstream: Option<SocketAddr>,
+    /// `sni` mode: the port to connect to.
+    pub upstream_port: u16,
+    /// The shared rule snapshot.
+    pub rules: Rules,
+    /// The access-log format.
+    pub log: LogFormat,
+    /// Open connections; `max_connections` permits.
+    pub slots: Arc<Semaphore>,
+}
+
+/// Bound listeners, ready to run.
+pub struct Server {
+    /// Each listener's socket and settings.
+    listeners: Vec<(TcpListener, Arc<Listener>)>,
+    /// The shared rule snapshot (swapped on reload).
+    rules: Rules,
+    /// How long open connections may take to finish after shutdown.
+    drain: Duration,
+}
+
+impl Server {
+    /// Binds every listener of `config`, with `rules` as the first snapshot.
+    pub async fn bind(config: &Config, rules: RuleSet) -> io::Result<Server> {
+        let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let l = l.get_ref();
+            let socket = TcpListener::bind(l.listen).await.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let upstream = match &l.upstream {
+                Some(u) => Some(resolve_static(u).await?),
+                None => None,
+            };
+            let limits = config.limits.clone();
+            let listener = Listener {
+                name: l.label().into(),
+                config: l.clone(),
+                hello_limits: crate::hello::Limits {
+                    max_hello_bytes: limits.max_hello_bytes,
+                    allow_underscore: config.rules.sni_allow_underscore,
+                },
+                slots: Arc::new(Semaphore::new(limits.max_connections)),
+                limits,
+                ech: config.rules.ech,
+                upstream,
+                upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
+                rules: rules.clone(),
+                log: config.log.format,
+            };
+            listeners.push((socket, Arc::new(listener)));
+        }
+        Ok(Server { listeners, rules, drain: config.limits.drain_timeout() })
+    }
+
+    /// The bound addresses, in configuration order (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|(s, _)| s.local_addr().ok()).collect()
+    }
+
+    /// The rule snapshot, to swap in a reloaded one.
+    pub fn rules(&self) -> Rules {
+        self.rules.clone()
+    }
+
+    /// Accepts on every listener until `shutdown` resolves, then stops accepting and waits up to
+    /// the drain deadline for open connections to finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut accepting = JoinSet::new();
+        let mut slots = Vec::new();
+        for (socket, listener) in self.listeners {
+            slots.push((listener.slots.clone(), listener.limits.max_connections));
+            accepting.spawn(accept_loop(socket, listener));
+        }
+        shutdown.await;
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
+        let drained = async {
+            for (sem, max) in slots {
+                let _ = sem.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
+            }
+        };
+        if tokio::time::timeout(self.drain, drained).await.is_err() {
+            tracing::warn!("drain deadline passed with connections still open; closing them");
+        }
+    }
+}
+
+async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let listener = listener.clone();
+                tokio::spawn(async move {
+                    let outcome = connection::handle(&listener, stream, peer).await;
+                    log(listener.log, &outcome);
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: the condition persists until something closes,
+                // so retrying at once would spin. Back off, doubling up to a second.
+                tracing::warn!(listener = %listener.name, error = %e, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Writes one access-log line to stdout.
+fn log(format: LogFormat, o: &Outcome) {
+    use std::io::Write;
+    let line = match format {
+        LogFormat::Off => return,
+        LogFormat::Json => serde_json::to_string(o).unwrap_or_default(),
+        LogFormat::Text => format!(
+            "{} {} {} sni={} {} {} rule={} upstream={} up={} down={} {:.3}s",
+            o.listener,
+            o.client,
+            o.verdict.as_str(),
+            o.sni.as_deref().unwrap_or("-"),
+            o.reason,
+            serde_json::to_string(&o.stage).unwrap_or_default().trim_matches('"'),
+            o.rule.as_deref().unwrap_or("-"),
+            o.upstream.map_or("-".to_string(), |u| u.to_string()),
+            o.bytes_up,
+            o.bytes_down,
+            o.duration
+        ),
+    };
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {
+    if let Ok(addr) = upstream.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = upstream
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {upstream:?} is not host:port")))?;
+    upstream::resolve(host, port).await.map_err(|e| with_context(e, &format!("resolve upstream {upstream}")))
+}
+
+fn with_context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
