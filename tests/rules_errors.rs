@@ -56,7 +56,7 @@ fn errors_from_every_file_are_reported_together() {
     std::fs::write(dir.join("a.rules"), "allow ok.com\nallow bad_*x*.com\n").unwrap();
     std::fs::write(dir.join("b.rules"), "deny\nallow fine.com\n").unwrap();
     std::fs::write(dir.join("ignored.txt"), "not a rule file\n").unwrap();
-    let missing = PathBuf::from(dir.join("missing.rules"));
+    let missing = dir.join("missing.rules");
     let err = load_rules(&[dir.clone(), missing]).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     let got: Vec<(String, u32, u32)> = err

@@ -280,10 +280,23 @@ impl SuffixTable {
     /// The node (arena offset) of `key`, if any rule is filed under it.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.get_from(hash, key, self.first_slot(hash))
+    }
+
+    /// The slot a probe for `hash` starts at. Loading it early for every suffix lets the
+    /// CPU overlap the cache misses instead of taking them one after another.
+    #[inline]
+    pub(crate) fn first_slot(&self, hash: u64) -> u64 {
+        self.slots[hash as usize & self.mask]
+    }
+
+    /// `get`, given the value of the first slot already loaded.
+    #[inline]
+    pub(crate) fn get_from(&self, hash: u64, key: &[u8], first: u64) -> Option<u32> {
         let tag = hash & 0xffff_ffff_0000_0000;
         let mut i = hash as usize & self.mask;
+        let mut slot = first;
         loop {
-            let slot = self.slots[i];
             if slot == EMPTY {
                 return None;
             }
@@ -291,6 +304,7 @@ impl SuffixTable {
                 return Some(slot as u32);
             }
             i = (i + 1) & self.mask;
+            slot = self.slots[i];
         }
     }
 
@@ -412,9 +426,17 @@ fn pick(
 /// The production lookup: probe the table for each suffix, longest first, lazily.
 pub(crate) fn walk_hashed(table: &SuffixTable, origins: &[Origin], name: &str, src: IpAddr) -> Option<Found> {
     let suffixes = Suffixes::new(name);
+    let fast = suffixes.labels.min(FAST_LABELS);
+    let mut first = [EMPTY; FAST_LABELS];
+    for (slot, &hash) in first.iter_mut().zip(&suffixes.hashes[..fast]) {
+        *slot = table.first_slot(hash);
+    }
     walk(table, origins, name, suffixes.labels, src, |depth| {
         let (hash, key) = suffixes.get(name, depth);
-        table.get(hash, key)
+        match first.get(depth - 1) {
+            Some(&slot) if depth <= fast => table.get_from(hash, key, slot),
+            _ => table.get(hash, key),
+        }
     })
 }
 
