@@ -204,7 +204,9 @@ type Built = (usize, RuleSet, AcMatcher, Vec<Name>, Option<Reference>);
 fn summary() -> Vec<Built> {
     let miss = misses();
     let mut built = Vec::new();
-    println!("\n| patterns | engine | build | heap B/pattern | hit median (cold) | miss median (cold) | hit median (warm) |");
+    println!(
+        "\n| patterns | engine | build | heap B/pattern | hit median (cold) | miss median (cold) | hit median (warm) |"
+    );
     println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
     for n in sizes() {
         let g0 = LIVE.load(Ordering::Relaxed);
@@ -320,7 +322,11 @@ fn builds(c: &mut Criterion) {
     for n in sizes().into_iter().filter(|&n| n <= 100_000) {
         let list = synthetic(n, 42);
         g.bench_function(format!("hash/{n}"), |b| {
-            b.iter_batched(|| list.clone(), |l| RuleSet::new(Vec::new(), vec![l], Verdict::Deny), criterion::BatchSize::LargeInput)
+            b.iter_batched(
+                || list.clone(),
+                |l| RuleSet::new(Vec::new(), vec![l], Verdict::Deny),
+                criterion::BatchSize::LargeInput,
+            )
         });
     }
     g.finish();

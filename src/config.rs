@@ -292,7 +292,11 @@ impl Config {
     pub fn validate(&self, file: &str, text: Option<&str>) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
         let mut err = |span: Option<std::ops::Range<usize>>, reason: String| {
-            errors.push(ConfigError { file: file.to_string(), line: span.zip(text).map(|(s, t)| line_of(t, s.start)), reason })
+            errors.push(ConfigError {
+                file: file.to_string(),
+                line: span.zip(text).map(|(s, t)| line_of(t, s.start)),
+                reason,
+            })
         };
         if self.listeners.is_empty() {
             err(None, "no [[listener]] configured".into());
@@ -306,9 +310,10 @@ impl Config {
             }
             match (l.mode, &l.upstream) {
                 (Mode::Upstream, None) => err(span.clone(), "mode = \"upstream\" needs `upstream`".into()),
-                (Mode::Sni | Mode::Transparent, Some(_)) => {
-                    err(span.clone(), format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode))
-                }
+                (Mode::Sni | Mode::Transparent, Some(_)) => err(
+                    span.clone(),
+                    format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode),
+                ),
                 _ => {}
             }
             if l.upstream_port.is_some() && l.mode != Mode::Sni {

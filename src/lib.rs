@@ -24,8 +24,8 @@ pub mod cli;
 pub mod config;
 pub mod hello;
 pub mod name;
-pub mod proxy;
 mod policy;
+pub mod proxy;
 pub mod reason;
 mod rules;
 
@@ -34,7 +34,7 @@ pub use name::{Name, NameError};
 pub use policy::{Decision, MatchKind, Matched, RuleRef, RuleSet, Verdict};
 pub use reason::Reason;
 pub use rules::{
-    AcMatcher, Counts, Finding, Glob, List, ListSpec, PRESET, Pattern, PatternError, Precedence, Reference,
-    Report, Rule, RuleError, RuleErrorKind, RuleErrors, Specificity, Target, canonical_ip, check, load_list,
-    load_rules, parse_list, parse_rules, preset_rules,
+    AcMatcher, Counts, Finding, Glob, List, ListSpec, PRESET, Pattern, PatternError, Precedence, Reference, Report,
+    Rule, RuleError, RuleErrorKind, RuleErrors, Specificity, Target, canonical_ip, check, load_list, load_rules,
+    parse_list, parse_rules, preset_rules,
 };

@@ -204,7 +204,9 @@ impl RuleSet {
         }
         let table = SuffixTable::build(entries.into_iter());
         any.sort_by_key(|a| (!a.scoped(), !a.deny(), a.origin()));
-        ip.sort_by_key(|r| (std::cmp::Reverse(r.net.prefix_len()), !r.action.scoped(), !r.action.deny(), r.action.origin()));
+        ip.sort_by_key(|r| {
+            (std::cmp::Reverse(r.net.prefix_len()), !r.action.scoped(), !r.action.deny(), r.action.origin())
+        });
         RuleSet { compiled: Compiled { table, origins, any, ip }, default, len }
     }
 

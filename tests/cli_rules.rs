@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn snigate(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -70,7 +74,10 @@ fn match_tenant_example_and_defaults() {
     let (code, out) = snigate(&["match", "example.com", "--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((v["verdict"].as_str(), v["reason"].as_str(), v["rule"].is_null()), (Some("deny"), Some("default"), true));
+    assert_eq!(
+        (v["verdict"].as_str(), v["reason"].as_str(), v["rule"].is_null()),
+        (Some("deny"), Some("default"), true)
+    );
     let (code, out) = snigate(&["match", "--no-sni", "--dst", "192.0.2.1:443", "--json"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"reason\":\"no_sni\""), "{out}");

@@ -69,7 +69,13 @@ fn spec_examples() {
             case(". matches below", "x.y.force.com", OUTSIDE, Allow, 3),
             case(". on a boundary only", "notforce.com", OUTSIDE, Deny, 0),
             case("glob matches one label", "acme--uat.sandbox.my.salesforce.com", OUTSIDE, Allow, 4),
-            case("glob does not match deeper: suffix decides", "x.acme--uat.sandbox.my.salesforce.com", OUTSIDE, Allow, 2),
+            case(
+                "glob does not match deeper: suffix decides",
+                "x.acme--uat.sandbox.my.salesforce.com",
+                OUTSIDE,
+                Allow,
+                2,
+            ),
             case("glob prefix must match: suffix decides", "other--uat.sandbox.my.salesforce.com", OUTSIDE, Allow, 2),
             case("exact deny beats suffix allow", "evil.my.salesforce.com", OUTSIDE, Deny, 5),
             case("exact beats a scoped suffix", "evil.my.salesforce.com", "10.20.1.1", Deny, 5),
@@ -79,10 +85,42 @@ fn spec_examples() {
             case("IPv4-mapped source matches an IPv4 scope", "acme.my.salesforce.com", "::ffff:10.30.0.1", Allow, 6),
             case("source outside the scope: unscoped rule", "acme.my.salesforce.com", "10.40.0.1", Allow, 2),
             case("no rule: default deny", "example.com", OUTSIDE, Deny, 0),
-            Case { what: "no SNI: ip rule", sni: None, src: OUTSIDE, dst: Some("13.108.1.1:443"), verdict: Allow, reason: Reason::Rule, line: 7 },
-            Case { what: "no SNI, other destination", sni: None, src: OUTSIDE, dst: Some("8.8.8.8:443"), verdict: Deny, reason: Reason::NoSni, line: 0 },
-            Case { what: "no SNI, no destination", sni: None, src: OUTSIDE, dst: None, verdict: Deny, reason: Reason::NoSni, line: 0 },
-            Case { what: "ip rules ignore SNI connections", sni: Some("example.com"), src: OUTSIDE, dst: Some("13.108.1.1:443"), verdict: Deny, reason: Reason::Default, line: 0 },
+            Case {
+                what: "no SNI: ip rule",
+                sni: None,
+                src: OUTSIDE,
+                dst: Some("13.108.1.1:443"),
+                verdict: Allow,
+                reason: Reason::Rule,
+                line: 7,
+            },
+            Case {
+                what: "no SNI, other destination",
+                sni: None,
+                src: OUTSIDE,
+                dst: Some("8.8.8.8:443"),
+                verdict: Deny,
+                reason: Reason::NoSni,
+                line: 0,
+            },
+            Case {
+                what: "no SNI, no destination",
+                sni: None,
+                src: OUTSIDE,
+                dst: None,
+                verdict: Deny,
+                reason: Reason::NoSni,
+                line: 0,
+            },
+            Case {
+                what: "ip rules ignore SNI connections",
+                sni: Some("example.com"),
+                src: OUTSIDE,
+                dst: Some("13.108.1.1:443"),
+                verdict: Deny,
+                reason: Reason::Default,
+                line: 0,
+            },
         ],
     );
 }
@@ -122,7 +160,10 @@ fn catch_all_and_default() {
     run(
         "allow *\ndeny *.bad.com\n",
         Deny,
-        &[case("catch-all", "anything.example", OUTSIDE, Allow, 1), case("more specific deny", "x.bad.com", OUTSIDE, Deny, 2)],
+        &[
+            case("catch-all", "anything.example", OUTSIDE, Allow, 1),
+            case("more specific deny", "x.bad.com", OUTSIDE, Deny, 2),
+        ],
     );
     run("deny *.bad.com\n", Allow, &[case("default allow when configured", "good.com", OUTSIDE, Allow, 0)]);
 }
@@ -132,7 +173,10 @@ fn unicode_patterns_become_a_labels() {
     run(
         "allow bücher.example\ndeny *.ÉCOLE.example\n",
         Deny,
-        &[case("IDN exact", "xn--bcher-kva.example", OUTSIDE, Allow, 1), case("IDN suffix, case-folded", "a.xn--cole-9oa.example", OUTSIDE, Deny, 2)],
+        &[
+            case("IDN exact", "xn--bcher-kva.example", OUTSIDE, Allow, 1),
+            case("IDN suffix, case-folded", "a.xn--cole-9oa.example", OUTSIDE, Deny, 2),
+        ],
     );
 }
 

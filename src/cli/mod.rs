@@ -62,6 +62,9 @@ pub struct HelloArgs {
     /// Accept `_` in the server name.
     #[arg(long)]
     pub sni_allow_underscore: bool,
+    /// Also print the verdict these rules give the hello (a file or a directory; repeatable).
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -99,10 +102,38 @@ fn hello_command(args: &HelloArgs) -> ExitCode {
             "incomplete"
         })),
     };
+    let rules = if args.rules.is_empty() {
+        None
+    } else {
+        match load_rules(&args.rules) {
+            Ok(rules) => Some(RuleSet::new(rules, Vec::new(), Verdict::Deny)),
+            Err(errors) => {
+                eprint!("snigate hello: invalid rules:\n{errors}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    };
     let mut out = std::io::stdout().lock();
     let printed = match (&result, args.json) {
-        (Ok(hello), true) => writeln!(out, "{}", hello_json(hello)),
-        (Ok(hello), false) => write!(out, "{}", hello_text(hello)),
+        (Ok(hello), json) => {
+            let decision = rules.as_ref().map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None));
+            let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(ToString::to_string)));
+            if json {
+                let mut v = hello_json(hello);
+                if let Some((verdict, reason, rule)) = verdict {
+                    v["verdict"] = json!(verdict);
+                    v["reason"] = json!(reason);
+                    v["rule"] = json!(rule);
+                }
+                writeln!(out, "{v}")
+            } else {
+                let mut text = hello_text(hello);
+                if let Some((verdict, reason, rule)) = verdict {
+                    text += &format!("verdict:        {verdict} ({reason}, rule {})\n", rule.as_deref().unwrap_or("-"));
+                }
+                write!(out, "{text}")
+            }
+        }
         (Err(e), true) => writeln!(out, "{}", json!({ "error": e.reason().as_str(), "detail": e.to_string() })),
         (Err(e), false) => writeln!(out, "invalid: {} ({e})", e.reason()),
     };
@@ -295,10 +326,22 @@ fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Result<RuleEr
     let mut errors = Vec::new();
     let (rules, mut sources): (Vec<Rule>, Vec<String>) = if paths.is_empty() {
         let names = crate::PRESET.iter().map(|(name, _)| format!("{name} (embedded)")).collect();
-        (preset_rules().unwrap_or_else(|e| { errors.extend(e.0); Vec::new() }), names)
+        (
+            preset_rules().unwrap_or_else(|e| {
+                errors.extend(e.0);
+                Vec::new()
+            }),
+            names,
+        )
     } else {
         let names = paths.iter().map(|p| p.display().to_string()).collect();
-        (load_rules(paths).unwrap_or_else(|e| { errors.extend(e.0); Vec::new() }), names)
+        (
+            load_rules(paths).unwrap_or_else(|e| {
+                errors.extend(e.0);
+                Vec::new()
+            }),
+            names,
+        )
     };
     let mut lists = Vec::new();
     for (spec, path) in &specs {
@@ -361,7 +404,10 @@ fn match_command(args: &MatchArgs) -> ExitCode {
         Some(Err(e)) => {
             let shown = args.name.as_deref().unwrap_or_default();
             if args.json {
-                println!("{}", json!({ "name": shown, "verdict": "deny", "reason": Reason::InvalidSni.as_str(), "rule": null, "error": e.to_string() }));
+                println!(
+                    "{}",
+                    json!({ "name": shown, "verdict": "deny", "reason": Reason::InvalidSni.as_str(), "rule": null, "error": e.to_string() })
+                );
             } else {
                 println!("deny {shown:?}\nreason: {}\nwhy:    not a valid host name: {e}", Reason::InvalidSni);
             }
@@ -419,10 +465,9 @@ fn explain(d: &Decision<'_>, name: Option<&Name>, dst: Option<SocketAddr>) -> St
             MatchKind::Apex if m.labels as usize == name.map_or(0, |n| n.as_str().split('.').count()) => {
                 format!("`.{}` covers the apex itself; no exact or glob rule", suffix(m.labels))
             }
-            MatchKind::Apex | MatchKind::Below => format!(
-                "the longest matching suffix is {}; no exact, glob or longer-suffix rule",
-                suffix(m.labels)
-            ),
+            MatchKind::Apex | MatchKind::Below => {
+                format!("the longest matching suffix is {}; no exact, glob or longer-suffix rule", suffix(m.labels))
+            }
             MatchKind::Any => "only the catch-all `*` matches".to_string(),
             MatchKind::Ip => match dst {
                 Some(dst) => format!("no SNI; the destination {} is in a /{} `ip` rule", dst.ip(), m.labels),

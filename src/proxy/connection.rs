@@ -100,6 +100,7 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
         Ok(hello) => {
             record_hello(&mut out, &hello);
             if let Err(reason) = pass(listener, &mut client, &mut out, &hello, &mut buf).await {
+                out.verdict = Verdict::Deny;
                 out.reason = reason;
                 reject(client, listener.config.reject, reason, &buf).await;
             }

@@ -22,7 +22,7 @@ pub use connection::{Outcome, Stage};
 pub use reject::{Alert, RejectStyle};
 pub use splice::{End, Moved};
 
-use crate::config::{Config, EchPolicy, LogFormat, ListenerConfig};
+use crate::config::{Config, EchPolicy, ListenerConfig, LogFormat};
 use crate::policy::RuleSet;
 
 /// The rule snapshot every listener reads; a reload swaps it whole.
@@ -72,7 +72,8 @@ impl Server {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let socket = TcpListener::bind(l.listen).await.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let socket =
+                TcpListener::bind(l.listen).await.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
             let upstream = match &l.upstream {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
@@ -185,10 +186,9 @@ async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {
     if let Ok(addr) = upstream.parse() {
         return Ok(addr);
     }
-    let (host, port) = upstream
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h, p.parse().ok()?)))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {upstream:?} is not host:port")))?;
+    let (host, port) = upstream.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse().ok()?))).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {upstream:?} is not host:port"))
+    })?;
     upstream::resolve(host, port).await.map_err(|e| with_context(e, &format!("resolve upstream {upstream}")))
 }
 

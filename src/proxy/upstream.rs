@@ -33,7 +33,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, mark: Option<u32>) -> 
         SockRef::from(&socket).set_mark(mark)?;
     }
     socket.set_nodelay(true)?;
-    tokio::time::timeout(timeout, socket.connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}")))?
+    tokio::time::timeout(timeout, socket.connect(addr)).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out after {timeout:?}"))
+    })?
 }

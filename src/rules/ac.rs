@@ -9,8 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 use aho_corasick::automaton::OverlappingState;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 
 use crate::name::{MAX_NAME_LEN, Name};
 use crate::policy::{Decision, RuleSet};

@@ -291,8 +291,15 @@ mod tests {
 
     #[test]
     fn counts_by_kind() {
-        let rules = parse_rules("t.rules", "allow a.com\ndeny *.b.com\nallow .c.com\nallow x*.d.com\nallow *\nallow ip 10.0.0.0/8 from 10.1.0.0/16\n").unwrap();
+        let rules = parse_rules(
+            "t.rules",
+            "allow a.com\ndeny *.b.com\nallow .c.com\nallow x*.d.com\nallow *\nallow ip 10.0.0.0/8 from 10.1.0.0/16\n",
+        )
+        .unwrap();
         let c = check(&rules, &[]).counts;
-        assert_eq!((c.exact, c.below, c.apex, c.glob, c.any, c.ip, c.scoped, c.allow, c.deny), (1, 1, 1, 1, 1, 1, 1, 5, 1));
+        assert_eq!(
+            (c.exact, c.below, c.apex, c.glob, c.any, c.ip, c.scoped, c.allow, c.deny),
+            (1, 1, 1, 1, 1, 1, 1, 5, 1)
+        );
     }
 }

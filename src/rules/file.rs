@@ -116,7 +116,11 @@ pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, RuleErrors> {
                 verdict,
                 target,
                 from,
-                origin: RuleRef::Line { file: file.clone(), line, text: strip_comment(raw).split_whitespace().collect::<Vec<_>>().join(" ").into() },
+                origin: RuleRef::Line {
+                    file: file.clone(),
+                    line,
+                    text: strip_comment(raw).split_whitespace().collect::<Vec<_>>().join(" ").into(),
+                },
             }),
             Err((column, kind)) => errors.push(RuleError { file: file.clone(), line, column, kind }),
         }

@@ -86,8 +86,8 @@ pub fn parse_list(spec: &ListSpec, text: &str) -> Result<List, RuleErrors> {
 
 /// Reads a list file; I/O errors name the list.
 pub fn load_list(spec: &ListSpec, path: &std::path::Path) -> Result<List, RuleErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| RuleErrors(vec![crate::rules::file::io_error(&spec.name, &e)]))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| RuleErrors(vec![crate::rules::file::io_error(&spec.name, &e)]))?;
     parse_list(spec, &text)
 }
 

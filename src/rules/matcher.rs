@@ -17,8 +17,8 @@
 
 use std::net::IpAddr;
 
-use std::collections::HashMap;
 use ipnet::IpNet;
+use std::collections::HashMap;
 
 use crate::policy::{RuleRef, Verdict};
 use crate::rules::pattern::Glob;
@@ -324,9 +324,7 @@ impl SuffixTable {
             n = u32::from_le_bytes([self.arena[p], self.arena[p + 1], self.arena[p + 2], self.arena[p + 3]]) as usize;
             p += 4;
         }
-        self.arena[p..p + 4 * n]
-            .chunks_exact(4)
-            .map(|c| Action(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        self.arena[p..p + 4 * n].chunks_exact(4).map(|c| Action(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
     }
 
     /// Every node, for building the alternative engine over the same keys.
@@ -379,8 +377,7 @@ pub(crate) fn walk(
     let parent = if labels > 1 { node_at(labels - 1) } else { None };
     if let Some(node) = parent {
         let first = name.split('.').next().unwrap_or_default();
-        let glob_matches =
-            |a: Action| origins[a.origin()].glob.as_ref().is_some_and(|g| g.matches_label(first));
+        let glob_matches = |a: Action| origins[a.origin()].glob.as_ref().is_some_and(|g| g.matches_label(first));
         if let Some(a) = pick(node, GLOB, &glob_matches) {
             return found(a, labels - 1);
         }
@@ -471,8 +468,10 @@ mod tests {
 
     #[test]
     fn arena_round_trips_many_actions() {
-        let entries: Vec<(&str, Action)> =
-            (0..300).map(|i| ("x.com", Action::new(EXACT, i % 2 == 0, false, i))).chain([("com", Action::new(BELOW, true, false, 7))]).collect();
+        let entries: Vec<(&str, Action)> = (0..300)
+            .map(|i| ("x.com", Action::new(EXACT, i % 2 == 0, false, i)))
+            .chain([("com", Action::new(BELOW, true, false, 7))])
+            .collect();
         let t = SuffixTable::build(entries.into_iter());
         assert_eq!(t.len(), 2);
         let node = t.get(key_hash("x.com"), b"x.com").unwrap();

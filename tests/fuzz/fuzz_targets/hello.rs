@@ -61,8 +61,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(step, verdict(parse(&data[..n], limits)), "incremental != one-shot at {n} bytes");
         match step {
             Verdict::Incomplete(needed) => assert!(needed > n, "Incomplete {{ needed: {needed} }} at {n} bytes"),
-            Verdict::Complete(_) => return assert_eq!(step, whole, "Complete at {n} bytes, not for the whole input"),
-            Verdict::Invalid(_) => return assert!(matches!(whole, Verdict::Invalid(_)), "Invalid at {n} bytes, whole: {whole:?}"),
+            Verdict::Complete(_) => {
+                assert_eq!(step, whole, "Complete at {n} bytes, not for the whole input");
+                break;
+            }
+            Verdict::Invalid(_) => {
+                assert!(matches!(whole, Verdict::Invalid(_)), "Invalid at {n} bytes, whole: {whole:?}");
+                break;
+            }
         }
     }
 });
