@@ -15,6 +15,7 @@
 //! - [`proxy`]: listeners, the per-connection pipeline (hello, decision, upstream, replay,
 //!   splice), rejecting, and the accept loop's limits and drain.
 //! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
+//! - [`reload`]: rule reloads on SIGHUP and on file changes, swapped in atomically.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
 #![deny(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod name;
 mod policy;
 pub mod proxy;
 pub mod reason;
+pub mod reload;
 mod rules;
 
 pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};

@@ -2,72 +2,16 @@
 //! splicing, and rejections as a client sees them.
 
 mod common;
+mod harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use snigate::config::Config;
-use snigate::proxy::Server;
+use harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-
-const RULES: &str = "\
-allow *.my.salesforce.com
-deny  evil.my.salesforce.com
-allow login.salesforce.com
-";
-
-/// Starts snigate in `upstream` mode in front of `upstream`, with RULES; returns its address
-/// and a sender that shuts it down.
-async fn start_proxy(dir: &Path, upstream: SocketAddr, extra: &str) -> (SocketAddr, oneshot::Sender<()>) {
-    std::fs::write(dir.join("test.rules"), RULES).unwrap();
-    let config = format!(
-        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{upstream}\"\n{extra}\n\
-         [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"off\"\n",
-        dir.join("test.rules").display()
-    );
-    let config = Config::parse("test.toml", &config).unwrap();
-    let server = Server::bind(&config, config.compile_rules().unwrap()).await.unwrap();
-    let addr = server.local_addrs()[0];
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    (addr, tx)
-}
-
-/// A backend without cryptography: reads everything until the client's FIN, then answers
-/// `reply` and closes. Sends what it received on the returned channel.
-async fn recording_backend(reply: Vec<u8>) -> (SocketAddr, oneshot::Receiver<Vec<u8>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await.unwrap();
-        s.write_all(&reply).await.unwrap();
-        s.shutdown().await.unwrap();
-        let _ = tx.send(got);
-    });
-    (addr, rx)
-}
-
-fn pseudo_random(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use tokio::net::TcpStream;
 
 /// The hello and everything after it reach the upstream exactly as sent, in both directions,
 /// with the client's half-close passed on.
@@ -76,7 +20,8 @@ async fn allowed_bytes_arrive_unchanged_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let reply = pseudo_random(300_000);
     let (backend, received) = recording_backend(reply.clone()).await;
-    let (proxy, _stop) = start_proxy(dir.path(), backend, "").await;
+    let running = start_proxy(dir.path(), backend, RULES, "", "").await;
+    let proxy = running.addr;
     let hello = hello(&[sni(b"ACME.my.salesforce.com.")]);
     let sent = [hello, pseudo_random(1_000_000)].concat();
     let mut c = TcpStream::connect(proxy).await.unwrap();
@@ -97,7 +42,8 @@ async fn allowed_bytes_arrive_unchanged_both_ways() {
 async fn rejected_reads(bytes: &[u8], extra: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _) = recording_backend(Vec::new()).await;
-    let (proxy, _stop) = start_proxy(dir.path(), backend, extra).await;
+    let running = start_proxy(dir.path(), backend, RULES, extra, "").await;
+    let proxy = running.addr;
     let mut c = TcpStream::connect(proxy).await.unwrap();
     c.write_all(bytes).await.unwrap();
     let mut got = Vec::new();
@@ -123,7 +69,8 @@ async fn denials_end_as_configured() {
 async fn rst_style_resets() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _) = recording_backend(Vec::new()).await;
-    let (proxy, _stop) = start_proxy(dir.path(), backend, "reject = \"rst\"").await;
+    let running = start_proxy(dir.path(), backend, RULES, "reject = \"rst\"", "").await;
+    let proxy = running.addr;
     let mut c = TcpStream::connect(proxy).await.unwrap();
     c.write_all(&hello(&[sni(b"evil.my.salesforce.com")])).await.unwrap();
     let mut got = Vec::new();
@@ -167,7 +114,8 @@ async fn openssl_client_and_server_through_the_proxy() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (proxy, _stop) = start_proxy(dir.path(), backend, "").await;
+    let running = start_proxy(dir.path(), backend, RULES, "", "").await;
+    let proxy = running.addr;
     let s_client = move |name: &str| {
         std::process::Command::new("timeout")
             .args(["10", "openssl", "s_client", "-brief", "-connect", &proxy.to_string(), "-servername", name])
@@ -182,4 +130,120 @@ async fn openssl_client_and_server_through_the_proxy() {
     let text = String::from_utf8_lossy(&denied.stderr).to_lowercase();
     assert!(text.contains("access denied"), "s_client said: {text}");
     let _ = server.kill().await;
+}
+
+/// Runs `openssl` with `args` in `dir`, and panics if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Mutual TLS passes through untouched: a server that requires a client certificate (Python's
+/// ssl, standing in for an API on port 8443) sees the certificate `openssl s_client` presents,
+/// with its intermediate, through snigate.
+#[tokio::test]
+async fn mutual_tls_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        d,
+        &[&["req", "-x509"][..], &ec, &["-days", "1", "-subj", "/CN=Test Root", "-keyout", "ca.key", "-out", "ca.pem"]]
+            .concat(),
+    );
+    std::fs::write(d.join("ca.ext"), "basicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign\n").unwrap();
+    std::fs::write(d.join("leaf.ext"), "basicConstraints=CA:false\nsubjectAltName=DNS:acme.my.salesforce.com\n")
+        .unwrap();
+    let issue = |name: &str, subj: &str, issuer: &str, ext: &str| {
+        openssl(
+            d,
+            &[
+                &["req", "-new"][..],
+                &ec,
+                &["-subj", subj, "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")],
+            ]
+            .concat(),
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{issuer}.pem"),
+                "-CAkey",
+                &format!("{issuer}.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                ext,
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    };
+    issue("inter", "/CN=Test Intermediate", "ca", "ca.ext");
+    issue("client", "/CN=acme-integration-user", "inter", "leaf.ext");
+    issue("server", "/CN=acme.my.salesforce.com", "ca", "leaf.ext");
+
+    let server_py = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.pem", "server.key")
+ctx.load_verify_locations("ca.pem")
+ctx.verify_mode = ssl.CERT_REQUIRED
+srv = socket.create_server(("127.0.0.1", 0))
+srv.settimeout(20)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+tls = ctx.wrap_socket(conn, server_side=True)
+subject = dict(x[0] for x in tls.getpeercert()["subject"])
+print("client", subject["commonName"], flush=True)
+tls.sendall(b"hello " + subject["commonName"].encode() + b"\n")
+tls.close()
+"#;
+    let mut server = tokio::process::Command::new("python3")
+        .args(["-c", server_py])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap());
+    let mut port = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut port).await.unwrap();
+    let backend: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
+    let running = start_proxy(d, backend, RULES, "", "").await;
+    let proxy = running.addr.to_string();
+    let dd = d.to_path_buf();
+    let client = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args(["10", "openssl", "s_client", "-connect", &proxy, "-servername", "acme.my.salesforce.com"])
+            .args([
+                "-cert",
+                "client.pem",
+                "-cert_chain",
+                "inter.pem",
+                "-key",
+                "client.key",
+                "-CAfile",
+                "ca.pem",
+                "-verify_return_error",
+                "-quiet",
+            ])
+            .current_dir(dd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut seen).await.unwrap();
+    assert_eq!(seen.trim(), "client acme-integration-user", "the server saw the client certificate");
+    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "hello acme-integration-user");
+    let _ = server.wait().await;
 }

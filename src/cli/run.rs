@@ -9,7 +9,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::{EXIT_INVALID, EXIT_USAGE};
 use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode};
 use crate::policy::Verdict;
-use crate::proxy::{RejectStyle, Rules, Server};
+use crate::proxy::{RejectStyle, Server};
 
 /// Arguments of `snigate run`. Flags override the configuration file; with neither, the
 /// embedded default applies. Listener flags apply to the configuration's only listener.
@@ -149,34 +149,10 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
             tracing::info!(listen = %addr, mode = ?l.get_ref().mode, "listening");
         }
-        tokio::spawn(reload_on_sighup(config.clone(), server.rules()));
+        tokio::spawn(crate::reload::run(config.clone(), server.rules()));
         server.run(terminated()).await;
         ExitCode::SUCCESS
     })
-}
-
-/// Recompiles the rules on every SIGHUP; a failed reload keeps the running snapshot.
-async fn reload_on_sighup(config: Config, rules: Rules) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-    while hup.recv().await.is_some() {
-        match tokio::task::spawn_blocking({
-            let config = config.clone();
-            move || config.compile_rules()
-        })
-        .await
-        {
-            Ok(Ok(new)) => {
-                tracing::info!(rules = new.len(), "rules reloaded");
-                rules.store(std::sync::Arc::new(new));
-            }
-            Ok(Err(errors)) => {
-                for e in &errors.0 {
-                    tracing::error!(error = %e, "rules reload failed; keeping the running rules");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "rules reload failed; keeping the running rules"),
-        }
-    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,211 @@
+//! Limits and lifecycle on real sockets: hostile clients, the connection limit, reloads under
+//! traffic, and draining on shutdown.
+
+mod common;
+mod harness;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Reads until EOF (or a reset), at most `limit`; returns the bytes and how long it took.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut got)).await.expect("snigate closes the connection");
+    (got, start.elapsed())
+}
+
+/// Sends `msg` on an allowed, spliced connection and expects it echoed.
+async fn echoes(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Opens a connection with `name` as SNI through `proxy` to the echo backend, and checks it
+/// is spliced (the hello comes back first).
+async fn spliced(proxy: std::net::SocketAddr, name: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let h = hello(&[sni(name)]);
+    s.write_all(&h).await.unwrap();
+    let mut back = vec![0; h.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, h);
+    s
+}
+
+async fn is_denied(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(&hello(&[sni(name)])).await.unwrap();
+    let (got, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    got == [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]
+}
+
+#[tokio::test]
+async fn silent_and_trickling_clients_are_cut_at_hello_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "hello_timeout = 0.5").await;
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let (got, took) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(got.is_empty() && took >= Duration::from_millis(400) && took < Duration::from_secs(3), "{took:?}");
+
+    // One byte every 100 ms: each read is "progress", but the deadline is for the whole hello.
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.set_nodelay(true).unwrap();
+    let h = hello(&[sni(b"acme.my.salesforce.com")]);
+    let start = Instant::now();
+    let mut cut = false;
+    for b in &h {
+        if slow.write_all(std::slice::from_ref(b)).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickling client must be cut");
+    assert!(start.elapsed() < Duration::from_secs(3), "cut after {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn oversized_hello_is_denied_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "max_hello_bytes = 1024").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let big = hello(&[sni(b"acme.my.salesforce.com"), ext(21, &[0; 2000])]);
+    s.write_all(&big).await.unwrap();
+    let (got, took) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(got, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 50], "decode_error");
+    assert!(took < Duration::from_secs(2));
+}
+
+/// Beyond max_connections, new connections wait in the accept queue; they are served as soon
+/// as a slot frees, and nothing fails.
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "max_connections = 2").await;
+    let first = spliced(proxy.addr, b"a.my.salesforce.com").await;
+    let _second = spliced(proxy.addr, b"b.my.salesforce.com").await;
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    let h = hello(&[sni(b"c.my.salesforce.com")]);
+    third.write_all(&h).await.unwrap();
+    let mut back = vec![0; h.len()];
+    let waited = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut back)).await;
+    assert!(waited.is_err(), "the third connection must wait while two are open");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, h);
+}
+
+/// A rule change flips verdicts for new connections only; a broken file keeps the old rules.
+#[tokio::test]
+async fn reload_under_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let mut open = spliced(proxy.addr, b"a.example.com").await;
+    assert!(is_denied(proxy.addr, b"b.example.com").await);
+
+    std::fs::write(&proxy.rules_file, "allow b.example.com\n").unwrap();
+    snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap();
+    assert!(is_denied(proxy.addr, b"a.example.com").await);
+    let _b = spliced(proxy.addr, b"b.example.com").await;
+    echoes(&mut open, b"still spliced after the reload").await;
+
+    std::fs::write(&proxy.rules_file, "allow b.example.com\nallow c.example.com from 10.0.0.0/33\nbogus\n").unwrap();
+    let errors = snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap_err();
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert!(errors.0.iter().all(|e| e.line == 2 || e.line == 3), "{errors}");
+    let _still = spliced(proxy.addr, b"b.example.com").await;
+    echoes(&mut open, b"and after a failed one").await;
+}
+
+/// Editing the rule file is enough: the watcher reloads it.
+#[tokio::test]
+async fn rule_file_changes_are_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let (tx, mut triggers) = tokio::sync::mpsc::channel(4);
+    let _watcher = snigate::reload::watch(&proxy.config, tx).unwrap().expect("a rule file to watch");
+    // Replace by rename, as editors and ConfigMap updates do.
+    let tmp = dir.path().join(".test.rules.tmp");
+    std::fs::write(&tmp, "allow b.example.com\n").unwrap();
+    std::fs::rename(&tmp, &proxy.rules_file).unwrap();
+    let trigger = tokio::time::timeout(Duration::from_secs(5), triggers.recv()).await.expect("a reload trigger");
+    assert_eq!(trigger, Some(snigate::reload::Trigger::FileChange));
+    snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap();
+    assert!(is_denied(proxy.addr, b"a.example.com").await);
+}
+
+/// Shutdown stops accepting, lets the open connection finish, then returns.
+#[tokio::test]
+async fn shutdown_drains_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "drain_timeout = 10").await;
+    let mut open = spliced(proxy.addr, b"acme.my.salesforce.com").await;
+    proxy.stop.send(()).unwrap();
+    let mut done = proxy.done;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(TcpStream::connect(proxy.addr).await.is_err(), "no new connections once draining");
+    echoes(&mut open, b"spliced during the drain").await;
+    assert!(done.try_recv().is_err(), "still draining while a connection is open");
+    open.shutdown().await.unwrap();
+    let (rest, _) = read_until_closed(&mut open, Duration::from_secs(5)).await;
+    assert!(rest.is_empty());
+    tokio::time::timeout(Duration::from_secs(5), done).await.expect("drained").unwrap();
+}
+
+/// The binary: SIGTERM with a spliced connection open; the connection keeps working until
+/// the drain deadline, then the process exits 0.
+#[tokio::test]
+async fn sigterm_drains_until_the_deadline_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
+    let config = dir.path().join("snigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n",
+            dir.path().join("t.rules").display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
+        if let Some(rest) = line.split("listen=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let mut open = spliced(addr, b"acme.my.salesforce.com").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let signalled = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    echoes(&mut open, b"alive after SIGTERM").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "exited after {took:?}");
+}
