@@ -1,0 +1,175 @@
+//! Transparent mode end to end, in network namespaces this test creates and removes: a client
+//! connects to a "remote" address, nftables REDIRECT (deploy/nftables/local-egress.nft) sends
+//! the connection into snigate, and snigate connects to the original destination.
+//!
+//! Needs root, `ip` (iproute2) and `nft` (nftables); CI has them. Elsewhere it skips, saying why.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The namespaces of one test run; removed on drop, whatever happened.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Client namespace C (10.99.0.1, snigate and the nftables redirect) and "remote" namespace R
+/// (10.99.0.2), joined by a veth pair.
+fn setup(tag: &str) -> Result<(Namespaces, String, String), String> {
+    let (c, r) = (format!("sgc-{tag}"), format!("sgr-{tag}"));
+    let mut guard = Namespaces(Vec::new());
+    for ns in [&c, &r] {
+        run(&["ip", "netns", "add", ns])?;
+        guard.0.push(ns.clone());
+    }
+    for cmd in [
+        vec!["ip", "-n", &c, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", &r],
+        vec!["ip", "-n", &c, "addr", "add", "10.99.0.1/24", "dev", "v0"],
+        vec!["ip", "-n", &r, "addr", "add", "10.99.0.2/24", "dev", "v1"],
+        vec!["ip", "-n", &c, "link", "set", "v0", "up"],
+        vec!["ip", "-n", &r, "link", "set", "v1", "up"],
+        vec!["ip", "-n", &c, "link", "set", "lo", "up"],
+        vec!["ip", "-n", &r, "link", "set", "lo", "up"],
+    ] {
+        run(&cmd)?;
+    }
+    run(&["ip", "netns", "exec", &c, "nft", "-f", &format!("{ROOT}/deploy/nftables/local-egress.nft")])?;
+    Ok((guard, c, r))
+}
+
+const ECHO: &str = r#"
+import socket, threading
+srv = socket.create_server(("10.99.0.2", 443))
+def echo(c):
+    while (b := c.recv(65536)):
+        c.sendall(b)
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
+
+const CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection(("10.99.0.2", 443), timeout=10)
+hello = bytes.fromhex(sys.argv[1])
+s.sendall(hello)
+got = b""
+while len(got) < len(hello):
+    b = s.recv(65536)
+    if not b:
+        break
+    got += b
+print(got.hex())
+"#;
+
+/// What a client in namespace `ns` reads back after sending a hello for `name` to 10.99.0.2:443.
+async fn connect_through(ns: &str, name: &str) -> Vec<u8> {
+    let h = hex::encode(hello(&[sni(name.as_bytes())]));
+    let out = tokio::process::Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "15", "python3", "-c", CLIENT, &h])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "client: {}", String::from_utf8_lossy(&out.stderr));
+    hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+}
+
+#[tokio::test]
+async fn redirected_connections_reach_their_original_destination() {
+    let tag = std::process::id().to_string();
+    let (_guard, c, r) = match setup(&tag) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: transparent mode needs root, iproute2 and nftables to build namespaces: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.rules"), "allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n").unwrap();
+    let config = dir.path().join("snigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nlisten = \"0.0.0.0:15001\"\nmode = \"transparent\"\nmark = 0x100\n\
+             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
+            dir.path().join("t.rules").display()
+        ),
+    )
+    .unwrap();
+    let _backend = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &r, "python3", "-c", ECHO])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut snigate = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &c, env!("CARGO_BIN_EXE_snigate"), "run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(snigate.stderr.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap();
+        let Some(line) = line else {
+            let status = snigate.wait().await.unwrap();
+            panic!("snigate exited before listening: {status}");
+        };
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let mut log = BufReader::new(snigate.stdout.take().unwrap()).lines();
+    // The echo server may still be starting: retry the first allowed connection briefly.
+    let mut allowed = Vec::new();
+    for _ in 0..50 {
+        allowed = connect_through(&c, "acme.my.salesforce.com").await;
+        if !allowed.is_empty() {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), log.next_line()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(allowed, hello(&[sni(b"acme.my.salesforce.com")]), "the remote echoed the hello through snigate");
+    let denied = connect_through(&c, "evil.my.salesforce.com").await;
+    assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
+
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["sni"] != "acme.my.salesforce.com" || v["verdict"] == "allow" || v["sni"] == "evil.my.salesforce.com" {
+            lines.push(v);
+        }
+    }
+    let ok = lines.iter().find(|v| v["verdict"] == "allow").expect("an allowed line");
+    assert_eq!(ok["original_dst"], "10.99.0.2:443");
+    assert_eq!(ok["upstream"], "10.99.0.2:443");
+    let no = lines.iter().find(|v| v["sni"] == "evil.my.salesforce.com").expect("a denied line");
+    assert_eq!(no["verdict"], "deny");
+    assert_eq!(no["reason"], "rule");
+    let _ = snigate.kill().await;
+}
