@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::{RuleSet, Verdict};
-use crate::proxy::RejectStyle;
+use crate::proxy::{ProxyVersion, RejectStyle};
 use crate::rules::{self, ListSpec, RuleErrors};
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -72,6 +73,12 @@ pub struct ListenerConfig {
     pub reject: RejectStyle,
     /// SO_MARK for outbound sockets, so egress redirection rules can skip snigate's own traffic.
     pub mark: Option<u32>,
+    /// Require a PROXY protocol header (v1 or v2) in front of every connection, and accept
+    /// connections only from these sources (load balancers). Empty: no PROXY protocol in.
+    #[serde(default)]
+    pub proxy_protocol_trusted: Vec<IpNet>,
+    /// Send a PROXY protocol header of this version to the upstream.
+    pub proxy_protocol_out: Option<ProxyVersion>,
 }
 
 impl ListenerConfig {

@@ -31,11 +31,13 @@ pub enum Reason {
     /// The upstream could not be found or reached: the name does not resolve, the connect
     /// failed or timed out, or a transparent connection has no original destination.
     UpstreamError,
+    /// PROXY protocol in: the peer is not a trusted source, or its header is missing or invalid.
+    ProxyProtocol,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -47,6 +49,7 @@ impl Reason {
         Reason::NoSni,
         Reason::Ech,
         Reason::UpstreamError,
+        Reason::ProxyProtocol,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -63,6 +66,7 @@ impl Reason {
             Reason::NoSni => "no_sni",
             Reason::Ech => "ech",
             Reason::UpstreamError => "upstream_error",
+            Reason::ProxyProtocol => "proxy_protocol",
         }
     }
 }

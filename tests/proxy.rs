@@ -247,3 +247,60 @@ tls.close()
     assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "hello acme-integration-user");
     let _ = server.wait().await;
 }
+
+/// PROXY protocol: a v1 header from a trusted balancer sets the client address the rules and
+/// the upstream see; the upstream gets a v2 header with those addresses, then the hello.
+#[tokio::test]
+async fn proxy_protocol_in_and_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, received) = recording_backend(b"ok".to_vec()).await;
+    let rules = "allow acme.my.salesforce.com from 203.0.113.0/24\n";
+    let listener = "proxy_protocol_trusted = [\"127.0.0.0/8\"]\nproxy_protocol_out = \"v2\"";
+    let running = start_proxy(dir.path(), backend, rules, listener, "").await;
+    let h = hello(&[sni(b"acme.my.salesforce.com")]);
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\n").await.unwrap();
+    c.write_all(&h).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"ok");
+    let upstream_got = received.await.unwrap();
+    let v2 = [
+        &b"\r\n\r\n\0\r\nQUIT\n"[..], // signature
+        &[0x21, 0x11, 0x00, 0x0c],    // v2 PROXY, TCP over IPv4, 12 address bytes
+        &[203, 0, 113, 9, 198, 51, 100, 1],
+        &40000u16.to_be_bytes(),
+        &443u16.to_be_bytes(),
+    ]
+    .concat();
+    assert_eq!(upstream_got, [v2, h.clone()].concat());
+
+    // The same hello from a source the rule does not cover is denied: the header decided.
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(b"PROXY TCP4 192.0.2.9 198.51.100.1 40000 443\r\n").await.unwrap();
+    c.write_all(&h).await.unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]);
+
+    // Without a header the connection is refused, without an alert.
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(&h).await.unwrap();
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got).await;
+    assert!(got.is_empty());
+}
+
+#[tokio::test]
+async fn proxy_protocol_from_an_untrusted_source_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _) = recording_backend(Vec::new()).await;
+    let running = start_proxy(dir.path(), backend, RULES, "proxy_protocol_trusted = [\"10.0.0.0/8\"]", "").await;
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\n").await.unwrap();
+    c.write_all(&hello(&[sni(b"acme.my.salesforce.com")])).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap();
+    assert!(got.is_empty());
+}

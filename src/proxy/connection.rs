@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Listener;
+use super::proxy_protocol::{self, ProxyError};
 use super::reject::reject;
 use super::splice::{End, Moved, splice};
 use super::upstream;
@@ -96,10 +97,29 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     let _ = client.set_nodelay(true);
     let mut buf = BytesMut::new();
     let limits = &listener.limits;
-    match read_client_hello(&mut client, &mut buf, listener.hello_limits, limits.hello_timeout()).await {
+    let deadline = start + limits.hello_timeout();
+    let mut proxied_dst = None;
+    if !listener.config.proxy_protocol_trusted.is_empty() {
+        match proxy_header(listener, &mut client, &mut buf, deadline).await {
+            Ok(Some(addresses)) => {
+                out.client = addresses.source;
+                proxied_dst = Some(addresses.destination);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.reason = Reason::ProxyProtocol;
+                out.error = Some(e.to_string());
+                reject(client, listener.config.reject, out.reason, &[]).await;
+                out.duration = start.elapsed().as_secs_f64();
+                return out;
+            }
+        }
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await {
         Ok(hello) => {
             record_hello(&mut out, &hello);
-            if let Err(reason) = pass(listener, &mut client, &mut out, &hello, &mut buf).await {
+            if let Err(reason) = pass(listener, &mut client, &mut out, &hello, &mut buf, proxied_dst).await {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
                 reject(client, listener.config.reject, reason, &buf).await;
@@ -117,6 +137,23 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     out
 }
 
+/// Reads the PROXY header a trusted load balancer sends first, by `deadline`.
+async fn proxy_header(
+    listener: &Listener,
+    client: &mut TcpStream,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<Option<proxy_protocol::Addresses>, ProxyError> {
+    let peer = client.peer_addr().map_err(|e| ProxyError::Io(e.to_string()))?;
+    if !proxy_protocol::trusted(peer.ip(), &listener.config.proxy_protocol_trusted) {
+        return Err(ProxyError::Untrusted(peer.ip()));
+    }
+    let max = listener.limits.max_hello_bytes;
+    tokio::time::timeout_at(deadline, proxy_protocol::read_header(client, buf, max))
+        .await
+        .unwrap_or(Err(ProxyError::Io("timed out".into())))
+}
+
 fn record_hello(out: &mut Outcome, hello: &ClientHello) {
     out.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
     out.alpn = hello.alpn.clone();
@@ -132,6 +169,7 @@ async fn pass(
     out: &mut Outcome,
     hello: &ClientHello,
     buf: &mut BytesMut,
+    proxied_dst: Option<SocketAddr>,
 ) -> Result<(), Reason> {
     out.stage = Stage::Decide;
     if hello.ech && listener.ech == EchPolicy::Deny {
@@ -139,7 +177,7 @@ async fn pass(
     }
     let dst = match listener.config.mode {
         Mode::Transparent => {
-            out.original_dst = upstream::original_destination(client).ok().flatten();
+            out.original_dst = proxied_dst.or_else(|| upstream::original_destination(client).ok().flatten());
             if out.original_dst.is_none() {
                 out.error = Some("no original destination (not redirected, or addressed to snigate itself)".into());
                 return Err(Reason::UpstreamError);
@@ -176,6 +214,14 @@ async fn pass(
         Reason::UpstreamError
     })?;
     out.stage = Stage::Splice;
+    if let Some(version) = listener.config.proxy_protocol_out {
+        let local = client.local_addr().unwrap_or(addr);
+        let header = proxy_protocol::encode(version, out.client, out.original_dst.or(proxied_dst).unwrap_or(local));
+        if let Err(e) = up.write_all(&header).await {
+            out.error = Some(e.to_string());
+            return Ok(());
+        }
+    }
     if let Err(e) = up.write_all(buf).await {
         out.error = Some(e.to_string());
         return Ok(());

@@ -4,6 +4,7 @@
 //! [`Server::run`] accepts until the shutdown future resolves, then drains.
 
 mod connection;
+mod proxy_protocol;
 mod reject;
 mod splice;
 mod upstream;
@@ -19,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connection::{Outcome, Stage};
+pub use proxy_protocol::{ProxyError, Version as ProxyVersion};
 pub use reject::{Alert, RejectStyle};
 pub use splice::{End, Moved};
 

@@ -40,7 +40,7 @@ impl Alert {
         match reason {
             Reason::InvalidSni | Reason::UpstreamError => Some(Alert::UnrecognizedName),
             Reason::Malformed | Reason::HelloTooLarge => Some(Alert::DecodeError),
-            Reason::NotTls | Reason::HelloTimeout | Reason::ClientClosed => None,
+            Reason::NotTls | Reason::HelloTimeout | Reason::ClientClosed | Reason::ProxyProtocol => None,
             _ => Some(Alert::AccessDenied),
         }
     }

@@ -1,0 +1,193 @@
+//! The PROXY protocol (HAProxy's v1 text and v2 binary headers): read in front of the
+//! ClientHello from trusted load balancers, and written to upstreams that want it.
+//! Parsing and encoding are the `ppp` crate's.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::BytesMut;
+use ipnet::IpNet;
+use ppp::{HeaderResult, PartialResult, v1, v2};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Which header version to send upstream (`proxy_protocol_out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    /// `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// What a PROXY header told us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The real client.
+    pub source: SocketAddr,
+    /// The address the client connected to.
+    pub destination: SocketAddr,
+}
+
+/// Why an incoming PROXY header was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    /// The peer is not in `proxy_protocol_trusted`.
+    #[error("PROXY protocol from untrusted source {0}")]
+    Untrusted(IpAddr),
+    /// The bytes are not a PROXY header.
+    #[error("invalid PROXY protocol header: {0}")]
+    Invalid(String),
+    /// The header is longer than the cap.
+    #[error("PROXY protocol header longer than {0} bytes")]
+    TooLong(usize),
+    /// The peer closed before the header was complete.
+    #[error("closed before the PROXY protocol header was complete")]
+    Closed,
+    /// Reading failed.
+    #[error("reading the PROXY protocol header failed: {0}")]
+    Io(String),
+}
+
+/// Whether `peer` may send a PROXY header.
+pub fn trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|net| net.contains(&peer))
+}
+
+/// Reads one PROXY header (v1 or v2) from `io` into `buf`, removes it from `buf` (whatever
+/// followed it stays, to be parsed as the ClientHello), and returns the addresses it carries
+/// (`None` for `UNKNOWN`/`LOCAL` headers: the connection's own addresses stand).
+pub async fn read_header<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Addresses>, ProxyError> {
+    loop {
+        if !buf.is_empty() {
+            let parsed = HeaderResult::parse(buf);
+            if !parsed.is_incomplete() {
+                let (len, addresses) = complete(parsed)?;
+                let _ = buf.split_to(len);
+                return Ok(addresses);
+            }
+        }
+        if buf.len() >= max {
+            return Err(ProxyError::TooLong(max));
+        }
+        buf.reserve(512);
+        match io.read_buf(buf).await {
+            Ok(0) => return Err(ProxyError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ProxyError::Io(e.to_string())),
+        }
+    }
+}
+
+/// The header length and addresses of a complete parse.
+fn complete(parsed: HeaderResult<'_>) -> Result<(usize, Option<Addresses>), ProxyError> {
+    match parsed {
+        HeaderResult::V1(Ok(h)) => {
+            let addresses = match h.addresses {
+                v1::Addresses::Tcp4(a) => Some(Addresses {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                }),
+                v1::Addresses::Tcp6(a) => Some(Addresses {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                }),
+                v1::Addresses::Unknown => None,
+            };
+            Ok((h.header.len(), addresses))
+        }
+        HeaderResult::V2(Ok(h)) => {
+            let addresses = match (h.command, h.addresses) {
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Some(Addresses {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                }),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Some(Addresses {
+                    source: SocketAddr::from((a.source_address, a.source_port)),
+                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
+                }),
+                _ => None,
+            };
+            Ok((h.len(), addresses))
+        }
+        HeaderResult::V1(Err(e)) => Err(ProxyError::Invalid(e.to_string())),
+        HeaderResult::V2(Err(e)) => Err(ProxyError::Invalid(e.to_string())),
+    }
+}
+
+/// The header announcing a connection from `source` to `destination`.
+pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let (source, destination) = same_family(source, destination);
+    match version {
+        Version::V1 => v1::Addresses::from((source, destination)).to_string().into_bytes(),
+        Version::V2 => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (source, destination),
+        )
+        .build()
+        .expect("writing a header to a Vec cannot fail"),
+    }
+}
+
+/// Both addresses in one family: IPv4-mapped IPv6 addresses are written as IPv4 when the other
+/// side is IPv4 (a dual-stack listener sees IPv4 clients that way).
+fn same_family(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let unmap = |s: SocketAddr| match s.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(s, |v4| SocketAddr::from((v4, s.port()))),
+        IpAddr::V4(_) => s,
+    };
+    let (ua, ub) = (unmap(a), unmap(b));
+    if ua.is_ipv4() == ub.is_ipv4() { (ua, ub) } else { (a, b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_v1_and_v2_and_keeps_what_follows() {
+        let src: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let dst: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        for version in [Version::V1, Version::V2] {
+            let mut wire = encode(version, src, dst);
+            wire.extend(b"\x16\x03\x01rest");
+            let mut buf = BytesMut::new();
+            let got = read_header(&mut wire.as_slice(), &mut buf, 4096).await.unwrap();
+            assert_eq!(got, Some(Addresses { source: src, destination: dst }), "{version:?}");
+            assert_eq!(&buf[..], b"\x16\x03\x01rest", "{version:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_garbage_and_truncation() {
+        let mut buf = BytesMut::new();
+        let e = read_header(&mut &b"\x16\x03\x01\x00\x05hello"[..], &mut buf, 4096).await.unwrap_err();
+        assert!(matches!(e, ProxyError::Invalid(_)), "{e:?}");
+        let mut buf = BytesMut::new();
+        let e = read_header(&mut &b"PROXY TCP4 1.2.3.4"[..], &mut buf, 4096).await.unwrap_err();
+        assert_eq!(e, ProxyError::Closed);
+    }
+
+    #[test]
+    fn trust_is_by_cidr_and_unmaps_ipv4() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(trusted("10.1.2.3".parse().unwrap(), &nets));
+        assert!(trusted("::ffff:10.1.2.3".parse().unwrap(), &nets));
+        assert!(!trusted("192.0.2.1".parse().unwrap(), &nets));
+    }
+
+    #[test]
+    fn v1_text_is_exact() {
+        let h = encode(Version::V1, "192.0.2.1:5000".parse().unwrap(), "[::ffff:10.0.0.1]:443".parse().unwrap());
+        assert_eq!(h, b"PROXY TCP4 192.0.2.1 10.0.0.1 5000 443\r\n");
+    }
+}
