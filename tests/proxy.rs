@@ -304,3 +304,21 @@ async fn proxy_protocol_from_an_untrusted_source_is_refused() {
     let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap();
     assert!(got.is_empty());
 }
+
+/// `sni` mode: the allowed name is resolved (here through /etc/hosts) and reached on the
+/// listener's upstream port.
+#[tokio::test]
+async fn sni_mode_resolves_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, received) = recording_backend(b"ok".to_vec()).await;
+    let listener = format!("mode = \"sni\"\nupstream_port = {}", backend.port());
+    let running = start_listener(dir.path(), &listener, "allow localhost\n", "").await;
+    let h = hello(&[sni(b"localhost")]);
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(&h).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"ok");
+    assert_eq!(received.await.unwrap(), h);
+}

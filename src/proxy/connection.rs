@@ -198,21 +198,23 @@ async fn pass(
         return Err(out.reason);
     }
     out.stage = Stage::Resolve;
-    let addr = match (dst, &hello.sni) {
-        (Some(addr), _) => addr,
-        (None, Some(sni)) => upstream::resolve(sni.as_str(), listener.upstream_port).await.map_err(|e| {
+    let candidates = match (dst, &hello.sni) {
+        (Some(addr), _) => vec![addr],
+        (None, Some(sni)) => listener.resolver.lookup(sni.as_str(), listener.upstream_port).await.map_err(|e| {
             out.error = Some(e.to_string());
             Reason::UpstreamError
         })?,
         (None, None) => return Err(Reason::UpstreamError),
     };
-    out.upstream = Some(addr);
     out.stage = Stage::Connect;
     let limits = &listener.limits;
-    let mut up = upstream::connect(addr, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
-        out.error = Some(e.to_string());
-        Reason::UpstreamError
-    })?;
+    let mut up =
+        upstream::connect_any(&candidates, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
+            out.error = Some(e.to_string());
+            Reason::UpstreamError
+        })?;
+    let addr = up.peer_addr().unwrap_or(candidates[0]);
+    out.upstream = Some(addr);
     out.stage = Stage::Splice;
     if let Some(version) = listener.config.proxy_protocol_out {
         let local = client.local_addr().unwrap_or(addr);

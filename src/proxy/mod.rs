@@ -6,6 +6,7 @@
 mod connection;
 mod proxy_protocol;
 mod reject;
+mod resolver;
 mod splice;
 mod upstream;
 
@@ -22,6 +23,7 @@ use tokio::task::JoinSet;
 pub use connection::{Outcome, Stage};
 pub use proxy_protocol::{ProxyError, Version as ProxyVersion};
 pub use reject::{Alert, RejectStyle};
+pub use resolver::Resolver;
 pub use splice::{End, Moved};
 
 use crate::config::{Config, EchPolicy, ListenerConfig, LogFormat};
@@ -55,6 +57,8 @@ pub struct Listener {
     pub log: LogFormat,
     /// Open connections; `max_connections` permits.
     pub slots: Arc<Semaphore>,
+    /// `sni` mode: resolves allowed names (one cache shared by all listeners).
+    pub resolver: Arc<Resolver>,
 }
 
 /// Bound listeners, ready to run.
@@ -71,6 +75,7 @@ impl Server {
     /// Binds every listener of `config`, with `rules` as the first snapshot.
     pub async fn bind(config: &Config, rules: RuleSet) -> io::Result<Server> {
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
+        let resolver = Arc::new(Resolver::from_system());
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
@@ -95,6 +100,7 @@ impl Server {
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
                 rules: rules.clone(),
                 log: config.log.format,
+                resolver: resolver.clone(),
             };
             listeners.push((socket, Arc::new(listener)));
         }

@@ -26,6 +26,23 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no addresses")))
 }
 
+/// Connects to the first of `addrs` that answers, trying them in order, all within `timeout`.
+pub async fn connect_any(addrs: &[SocketAddr], timeout: Duration, mark: Option<u32>) -> io::Result<TcpStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+    for &addr in addrs {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match connect(addr, left, mark).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Connects to `addr` within `timeout`, with TCP_NODELAY and, when set, SO_MARK.
 pub async fn connect(addr: SocketAddr, timeout: Duration, mark: Option<u32>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };

@@ -36,10 +36,16 @@ pub struct Proxy {
 /// Starts snigate in `upstream` mode in front of `upstream`, with `rules` written to
 /// `dir/test.rules`. `listener` and `limits` are extra TOML lines for those sections.
 pub async fn start_proxy(dir: &Path, upstream: SocketAddr, rules: &str, listener: &str, limits: &str) -> Proxy {
+    start_listener(dir, &format!("mode = \"upstream\"\nupstream = \"{upstream}\"\n{listener}"), rules, limits).await
+}
+
+/// Starts snigate with one listener on 127.0.0.1:0 configured by `listener` (TOML lines: the
+/// mode and its settings), `rules` written to `dir/test.rules`, and `limits`.
+pub async fn start_listener(dir: &Path, listener: &str, rules: &str, limits: &str) -> Proxy {
     let rules_file = dir.join("test.rules");
     std::fs::write(&rules_file, rules).unwrap();
     let text = format!(
-        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{upstream}\"\n{listener}\n\
+        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\n{listener}\n\
          [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n",
         rules_file.display()
     );
