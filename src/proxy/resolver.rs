@@ -9,7 +9,7 @@ use hickory_resolver::TokioResolver;
 /// Resolves allowed SNI names to upstream addresses.
 pub enum Resolver {
     /// hickory, with a TTL-respecting cache.
-    Dns(TokioResolver),
+    Dns(Box<TokioResolver>),
     /// The C library's getaddrinfo (no cache), when the system DNS configuration is unreadable.
     System,
 }
@@ -18,7 +18,7 @@ impl Resolver {
     /// The system-configured resolver, or getaddrinfo when /etc/resolv.conf cannot be read.
     pub fn from_system() -> Resolver {
         match TokioResolver::builder_tokio().and_then(|b| b.build()) {
-            Ok(resolver) => Resolver::Dns(resolver),
+            Ok(resolver) => Resolver::Dns(Box::new(resolver)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the system DNS configuration; using getaddrinfo without a cache");
                 Resolver::System
