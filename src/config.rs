@@ -54,6 +54,17 @@ pub enum Mode {
     Transparent,
 }
 
+impl Mode {
+    /// The configuration spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sni => "sni",
+            Mode::Upstream => "upstream",
+            Mode::Transparent => "transparent",
+        }
+    }
+}
+
 /// One `[[listener]]` block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -319,7 +330,7 @@ impl Config {
                 (Mode::Upstream, None) => err(span.clone(), "mode = \"upstream\" needs `upstream`".into()),
                 (Mode::Sni | Mode::Transparent, Some(_)) => err(
                     span.clone(),
-                    format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode),
+                    format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode.as_str()),
                 ),
                 _ => {}
             }

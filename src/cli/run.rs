@@ -147,7 +147,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             }
         };
         for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
-            tracing::info!(listen = %addr, mode = ?l.get_ref().mode, "listening");
+            tracing::info!(listen = %addr, mode = l.get_ref().mode.as_str(), "listening");
         }
         tokio::spawn(crate::reload::run(config.clone(), server.rules()));
         server.run(terminated()).await;

@@ -1,0 +1,72 @@
+//! Configuration errors: every problem reported with its file and line, exit 64, nothing bound.
+
+use std::process::Command;
+
+use snigate::config::Config;
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = "\
+[[listener]]
+listen = \"127.0.0.1:8443\"
+mode = \"upstream\"
+
+[[listener]]
+listen = \"127.0.0.1:8443\"
+mode = \"sni\"
+upstream = \"10.0.0.1:443\"
+
+[limits]
+hello_timeout = -1
+max_hello_bytes = 10
+";
+    let errors = Config::parse("bad.toml", text).unwrap_err().0;
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "bad.toml:1: mode = \"upstream\" needs `upstream`",
+            "bad.toml:5: listen address 127.0.0.1:8443 is also used by listener \"127.0.0.1:8443\"",
+            "bad.toml:5: `upstream` is only used in mode = \"upstream\" (this listener is \"sni\")",
+            "bad.toml:11: limits.hello_timeout must be a positive number of seconds",
+            "bad.toml:12: limits.max_hello_bytes must be at least 512",
+        ]
+    );
+}
+
+#[test]
+fn syntax_and_unknown_keys_name_the_line() {
+    let e = Config::parse("x.toml", "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"sni\"\nbogus = 1\n").unwrap_err();
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].line, Some(4), "{e}");
+    assert!(e.0[0].reason.contains("bogus"), "{e}");
+    let e = Config::parse("x.toml", "[[listener]]\nlisten = \"nowhere\"\nmode = \"sni\"\n").unwrap_err();
+    assert_eq!(e.0[0].line, Some(2), "{e}");
+}
+
+#[test]
+fn the_embedded_default_is_valid() {
+    let c = Config::embedded();
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(c.listeners[0].get_ref().listen.to_string(), "127.0.0.1:8443");
+    assert!(c.compile_rules().is_ok());
+}
+
+#[test]
+fn bad_config_or_rules_exit_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.rules");
+    std::fs::write(&rules, "allow ok.example.com\npermit x.example.com\nallow *.x.com from 10.0.0.0/99\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--listen", "127.0.0.1:0", "--mode", "upstream", "--upstream", "127.0.0.1:9", "--rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.rules:2"), "{err}");
+    assert!(err.contains("bad.rules:3"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--mode", "upstream"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs `upstream`"));
+}
