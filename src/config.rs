@@ -40,6 +40,9 @@ pub struct Config {
     /// The access log.
     #[serde(default)]
     pub log: LogConfig,
+    /// The observability endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// How a listener picks the upstream of an allowed connection.
@@ -239,12 +242,53 @@ pub enum LogFormat {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// The format of the access log (on stdout).
-    #[serde(default)]
+    /// The format of the access log.
     pub format: LogFormat,
+    /// Append the access log to this file instead of stdout.
+    pub path: Option<PathBuf>,
+    /// Denial lines written per second and listener; beyond it they are counted, not written,
+    /// and a summary line says how many were suppressed. 0: no limit.
+    pub deny_lines_per_second: u32,
+}
+
+/// Default of `[log] deny_lines_per_second`: far above a normal denial rate, far below what
+/// a flood of refused connections would write.
+pub const DEFAULT_DENY_LINES_PER_SECOND: u32 = 100;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Json, path: None, deny_lines_per_second: DEFAULT_DENY_LINES_PER_SECOND }
+    }
+}
+
+/// The default metrics address.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// `[metrics]`: the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Whether to serve the endpoint at all.
+    pub enabled: bool,
+    /// Where to serve it.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: DEFAULT_METRICS_LISTEN }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to bind, when enabled.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.enabled.then_some(self.listen)
+    }
 }
 
 /// One configuration problem: where, and why.
@@ -337,6 +381,15 @@ impl Config {
             if l.upstream_port.is_some() && l.mode != Mode::Sni {
                 err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());
             }
+        }
+        if let Some(addr) = self.metrics.address()
+            && addr.port() != 0
+            && let Some(l) = self.listeners.iter().find(|l| l.get_ref().listen == addr)
+        {
+            err(
+                Some(l.span()),
+                format!("metrics listen address {addr} is also used by listener {:?}", l.get_ref().label()),
+            );
         }
         let limits = &self.limits;
         for (name, value) in [

@@ -14,6 +14,10 @@
 //!   allocation-free hot-path call, [`RuleSet::decide`], returning a [`Decision`].
 //! - [`proxy`]: listeners, the per-connection pipeline (hello, decision, upstream, replay,
 //!   splice), rejecting, and the accept loop's limits and drain.
+//! - [`metrics`]: the Prometheus registry, its pre-resolved per-listener handles, and the HTTP
+//!   endpoint serving `/metrics`, `/healthz` and `/readyz`.
+//! - [`access_log`]: one line per finished connection (JSON or text, stdout or a file), written
+//!   by its own thread behind a bounded queue, with denial lines rate-limited.
 //! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
 //! - [`reload`]: rule reloads on SIGHUP and on file changes, swapped in atomically.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
@@ -21,9 +25,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod hello;
+pub mod metrics;
 pub mod name;
 mod policy;
 pub mod proxy;

@@ -67,6 +67,14 @@ impl RuleRef {
             RuleRef::List { name } => name,
         }
     }
+
+    /// [`ruleset`](Self::ruleset), shared rather than copied.
+    pub fn ruleset_label(&self) -> Arc<str> {
+        match self {
+            RuleRef::Line { file, .. } => file.clone(),
+            RuleRef::List { name } => name.clone(),
+        }
+    }
 }
 
 impl fmt::Display for RuleRef {
@@ -285,6 +293,11 @@ impl RuleSet {
     /// denied).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The `ruleset` labels this snapshot can report: its rule files and list names.
+    pub fn rulesets(&self) -> std::collections::BTreeSet<&str> {
+        self.compiled.origins.iter().map(|o| o.rule.ruleset()).collect()
     }
 
     /// The verdict for names that match nothing.

@@ -13,6 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Rules;
 use crate::rules::RuleErrors;
 
@@ -21,8 +22,8 @@ use crate::rules::RuleErrors;
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Compiles the configured rules and swaps them in; on failure the running rules stay.
-/// Returns the new rule count.
-pub async fn reload(config: &Config, rules: &Rules) -> Result<usize, RuleErrors> {
+/// Either way `metrics` counts the reload. Returns the new rule count.
+pub async fn reload(config: &Config, rules: &Rules, metrics: &Metrics) -> Result<usize, RuleErrors> {
     let config = config.clone();
     let compiled = tokio::task::spawn_blocking(move || config.compile_rules())
         .await
@@ -30,11 +31,14 @@ pub async fn reload(config: &Config, rules: &Rules) -> Result<usize, RuleErrors>
     match compiled {
         Ok(new) => {
             let n = new.len();
+            metrics.rules_loaded(&new);
+            metrics.reloaded(true);
             rules.store(Arc::new(new));
             tracing::info!(rules = n, "rules reloaded");
             Ok(n)
         }
         Err(errors) => {
+            metrics.reloaded(false);
             for e in &errors.0 {
                 tracing::error!(error = %e, "rules reload failed; keeping the running rules");
             }
@@ -97,7 +101,7 @@ pub fn watch(config: &Config, tx: mpsc::Sender<Trigger>) -> notify::Result<Optio
 }
 
 /// Reloads on SIGHUP and on rule-file changes until the process ends.
-pub async fn run(config: Config, rules: Rules) {
+pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
     let (tx, mut triggers) = mpsc::channel(4);
     let _watcher = match watch(&config, tx.clone()) {
         Ok(w) => w,
@@ -117,6 +121,6 @@ pub async fn run(config: Config, rules: Rules) {
     }
     while let Some(trigger) = triggers.recv().await {
         tracing::info!(?trigger, "reloading rules");
-        let _ = reload(&config, &rules).await;
+        let _ = reload(&config, &rules, &metrics).await;
     }
 }

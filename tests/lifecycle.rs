@@ -117,13 +117,13 @@ async fn reload_under_traffic() {
     assert!(is_denied(proxy.addr, b"b.example.com").await);
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\n").unwrap();
-    snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap();
+    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
     let _b = spliced(proxy.addr, b"b.example.com").await;
     echoes(&mut open, b"still spliced after the reload").await;
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\nallow c.example.com from 10.0.0.0/33\nbogus\n").unwrap();
-    let errors = snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap_err();
+    let errors = snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
     assert_eq!(errors.0.len(), 2, "{errors}");
     assert!(errors.0.iter().all(|e| e.line == 2 || e.line == 3), "{errors}");
     let _still = spliced(proxy.addr, b"b.example.com").await;
@@ -143,7 +143,7 @@ async fn rule_file_changes_are_picked_up() {
     std::fs::rename(&tmp, &proxy.rules_file).unwrap();
     let trigger = tokio::time::timeout(Duration::from_secs(5), triggers.recv()).await.expect("a reload trigger");
     assert_eq!(trigger, Some(snigate::reload::Trigger::FileChange));
-    snigate::reload::reload(&proxy.config, &proxy.rules).await.unwrap();
+    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
 }
 
@@ -166,7 +166,7 @@ async fn shutdown_drains_open_connections() {
 }
 
 /// The binary: SIGTERM with a spliced connection open; the connection keeps working until
-/// the drain deadline, then the process exits 0.
+/// the drain deadline while `/readyz` says not ready, then the process exits 0.
 #[tokio::test]
 async fn sigterm_drains_until_the_deadline_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,7 +177,8 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
         &config,
         format!(
             "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n",
+             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("t.rules").display()
         ),
     )
@@ -191,12 +192,20 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut metrics = None;
     let addr: std::net::SocketAddr = loop {
         let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
-        if let Some(rest) = line.split("listen=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        let field =
+            |name: &str| line.split(name).nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_string());
+        if let Some(m) = field("metrics=") {
+            metrics = Some(m.parse::<std::net::SocketAddr>().unwrap());
+        }
+        if let Some(listen) = field("listen=") {
+            break listen.parse().unwrap();
         }
     };
+    let metrics = metrics.expect("the metrics address is logged before the listeners");
+    assert_eq!(http_get(metrics, "/readyz").await, (200, "ready\n".to_string()));
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     let mut open = spliced(addr, b"acme.my.salesforce.com").await;
     let pid = child.id().unwrap().to_string();
@@ -204,6 +213,8 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
     let signalled = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     echoes(&mut open, b"alive after SIGTERM").await;
+    assert_eq!(http_get(metrics, "/readyz").await.0, 503, "not ready while draining");
+    assert_eq!(http_get(metrics, "/healthz").await.0, 200, "alive while draining");
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
     assert_eq!(status.code(), Some(0));
     let took = signalled.elapsed();

@@ -4,7 +4,7 @@
 
 mod run;
 
-pub use run::{RunArgs, configuration};
+pub use run::{MetricsFlag, RunArgs, configuration};
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};

@@ -3,11 +3,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{EXIT_INVALID, EXIT_USAGE};
+use crate::access_log::AccessLog;
 use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode};
+use crate::metrics::{Endpoint, Metrics};
 use crate::policy::Verdict;
 use crate::proxy::{RejectStyle, Server};
 
@@ -42,6 +46,25 @@ pub struct RunArgs {
     /// The access-log format.
     #[arg(long, value_enum)]
     pub log: Option<LogFormat>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (`off`: not at all).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics)]
+    pub metrics: Option<MetricsFlag>,
+}
+
+/// The value of `--metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFlag {
+    /// Serve on this address.
+    Listen(SocketAddr),
+    /// No endpoint.
+    Off,
+}
+
+fn parse_metrics(s: &str) -> Result<MetricsFlag, String> {
+    if s == "off" {
+        return Ok(MetricsFlag::Off);
+    }
+    s.parse().map(MetricsFlag::Listen).map_err(|_| format!("expected ADDR:PORT or off, found {s:?}"))
 }
 
 fn parse_verdict(s: &str) -> Result<Verdict, String> {
@@ -104,6 +127,14 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
     if let Some(log) = args.log {
         config.log.format = log;
     }
+    match args.metrics {
+        Some(MetricsFlag::Listen(addr)) => {
+            config.metrics.enabled = true;
+            config.metrics.listen = addr;
+        }
+        Some(MetricsFlag::Off) => config.metrics.enabled = false,
+        None => {}
+    }
     config.validate("command line", None).map_err(|e| e.0)?;
     Ok(config)
 }
@@ -138,21 +169,50 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    runtime.block_on(async {
-        let server = match Server::bind(&config, rules).await {
+    let log = match AccessLog::open(&config.log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("snigate run: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let code = runtime.block_on(async {
+        let metrics = Arc::new(Metrics::new());
+        // The endpoint is bound first: a taken metrics port fails the start like any other.
+        let endpoint = match config.metrics.address() {
+            Some(addr) => match Endpoint::bind(addr, metrics.clone()).await {
+                Ok(endpoint) => Some(endpoint),
+                Err(e) => {
+                    eprintln!("snigate run: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+            None => None,
+        };
+        let server = match Server::bind(&config, rules, metrics.clone(), &log).await {
             Ok(server) => server,
             Err(e) => {
                 eprintln!("snigate run: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
         };
+        if let Some(endpoint) = endpoint {
+            if let Ok(addr) = endpoint.local_addr() {
+                tracing::info!(metrics = %addr, "serving /metrics, /healthz and /readyz");
+            }
+            tokio::spawn(endpoint.serve());
+        }
         for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
             tracing::info!(listen = %addr, mode = l.get_ref().mode.as_str(), "listening");
         }
-        tokio::spawn(crate::reload::run(config.clone(), server.rules()));
+        tokio::spawn(crate::reload::run(config.clone(), server.rules(), metrics));
         server.run(terminated()).await;
         ExitCode::SUCCESS
-    })
+    });
+    // Connections still open past the drain deadline are cut here; then the last lines go out.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    log.finish(Duration::from_secs(2));
+    code
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -36,9 +36,25 @@ pub enum Stage {
     Splice,
 }
 
+impl Stage {
+    /// The snake_case name used in logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Hello => "hello",
+            Stage::Decide => "decide",
+            Stage::Resolve => "resolve",
+            Stage::Connect => "connect",
+            Stage::Splice => "splice",
+        }
+    }
+}
+
 /// What happened to one connection: the access-log record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    /// When the connection was accepted (RFC 3339 in the log).
+    #[serde(serialize_with = "crate::access_log::serialize_time")]
+    pub time: SystemTime,
     /// The listener's name.
     pub listener: Arc<str>,
     /// The client's address.
@@ -59,6 +75,9 @@ pub struct Outcome {
     pub reason: Reason,
     /// The deciding rule (`file:line` or a list's name).
     pub rule: Option<String>,
+    /// The deciding rule's file or list: the `ruleset` metric label.
+    #[serde(skip)]
+    pub ruleset: Option<Arc<str>>,
     /// The upstream reached.
     pub upstream: Option<SocketAddr>,
     /// The stage the connection ended in.
@@ -77,6 +96,7 @@ pub struct Outcome {
 pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr) -> Outcome {
     let start = Instant::now();
     let mut out = Outcome {
+        time: SystemTime::now(),
         listener: listener.name.clone(),
         client: peer,
         original_dst: None,
@@ -87,6 +107,7 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
         verdict: Verdict::Deny,
         reason: Reason::ClientClosed,
         rule: None,
+        ruleset: None,
         upstream: None,
         stage: Stage::Hello,
         bytes_up: 0,
@@ -115,9 +136,11 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
             }
         }
     }
-    let remaining = deadline.saturating_duration_since(Instant::now());
+    let reading = Instant::now();
+    let remaining = deadline.saturating_duration_since(reading);
     match read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await {
         Ok(hello) => {
+            listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
             record_hello(&mut out, &hello);
             if let Err(reason) = pass(listener, &mut client, &mut out, &hello, &mut buf, proxied_dst).await {
                 out.verdict = Verdict::Deny;
@@ -193,6 +216,7 @@ async fn pass(
         out.verdict = decision.verdict;
         out.reason = decision.reason;
         out.rule = decision.rule.map(RuleRef::to_string);
+        out.ruleset = decision.rule.map(|r| r.ruleset_label());
     }
     if out.verdict == Verdict::Deny {
         return Err(out.reason);
@@ -208,11 +232,13 @@ async fn pass(
     };
     out.stage = Stage::Connect;
     let limits = &listener.limits;
+    let connecting = Instant::now();
     let mut up =
         upstream::connect_any(&candidates, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
             out.error = Some(e.to_string());
             Reason::UpstreamError
         })?;
+    listener.metrics.connected(connecting.elapsed().as_secs_f64());
     let addr = up.peer_addr().unwrap_or(candidates[0]);
     out.upstream = Some(addr);
     out.stage = Stage::Splice;

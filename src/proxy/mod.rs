@@ -26,7 +26,9 @@ pub use reject::{Alert, RejectStyle};
 pub use resolver::Resolver;
 pub use splice::{End, Moved};
 
-use crate::config::{Config, EchPolicy, ListenerConfig, LogFormat};
+use crate::access_log::{AccessLog, ListenerLog};
+use crate::config::{Config, EchPolicy, ListenerConfig};
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::policy::RuleSet;
 
 /// The rule snapshot every listener reads; a reload swaps it whole.
@@ -53,8 +55,10 @@ pub struct Listener {
     pub upstream_port: u16,
     /// The shared rule snapshot.
     pub rules: Rules,
-    /// The access-log format.
-    pub log: LogFormat,
+    /// Where finished connections are logged (rate-limited for denials, never blocking).
+    pub access_log: ListenerLog,
+    /// This listener's metric handles, resolved once.
+    pub metrics: ListenerMetrics,
     /// Open connections; `max_connections` permits.
     pub slots: Arc<Semaphore>,
     /// `sni` mode: resolves allowed names (one cache shared by all listeners).
@@ -69,11 +73,15 @@ pub struct Server {
     rules: Rules,
     /// How long open connections may take to finish after shutdown.
     drain: Duration,
+    /// Readiness is flipped here: ready once every listener accepts, not ready from shutdown.
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
-    /// Binds every listener of `config`, with `rules` as the first snapshot.
-    pub async fn bind(config: &Config, rules: RuleSet) -> io::Result<Server> {
+    /// Binds every listener of `config`, with `rules` as the first snapshot, reporting to
+    /// `metrics` and logging finished connections to `log`.
+    pub async fn bind(config: &Config, rules: RuleSet, metrics: Arc<Metrics>, log: &AccessLog) -> io::Result<Server> {
+        metrics.rules_loaded(&rules);
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
         let resolver = Arc::new(Resolver::from_system());
         let mut listeners = Vec::new();
@@ -86,8 +94,11 @@ impl Server {
                 None => None,
             };
             let limits = config.limits.clone();
+            let name = l.label();
             let listener = Listener {
-                name: l.label().into(),
+                access_log: log.listener(&name),
+                metrics: metrics.listener(&name, limits.max_connections),
+                name: name.into(),
                 config: l.clone(),
                 hello_limits: crate::hello::Limits {
                     max_hello_bytes: limits.max_hello_bytes,
@@ -99,12 +110,11 @@ impl Server {
                 upstream,
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
                 rules: rules.clone(),
-                log: config.log.format,
                 resolver: resolver.clone(),
             };
             listeners.push((socket, Arc::new(listener)));
         }
-        Ok(Server { listeners, rules, drain: config.limits.drain_timeout() })
+        Ok(Server { listeners, rules, drain: config.limits.drain_timeout(), metrics })
     }
 
     /// The bound addresses, in configuration order (useful with port 0).
@@ -126,7 +136,9 @@ impl Server {
             slots.push((listener.slots.clone(), listener.limits.max_connections));
             accepting.spawn(accept_loop(socket, listener));
         }
+        self.metrics.set_ready(true);
         shutdown.await;
+        self.metrics.set_ready(false);
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
@@ -149,45 +161,27 @@ async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let listener = listener.clone();
+                let active = listener.metrics.accepted();
                 tokio::spawn(async move {
                     let outcome = connection::handle(&listener, stream, peer).await;
-                    log(listener.log, &outcome);
+                    listener.metrics.finished(&outcome);
+                    if let Err(cause) = listener.access_log.write(outcome) {
+                        listener.metrics.log_suppressed(cause);
+                    }
+                    drop(active);
                     drop(permit);
                 });
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: the condition persists until something closes,
                 // so retrying at once would spin. Back off, doubling up to a second.
+                listener.metrics.accept_failed();
                 tracing::warn!(listener = %listener.name, error = %e, ?backoff, "accept failed; backing off");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
             }
         }
     }
-}
-
-/// Writes one access-log line to stdout.
-fn log(format: LogFormat, o: &Outcome) {
-    use std::io::Write;
-    let line = match format {
-        LogFormat::Off => return,
-        LogFormat::Json => serde_json::to_string(o).unwrap_or_default(),
-        LogFormat::Text => format!(
-            "{} {} {} sni={} {} {} rule={} upstream={} up={} down={} {:.3}s",
-            o.listener,
-            o.client,
-            o.verdict.as_str(),
-            o.sni.as_deref().unwrap_or("-"),
-            o.reason,
-            serde_json::to_string(&o.stage).unwrap_or_default().trim_matches('"'),
-            o.rule.as_deref().unwrap_or("-"),
-            o.upstream.map_or("-".to_string(), |u| u.to_string()),
-            o.bytes_up,
-            o.bytes_down,
-            o.duration
-        ),
-    };
-    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {

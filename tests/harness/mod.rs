@@ -1,13 +1,18 @@
 //! A snigate listener on 127.0.0.1:0 in front of local backends, for the proxy tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use snigate::access_log::AccessLog;
 use snigate::config::Config;
+use snigate::metrics::{Endpoint, Metrics};
 use snigate::proxy::{Rules, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// The rules most proxy tests use.
@@ -19,8 +24,16 @@ allow login.salesforce.com
 
 /// A running snigate.
 pub struct Proxy {
-    /// Where it listens.
+    /// Where it listens (the first listener).
     pub addr: SocketAddr,
+    /// Every listener's address, in configuration order.
+    pub addrs: Vec<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// Its metrics (for reloads).
+    pub metrics: Arc<Metrics>,
+    /// Its access log (to flush it).
+    pub log: AccessLog,
     /// Its configuration.
     pub config: Config,
     /// Its rule snapshot.
@@ -49,9 +62,27 @@ pub async fn start_listener(dir: &Path, listener: &str, rules: &str, limits: &st
          [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n",
         rules_file.display()
     );
+    start_config(&text, rules_file).await
+}
+
+/// Starts snigate on the configuration `text` (listeners on port 0), with its metrics
+/// endpoint on 127.0.0.1:0 unless `text` has a `[metrics]` section. `rules_file` is recorded
+/// for tests that rewrite it.
+pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
+    let text = if text.contains("[metrics]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
+    };
     let config = Config::parse("test.toml", &text).unwrap();
-    let server = Server::bind(&config, config.compile_rules().unwrap()).await.unwrap();
-    let addr = server.local_addrs()[0];
+    let metrics = Arc::new(Metrics::new());
+    let endpoint = Endpoint::bind(config.metrics.listen, metrics.clone()).await.unwrap();
+    let metrics_addr = endpoint.local_addr().unwrap();
+    tokio::spawn(endpoint.serve());
+    let log = AccessLog::open(&config.log).unwrap();
+    let server = Server::bind(&config, config.compile_rules().unwrap(), metrics.clone(), &log).await.unwrap();
+    let addrs = server.local_addrs();
+    let addr = addrs[0];
     let rules = server.rules();
     let (stop, stopped) = oneshot::channel::<()>();
     let (finished, done) = oneshot::channel();
@@ -63,7 +94,56 @@ pub async fn start_listener(dir: &Path, listener: &str, rules: &str, limits: &st
             .await;
         let _ = finished.send(());
     });
-    Proxy { addr, config, rules, rules_file, stop, done }
+    Proxy { addr, addrs, metrics_addr, metrics, log, config, rules, rules_file, stop, done }
+}
+
+/// One HTTP/1.1 GET: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// `/metrics` of `proxy`, as text.
+pub async fn scrape(proxy: &Proxy) -> String {
+    let (status, body) = http_get(proxy.metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// The samples of an exposition, keyed `name{label="value",…}` with labels sorted by name.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let key = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+                    labels.sort();
+                    format!("{name}{{{}}}", labels.join(","))
+                }
+                None => series.to_string(),
+            };
+            (key, value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The key [`samples`] uses for `name` with `labels` (in any order).
+pub fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    if labels.is_empty() {
+        return name.to_string();
+    }
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
 }
 
 /// A backend without cryptography: reads everything until the client's FIN, then answers

@@ -1,0 +1,367 @@
+//! The access log: one line per finished connection, JSON or text, to stdout or a file.
+//!
+//! Connections never wait for the log. Each finished connection is queued to a writer thread
+//! on a bounded channel; when the queue is full the line is dropped and counted. Denial lines
+//! are also rate-limited per listener (`[log] deny_lines_per_second`), so that a flood of
+//! refused connections cannot crowd allowed connections out of the queue or turn the log into
+//! the bottleneck. Once a second the writer prints one summary line per listener that had lines
+//! suppressed or dropped, saying how many.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::{LogConfig, LogFormat};
+use crate::metrics::Suppressed;
+use crate::policy::Verdict;
+use crate::proxy::Outcome;
+
+/// Lines queued for the writer before new ones are dropped.
+pub const QUEUE: usize = 8192;
+/// How often suppressed and dropped lines are summarised.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// What the writer thread receives.
+enum Message {
+    /// A finished connection.
+    Line(Box<Outcome>),
+    /// A new listener's counters, to summarise.
+    Listener(Arc<Limiter>),
+    /// Write what is queued, flush and stop; the sender waits on the enclosed channel.
+    Close(mpsc::Sender<()>),
+}
+
+/// The access log of a server: the writer thread and its queue. `Off` has neither.
+pub struct AccessLog {
+    /// The format, `Off` included.
+    format: LogFormat,
+    /// The writer's queue; `None` when the log is off.
+    tx: Option<SyncSender<Message>>,
+    /// `[log] deny_lines_per_second`.
+    deny_per_second: u32,
+    /// The writer thread, joined by [`finish`](AccessLog::finish).
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl AccessLog {
+    /// Opens the log as configured: a file is opened for appending (created if missing) now,
+    /// so that an unwritable path is a startup error.
+    pub fn open(config: &LogConfig) -> io::Result<AccessLog> {
+        if config.format == LogFormat::Off {
+            return Ok(AccessLog { format: LogFormat::Off, tx: None, deny_per_second: 0, writer: Mutex::new(None) });
+        }
+        let out: Box<dyn Write + Send> = match &config.path {
+            Some(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("open access log {}: {e}", path.display())))?,
+            ),
+            None => Box::new(io::stdout()),
+        };
+        Ok(AccessLog::to_writer(config.format, config.deny_lines_per_second, out))
+    }
+
+    /// A log writing `format` lines to `out`, on its own thread.
+    pub fn to_writer(format: LogFormat, deny_per_second: u32, out: Box<dyn Write + Send>) -> AccessLog {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("snigate-access-log".into())
+            .spawn(move || write_loop(rx, out, format))
+            .expect("spawn the access-log writer");
+        AccessLog { format, tx: Some(tx), deny_per_second, writer: Mutex::new(Some(writer)) }
+    }
+
+    /// The handle one listener logs through.
+    pub fn listener(&self, name: &str) -> ListenerLog {
+        let limiter = Arc::new(Limiter::new(name, self.deny_per_second));
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Message::Listener(limiter.clone()));
+        }
+        ListenerLog { tx: self.tx.clone(), limiter }
+    }
+
+    /// The configured format.
+    pub fn format(&self) -> LogFormat {
+        self.format
+    }
+
+    /// Writes every line queued so far, flushes and stops the writer, waiting at most
+    /// `timeout` (the destination may be stuck). Lines sent afterwards are discarded.
+    pub fn finish(&self, timeout: Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (done_tx, done) = mpsc::channel();
+        let deadline = Instant::now() + timeout;
+        let mut msg = Message::Close(done_tx);
+        // A full queue drains at the writer's pace; retry until the deadline.
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
+        }
+        if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+            && let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// One listener's access to the log: its rate limit and the shared queue.
+pub struct ListenerLog {
+    /// The writer's queue; `None` when the log is off.
+    tx: Option<SyncSender<Message>>,
+    /// Denial-line budget and the counts for the summary line.
+    limiter: Arc<Limiter>,
+}
+
+impl ListenerLog {
+    /// Queues the line for `o`, or says why it was not: a denial beyond the rate, or a full
+    /// queue. Never blocks.
+    pub fn write(&self, o: Outcome) -> Result<(), Suppressed> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        if o.verdict == Verdict::Deny && !self.limiter.admit() {
+            self.limiter.suppressed.fetch_add(1, Ordering::Relaxed);
+            return Err(Suppressed::RateLimit);
+        }
+        match tx.try_send(Message::Line(Box::new(o))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.limiter.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(Suppressed::QueueFull)
+            }
+            // The writer has finished (shutdown): nothing more is written.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+}
+
+/// A per-listener budget of denial lines in fixed one-second windows, lock-free.
+struct Limiter {
+    /// The listener's name, for the summary line.
+    name: Arc<str>,
+    /// Lines per window; 0 is no limit.
+    per_second: u32,
+    /// Window numbers count seconds from here.
+    epoch: Instant,
+    /// The current window.
+    window: AtomicU64,
+    /// Denial lines admitted in the current window.
+    used: AtomicU64,
+    /// Suppressed since the last summary (the writer takes it).
+    suppressed: AtomicU64,
+    /// Dropped on a full queue since the last summary (the writer takes it).
+    dropped: AtomicU64,
+}
+
+impl Limiter {
+    fn new(name: &str, per_second: u32) -> Limiter {
+        Limiter {
+            name: name.into(),
+            per_second,
+            epoch: Instant::now(),
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one line from the current window's budget.
+    fn admit(&self) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let now = self.epoch.elapsed().as_secs();
+        let window = self.window.load(Ordering::Relaxed);
+        // The thread that moves the window on resets the count; a racing denial may be counted
+        // in either window, which only blurs the boundary by a line.
+        if window != now && self.window.compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < u64::from(self.per_second)
+    }
+}
+
+fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: LogFormat) {
+    let mut out = BufWriter::with_capacity(64 * 1024, out);
+    let mut listeners: Vec<Arc<Limiter>> = Vec::new();
+    let mut next_summary = Instant::now() + SUMMARY_EVERY;
+    let mut line = String::new();
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(TryRecvError::Empty) => {
+                // Idle: make what was written visible, then sleep until a line or the summary.
+                let _ = out.flush();
+                match rx.recv_timeout(next_summary.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match msg {
+            Some(Message::Line(o)) => {
+                line.clear();
+                format_line(format, &o, &mut line);
+                let _ = out.write_all(line.as_bytes());
+            }
+            Some(Message::Listener(l)) => listeners.push(l),
+            Some(Message::Close(done)) => {
+                summarise(&listeners, format, &mut out);
+                let _ = out.flush();
+                let _ = done.send(());
+                return;
+            }
+            None => {}
+        }
+        if Instant::now() >= next_summary {
+            summarise(&listeners, format, &mut out);
+            next_summary = Instant::now() + SUMMARY_EVERY;
+        }
+    }
+    summarise(&listeners, format, &mut out);
+    let _ = out.flush();
+}
+
+/// One line per listener that had lines suppressed or dropped since the last summary.
+fn summarise(listeners: &[Arc<Limiter>], format: LogFormat, out: &mut impl Write) {
+    for l in listeners {
+        let suppressed = l.suppressed.swap(0, Ordering::Relaxed);
+        let dropped = l.dropped.swap(0, Ordering::Relaxed);
+        if suppressed == 0 && dropped == 0 {
+            continue;
+        }
+        let mut message = Vec::new();
+        if suppressed > 0 {
+            message.push(format!(
+                "suppressed {suppressed} denial lines in the last second (limit {} per second)",
+                l.per_second
+            ));
+        }
+        if dropped > 0 {
+            message.push(format!("dropped {dropped} lines: the access-log writer fell behind"));
+        }
+        let message = message.join("; ");
+        let time = rfc3339(SystemTime::now());
+        let _ = match format {
+            LogFormat::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({
+                    "time": time,
+                    "listener": &*l.name,
+                    "event": "log_suppressed",
+                    "suppressed": suppressed,
+                    "dropped": dropped,
+                    "message": message,
+                })
+            ),
+            LogFormat::Text => writeln!(out, "{time} {} {message}", l.name),
+            LogFormat::Off => Ok(()),
+        };
+    }
+}
+
+/// Appends the line for `o`, newline included.
+pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
+    use std::fmt::Write as _;
+    match format {
+        LogFormat::Off => return,
+        LogFormat::Json => {
+            // Outcome holds strings, numbers and addresses only: serialising cannot fail.
+            line.push_str(&serde_json::to_string(o).unwrap_or_default());
+        }
+        LogFormat::Text => {
+            let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+            let _ = write!(
+                line,
+                "{} {} {} dst={} {} {} sni={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
+                rfc3339(o.time),
+                o.listener,
+                o.client,
+                dash(o.original_dst.map(|a| a.to_string())),
+                o.verdict.as_str(),
+                o.reason,
+                o.sni.as_deref().unwrap_or("-"),
+                if o.alpn.is_empty() { "-".to_string() } else { o.alpn.join(",") },
+                o.tls_version.as_deref().unwrap_or("-"),
+                o.ech,
+                o.rule.as_deref().unwrap_or("-"),
+                dash(o.upstream.map(|a| a.to_string())),
+                o.stage.as_str(),
+                o.bytes_up,
+                o.bytes_down,
+                o.duration
+            );
+            if let Some(e) = &o.error {
+                let _ = write!(line, " error={e:?}");
+            }
+        }
+    }
+    line.push('\n');
+}
+
+/// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, since.subsec_millis())
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Serialises a `SystemTime` as RFC 3339 (the `time` field).
+pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        let at = |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_limiter_admits_its_budget_per_window() {
+        let l = Limiter::new("t", 3);
+        let admitted = (0..10).filter(|_| l.admit()).count();
+        // All ten fall in one window unless the test straddles a second boundary.
+        assert!((3..=6).contains(&admitted), "{admitted}");
+        let unlimited = Limiter::new("t", 0);
+        assert!((0..1000).all(|_| unlimited.admit()));
+    }
+}
