@@ -367,7 +367,10 @@ impl Config {
         for l in &self.listeners {
             let span = Some(l.span());
             let l = l.get_ref();
-            if let Some(previous) = seen.insert(l.listen, l.label()) {
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            if l.listen.port() != 0
+                && let Some(previous) = seen.insert(l.listen, l.label())
+            {
                 err(span.clone(), format!("listen address {} is also used by listener {previous:?}", l.listen));
             }
             match (l.mode, &l.upstream) {

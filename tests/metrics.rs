@@ -1,0 +1,386 @@
+//! Observability on real sockets: every outcome reason counted exactly, byte totals, the
+//! histograms, reloads, bounded cardinality under random SNIs, `promtool check metrics`,
+//! `/readyz` during drain, and the access log under a denial flood.
+
+mod common;
+mod harness;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const RULES: &str = "allow a.example.com\ndeny  b.example.com\n";
+
+/// Writes `bytes` (closing the write half when `close` is set) and reads until snigate closes.
+async fn exchange(addr: SocketAddr, bytes: &[u8], close: bool) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if close {
+        s.shutdown().await.unwrap();
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.expect("snigate closes");
+    got
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Scrapes until `ready` holds for the samples (every connection recorded), at most 10 s.
+async fn settle(proxy: &Proxy, ready: impl Fn(&BTreeMap<String, f64>) -> bool) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = samples(&scrape(proxy).await);
+        if ready(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "metrics did not settle:\n{s:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sum of every sample of `name` (any labels).
+fn total(s: &BTreeMap<String, f64>, name: &str) -> f64 {
+    s.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
+}
+
+fn config(dir: &Path, echo: SocketAddr, sink: SocketAddr, dead: SocketAddr, log: &str) -> (String, std::path::PathBuf) {
+    let rules_file = dir.join("test.rules");
+    std::fs::write(&rules_file, RULES).unwrap();
+    let text = format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
+         [[listener]]\nname = \"sink\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{sink}\"\n\
+         [[listener]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{dead}\"\n\
+         [[listener]]\nname = \"pp\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
+         proxy_protocol_trusted = [\"10.0.0.0/8\"]\n\
+         [rules]\nfiles = [\"{}\"]\nech = \"deny\"\n\
+         [limits]\nhello_timeout = 0.5\nmax_hello_bytes = 1024\n{log}",
+        rules_file.display()
+    );
+    (text, rules_file)
+}
+
+/// Every reason reachable on real sockets, each counted exactly once under its listener, with
+/// exact byte totals, histogram counts and sums, rule hits and reload counters.
+#[tokio::test]
+async fn every_outcome_is_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_backend().await;
+    let reply = pseudo_random(5000);
+    let (sink, received) = recording_backend(reply.clone()).await;
+    let (text, rules_file) = config(dir.path(), echo, sink, closed_port().await, "[log]\nformat = \"off\"\n");
+    let proxy = start_config(&text, rules_file.clone()).await;
+    let [edge, sink_l, dead, pp] = proxy.addrs[..] else { panic!("four listeners") };
+    let ruleset = rules_file.display().to_string();
+
+    let before = samples(&scrape(&proxy).await);
+    assert_eq!(before[&key("snigate_rules_loaded", &[])], 2.0);
+    assert_eq!(before[&key("snigate_ready", &[])], 1.0);
+    assert_eq!(before[&key("snigate_rule_hits_total", &[("ruleset", &ruleset)])], 0.0, "created at 0");
+    let started = before[&key("snigate_rules_last_reload_success_timestamp_seconds", &[])];
+
+    // Allowed, byte-moving: two through the echo backend, one to a backend that answers 5000 B.
+    let mut hellos = Vec::new(); // every hello that parsed, for the size histogram
+    let mut up = 0;
+    let mut down = 0;
+    for size in [1000, 70_000] {
+        let h = hello(&[sni(b"a.example.com")]);
+        let mut sent = h.clone();
+        sent.extend(pseudo_random(size));
+        let back = exchange(edge, &sent, true).await;
+        assert_eq!(back, sent, "echoed, hello included");
+        up += sent.len();
+        down += sent.len();
+        hellos.push(h);
+    }
+    let h = hello(&[sni(b"a.example.com")]);
+    let mut sent = h.clone();
+    sent.extend(pseudo_random(3000));
+    assert_eq!(exchange(sink_l, &sent, true).await, reply);
+    assert_eq!(received.await.unwrap(), sent);
+    up += sent.len();
+    down += reply.len();
+    hellos.push(h);
+
+    // Denied, one per reason.
+    let alert = |d: u8| vec![0x15, 0x03, 0x01, 0x00, 0x02, 0x02, d];
+    let h = hello(&[sni(b"b.example.com")]);
+    assert_eq!(exchange(edge, &h, false).await, alert(49), "rule");
+    hellos.push(h);
+    let h = hello(&[sni(b"c.example.com")]);
+    assert_eq!(exchange(edge, &h, false).await, alert(49), "default");
+    hellos.push(h);
+    let h = hello(&[alpn(&[b"h2"])]);
+    assert_eq!(exchange(edge, &h, false).await, alert(49), "no_sni");
+    hellos.push(h);
+    assert!(exchange(edge, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n", false).await.is_empty(), "not_tls");
+    let h = hello(&[sni(b"a.example.com")]);
+    assert_eq!(exchange(edge, &h[..20], true).await, alert(50), "malformed: truncated, then FIN");
+    assert_eq!(exchange(edge, &hello(&[sni(b"bad_name.example.com")]), false).await, alert(112), "invalid_sni");
+    let h = hello(&[sni(b"a.example.com"), ext(0xfe0d, &[0; 8])]);
+    assert_eq!(exchange(edge, &h, false).await, alert(49), "ech");
+    hellos.push(h);
+    let h = hello(&[sni(b"a.example.com")]);
+    exchange(edge, &h[..h.len() - 1], false).await; // hello_timeout: one byte short
+    assert_eq!(exchange(edge, &hello(&[sni(b"a.example.com"), ext(21, &[0; 2000])]), false).await, alert(50));
+    assert!(exchange(edge, b"", true).await.is_empty(), "client_closed");
+    let h = hello(&[sni(b"a.example.com")]);
+    assert_eq!(exchange(dead, &h, false).await, alert(112), "upstream_error");
+    hellos.push(h);
+    assert!(exchange(pp, &hello(&[sni(b"a.example.com")]), false).await.is_empty(), "proxy_protocol");
+
+    let expected: BTreeMap<String, f64> = [
+        ("edge", "allow", "rule", 2.0),
+        ("edge", "deny", "rule", 1.0),
+        ("edge", "deny", "default", 1.0),
+        ("edge", "deny", "no_sni", 1.0),
+        ("edge", "deny", "not_tls", 1.0),
+        ("edge", "deny", "malformed", 1.0),
+        ("edge", "deny", "invalid_sni", 1.0),
+        ("edge", "deny", "ech", 1.0),
+        ("edge", "deny", "hello_timeout", 1.0),
+        ("edge", "deny", "hello_too_large", 1.0),
+        ("edge", "deny", "client_closed", 1.0),
+        ("sink", "allow", "rule", 1.0),
+        ("dead", "deny", "upstream_error", 1.0),
+        ("pp", "deny", "proxy_protocol", 1.0),
+    ]
+    .into_iter()
+    .map(|(l, v, r, n)| (key("snigate_connections_total", &[("listener", l), ("verdict", v), ("reason", r)]), n))
+    .collect();
+    let want: f64 = expected.values().sum();
+    let s = settle(&proxy, |s| {
+        total(s, "snigate_connections_total") >= want && total(s, "snigate_active_connections") == 0.0
+    })
+    .await;
+    let counted: BTreeMap<String, f64> =
+        s.iter().filter(|(k, _)| k.starts_with("snigate_connections_total{")).map(|(k, v)| (k.clone(), *v)).collect();
+    for (series, value) in &counted {
+        assert_eq!(*value, expected.get(series).copied().unwrap_or(0.0), "{series}");
+    }
+    for series in expected.keys() {
+        assert!(counted.contains_key(series), "missing {series}");
+    }
+    // Every listener has all its deny series and both allow series, and nothing else.
+    assert_eq!(counted.len(), 4 * (2 + snigate::Reason::ALL.len()));
+
+    assert_eq!(s[&key("snigate_bytes_total", &[("direction", "upstream")])], up as f64);
+    assert_eq!(s[&key("snigate_bytes_total", &[("direction", "downstream")])], down as f64);
+    // Allowed by a rule (3), denied by one (1), allowed then unreachable (1).
+    assert_eq!(s[&key("snigate_rule_hits_total", &[("ruleset", &ruleset)])], 5.0);
+    assert_eq!(total(&s, "snigate_rule_hits_total"), 5.0);
+    assert_eq!(s[&key("snigate_client_hello_bytes_count", &[])], hellos.len() as f64);
+    let hello_bytes: usize = hellos.iter().map(Vec::len).sum();
+    assert_eq!(s[&key("snigate_client_hello_bytes_sum", &[])], hello_bytes as f64);
+    assert_eq!(s[&key("snigate_client_hello_seconds_count", &[])], hellos.len() as f64);
+    let small = hellos.iter().filter(|h| h.len() <= 128).count();
+    assert!(small > 0 && small < hellos.len() || hellos.iter().all(|h| h.len() <= 128));
+    assert_eq!(s[&key("snigate_client_hello_bytes_bucket", &[("le", "128")])], small as f64);
+    assert_eq!(s[&key("snigate_client_hello_bytes_bucket", &[("le", "+Inf")])], hellos.len() as f64);
+    assert_eq!(s[&key("snigate_upstream_connect_seconds_count", &[])], 3.0);
+    assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "allow")])], 3.0);
+    assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "deny")])], want - 3.0);
+    assert_eq!(s[&key("snigate_ech_hellos_total", &[("listener", "edge")])], 1.0);
+    assert_eq!(total(&s, "snigate_ech_hellos_total"), 1.0);
+    assert_eq!(total(&s, "snigate_accept_errors_total"), 0.0);
+
+    // A reload that succeeds, and one that fails.
+    std::fs::write(&rules_file, "allow a.example.com\nallow c.example.com\ndeny b.example.com\n").unwrap();
+    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    std::fs::write(&rules_file, "allow\n").unwrap();
+    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
+    let s = samples(&scrape(&proxy).await);
+    assert_eq!(s[&key("snigate_rules_reloads_total", &[("result", "success")])], 1.0);
+    assert_eq!(s[&key("snigate_rules_reloads_total", &[("result", "failure")])], 1.0);
+    assert_eq!(s[&key("snigate_rules_loaded", &[])], 3.0, "the successful reload's rules stay");
+    assert!(s[&key("snigate_rules_last_reload_success_timestamp_seconds", &[])] >= started);
+}
+
+/// 10,000 connections, each with a distinct random SNI, some decided by a rule and some by the
+/// default: the set of exposed series does not change, and no SNI reaches the exposition.
+#[tokio::test]
+async fn random_snis_do_not_grow_the_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_listener(
+        dir.path(),
+        &format!("mode = \"upstream\"\nupstream = \"{}\"\nreject = \"close\"", closed_port().await),
+        "deny *.blocked.test\n",
+        "",
+    )
+    .await;
+    let names = |text: &str| -> Vec<String> {
+        let mut series: Vec<String> = samples(text).into_keys().filter(|k| !k.starts_with("process_")).collect();
+        series.sort();
+        series
+    };
+    // Warm up: one connection of each kind, so every histogram and series has been touched.
+    for name in [&b"x.blocked.test"[..], b"x.other.test"] {
+        exchange(proxy.addr, &hello(&[sni(name)]), false).await;
+    }
+    settle(&proxy, |s| total(s, "snigate_connections_total") == 2.0).await;
+    let before = scrape(&proxy).await;
+
+    const N: usize = 10_000;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random_name = move |i: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let parent = if i % 2 == 0 { "blocked.test" } else { "other.test" };
+        format!("r{seed:016x}.{parent}")
+    };
+    let names_sent: Vec<String> = (0..N).map(&mut random_name).collect();
+    let started = Instant::now();
+    let addr = proxy.addr;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names_sent.clone() {
+        let permit = slots.clone().acquire_owned().await.unwrap();
+        tasks.spawn(async move {
+            exchange(addr, &hello(&[sni(name.as_bytes())]), false).await;
+            drop(permit);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    let s = settle(&proxy, |s| total(s, "snigate_connections_total") == (N + 2) as f64).await;
+    let k = |reason| key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", reason)]);
+    assert_eq!(s[&k("rule")], (N / 2 + 1) as f64);
+    assert_eq!(s[&k("default")], (N / 2 + 1) as f64);
+    let after = scrape(&proxy).await;
+    assert_eq!(names(&before), names(&after), "the same series before and after");
+    for name in names_sent.iter().step_by(97) {
+        assert!(!after.contains(name.as_str()), "{name} leaked into the exposition");
+    }
+}
+
+/// A real scrape, after traffic, passes `promtool check metrics` (when promtool is installed).
+#[tokio::test]
+async fn the_exposition_passes_promtool() {
+    let Ok(version) = std::process::Command::new("promtool").arg("--version").output() else {
+        println!("SKIPPED: promtool not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "").await;
+    let h = hello(&[sni(b"a.example.com")]);
+    assert_eq!(exchange(proxy.addr, &h, true).await, h);
+    exchange(proxy.addr, &hello(&[sni(b"b.example.com")]), false).await;
+    let s = settle(&proxy, |s| total(s, "snigate_connections_total") == 2.0).await;
+    assert!(s.keys().any(|k| k.starts_with("process_resident_memory_bytes")), "process metrics");
+    let text = scrape(&proxy).await;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("promtool check metrics: exit {:?}, output: {report:?}", out.status.code());
+    assert!(out.status.success(), "{report}\n{text}");
+    assert!(report.trim().is_empty(), "promtool found problems (lint):\n{report}");
+}
+
+/// `/readyz` answers 200 while serving, 503 as soon as the drain starts (while a spliced
+/// connection keeps it going), and `/healthz` stays 200; unknown paths are 404.
+#[tokio::test]
+async fn readyz_flips_during_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "drain_timeout = 10").await;
+    let m = proxy.metrics_addr;
+    assert_eq!(http_get(m, "/readyz").await, (200, "ready\n".to_string()));
+    assert_eq!(http_get(m, "/healthz").await.0, 200);
+    assert_eq!(http_get(m, "/nope").await.0, 404);
+    let mut open = TcpStream::connect(proxy.addr).await.unwrap();
+    let h = hello(&[sni(b"a.example.com")]);
+    open.write_all(&h).await.unwrap();
+    let mut back = vec![0; h.len()];
+    open.read_exact(&mut back).await.unwrap();
+    settle(&proxy, |s| s[&key("snigate_active_connections", &[("listener", "test")])] == 1.0).await;
+
+    proxy.stop.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(m, "/readyz").await.0 != 503 {
+        assert!(Instant::now() < deadline, "/readyz never flipped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(http_get(m, "/healthz").await.0, 200, "alive while draining");
+    open.write_all(b"still here").await.unwrap();
+    let mut back = [0; 10];
+    open.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here", "the connection is still spliced");
+    assert_eq!(http_get(m, "/readyz").await.0, 503);
+    drop(open);
+    tokio::time::timeout(Duration::from_secs(5), proxy.done).await.expect("drained").unwrap();
+}
+
+/// A flood of denials: every denial is either written or counted as suppressed, the summary
+/// lines add up to the counter, and allowed connections are always written.
+#[tokio::test]
+async fn a_denial_flood_is_rate_limited_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let echo = echo_backend().await;
+    let rules_file = dir.path().join("test.rules");
+    std::fs::write(&rules_file, RULES).unwrap();
+    let text = format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
+         reject = \"close\"\n[rules]\nfiles = [\"{}\"]\n\
+         [log]\nformat = \"json\"\npath = \"{}\"\ndeny_lines_per_second = 20\n",
+        rules_file.display(),
+        log.display()
+    );
+    let proxy = start_config(&text, rules_file).await;
+    const DENIED: usize = 1000;
+    let addr = proxy.addr;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..DENIED {
+        tasks.spawn(async move { exchange(addr, &hello(&[sni(format!("d{i}.example.com").as_bytes())]), false).await });
+        if i % 64 == 63 {
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let h = hello(&[sni(b"a.example.com")]);
+    for _ in 0..5 {
+        assert_eq!(exchange(addr, &h, true).await, h);
+    }
+    let s = settle(&proxy, |s| total(s, "snigate_connections_total") == (DENIED + 5) as f64).await;
+    let suppressed = s[&key("snigate_log_suppressed_total", &[("listener", "edge"), ("cause", "rate_limit")])];
+    assert_eq!(s[&key("snigate_log_suppressed_total", &[("listener", "edge"), ("cause", "queue_full")])], 0.0);
+    assert!(suppressed > 0.0, "a flood of {DENIED} in a few seconds must be limited");
+    proxy.log.finish(Duration::from_secs(5));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let connection = |verdict: &str| lines.iter().filter(|l| l["verdict"] == verdict).count();
+    let summaries: Vec<&serde_json::Value> = lines.iter().filter(|l| l["event"] == "log_suppressed").collect();
+    assert_eq!(connection("allow"), 5, "allowed connections are always logged");
+    assert_eq!(connection("deny") as f64 + suppressed, DENIED as f64, "each denial written or counted");
+    let summarised: u64 = summaries.iter().map(|l| l["suppressed"].as_u64().unwrap()).sum();
+    assert_eq!(summarised as f64, suppressed, "the summary lines add up to the counter");
+    assert!(summaries.iter().all(|l| l["message"].as_str().unwrap().starts_with("suppressed ")));
+    let first = &lines.iter().find(|l| l["verdict"] == "allow").unwrap();
+    for field in ["time", "listener", "client", "sni", "alpn", "tls_version", "verdict", "reason", "rule", "upstream"] {
+        assert!(first.get(field).is_some(), "{field} in {first}");
+    }
+    assert_eq!(first["listener"], "edge");
+    assert_eq!(first["bytes_up"], h.len());
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+}
