@@ -205,7 +205,12 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
         }
     };
     let metrics = metrics.expect("the metrics address is logged before the listeners");
-    assert_eq!(http_get(metrics, "/readyz").await, (200, "ready\n".to_string()));
+    // Ready once the accept loops run, just after the listeners are logged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(metrics, "/readyz").await != (200, "ready\n".to_string()) {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     let mut open = spliced(addr, b"acme.my.salesforce.com").await;
     let pid = child.id().unwrap().to_string();

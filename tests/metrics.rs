@@ -235,7 +235,7 @@ async fn random_snis_do_not_grow_the_series() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let parent = if i % 2 == 0 { "blocked.test" } else { "other.test" };
+        let parent = if i.is_multiple_of(2) { "blocked.test" } else { "other.test" };
         format!("r{seed:016x}.{parent}")
     };
     let names_sent: Vec<String> = (0..N).map(&mut random_name).collect();
