@@ -355,6 +355,83 @@ mod tests {
         assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
     }
 
+    fn outcome() -> Outcome {
+        Outcome {
+            time: UNIX_EPOCH + Duration::from_millis(1_709_251_199_999),
+            listener: "edge".into(),
+            client: "127.0.0.1:40000".parse().unwrap(),
+            original_dst: None,
+            sni: Some("acme.my.salesforce.com".into()),
+            alpn: vec!["h2".into(), "http/1.1".into()],
+            tls_version: Some("TLSv1.3".into()),
+            ech: false,
+            verdict: Verdict::Allow,
+            reason: crate::Reason::Rule,
+            rule: Some("salesforce.rules:3".into()),
+            ruleset: Some("salesforce.rules".into()),
+            upstream: Some("10.0.0.1:443".parse().unwrap()),
+            stage: crate::proxy::Stage::Splice,
+            bytes_up: 517,
+            bytes_down: 4096,
+            duration: 0.25,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn lines_in_each_format() {
+        let mut line = String::new();
+        format_line(LogFormat::Json, &outcome(), &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time"], "2024-02-29T23:59:59.999Z");
+        assert_eq!(v["rule"], "salesforce.rules:3");
+        assert_eq!(v["bytes_down"], 4096);
+        assert!(v.get("ruleset").is_none(), "the metric label stays out of the log");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+
+        line.clear();
+        format_line(LogFormat::Text, &outcome(), &mut line);
+        assert_eq!(
+            line,
+            "2024-02-29T23:59:59.999Z edge 127.0.0.1:40000 dst=- allow rule sni=acme.my.salesforce.com \
+             alpn=h2,http/1.1 tls=TLSv1.3 ech=false rule=salesforce.rules:3 upstream=10.0.0.1:443 stage=splice \
+             up=517 down=4096 0.250s\n"
+        );
+        line.clear();
+        format_line(LogFormat::Off, &outcome(), &mut line);
+        assert!(line.is_empty());
+    }
+
+    #[test]
+    fn the_writer_summarises_suppressed_lines() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Shared::default();
+        let log = AccessLog::to_writer(LogFormat::Text, 2, Box::new(out.clone()));
+        let l = log.listener("edge");
+        let denied = Outcome { verdict: Verdict::Deny, reason: crate::Reason::Default, ..outcome() };
+        let results: Vec<_> = (0..5).map(|_| l.write(denied.clone())).collect();
+        let suppressed = results.iter().filter(|r| **r == Err(Suppressed::RateLimit)).count();
+        // Three beyond the budget of two, or fewer if the writes straddle a second boundary.
+        assert!((1..=3).contains(&suppressed), "{results:?}");
+        assert_eq!(l.write(outcome()), Ok(()), "allowed lines are not limited");
+        log.finish(Duration::from_secs(5));
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().filter(|l| l.contains(" deny ")).count(), 5 - suppressed, "{text}");
+        assert_eq!(text.lines().filter(|l| l.contains(" allow ")).count(), 1, "{text}");
+        assert!(text.contains(&format!("edge suppressed {suppressed} denial lines in the last second")), "{text}");
+        assert_eq!(l.write(outcome()), Ok(()), "after finish, lines are discarded quietly");
+    }
+
     #[test]
     fn the_limiter_admits_its_budget_per_window() {
         let l = Limiter::new("t", 3);

@@ -70,3 +70,64 @@ fn bad_config_or_rules_exit_64_before_binding() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs `upstream`"));
 }
+
+#[test]
+fn metrics_default_flags_and_clashes() {
+    use snigate::cli::{MetricsFlag, RunArgs, configuration};
+    let listener = "[[listener]]\nlisten = \"127.0.0.1:8443\"\nmode = \"sni\"\n";
+    let absent = Config::parse("m.toml", listener).unwrap();
+    assert_eq!(absent.metrics.address(), Some("127.0.0.1:9464".parse().unwrap()), "on by default");
+    assert_eq!(Config::embedded().metrics.address(), Some("127.0.0.1:9464".parse().unwrap()));
+    let off = Config::parse("m.toml", &format!("{listener}[metrics]\nenabled = false\n")).unwrap();
+    assert_eq!(off.metrics.address(), None);
+    let clash = Config::parse("m.toml", &format!("{listener}[metrics]\nlisten = \"127.0.0.1:8443\"\n")).unwrap_err();
+    assert_eq!(
+        clash.to_string(),
+        "m.toml:1: metrics listen address 127.0.0.1:8443 is also used by listener \"127.0.0.1:8443\"\n"
+    );
+
+    let args = |m| RunArgs { metrics: Some(m), ..RunArgs::default() };
+    let c = configuration(&args(MetricsFlag::Listen("127.0.0.1:19464".parse().unwrap()))).unwrap();
+    assert_eq!(c.metrics.address(), Some("127.0.0.1:19464".parse().unwrap()));
+    assert_eq!(configuration(&args(MetricsFlag::Off)).unwrap().metrics.address(), None);
+}
+
+/// A metrics port that is taken is a startup error, like a taken listener port.
+#[test]
+fn a_taken_metrics_port_exits_64() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--listen", "127.0.0.1:0", "--mode", "upstream", "--upstream", "127.0.0.1:9", "--metrics", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("bind metrics endpoint {addr}")), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--metrics", "nowhere"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "a bad --metrics value is a usage error");
+}
+
+/// An access-log file that cannot be opened is a startup error.
+#[test]
+fn an_unwritable_access_log_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("snigate.toml");
+    let log = dir.path().join("missing-dir").join("access.log");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"127.0.0.1:9\"\n\
+             [log]\npath = \"{}\"\n[metrics]\nenabled = false\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("open access log"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

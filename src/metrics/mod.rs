@@ -435,6 +435,16 @@ mod tests {
     }
 
     #[test]
+    fn not_ready_until_told() {
+        let m = Metrics::new();
+        assert!(!m.is_ready());
+        m.set_ready(true);
+        assert!(m.is_ready());
+        m.set_ready(false);
+        assert!(!m.is_ready());
+    }
+
+    #[test]
     fn the_active_gauge_follows_the_guards() {
         let m = Metrics::new();
         let l = m.listener("edge", 10);
