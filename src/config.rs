@@ -84,6 +84,10 @@ pub struct ListenerConfig {
     pub reject: RejectStyle,
     /// SO_MARK for outbound sockets, so egress redirection rules can skip snigate's own traffic.
     pub mark: Option<u32>,
+    /// `transparent` mode behind nftables TPROXY: the listening socket is IP_TRANSPARENT
+    /// (needs CAP_NET_ADMIN) and the original destination is the accepted socket's own address.
+    #[serde(default)]
+    pub tproxy: bool,
     /// Require a PROXY protocol header (v1 or v2) in front of every connection, and accept
     /// connections only from these sources (load balancers). Empty: no PROXY protocol in.
     #[serde(default)]
@@ -333,6 +337,9 @@ impl Config {
                     format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode.as_str()),
                 ),
                 _ => {}
+            }
+            if l.tproxy && l.mode != Mode::Transparent {
+                err(span.clone(), "`tproxy` is only used in mode = \"transparent\"".into());
             }
             if l.upstream_port.is_some() && l.mode != Mode::Sni {
                 err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());

@@ -177,7 +177,9 @@ async fn pass(
     }
     let dst = match listener.config.mode {
         Mode::Transparent => {
-            out.original_dst = proxied_dst.or_else(|| upstream::original_destination(client).ok().flatten());
+            let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
+            out.original_dst =
+                proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
             if out.original_dst.is_none() {
                 out.error = Some("no original destination (not redirected, or addressed to snigate itself)".into());
                 return Err(Reason::UpstreamError);

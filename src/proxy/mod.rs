@@ -79,8 +79,12 @@ impl Server {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let socket =
-                TcpListener::bind(l.listen).await.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let bound = if l.tproxy {
+                upstream::bind_transparent(l.listen).and_then(TcpListener::from_std)
+            } else {
+                TcpListener::bind(l.listen).await
+            };
+            let socket = bound.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
             let upstream = match &l.upstream {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
