@@ -4,6 +4,8 @@
 //! [`Server::run`] accepts until the shutdown future resolves, then drains.
 
 mod connection;
+mod explicit;
+mod http;
 mod proxy_protocol;
 mod reject;
 mod resolver;
@@ -21,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connection::{Outcome, Stage};
+pub use explicit::parse_credentials;
 pub use proxy_protocol::{ProxyError, Version as ProxyVersion};
 pub use reject::{Alert, RejectStyle};
 pub use resolver::Resolver;
@@ -59,6 +62,8 @@ pub struct Listener {
     pub slots: Arc<Semaphore>,
     /// `sni` mode: resolves allowed names (one cache shared by all listeners).
     pub resolver: Arc<Resolver>,
+    /// `connect` mode: accepted `user:password` pairs; empty: no authentication.
+    pub credentials: Vec<Vec<u8>>,
 }
 
 /// Bound listeners, ready to run.
@@ -105,6 +110,12 @@ impl Server {
                 rules: rules.clone(),
                 log: config.log.format,
                 resolver: resolver.clone(),
+                credentials: match &l.credentials {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| with_context(e, &format!("credentials {}", path.display())))
+                        .and_then(|t| parse_credentials(&t).map_err(io::Error::other))?,
+                    None => Vec::new(),
+                },
             };
             listeners.push((socket, Arc::new(listener)));
         }
