@@ -127,11 +127,13 @@ async fn redirected_connections_reach_their_original_destination() {
         .spawn()
         .unwrap();
     let (mut snigate, mut log) = start_in(&c, &config).await;
-    // The echo server may still be starting: retry the first allowed connection briefly.
+    // The echo server may still be starting (snigate then answers upstream_error): retry the
+    // first allowed connection briefly.
+    let want = hello(&[sni(b"acme.my.salesforce.com")]);
     let mut allowed = Vec::new();
     for _ in 0..50 {
         allowed = connect_through(&c, "acme.my.salesforce.com").await;
-        if !allowed.is_empty() {
+        if allowed == want {
             break;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), log.next_line()).await;
@@ -141,18 +143,19 @@ async fn redirected_connections_reach_their_original_destination() {
     let denied = connect_through(&c, "evil.my.salesforce.com").await;
     assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
 
-    let mut lines = Vec::new();
-    while lines.len() < 2 {
+    let (mut ok, mut no) = (None, None);
+    while ok.is_none() || no.is_none() {
         let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["sni"] != "acme.my.salesforce.com" || v["verdict"] == "allow" || v["sni"] == "evil.my.salesforce.com" {
-            lines.push(v);
+        if v["verdict"] == "allow" {
+            ok = Some(v);
+        } else if v["sni"] == "evil.my.salesforce.com" {
+            no = Some(v);
         }
     }
-    let ok = lines.iter().find(|v| v["verdict"] == "allow").expect("an allowed line");
+    let (ok, no) = (ok.unwrap(), no.unwrap());
     assert_eq!(ok["original_dst"], "10.99.0.2:443");
     assert_eq!(ok["upstream"], "10.99.0.2:443");
-    let no = lines.iter().find(|v| v["sni"] == "evil.my.salesforce.com").expect("a denied line");
     assert_eq!(no["verdict"], "deny");
     assert_eq!(no["reason"], "rule");
     let _ = snigate.kill().await;
@@ -247,10 +250,11 @@ async fn tproxy_on_a_gateway_reaches_the_original_destination() {
         .spawn()
         .unwrap();
     let (mut snigate, mut log) = start_in(&g, &config).await;
+    let want = hello(&[sni(b"acme.my.salesforce.com")]);
     let mut allowed = Vec::new();
     for _ in 0..50 {
         allowed = connect_through(&c, "acme.my.salesforce.com").await;
-        if !allowed.is_empty() {
+        if allowed == want {
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), log.next_line()).await;
