@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::{RuleSet, Verdict};
-use crate::proxy::RejectStyle;
+use crate::proxy::{RejectStyle, SpliceMode};
 use crate::rules::{self, ListSpec, RuleErrors};
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -72,6 +72,9 @@ pub struct ListenerConfig {
     pub reject: RejectStyle,
     /// SO_MARK for outbound sockets, so egress redirection rules can skip snigate's own traffic.
     pub mark: Option<u32>,
+    /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
+    #[serde(default)]
+    pub splice: SpliceMode,
 }
 
 impl ListenerConfig {

@@ -17,6 +17,8 @@
 //! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
+//! - `sys`: the crate's only `unsafe`: `pipe2`, `F_SETPIPE_SZ` and `splice(2)` behind safe
+//!   wrappers.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,6 +30,7 @@ mod policy;
 pub mod proxy;
 pub mod reason;
 mod rules;
+mod sys;
 
 pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};
 pub use name::{Name, NameError};

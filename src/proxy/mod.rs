@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 pub use connection::{Outcome, Stage};
 pub use reject::{Alert, RejectStyle};
-pub use splice::{End, Moved};
+pub use splice::{End, Moved, SpliceMode, splice};
 
 use crate::config::{Config, EchPolicy, ListenerConfig, LogFormat};
 use crate::policy::RuleSet;
