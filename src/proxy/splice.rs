@@ -202,3 +202,87 @@ async fn write_all(mut buf: &[u8], to: &TcpStream, meter: Meter<'_>) -> io::Resu
 fn shutdown_write(to: &TcpStream) -> io::Result<()> {
     SockRef::from(to).shutdown(Shutdown::Write)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        (a.unwrap(), b.unwrap().0)
+    }
+
+    /// The `pipe:[inode]` names of the pipes `tracked` made.
+    static MADE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn fd_name(fd: i32) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default()
+    }
+
+    fn tracked() -> io::Result<Pipe> {
+        let pipe = Pipe::new(PIPE_SIZE)?;
+        MADE.lock().unwrap().push(fd_name(pipe.reader().as_raw_fd()));
+        Ok(pipe)
+    }
+
+    fn open_fds() -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .map(fd_name)
+            .collect()
+    }
+
+    /// Moves `n` bytes each way through `relay` and leaves the connection open; returns the
+    /// client's and the upstream's sockets, so that the caller decides how it ends.
+    async fn burst(pipes: Pipes, n: usize) -> (TcpStream, TcpStream, tokio::task::JoinHandle<(Moved, End)>) {
+        let (mut client, client_side) = tcp_pair().await;
+        let (upstream_side, mut upstream) = tcp_pair().await;
+        let relay =
+            tokio::spawn(async move { relay(&client_side, &upstream_side, Duration::from_secs(10), pipes).await });
+        let data = vec![0x5a; n];
+        let mut got = vec![0; n];
+        client.write_all(&data).await.unwrap();
+        upstream.read_exact(&mut got).await.unwrap();
+        assert!(got == data);
+        upstream.write_all(&data).await.unwrap();
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == data);
+        (client, upstream, relay)
+    }
+
+    #[tokio::test]
+    async fn pipes_live_only_through_bursts() {
+        let (client, upstream, relay) = burst(Some(tracked), 1 << 20).await;
+        let made = MADE.lock().unwrap().clone();
+        assert!(made.len() >= 2, "a pipe per direction at least: {made:?}");
+        let mut still_open = Vec::new();
+        for _ in 0..100 {
+            let open = open_fds();
+            still_open = made.iter().filter(|p| open.contains(p)).cloned().collect();
+            if still_open.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(still_open.is_empty(), "pipes held by an idle connection: {still_open:?}");
+        drop((client, upstream));
+        assert!(matches!(relay.await.unwrap(), (Moved { upstream: 1_048_576, downstream: 1_048_576 }, _)));
+    }
+
+    #[tokio::test]
+    async fn without_pipes_it_copies() {
+        let (mut client, mut upstream, relay) =
+            burst(Some(|| Err(io::Error::from_raw_os_error(libc::EMFILE))), 300_000).await;
+        client.shutdown().await.unwrap();
+        upstream.shutdown().await.unwrap();
+        let (moved, end) = relay.await.unwrap();
+        assert_eq!(moved, Moved { upstream: 300_000, downstream: 300_000 });
+        assert!(matches!(end, End::Closed), "{end:?}");
+    }
+}
