@@ -13,7 +13,8 @@ pub struct Pipe {
     read: OwnedFd,
     /// The end `splice` fills from a socket.
     write: OwnedFd,
-    /// What the pipe can hold, so one `splice` never asks for more than fits.
+    /// What the pipe can hold: how much one `splice` into it asks for. An upper bound only (a
+    /// user over `fs.pipe-user-pages-soft` gets smaller pipes); `splice` moves what fits.
     capacity: usize,
 }
 
@@ -52,7 +53,7 @@ impl Pipe {
         self.write.as_fd()
     }
 
-    /// Bytes the pipe holds at most.
+    /// Bytes the pipe holds at most (see the field).
     pub fn capacity(&self) -> usize {
         self.capacity
     }
