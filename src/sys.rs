@@ -65,7 +65,8 @@ const DEFAULT_PIPE_SIZE: usize = 16 * 4096;
 /// Moves up to `len` bytes from `from` to `to` inside the kernel; one of them must be a pipe.
 /// Non-blocking on the pipe (`SPLICE_F_NONBLOCK`); a socket end follows its own `O_NONBLOCK`,
 /// which tokio sets. `Ok(0)` reading from a socket is its EOF. A call that would block returns
-/// `ErrorKind::WouldBlock`.
+/// `ErrorKind::WouldBlock`. Splicing into a socket whose peer is gone fails with EPIPE and
+/// raises SIGPIPE, which Rust programs ignore from startup, as they do for `write`.
 pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are borrowed, hence open for the call; null offsets mean "the
     // current file position", which is what pipes and sockets require.
