@@ -276,5 +276,23 @@ async fn counts_per_direction_and_how_it_ended() {
             matches!(end, End::Error(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "{mode:?}: {end:?}"
         );
+
+        // An upstream that has gone entirely: writing to it fails (EPIPE or reset), and the
+        // process survives the SIGPIPE that comes with it.
+        let (mut client, client_side) = tcp_pair().await;
+        let (upstream_side, upstream) = tcp_pair().await;
+        drop(upstream);
+        let writing = tokio::spawn(async move {
+            for _ in 0..64 {
+                if client.write_all(&[1u8; 64 << 10]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (_, end) = splice(&client_side, &upstream_side, Duration::from_secs(10), mode).await;
+        let gone = [std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::ConnectionReset];
+        assert!(matches!(end, End::Error(ref e) if gone.contains(&e.kind())), "{mode:?}: {end:?}");
+        drop(client_side);
+        writing.await.unwrap();
     }
 }
