@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::{RuleSet, Verdict};
-use crate::proxy::{ProxyVersion, RejectStyle};
+use crate::proxy::{ProxyVersion, RejectStyle, SpliceMode};
 use crate::rules::{self, ListSpec, RuleErrors};
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -105,6 +105,9 @@ pub struct ListenerConfig {
     /// `connect` mode: require `Proxy-Authorization: Basic` matching a line `user:password` of
     /// this file.
     pub credentials: Option<PathBuf>,
+    /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
+    #[serde(default)]
+    pub splice: SpliceMode,
 }
 
 /// How a transparent connection's destination is checked against its SNI.

@@ -317,7 +317,7 @@ pub(super) async fn forward(
     }
     out.bytes_up = buf.len() as u64;
     *buf = BytesMut::new();
-    let (moved, end) = splice(client, &mut up, limits.idle_timeout()).await;
+    let (moved, end) = splice(client, &up, limits.idle_timeout(), listener.config.splice).await;
     let Moved { upstream, downstream } = moved;
     out.bytes_up += upstream;
     out.bytes_down = downstream;

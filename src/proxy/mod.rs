@@ -27,7 +27,7 @@ pub use explicit::parse_credentials;
 pub use proxy_protocol::{ProxyError, Version as ProxyVersion};
 pub use reject::{Alert, RejectStyle};
 pub use resolver::Resolver;
-pub use splice::{End, Moved};
+pub use splice::{End, Moved, SpliceMode, splice};
 
 use crate::config::{Config, EchPolicy, ListenerConfig, LogFormat};
 use crate::policy::RuleSet;
