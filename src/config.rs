@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::{RuleSet, Verdict};
-use crate::proxy::{ProxyVersion, RejectStyle};
+use crate::proxy::{ProxyVersion, RejectStyle, SpliceMode};
 use crate::rules::{self, ListSpec, RuleErrors};
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -55,6 +55,10 @@ pub enum Mode {
     Upstream,
     /// Connect to the original destination (REDIRECT via SO_ORIGINAL_DST, or TPROXY).
     Transparent,
+    /// An explicit HTTP CONNECT proxy (`HTTPS_PROXY=http://host:port`).
+    Connect,
+    /// Plain HTTP, filtered on the request's host.
+    Http,
 }
 
 impl Mode {
@@ -64,6 +68,8 @@ impl Mode {
             Mode::Sni => "sni",
             Mode::Upstream => "upstream",
             Mode::Transparent => "transparent",
+            Mode::Connect => "connect",
+            Mode::Http => "http",
         }
     }
 }
@@ -87,12 +93,32 @@ pub struct ListenerConfig {
     pub reject: RejectStyle,
     /// SO_MARK for outbound sockets, so egress redirection rules can skip snigate's own traffic.
     pub mark: Option<u32>,
+    /// `transparent` mode behind nftables TPROXY: the listening socket is IP_TRANSPARENT
+    /// (needs CAP_NET_ADMIN) and the original destination is the accepted socket's own address.
+    #[serde(default)]
+    pub tproxy: bool,
     /// Require a PROXY protocol header (v1 or v2) in front of every connection, and accept
     /// connections only from these sources (load balancers). Empty: no PROXY protocol in.
     #[serde(default)]
     pub proxy_protocol_trusted: Vec<IpNet>,
     /// Send a PROXY protocol header of this version to the upstream.
     pub proxy_protocol_out: Option<ProxyVersion>,
+    /// `transparent` mode: check the original destination against the SNI's DNS answers.
+    pub verify_destination: Option<VerifyDestination>,
+    /// `connect` mode: require `Proxy-Authorization: Basic` matching a line `user:password` of
+    /// this file.
+    pub credentials: Option<PathBuf>,
+    /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
+    #[serde(default)]
+    pub splice: SpliceMode,
+}
+
+/// How a transparent connection's destination is checked against its SNI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyDestination {
+    /// The original destination must be among the SNI's A/AAAA answers (`dst_mismatch`).
+    Dns,
 }
 
 impl ListenerConfig {
@@ -380,6 +406,22 @@ impl Config {
                     format!("`upstream` is only used in mode = \"upstream\" (this listener is {:?})", l.mode.as_str()),
                 ),
                 _ => {}
+            }
+            if l.verify_destination.is_some() && l.mode != Mode::Transparent {
+                err(span.clone(), "`verify_destination` is only used in mode = \"transparent\"".into());
+            }
+            if l.credentials.is_some() && l.mode != Mode::Connect {
+                err(span.clone(), "`credentials` is only used in mode = \"connect\"".into());
+            }
+            if let Some(path) = &l.credentials
+                && let Err(e) = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| crate::proxy::parse_credentials(&t))
+            {
+                err(span.clone(), format!("credentials {}: {e}", path.display()));
+            }
+            if l.tproxy && l.mode != Mode::Transparent {
+                err(span.clone(), "`tproxy` is only used in mode = \"transparent\"".into());
             }
             if l.upstream_port.is_some() && l.mode != Mode::Sni {
                 err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());

@@ -22,6 +22,8 @@
 //! - [`reload`]: rule reloads on SIGHUP and on file changes, swapped in atomically.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
+//! - `sys`: the crate's only `unsafe`: `pipe2`, `F_SETPIPE_SZ` and `splice(2)` behind safe
+//!   wrappers.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -36,6 +38,7 @@ pub mod proxy;
 pub mod reason;
 pub mod reload;
 mod rules;
+mod sys;
 
 pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};
 pub use name::{Name, NameError};

@@ -33,11 +33,19 @@ pub enum Reason {
     UpstreamError,
     /// PROXY protocol in: the peer is not a trusted source, or its header is missing or invalid.
     ProxyProtocol,
+    /// `connect` mode: the tunnel's ClientHello names another host than the CONNECT did.
+    SniMismatch,
+    /// `verify_destination`: the original destination is not among the SNI's addresses.
+    DstMismatch,
+    /// `connect` and `http` modes: a malformed request, a method other than CONNECT, or no host.
+    BadRequest,
+    /// `connect` mode: missing or wrong Proxy-Authorization.
+    ProxyAuth,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 16] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -50,6 +58,10 @@ impl Reason {
         Reason::Ech,
         Reason::UpstreamError,
         Reason::ProxyProtocol,
+        Reason::SniMismatch,
+        Reason::DstMismatch,
+        Reason::BadRequest,
+        Reason::ProxyAuth,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -67,6 +79,10 @@ impl Reason {
             Reason::Ech => "ech",
             Reason::UpstreamError => "upstream_error",
             Reason::ProxyProtocol => "proxy_protocol",
+            Reason::SniMismatch => "sni_mismatch",
+            Reason::DstMismatch => "dst_mismatch",
+            Reason::BadRequest => "bad_request",
+            Reason::ProxyAuth => "proxy_auth",
         }
     }
 }

@@ -2,7 +2,10 @@
 //! connects to a "remote" address, nftables REDIRECT (deploy/nftables/local-egress.nft) sends
 //! the connection into snigate, and snigate connects to the original destination.
 //!
-//! Needs root, `ip` (iproute2) and `nft` (nftables); CI has them. Elsewhere it skips, saying why.
+//! A second test does the same on a gateway with TPROXY (deploy/nftables/tproxy.sh): the client
+//! is another host routed through the gateway, and no NAT is involved.
+//!
+//! Needs root, `ip` (iproute2) and `nft` (nftables); CI has them. Elsewhere they skip, saying why.
 
 mod common;
 
@@ -123,9 +126,50 @@ async fn redirected_connections_reach_their_original_destination() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let (mut snigate, mut log) = start_in(&c, &config).await;
+    // The echo server may still be starting (snigate then answers upstream_error): retry the
+    // first allowed connection briefly.
+    let want = hello(&[sni(b"acme.my.salesforce.com")]);
+    let mut allowed = Vec::new();
+    for _ in 0..50 {
+        allowed = connect_through(&c, "acme.my.salesforce.com").await;
+        if allowed == want {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), log.next_line()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(allowed, hello(&[sni(b"acme.my.salesforce.com")]), "the remote echoed the hello through snigate");
+    let denied = connect_through(&c, "evil.my.salesforce.com").await;
+    assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
+
+    let (mut ok, mut no) = (None, None);
+    while ok.is_none() || no.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["verdict"] == "allow" {
+            ok = Some(v);
+        } else if v["sni"] == "evil.my.salesforce.com" {
+            no = Some(v);
+        }
+    }
+    let (ok, no) = (ok.unwrap(), no.unwrap());
+    assert_eq!(ok["original_dst"], "10.99.0.2:443");
+    assert_eq!(ok["upstream"], "10.99.0.2:443");
+    assert_eq!(no["verdict"], "deny");
+    assert_eq!(no["reason"], "rule");
+    let _ = snigate.kill().await;
+}
+
+/// Starts snigate in namespace `ns` with `config`, and waits until it listens; its stdout is
+/// the access log.
+async fn start_in(
+    ns: &str,
+    config: &std::path::Path,
+) -> (tokio::process::Child, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
     let mut snigate = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &c, env!("CARGO_BIN_EXE_snigate"), "run", "--config"])
-        .arg(&config)
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_snigate"), "run", "--config"])
+        .arg(config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -142,35 +186,89 @@ async fn redirected_connections_reach_their_original_destination() {
             break;
         }
     }
-    let mut log = BufReader::new(snigate.stdout.take().unwrap()).lines();
-    // The echo server may still be starting (snigate then answers unrecognized_name, or
-    // nothing): retry the first allowed connection briefly.
+    let log = BufReader::new(snigate.stdout.take().unwrap()).lines();
+    (snigate, log)
+}
+
+/// Client C (10.98.0.2) routes through gateway G (10.98.0.1, 10.99.0.1) to remote R
+/// (10.99.0.2). G runs snigate with `tproxy = true` behind deploy/nftables/tproxy.sh.
+fn setup_gateway(tag: &str) -> Result<(Namespaces, [String; 3]), String> {
+    let names = [format!("sgtc-{tag}"), format!("sgtg-{tag}"), format!("sgtr-{tag}")];
+    let [c, g, r] = &names;
+    let mut guard = Namespaces(Vec::new());
+    for ns in &names {
+        run(&["ip", "netns", "add", ns])?;
+        guard.0.push(ns.clone());
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    }
+    for cmd in [
+        vec!["ip", "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", g],
+        vec!["ip", "-n", g, "link", "add", "g1", "type", "veth", "peer", "name", "r0", "netns", r],
+        vec!["ip", "-n", c, "addr", "add", "10.98.0.2/24", "dev", "c0"],
+        vec!["ip", "-n", g, "addr", "add", "10.98.0.1/24", "dev", "g0"],
+        vec!["ip", "-n", g, "addr", "add", "10.99.0.1/24", "dev", "g1"],
+        vec!["ip", "-n", r, "addr", "add", "10.99.0.2/24", "dev", "r0"],
+        vec!["ip", "-n", c, "link", "set", "c0", "up"],
+        vec!["ip", "-n", g, "link", "set", "g0", "up"],
+        vec!["ip", "-n", g, "link", "set", "g1", "up"],
+        vec!["ip", "-n", r, "link", "set", "r0", "up"],
+        vec!["ip", "-n", c, "route", "add", "default", "via", "10.98.0.1"],
+        vec!["ip", "-n", r, "route", "add", "default", "via", "10.99.0.1"],
+        vec!["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+    ] {
+        run(&cmd)?;
+    }
+    run(&["ip", "netns", "exec", g, "sh", &format!("{ROOT}/deploy/nftables/tproxy.sh"), "up", "15002"])?;
+    Ok((guard, names))
+}
+
+#[tokio::test]
+async fn tproxy_on_a_gateway_reaches_the_original_destination() {
+    let tag = std::process::id().to_string();
+    let (_guard, [c, g, r]) = match setup_gateway(&tag) {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: TPROXY needs root, iproute2 and nftables to build namespaces: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.rules"), "allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n").unwrap();
+    let config = dir.path().join("snigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nlisten = \"0.0.0.0:15002\"\nmode = \"transparent\"\ntproxy = true\n\
+             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
+            dir.path().join("t.rules").display()
+        ),
+    )
+    .unwrap();
+    let _backend = tokio::process::Command::new("ip")
+        .args(["netns", "exec", &r, "python3", "-c", ECHO])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (mut snigate, mut log) = start_in(&g, &config).await;
+    let want = hello(&[sni(b"acme.my.salesforce.com")]);
     let mut allowed = Vec::new();
     for _ in 0..50 {
         allowed = connect_through(&c, "acme.my.salesforce.com").await;
-        if allowed == hello(&[sni(b"acme.my.salesforce.com")]) {
+        if allowed == want {
             break;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), log.next_line()).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), log.next_line()).await;
     }
     assert_eq!(allowed, hello(&[sni(b"acme.my.salesforce.com")]), "the remote echoed the hello through snigate");
-    let denied = connect_through(&c, "evil.my.salesforce.com").await;
-    assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
-
-    let mut lines = Vec::new();
-    while lines.len() < 2 {
+    assert_eq!(connect_through(&c, "evil.my.salesforce.com").await, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]);
+    loop {
         let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["sni"] != "acme.my.salesforce.com" || v["verdict"] == "allow" || v["sni"] == "evil.my.salesforce.com" {
-            lines.push(v);
+        if v["verdict"] == "allow" {
+            assert_eq!(v["client"].as_str().unwrap().split(':').next(), Some("10.98.0.2"));
+            assert_eq!(v["original_dst"], "10.99.0.2:443");
+            break;
         }
     }
-    let ok = lines.iter().find(|v| v["verdict"] == "allow").expect("an allowed line");
-    assert_eq!(ok["original_dst"], "10.99.0.2:443");
-    assert_eq!(ok["upstream"], "10.99.0.2:443");
-    let no = lines.iter().find(|v| v["sni"] == "evil.my.salesforce.com").expect("a denied line");
-    assert_eq!(no["verdict"], "deny");
-    assert_eq!(no["reason"], "rule");
     let _ = snigate.kill().await;
 }

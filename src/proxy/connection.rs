@@ -11,12 +11,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::Listener;
+use super::explicit;
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::reject;
 use super::splice::{End, Moved, splice};
 use super::upstream;
-use crate::config::{EchPolicy, Mode};
+use crate::config::{EchPolicy, Mode, VerifyDestination};
 use crate::hello::{ClientHello, read_client_hello};
+use crate::name::Name;
 use crate::policy::{RuleRef, Verdict};
 use crate::reason::Reason;
 
@@ -136,13 +138,42 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
             }
         }
     }
+    let mut tunnel = None;
+    match listener.config.mode {
+        Mode::Http => {
+            if let Err(reason) = explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline).await {
+                out.verdict = Verdict::Deny;
+                out.reason = reason;
+            }
+            out.duration = start.elapsed().as_secs_f64();
+            return out;
+        }
+        Mode::Connect => match explicit::connect(listener, &mut client, &mut out, &mut buf, deadline).await {
+            Ok(target) => tunnel = Some(target),
+            Err(reason) => {
+                out.verdict = Verdict::Deny;
+                out.reason = reason;
+                out.duration = start.elapsed().as_secs_f64();
+                return out;
+            }
+        },
+        Mode::Sni | Mode::Upstream | Mode::Transparent => {}
+    }
     let reading = Instant::now();
     let remaining = deadline.saturating_duration_since(reading);
     match read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await {
         Ok(hello) => {
             listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
             record_hello(&mut out, &hello);
-            if let Err(reason) = pass(listener, &mut client, &mut out, &hello, &mut buf, proxied_dst).await {
+            let checked = match &tunnel {
+                Some(target) => explicit::tunnel_candidates(listener, &mut out, &hello, target).await,
+                None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
+            };
+            let forwarded = match checked {
+                Ok(addrs) => forward(listener, &mut client, &mut out, &addrs, &mut buf, proxied_dst).await,
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = forwarded {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
                 reject(client, listener.config.reject, reason, &buf).await;
@@ -185,22 +216,24 @@ fn record_hello(out: &mut Outcome, hello: &ClientHello) {
     out.tls_version = Some(crate::cli::version_name(offered.unwrap_or(hello.legacy_version)));
 }
 
-/// Decides, connects, replays and splices. `Err(reason)`: deny with that reason.
-async fn pass(
+/// Decides a TLS connection by its hello and finds where it may go: the upstream addresses to
+/// try, in order. `Err(reason)`: deny with that reason.
+async fn candidates(
     listener: &Listener,
-    client: &mut TcpStream,
+    client: &TcpStream,
     out: &mut Outcome,
     hello: &ClientHello,
-    buf: &mut BytesMut,
     proxied_dst: Option<SocketAddr>,
-) -> Result<(), Reason> {
+) -> Result<Vec<SocketAddr>, Reason> {
     out.stage = Stage::Decide;
     if hello.ech && listener.ech == EchPolicy::Deny {
         return Err(Reason::Ech);
     }
     let dst = match listener.config.mode {
         Mode::Transparent => {
-            out.original_dst = proxied_dst.or_else(|| upstream::original_destination(client).ok().flatten());
+            let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
+            out.original_dst =
+                proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
             if out.original_dst.is_none() {
                 out.error = Some("no original destination (not redirected, or addressed to snigate itself)".into());
                 return Err(Reason::UpstreamError);
@@ -208,33 +241,87 @@ async fn pass(
             out.original_dst
         }
         Mode::Upstream => listener.upstream,
-        Mode::Sni => None,
+        Mode::Sni | Mode::Connect | Mode::Http => None,
     };
-    {
-        let rules = listener.rules.load();
-        let decision = rules.decide(hello.sni.as_ref(), out.client.ip(), dst);
-        out.verdict = decision.verdict;
-        out.reason = decision.reason;
-        out.rule = decision.rule.map(RuleRef::to_string);
-        out.ruleset = decision.rule.map(|r| r.ruleset_label());
-    }
-    if out.verdict == Verdict::Deny {
-        return Err(out.reason);
-    }
+    decide(listener, out, hello.sni.as_ref(), dst)?;
     out.stage = Stage::Resolve;
-    let candidates = match (dst, &hello.sni) {
-        (Some(addr), _) => vec![addr],
-        (None, Some(sni)) => listener.resolver.lookup(sni.as_str(), listener.upstream_port).await.map_err(|e| {
-            out.error = Some(e.to_string());
-            Reason::UpstreamError
-        })?,
-        (None, None) => return Err(Reason::UpstreamError),
-    };
+    match (dst, &hello.sni) {
+        (Some(addr), Some(sni)) if listener.config.verify_destination == Some(VerifyDestination::Dns) => {
+            verify_destination(listener, out, sni, addr).await?;
+            Ok(vec![addr])
+        }
+        (Some(addr), _) => Ok(vec![addr]),
+        (None, Some(sni)) => resolve(listener, out, sni, listener.upstream_port).await,
+        (None, None) => Err(Reason::UpstreamError),
+    }
+}
+
+/// Asks the rule snapshot, records the decision in `out`, and turns a deny into `Err`.
+pub(super) fn decide(
+    listener: &Listener,
+    out: &mut Outcome,
+    name: Option<&Name>,
+    dst: Option<SocketAddr>,
+) -> Result<(), Reason> {
+    let rules = listener.rules.load();
+    let decision = rules.decide(name, out.client.ip(), dst);
+    out.verdict = decision.verdict;
+    out.reason = decision.reason;
+    out.rule = decision.rule.map(RuleRef::to_string);
+    out.ruleset = decision.rule.map(|r| r.ruleset_label());
+    match decision.verdict {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny => Err(decision.reason),
+    }
+}
+
+/// The addresses of `name` on `port`; a failure is `upstream_error`.
+pub(super) async fn resolve(
+    listener: &Listener,
+    out: &mut Outcome,
+    name: &Name,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Reason> {
+    listener.resolver.lookup(name.as_str(), port).await.map_err(|e| {
+        out.error = Some(e.to_string());
+        Reason::UpstreamError
+    })
+}
+
+/// `verify_destination = "dns"`: the original destination must be one of the SNI's addresses,
+/// or the SNI is a lie (spoofing, domain fronting to another address). A lookup that fails
+/// cannot vouch for the destination, so it denies too.
+async fn verify_destination(listener: &Listener, out: &mut Outcome, sni: &Name, dst: SocketAddr) -> Result<(), Reason> {
+    match listener.resolver.lookup(sni.as_str(), dst.port()).await {
+        Ok(addrs) if addrs.iter().any(|a| a.ip() == dst.ip()) => Ok(()),
+        Ok(addrs) => {
+            let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+            out.error = Some(format!("{} is not among {sni}'s addresses ({})", dst.ip(), shown.join(", ")));
+            Err(Reason::DstMismatch)
+        }
+        Err(e) => {
+            out.error = Some(format!("cannot verify {}: {e}", dst.ip()));
+            Err(Reason::DstMismatch)
+        }
+    }
+}
+
+/// Connects to the first of `candidates` that answers, sends the PROXY header when configured,
+/// replays `buf` (every byte read so far) and splices until the connection ends.
+/// `Err(reason)` only for failures before the client has been connected.
+pub(super) async fn forward(
+    listener: &Listener,
+    client: &mut TcpStream,
+    out: &mut Outcome,
+    candidates: &[SocketAddr],
+    buf: &mut BytesMut,
+    proxied_dst: Option<SocketAddr>,
+) -> Result<(), Reason> {
     out.stage = Stage::Connect;
     let limits = &listener.limits;
     let connecting = Instant::now();
     let mut up =
-        upstream::connect_any(&candidates, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
+        upstream::connect_any(candidates, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
             out.error = Some(e.to_string());
             Reason::UpstreamError
         })?;
@@ -256,7 +343,7 @@ async fn pass(
     }
     out.bytes_up = buf.len() as u64;
     *buf = BytesMut::new();
-    let (moved, end) = splice(client, &mut up, limits.idle_timeout()).await;
+    let (moved, end) = splice(client, &up, limits.idle_timeout(), listener.config.splice).await;
     let Moved { upstream, downstream } = moved;
     out.bytes_up += upstream;
     out.bytes_down = downstream;

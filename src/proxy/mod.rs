@@ -4,6 +4,8 @@
 //! [`Server::run`] accepts until the shutdown future resolves, then drains.
 
 mod connection;
+mod explicit;
+mod http;
 mod proxy_protocol;
 mod reject;
 mod resolver;
@@ -21,10 +23,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connection::{Outcome, Stage};
+pub use explicit::parse_credentials;
 pub use proxy_protocol::{ProxyError, Version as ProxyVersion};
 pub use reject::{Alert, RejectStyle};
 pub use resolver::Resolver;
-pub use splice::{End, Moved};
+pub use splice::{End, Moved, SpliceMode, splice};
 
 use crate::access_log::{AccessLog, ListenerLog};
 use crate::config::{Config, EchPolicy, ListenerConfig};
@@ -63,6 +66,8 @@ pub struct Listener {
     pub slots: Arc<Semaphore>,
     /// `sni` mode: resolves allowed names (one cache shared by all listeners).
     pub resolver: Arc<Resolver>,
+    /// `connect` mode: accepted `user:password` pairs; empty: no authentication.
+    pub credentials: Vec<Vec<u8>>,
 }
 
 /// Bound listeners, ready to run.
@@ -87,8 +92,12 @@ impl Server {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let socket =
-                TcpListener::bind(l.listen).await.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let bound = if l.tproxy {
+                upstream::bind_transparent(l.listen).and_then(TcpListener::from_std)
+            } else {
+                TcpListener::bind(l.listen).await
+            };
+            let socket = bound.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
             let upstream = match &l.upstream {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
@@ -111,6 +120,12 @@ impl Server {
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
                 rules: rules.clone(),
                 resolver: resolver.clone(),
+                credentials: match &l.credentials {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| with_context(e, &format!("credentials {}", path.display())))
+                        .and_then(|t| parse_credentials(&t).map_err(io::Error::other))?,
+                    None => Vec::new(),
+                },
             };
             listeners.push((socket, Arc::new(listener)));
         }

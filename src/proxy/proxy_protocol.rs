@@ -92,34 +92,38 @@ fn complete(parsed: HeaderResult<'_>) -> Result<(usize, Option<Addresses>), Prox
     match parsed {
         HeaderResult::V1(Ok(h)) => {
             let addresses = match h.addresses {
-                v1::Addresses::Tcp4(a) => Some(Addresses {
-                    source: SocketAddr::from((a.source_address, a.source_port)),
-                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
-                }),
-                v1::Addresses::Tcp6(a) => Some(Addresses {
-                    source: SocketAddr::from((a.source_address, a.source_port)),
-                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
-                }),
+                v1::Addresses::Tcp4(a) => {
+                    Some(pair(a.source_address, a.source_port, a.destination_address, a.destination_port))
+                }
+                v1::Addresses::Tcp6(a) => {
+                    Some(pair(a.source_address, a.source_port, a.destination_address, a.destination_port))
+                }
                 v1::Addresses::Unknown => None,
             };
             Ok((h.header.len(), addresses))
         }
         HeaderResult::V2(Ok(h)) => {
             let addresses = match (h.command, h.addresses) {
-                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => Some(Addresses {
-                    source: SocketAddr::from((a.source_address, a.source_port)),
-                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
-                }),
-                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => Some(Addresses {
-                    source: SocketAddr::from((a.source_address, a.source_port)),
-                    destination: SocketAddr::from((a.destination_address, a.destination_port)),
-                }),
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
+                    Some(pair(a.source_address, a.source_port, a.destination_address, a.destination_port))
+                }
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
+                    Some(pair(a.source_address, a.source_port, a.destination_address, a.destination_port))
+                }
+                // LOCAL (health checks) and non-IP families: the connection's own addresses stand.
                 _ => None,
             };
             Ok((h.len(), addresses))
         }
         HeaderResult::V1(Err(e)) => Err(ProxyError::Invalid(e.to_string())),
         HeaderResult::V2(Err(e)) => Err(ProxyError::Invalid(e.to_string())),
+    }
+}
+
+fn pair<A: Into<IpAddr>>(source: A, source_port: u16, destination: A, destination_port: u16) -> Addresses {
+    Addresses {
+        source: SocketAddr::new(source.into(), source_port),
+        destination: SocketAddr::new(destination.into(), destination_port),
     }
 }
 

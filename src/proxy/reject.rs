@@ -40,7 +40,12 @@ impl Alert {
         match reason {
             Reason::InvalidSni | Reason::UpstreamError => Some(Alert::UnrecognizedName),
             Reason::Malformed | Reason::HelloTooLarge => Some(Alert::DecodeError),
-            Reason::NotTls | Reason::HelloTimeout | Reason::ClientClosed | Reason::ProxyProtocol => None,
+            Reason::NotTls
+            | Reason::HelloTimeout
+            | Reason::ClientClosed
+            | Reason::ProxyProtocol
+            | Reason::BadRequest
+            | Reason::ProxyAuth => None,
             _ => Some(Alert::AccessDenied),
         }
     }

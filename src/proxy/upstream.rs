@@ -7,15 +7,37 @@ use std::time::Duration;
 use socket2::SockRef;
 use tokio::net::{TcpSocket, TcpStream};
 
-/// The original destination of a connection redirected to this listener (nftables/iptables
-/// REDIRECT), from SO_ORIGINAL_DST. `None` when the connection was addressed to snigate itself
-/// (the original destination is the local address): relaying it would loop.
-pub fn original_destination(stream: &TcpStream) -> io::Result<Option<SocketAddr>> {
-    let sock = SockRef::from(stream);
+/// The original destination of a connection redirected to this listener: with REDIRECT
+/// (nftables/iptables), SO_ORIGINAL_DST; with TPROXY, the accepted socket's own address.
+/// `None` when the connection was addressed to snigate itself (`listen`): relaying it would loop.
+pub fn original_destination(stream: &TcpStream, tproxy: bool, listen: SocketAddr) -> io::Result<Option<SocketAddr>> {
     let local = stream.local_addr()?;
+    if tproxy {
+        // TPROXY keeps the original destination as the socket's own address; only a
+        // connection to the listening port itself is addressed to snigate.
+        let to_self = local.port() == listen.port() && (listen.ip().is_unspecified() || local.ip() == listen.ip());
+        return Ok((!to_self).then_some(local));
+    }
+    let sock = SockRef::from(stream);
     let redirected = if local.is_ipv4() { sock.original_dst_v4() } else { sock.original_dst_v6() };
-    let dst = redirected.ok().and_then(|a| a.as_socket()).unwrap_or(local);
-    Ok((dst != local).then_some(dst))
+    // Without NAT, conntrack reports the local address itself: not redirected.
+    Ok(redirected.ok().and_then(|a| a.as_socket()).filter(|&dst| dst != local))
+}
+
+/// A listening socket for TPROXY: IP_TRANSPARENT lets it accept connections addressed to
+/// any address that policy routing delivers locally.
+pub fn bind_transparent(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    if addr.is_ipv4() {
+        socket.set_ip_transparent_v4(true)?;
+    } else {
+        socket.set_ip_transparent_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Resolves `host` (a name or an address) with the system resolver; the first answer wins.

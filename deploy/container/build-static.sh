@@ -1,0 +1,27 @@
+#!/bin/sh
+# Builds the fully static snigate binary the container ships (musl, no dynamic dependencies),
+# without Docker. The Dockerfile runs this same script.
+#
+#   deploy/container/build-static.sh [OUT]      # default OUT: target/static/snigate
+#
+# Needs the musl target (`rustup target add x86_64-unknown-linux-musl`); snigate has no C
+# dependencies, so no musl C toolchain is needed.
+set -eu
+
+cd "$(dirname "$0")/../.."
+out=${1:-target/static/snigate}
+target=x86_64-unknown-linux-musl
+
+rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target"
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --locked --release --target "$target" --bin snigate
+mkdir -p "$(dirname "$out")"
+cp "${CARGO_TARGET_DIR:-target}/$target/release/snigate" "$out"
+strip "$out" 2>/dev/null || true
+
+# Refuse to hand over anything dynamic.
+if file "$out" | grep -q 'dynamically linked'; then
+    echo "build-static: $out is dynamically linked" >&2
+    exit 1
+fi
+echo "$out"

@@ -1,0 +1,214 @@
+//! HTTP/1.x request heads for the `connect` and `http` modes: read bounded and timed (httparse
+//! does the parsing), the request's target, and the short responses snigate answers with.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+use crate::name::Name;
+
+/// Cap on a request head (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Cap on the number of headers.
+const MAX_HEADERS: usize = 64;
+
+/// The parts of a request head snigate decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The method, as sent.
+    pub method: String,
+    /// The request-target, as sent.
+    pub target: String,
+    /// The Host header, when present (exactly once).
+    pub host: Option<String>,
+    /// The Proxy-Authorization header value, when present.
+    pub proxy_authorization: Option<Vec<u8>>,
+    /// Length of the head in bytes, final CRLF included.
+    pub len: usize,
+}
+
+/// Where a request wants to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A host name and port.
+    Name(Name, u16),
+    /// An address literal and port.
+    Addr(SocketAddr),
+}
+
+impl Target {
+    /// What the rules decide on: the name, or (for an address literal) the destination.
+    pub fn parts(&self) -> (Option<&Name>, Option<SocketAddr>) {
+        match self {
+            Target::Name(name, _) => (Some(name), None),
+            Target::Addr(addr) => (None, Some(*addr)),
+        }
+    }
+}
+
+/// Why no usable request head could be read.
+#[derive(Debug, Error)]
+pub enum HeadError {
+    /// Not an HTTP/1.x request, or an ambiguous one.
+    #[error("bad request: {0}")]
+    Bad(String),
+    /// Longer than [`MAX_HEAD`].
+    #[error("request head longer than {MAX_HEAD} bytes")]
+    TooLarge,
+    /// Not complete by the deadline.
+    #[error("no complete request head in time")]
+    Timeout,
+    /// The client closed or failed after `read` bytes.
+    #[error("client closed after {read} bytes of request head")]
+    Closed {
+        /// Bytes received.
+        read: usize,
+    },
+}
+
+/// Reads one request head into `buf` by `deadline`. On success `buf` holds the head and
+/// whatever the client sent after it.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<Head, HeadError> {
+    let read = async {
+        loop {
+            if let Some(head) = parse_head(buf)? {
+                return Ok(head);
+            }
+            if buf.len() >= MAX_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            buf.reserve(2048);
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => return Err(HeadError::Closed { read: buf.len() }),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, read).await.unwrap_or(Err(HeadError::Timeout))
+}
+
+/// Parses a complete head at the start of `bytes`; `Ok(None)` while incomplete.
+pub fn parse_head(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Bad(e.to_string())),
+    };
+    let field = |name: &str| req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).collect::<Vec<_>>();
+    let host = match field("host").as_slice() {
+        [] => None,
+        [h] => Some(
+            std::str::from_utf8(h.value).map_err(|_| HeadError::Bad("Host is not ASCII".into()))?.trim().to_string(),
+        ),
+        _ => return Err(HeadError::Bad("several Host headers".into())),
+    };
+    let proxy_authorization = match field("proxy-authorization").as_slice() {
+        [] => None,
+        [h] => Some(h.value.to_vec()),
+        _ => return Err(HeadError::Bad("several Proxy-Authorization headers".into())),
+    };
+    Ok(Some(Head {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        host,
+        proxy_authorization,
+        len,
+    }))
+}
+
+/// `host`, `host:port`, `[v6]:port` or `v4:port` → a target; `default_port` when none is given.
+/// Names are validated and normalised like an SNI.
+pub fn parse_authority(authority: &str, default_port: u16) -> Result<Target, HeadError> {
+    let bad = || HeadError::Bad(format!("bad authority {authority:?}"));
+    if let Ok(addr) = authority.parse::<SocketAddr>() {
+        return Ok(Target::Addr(addr));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, p.parse().map_err(|_| bad())?),
+        _ => (authority, default_port),
+    };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Target::Addr(SocketAddr::new(ip, port)));
+    }
+    let name = Name::parse(host.as_bytes(), false).map_err(|e| HeadError::Bad(format!("bad host {host:?}: {e}")))?;
+    Ok(Target::Name(name, port))
+}
+
+/// The target of a plain-HTTP request: the authority of an absolute-form URI, else the Host
+/// header. When both are present they must agree: a request that names two hosts is refused
+/// rather than guessed at.
+pub fn http_target(head: &Head, default_port: u16) -> Result<Target, HeadError> {
+    let absolute = head.target.strip_prefix("http://").map(|rest| rest.split(['/', '?']).next().unwrap_or(rest));
+    let from_uri = absolute.map(|a| parse_authority(a, default_port)).transpose()?;
+    let from_host = head.host.as_deref().map(|h| parse_authority(h, default_port)).transpose()?;
+    match (from_uri, from_host) {
+        (Some(uri), Some(host)) if uri != host => {
+            Err(HeadError::Bad("absolute URI and Host name different hosts".into()))
+        }
+        (Some(target), _) | (None, Some(target)) => Ok(target),
+        (None, None) => Err(HeadError::Bad("no Host".into())),
+    }
+}
+
+/// A complete short response that closes the connection.
+pub fn response(status: u16, reason: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        parse_head(text.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn connect_heads_and_authorities() {
+        let h = head("CONNECT Acme.My.Salesforce.com:443 HTTP/1.1\r\nHost: acme.my.salesforce.com:443\r\n\r\n");
+        assert_eq!(h.method, "CONNECT");
+        assert_eq!(
+            parse_authority(&h.target, 443).unwrap(),
+            Target::Name(Name::parse(b"acme.my.salesforce.com", false).unwrap(), 443)
+        );
+        assert_eq!(
+            parse_authority("[2001:db8::1]:8443", 443).unwrap(),
+            Target::Addr("[2001:db8::1]:8443".parse().unwrap())
+        );
+        assert_eq!(parse_authority("10.0.0.1", 443).unwrap(), Target::Addr("10.0.0.1:443".parse().unwrap()));
+        assert!(parse_authority("a..b:443", 443).is_err());
+        assert!(parse_authority("a.com:99999", 443).is_err());
+        assert!(parse_head(b"CONNECT a.com:443 HTTP/1.1\r\n").unwrap().is_none());
+        assert!(parse_head(b"\x16\x03\x01\x00").is_err());
+    }
+
+    #[test]
+    fn plain_http_targets() {
+        let t = |s: &str| http_target(&head(s), 80);
+        assert_eq!(
+            t("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap(),
+            Target::Name(Name::parse(b"example.com", false).unwrap(), 80)
+        );
+        assert_eq!(
+            t("GET http://example.com:8080/x HTTP/1.1\r\nHost: example.com:8080\r\n\r\n").unwrap(),
+            Target::Name(Name::parse(b"example.com", false).unwrap(), 8080)
+        );
+        assert!(t("GET http://a.com/ HTTP/1.1\r\nHost: b.com\r\n\r\n").is_err());
+        assert!(t("GET / HTTP/1.0\r\n\r\n").is_err());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! The crate's only `unsafe`: the Linux calls that std, tokio and socket2 do not wrap
+//! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`), each behind a safe wrapper over owned or
+//! borrowed file descriptors.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// A non-blocking, close-on-exec pipe; both ends close on drop.
+#[derive(Debug)]
+pub struct Pipe {
+    /// The end `splice` drains into a socket.
+    read: OwnedFd,
+    /// The end `splice` fills from a socket.
+    write: OwnedFd,
+    /// What the pipe can hold: how much one `splice` into it asks for. An upper bound only (a
+    /// user over `fs.pipe-user-pages-soft` gets smaller pipes); `splice` moves what fits.
+    capacity: usize,
+}
+
+impl Pipe {
+    /// Creates a pipe (`pipe2(O_NONBLOCK | O_CLOEXEC)`). With `size`, asks for that capacity
+    /// (`F_SETPIPE_SZ`, rounded up by the kernel to a power-of-two number of pages) and keeps the
+    /// default when the kernel refuses (above `fs.pipe-max-size`, or over the user's pipe quota).
+    pub fn new(size: Option<usize>) -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut capacity = DEFAULT_PIPE_SIZE;
+        if let Some(size) = size.and_then(|s| libc::c_int::try_from(s).ok()) {
+            // SAFETY: F_SETPIPE_SZ on a descriptor this function owns; no pointers involved.
+            let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+            if set > 0 {
+                capacity = set as usize;
+            }
+        }
+        Ok(Pipe { read, write, capacity })
+    }
+
+    /// The end to splice out of.
+    pub fn reader(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.read.as_fd()
+    }
+
+    /// The end to splice into.
+    pub fn writer(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.write.as_fd()
+    }
+
+    /// Bytes the pipe holds at most (see the field).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// A pipe's capacity unless resized: 16 pages (`pipe(7)`).
+const DEFAULT_PIPE_SIZE: usize = 16 * 4096;
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel; one of them must be a pipe.
+/// Non-blocking on the pipe (`SPLICE_F_NONBLOCK`); a socket end follows its own `O_NONBLOCK`,
+/// which tokio sets. `Ok(0)` reading from a socket is its EOF. A call that would block returns
+/// `ErrorKind::WouldBlock`. Splicing into a socket whose peer is gone fails with EPIPE and
+/// raises SIGPIPE, which Rust programs ignore from startup, as they do for `write`.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are borrowed, hence open for the call; null offsets mean "the
+    // current file position", which is what pipes and sockets require.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn bytes_cross_a_pipe_between_sockets() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (c, mut d) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let pipe = Pipe::new(None).unwrap();
+        assert_eq!(pipe.capacity(), DEFAULT_PIPE_SIZE);
+        assert_eq!(splice(b.as_fd(), pipe.writer(), pipe.capacity()).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        a.write_all(b"hello").unwrap();
+        assert_eq!(splice(b.as_fd(), pipe.writer(), pipe.capacity()).unwrap(), 5);
+        assert_eq!(splice(pipe.reader(), c.as_fd(), 5).unwrap(), 5);
+        let mut got = [0; 5];
+        d.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        drop(a);
+        assert_eq!(splice(b.as_fd(), pipe.writer(), pipe.capacity()).unwrap(), 0, "EOF");
+    }
+
+    #[test]
+    fn a_resized_pipe_reports_its_capacity() {
+        let pipe = Pipe::new(Some(256 * 1024)).unwrap();
+        assert_eq!(pipe.capacity(), 256 * 1024);
+    }
+}

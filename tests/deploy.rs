@@ -1,0 +1,86 @@
+//! The deployment kit's nftables rule sets are valid for the kernel's nftables (`nft -c`),
+//! checked inside a network namespace this test creates and removes.
+
+use std::process::Command;
+
+#[test]
+fn nftables_rule_sets_check() {
+    let ns = format!("sgdeploy-{}", std::process::id());
+    if !Command::new("ip").args(["netns", "add", &ns]).status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: checking nftables rule sets needs root and iproute2 (ip netns add failed)");
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nftables");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "nft") {
+            match Command::new("ip").args(["netns", "exec", &ns, "nft", "-c", "-f"]).arg(&path).output() {
+                Ok(out) if out.status.success() => checked += 1,
+                Ok(out) => failures.push(format!("{}: {}", path.display(), String::from_utf8_lossy(&out.stderr))),
+                Err(e) => failures.push(format!("nft: {e}")),
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(checked >= 2, "expected the local-egress and gateway rule sets, checked {checked}");
+}
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The systemd unit passes `systemd-analyze verify` (with ExecStart pointed at this build).
+#[test]
+fn systemd_unit_verifies() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: systemd-analyze is not installed");
+        return;
+    }
+    let unit = std::fs::read_to_string(format!("{ROOT}/deploy/systemd/snigate.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/snigate run"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snigate.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/snigate", env!("CARGO_BIN_EXE_snigate"))).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+/// The Kubernetes manifests validate against the Kubernetes OpenAPI schemas
+/// (`kubernetes-validate`, from PyPI; the Prometheus Operator CRDs have no schema there and
+/// are only parsed).
+#[test]
+fn kubernetes_manifests_validate() {
+    let dir = format!("{ROOT}/deploy/kubernetes");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    assert!(files.len() >= 5, "{files:?}");
+    match Command::new("kubernetes-validate").arg("--strict").args(&files).output() {
+        Err(_) => eprintln!("SKIPPED: kubernetes-validate is not installed (pip install kubernetes-validate)"),
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            let unknown: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("Couldn't find schema"))
+                .filter(|l| !l.contains("monitoring.coreos.com"))
+                .collect();
+            assert!(unknown.is_empty(), "{unknown:?}");
+        }
+    }
+}
+
+/// The DaemonSet carries the same nftables table as deploy/nftables/local-egress.nft.
+#[test]
+fn daemonset_nftables_match_the_shipped_table() {
+    let nft = std::fs::read_to_string(format!("{ROOT}/deploy/nftables/local-egress.nft")).unwrap();
+    let ds = std::fs::read_to_string(format!("{ROOT}/deploy/kubernetes/daemonset.yaml")).unwrap();
+    let embedded = ds.split("  local-egress.nft: |\n").nth(1).expect("the snigate-nftables ConfigMap");
+    let unindented: String =
+        embedded.lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n") + "\n";
+    assert_eq!(unindented.trim_end(), nft.trim_end());
+}
