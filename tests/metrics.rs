@@ -56,14 +56,19 @@ fn total(s: &BTreeMap<String, f64>, name: &str) -> f64 {
 fn config(dir: &Path, echo: SocketAddr, sink: SocketAddr, dead: SocketAddr, log: &str) -> (String, std::path::PathBuf) {
     let rules_file = dir.join("test.rules");
     std::fs::write(&rules_file, RULES).unwrap();
+    let credentials = dir.join("credentials");
+    std::fs::write(&credentials, "user:secret\n").unwrap();
     let text = format!(
         "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
          [[listener]]\nname = \"sink\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{sink}\"\n\
          [[listener]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{dead}\"\n\
          [[listener]]\nname = \"pp\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
          proxy_protocol_trusted = [\"10.0.0.0/8\"]\n\
+         [[listener]]\nname = \"proxy\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\n\
+         [[listener]]\nname = \"auth\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\ncredentials = \"{}\"\n\
          [rules]\nfiles = [\"{}\"]\nech = \"deny\"\n\
          [limits]\nhello_timeout = 0.5\nmax_hello_bytes = 1024\n{log}",
+        credentials.display(),
         rules_file.display()
     );
     (text, rules_file)
@@ -79,7 +84,7 @@ async fn every_outcome_is_counted_exactly() {
     let (sink, received) = recording_backend(reply.clone()).await;
     let (text, rules_file) = config(dir.path(), echo, sink, closed_port().await, "[log]\nformat = \"off\"\n");
     let proxy = start_config(&text, rules_file.clone()).await;
-    let [edge, sink_l, dead, pp] = proxy.addrs[..] else { panic!("four listeners") };
+    let [edge, sink_l, dead, pp, connect, auth] = proxy.addrs[..] else { panic!("six listeners") };
     let ruleset = rules_file.display().to_string();
 
     let before = samples(&scrape(&proxy).await);
@@ -137,6 +142,15 @@ async fn every_outcome_is_counted_exactly() {
     assert_eq!(exchange(dead, &h, false).await, alert(112), "upstream_error");
     hellos.push(h);
     assert!(exchange(pp, &hello(&[sni(b"a.example.com")]), false).await.is_empty(), "proxy_protocol");
+    let status = |r: Vec<u8>| String::from_utf8_lossy(&r[..12.min(r.len())]).into_owned();
+    let get = exchange(connect, b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\n\r\n", false).await;
+    assert_eq!(status(get), "HTTP/1.1 405", "bad_request");
+    let request = b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\n\r\n";
+    let h = hello(&[sni(b"c.example.com")]);
+    let answer = exchange(connect, &[&request[..], &h].concat(), false).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "sni_mismatch: the CONNECT is allowed, its hello is not");
+    hellos.push(h);
+    assert_eq!(status(exchange(auth, request, false).await), "HTTP/1.1 407", "proxy_auth");
 
     let expected: BTreeMap<String, f64> = [
         ("edge", "allow", "rule", 2.0),
@@ -153,6 +167,9 @@ async fn every_outcome_is_counted_exactly() {
         ("sink", "allow", "rule", 1.0),
         ("dead", "deny", "upstream_error", 1.0),
         ("pp", "deny", "proxy_protocol", 1.0),
+        ("proxy", "deny", "bad_request", 1.0),
+        ("proxy", "deny", "sni_mismatch", 1.0),
+        ("auth", "deny", "proxy_auth", 1.0),
     ]
     .into_iter()
     .map(|(l, v, r, n)| (key("snigate_connections_total", &[("listener", l), ("verdict", v), ("reason", r)]), n))
@@ -171,13 +188,14 @@ async fn every_outcome_is_counted_exactly() {
         assert!(counted.contains_key(series), "missing {series}");
     }
     // Every listener has all its deny series and both allow series, and nothing else.
-    assert_eq!(counted.len(), 4 * (2 + snigate::Reason::ALL.len()));
+    assert_eq!(counted.len(), 6 * (2 + snigate::Reason::ALL.len()));
 
     assert_eq!(s[&key("snigate_bytes_total", &[("direction", "upstream")])], up as f64);
     assert_eq!(s[&key("snigate_bytes_total", &[("direction", "downstream")])], down as f64);
-    // Allowed by a rule (3), denied by one (1), allowed then unreachable (1).
-    assert_eq!(s[&key("snigate_rule_hits_total", &[("ruleset", &ruleset)])], 5.0);
-    assert_eq!(total(&s, "snigate_rule_hits_total"), 5.0);
+    // Allowed by a rule (3), denied by one (1), allowed then unreachable (1), a CONNECT allowed
+    // before its hello named another host (1).
+    assert_eq!(s[&key("snigate_rule_hits_total", &[("ruleset", &ruleset)])], 6.0);
+    assert_eq!(total(&s, "snigate_rule_hits_total"), 6.0);
     assert_eq!(s[&key("snigate_client_hello_bytes_count", &[])], hellos.len() as f64);
     let hello_bytes: usize = hellos.iter().map(Vec::len).sum();
     assert_eq!(s[&key("snigate_client_hello_bytes_sum", &[])], hello_bytes as f64);
