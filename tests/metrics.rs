@@ -318,8 +318,16 @@ async fn the_exposition_passes_promtool() {
     assert!(report.trim().is_empty(), "promtool found problems (lint):\n{report}");
 }
 
+/// `snigate healthcheck URL`'s exit code.
+async fn healthcheck(url: &str) -> Option<i32> {
+    let out =
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate")).args(["healthcheck", url]).output().await.unwrap();
+    out.status.code()
+}
+
 /// `/readyz` answers 200 while serving, 503 as soon as the drain starts (while a spliced
-/// connection keeps it going), and `/healthz` stays 200; unknown paths are 404.
+/// connection keeps it going), and `/healthz` stays 200; unknown paths are 404. `snigate
+/// healthcheck` (the container HEALTHCHECK) exits 0 and 1 accordingly.
 #[tokio::test]
 async fn readyz_flips_during_drain() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,6 +336,8 @@ async fn readyz_flips_during_drain() {
     assert_eq!(http_get(m, "/readyz").await, (200, "ready\n".to_string()));
     assert_eq!(http_get(m, "/healthz").await.0, 200);
     assert_eq!(http_get(m, "/nope").await.0, 404);
+    assert_eq!(healthcheck(&format!("http://{m}/readyz")).await, Some(0));
+    assert_eq!(healthcheck(&format!("http://{}/healthz", closed_port().await)).await, Some(1), "nobody there");
     let mut open = TcpStream::connect(proxy.addr).await.unwrap();
     let h = hello(&[sni(b"a.example.com")]);
     open.write_all(&h).await.unwrap();
@@ -342,6 +352,8 @@ async fn readyz_flips_during_drain() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(http_get(m, "/healthz").await.0, 200, "alive while draining");
+    assert_eq!(healthcheck(&format!("http://{m}/readyz")).await, Some(1));
+    assert_eq!(healthcheck(&format!("http://{m}/healthz")).await, Some(0));
     open.write_all(b"still here").await.unwrap();
     let mut back = [0; 10];
     open.read_exact(&mut back).await.unwrap();

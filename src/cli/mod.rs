@@ -2,8 +2,10 @@
 //!
 //! Exit codes (stable): 0 success, 1 invalid input, 64 usage or configuration error.
 
+mod healthcheck;
 mod run;
 
+pub use healthcheck::HealthcheckArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 
 use std::io::{Read, Write};
@@ -46,6 +48,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the verdict for a name, the rule that decided it, and why.
     Match(MatchArgs),
+    /// GET an HTTP URL (`/healthz`, `/readyz`) and exit 0 only on 200: a container HEALTHCHECK
+    /// for images without curl.
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Arguments of `snigate hello`.
@@ -74,6 +79,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hello(args) => hello_command(&args),
         Command::Check(args) => check_command(&args),
         Command::Match(args) => match_command(&args),
+        Command::Healthcheck(args) => healthcheck::healthcheck_command(&args),
     }
 }
 
