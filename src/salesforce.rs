@@ -329,7 +329,13 @@ pub fn import_ip_ranges(file: &str, source: &str, text: &str, opts: &ImportOptio
     }
 
     let known: BTreeSet<String> = entries.iter().filter_map(|e| e.region.map(str::to_ascii_lowercase)).collect();
-    let wanted: Vec<String> = opts.regions.iter().map(|r| r.to_ascii_lowercase()).collect();
+    let mut wanted: Vec<String> = Vec::new();
+    for r in &opts.regions {
+        let r = r.to_ascii_lowercase();
+        if !wanted.contains(&r) {
+            wanted.push(r);
+        }
+    }
     if let Some(missing) = wanted.iter().find(|r| !known.contains(*r)) {
         return Err(ImportError::UnknownRegion {
             file: file.to_string(),
@@ -340,7 +346,8 @@ pub fn import_ip_ranges(file: &str, source: &str, text: &str, opts: &ImportOptio
 
     let keep = |e: &Entry<'_>| {
         let region_ok = wanted.is_empty() || e.region.is_some_and(|r| wanted.contains(&r.to_ascii_lowercase()));
-        let direction_ok = opts.direction.is_none_or(|d| e.direction == Some(d.as_str()));
+        let direction_ok =
+            opts.direction.is_none_or(|d| e.direction.is_some_and(|x| x.eq_ignore_ascii_case(d.as_str())));
         region_ok && direction_ok
     };
     let mut nets = Vec::new();

@@ -117,6 +117,8 @@ fn import_filters_on_region_and_direction() {
         "us-east-1",
         "--region",
         "eu-central-1",
+        "--region",
+        "US-EAST-1",
         "--direction",
         "inbound",
     ]);
