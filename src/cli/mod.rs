@@ -3,8 +3,10 @@
 //! Exit codes (stable): 0 success, 1 invalid input, 64 usage or configuration error.
 
 mod run;
+mod salesforce;
 
 pub use run::{RunArgs, configuration};
+pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +48,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the verdict for a name, the rule that decided it, and why.
     Match(MatchArgs),
+    /// Generate rules from published data (Salesforce's ip-ranges.json).
+    Import(ImportArgs),
+    /// Salesforce rule generators (tenant restriction).
+    Salesforce(SalesforceArgs),
 }
 
 /// Arguments of `snigate hello`.
@@ -74,6 +80,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Hello(args) => hello_command(&args),
         Command::Check(args) => check_command(&args),
         Command::Match(args) => match_command(&args),
+        Command::Import(args) => salesforce::import_command(&args),
+        Command::Salesforce(args) => salesforce::salesforce_command(&args),
     }
 }
 
