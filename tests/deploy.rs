@@ -112,3 +112,16 @@ fn static_binary_has_no_dynamic_dependencies() {
     let hello = Command::new(&out).args(["hello", "--json", &format!("{ROOT}/tests/data/hellos/curl.bin")]).output().unwrap();
     assert!(String::from_utf8_lossy(&hello.stdout).contains("acme--uat.sandbox.my.salesforce.com"));
 }
+
+/// The Prometheus alert rules pass `promtool check rules` and their unit tests.
+#[test]
+fn prometheus_alerts_check_and_pass_their_tests() {
+    let dir = format!("{ROOT}/deploy/prometheus");
+    let Ok(check) = Command::new("promtool").args(["check", "rules", "alerts.yml"]).current_dir(&dir).output() else {
+        eprintln!("SKIPPED: promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let test = Command::new("promtool").args(["test", "rules", "alerts.test.yml"]).current_dir(&dir).output().unwrap();
+    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+}
