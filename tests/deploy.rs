@@ -109,7 +109,8 @@ fn static_binary_has_no_dynamic_dependencies() {
     let ldd = Command::new("ldd").arg(&out).output().unwrap();
     let ldd_text = String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
     assert!(!ldd_text.contains("=>"), "ldd lists libraries: {ldd_text}");
-    let hello = Command::new(&out).args(["hello", "--json", &format!("{ROOT}/tests/data/hellos/curl.bin")]).output().unwrap();
+    let hello =
+        Command::new(&out).args(["hello", "--json", &format!("{ROOT}/tests/data/hellos/curl.bin")]).output().unwrap();
     assert!(String::from_utf8_lossy(&hello.stdout).contains("acme--uat.sandbox.my.salesforce.com"));
 }
 
@@ -123,5 +124,10 @@ fn prometheus_alerts_check_and_pass_their_tests() {
     };
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let test = Command::new("promtool").args(["test", "rules", "alerts.test.yml"]).current_dir(&dir).output().unwrap();
-    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
 }
