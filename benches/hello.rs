@@ -32,6 +32,21 @@ fn recorded(c: &mut Criterion) {
     group.finish();
 }
 
+/// The hot path of an allowed connection: parse the hello, then decide with the shipped preset.
+fn parse_and_decide(c: &mut Criterion) {
+    let rules = snigate::RuleSet::new(snigate::preset_rules().unwrap(), Vec::new(), snigate::Verdict::Deny);
+    let r = common::recording("chromium.bin");
+    let src = std::net::IpAddr::from([10, 0, 0, 1]);
+    let decide = |bytes: &[u8]| match parse(bytes, Limits::default()) {
+        Parse::Complete(h) => rules.decide(h.sni.as_ref(), src, None).verdict,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(decide(&r.bytes), snigate::Verdict::Allow);
+    c.bench_function(&format!("parse+decide/chromium.bin ({} B, Salesforce preset)", r.bytes.len()), |b| {
+        b.iter(|| decide(std::hint::black_box(&r.bytes)))
+    });
+}
+
 fn refused(c: &mut Criterion) {
     let http = b"GET / HTTP/1.1\r\nHost: acme.my.salesforce.com\r\n\r\n";
     c.bench_function("parse/refuse not_tls (HTTP request)", |b| {
@@ -39,5 +54,5 @@ fn refused(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, recorded, refused);
+criterion_group!(benches, recorded, parse_and_decide, refused);
 criterion_main!(benches);

@@ -21,6 +21,7 @@
 //! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
 //! - [`reload`]: rule reloads on SIGHUP and on file changes, swapped in atomically.
 //! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
+//! - [`salesforce`]: rule files from Salesforce data: ip-ranges.json import, tenant restriction.
 //! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
 //! - `sys`: the crate's only `unsafe`: `pipe2`, `F_SETPIPE_SZ` and `splice(2)` behind safe
 //!   wrappers.
@@ -38,6 +39,7 @@ pub mod proxy;
 pub mod reason;
 pub mod reload;
 mod rules;
+pub mod salesforce;
 mod sys;
 
 pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};

@@ -84,3 +84,50 @@ fn daemonset_nftables_match_the_shipped_table() {
         embedded.lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n") + "\n";
     assert_eq!(unindented.trim_end(), nft.trim_end());
 }
+
+/// `deploy/container/build-static.sh` (what the Dockerfile runs) produces a binary with no
+/// dynamic dependencies, and it runs.
+#[test]
+fn static_binary_has_no_dynamic_dependencies() {
+    let target_dir = format!("{ROOT}/target/static-build");
+    let out = format!("{target_dir}/snigate");
+    let build = Command::new("sh")
+        .arg(format!("{ROOT}/deploy/container/build-static.sh"))
+        .arg(&out)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&build.stderr);
+    if !build.status.success() && log.contains("x86_64-unknown-linux-musl") && log.contains("rustup") {
+        eprintln!("SKIPPED: the musl target cannot be installed here: {log}");
+        return;
+    }
+    assert!(build.status.success(), "{log}");
+    let file = Command::new("file").arg(&out).output().unwrap();
+    let described = String::from_utf8_lossy(&file.stdout);
+    assert!(described.contains("statically linked") || described.contains("static-pie linked"), "{described}");
+    let ldd = Command::new("ldd").arg(&out).output().unwrap();
+    let ldd_text = String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(!ldd_text.contains("=>"), "ldd lists libraries: {ldd_text}");
+    let hello =
+        Command::new(&out).args(["hello", "--json", &format!("{ROOT}/tests/data/hellos/curl.bin")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&hello.stdout).contains("acme--uat.sandbox.my.salesforce.com"));
+}
+
+/// The Prometheus alert rules pass `promtool check rules` and their unit tests.
+#[test]
+fn prometheus_alerts_check_and_pass_their_tests() {
+    let dir = format!("{ROOT}/deploy/prometheus");
+    let Ok(check) = Command::new("promtool").args(["check", "rules", "alerts.yml"]).current_dir(&dir).output() else {
+        eprintln!("SKIPPED: promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let test = Command::new("promtool").args(["test", "rules", "alerts.test.yml"]).current_dir(&dir).output().unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
+}
