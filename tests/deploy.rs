@@ -131,3 +131,35 @@ fn prometheus_alerts_check_and_pass_their_tests() {
         String::from_utf8_lossy(&test.stderr)
     );
 }
+
+/// Every metric the alert rules and the Grafana dashboard use is one snigate exposes.
+#[test]
+fn alerts_and_dashboard_use_only_exposed_metrics() {
+    let metrics = snigate::metrics::Metrics::new();
+    let _listener = metrics.listener("egress", 10);
+    metrics.rules_loaded(&snigate::RuleSet::new(snigate::preset_rules().unwrap(), Vec::new(), snigate::Verdict::Deny));
+    let exposed: std::collections::BTreeSet<String> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    assert!(exposed.contains("snigate_connections_total"), "{exposed:?}");
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/snigate.json"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap();
+        let used = metric_names(&text);
+        assert!(!used.is_empty(), "{file} uses no metrics?");
+        for name in used {
+            let base = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(exposed.contains(base), "{file} uses {name}, which snigate does not expose");
+        }
+    }
+}
+
+/// Words that look like snigate or process metric names.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("snigate_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
+}
