@@ -98,7 +98,7 @@ fn static_binary_has_no_dynamic_dependencies() {
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&build.stderr);
-    if !build.status.success() && log.contains("x86_64-unknown-linux-musl") && log.contains("rustup") {
+    if build.status.code() == Some(69) {
         eprintln!("SKIPPED: the musl target cannot be installed here: {log}");
         return;
     }

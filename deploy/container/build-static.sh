@@ -5,14 +5,19 @@
 #   deploy/container/build-static.sh [OUT]      # default OUT: target/static/snigate
 #
 # Needs the musl target (`rustup target add x86_64-unknown-linux-musl`); snigate has no C
-# dependencies, so no musl C toolchain is needed.
+# dependencies, so no musl C toolchain is needed. Exit 69 when the target cannot be installed.
 set -eu
 
 cd "$(dirname "$0")/../.."
 out=${1:-target/static/snigate}
 target=x86_64-unknown-linux-musl
 
-rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target"
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    if ! rustup target add "$target"; then
+        echo "build-static: cannot install the Rust target $target (rustup target add failed)" >&2
+        exit 69
+    fi
+fi
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --locked --release --target "$target" --bin snigate
 mkdir -p "$(dirname "$out")"
