@@ -300,7 +300,11 @@ pub(super) async fn forward(
             out.error = Some(e.to_string());
             Reason::UpstreamError
         })?;
-    let addr = up.peer_addr().unwrap_or(candidates[0]);
+    // One candidate (upstream and transparent modes) is the address connected to: no getpeername.
+    let addr = match candidates {
+        [only] => *only,
+        _ => up.peer_addr().unwrap_or(candidates[0]),
+    };
     out.upstream = Some(addr);
     out.stage = Stage::Splice;
     if let Some(version) = listener.config.proxy_protocol_out {
