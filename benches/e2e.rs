@@ -7,7 +7,10 @@
 //! - `SNIGATE_E2E_SECS` (default 3): seconds per load run,
 //! - `SNIGATE_E2E_ROUNDS` (default 3): rounds of the load runs, interleaved across proxies,
 //! - `SNIGATE_E2E_IDLE` (default 10000): idle connections held open for memory,
-//! - `SNIGATE_E2E_BULK_MIB` (default 1024): bytes of one bulk response.
+//! - `SNIGATE_E2E_BULK_MIB` (default 1024): bytes of one bulk response (0 skips bulk),
+//! - `SNIGATE_E2E_STRACE=1`: also counts each proxy's system calls per connection with
+//!   `strace -c -f` over 2,000 allowed and 2,000 denied connections (slows the proxy; a separate
+//!   pass after the timed runs).
 //!
 //! This process is the load generator and the backend (one current-thread runtime, pinned to
 //! CPU 1); every proxy runs pinned to CPU 0 with one worker. The backend answers without any
@@ -153,6 +156,9 @@ fn main() {
         }
     }
 
+    for t in &targets[1..] {
+        eprintln!("{}: pid {}", t.name, t.proc.as_ref().unwrap().pid());
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let backend = Arc::new(Backend::default());
     let report = rt.block_on(async {
@@ -177,7 +183,7 @@ fn main() {
             };
             report.split.insert(t.name.clone(), verdict);
         }
-        for t in &targets[1..] {
+        for t in targets[1..].iter().filter(|_| idle_n > 0) {
             let p = t.proc.as_ref().unwrap();
             // Warm up: the first connections allocate what every later one reuses.
             backend.expect.store(allowed.len(), Ordering::Relaxed);
@@ -207,12 +213,30 @@ fn main() {
         let mut bulk_targets: Vec<(String, SocketAddr, Option<Rc<Proc>>)> =
             targets.iter().map(|t| (t.name.clone(), t.addr, t.proc.clone())).collect();
         bulk_targets.insert(2, ("snigate (copy)".into(), copy_addr, Some(snigate.clone())));
-        for _ in 0..3 {
+        for _ in 0..if bulk > 0 { 3 } else { 0 } {
             for (name, addr, proc) in &bulk_targets {
                 let t = Target { name: name.clone(), addr: *addr, proc: proc.clone() };
                 let r = load(&t, &allowed, Expect::Response(bulk as usize), 1, Duration::from_secs(60), 1, tick).await;
                 let gbps = if r.ok == 1 { bulk as f64 * 8.0 / r.secs / 1e9 } else { f64::NAN };
                 report.bulk.entry(name.clone()).or_default().push((gbps, r.cpu));
+            }
+        }
+        if std::env::var_os("SNIGATE_E2E_STRACE").is_some() {
+            backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
+            for t in &targets[1..] {
+                for (kind, hello, expect) in [("allow", &allowed, Expect::Response(RESPONSE)), ("deny", &denied, Expect::Denied)] {
+                    backend.expect.store(allowed.len(), Ordering::Relaxed);
+                    let p = t.proc.as_ref().unwrap();
+                    let out = dir.path().join(format!("{}-{kind}.strace", t.name));
+                    let mut strace = p.strace(out.to_str().unwrap());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let r = load(t, hello, expect, 16, Duration::from_secs(60), 2000, tick).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = std::process::Command::new("kill").args(["-INT", &strace.id().to_string()]).status();
+                    let _ = strace.wait();
+                    let text = std::fs::read_to_string(&out).unwrap_or_default();
+                    report.syscalls.insert((t.name.clone(), kind), (r.ok, parse_strace(&text)));
+                }
             }
         }
         for t in &targets[1..] {
@@ -571,6 +595,23 @@ struct Report {
     peak: BTreeMap<String, u64>,
     /// Split-hello probe verdict.
     split: BTreeMap<String, String>,
+    /// (target, allow | deny) → (connections, calls per system call) under strace.
+    syscalls: BTreeMap<(String, &'static str), (u64, BTreeMap<String, u64>)>,
+}
+
+/// The calls column of `strace -c` output, by system call.
+fn parse_strace(text: &str) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors,] syscall
+        if f.len() >= 5 && f[0].parse::<f64>().is_ok() && f[f.len() - 1] != "total" {
+            if let Ok(n) = f[3].parse::<u64>() {
+                calls.insert(f[f.len() - 1].to_string(), n);
+            }
+        }
+    }
+    calls
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -693,6 +734,31 @@ impl Report {
                     .collect();
                 println!("| {label} | {} |", cells.join(" | "));
             }
+        }
+
+        if !self.syscalls.is_empty() {
+            println!("\nsystem calls per connection (strace -c -f, 2,000 connections at concurrency 16)\n");
+            let cols: Vec<&(String, &str)> = self.syscalls.keys().collect();
+            let mut names: Vec<&String> = self.syscalls.values().flat_map(|(_, c)| c.keys()).collect();
+            names.sort();
+            names.dedup();
+            println!("| syscall | {} |", cols.iter().map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(" | "));
+            println!("| --- |{}", " ---: |".repeat(cols.len()));
+            let per = |col: &(String, &'static str), name: Option<&String>| {
+                let (conns, calls) = &self.syscalls[col];
+                let n: u64 = match name {
+                    Some(name) => calls.get(name).copied().unwrap_or(0),
+                    None => calls.values().sum(),
+                };
+                n as f64 / (*conns).max(1) as f64
+            };
+            for name in names {
+                if cols.iter().all(|c| per(c, Some(name)) < 0.05) {
+                    continue;
+                }
+                println!("| {name} | {} |", cols.iter().map(|c| format!("{:.1}", per(c, Some(name)))).collect::<Vec<_>>().join(" | "));
+            }
+            println!("| **total** | {} |", cols.iter().map(|c| format!("**{:.1}**", per(c, None))).collect::<Vec<_>>().join(" | "));
         }
 
         println!("\nerrors and deny endings (all rounds):\n");

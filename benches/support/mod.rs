@@ -100,6 +100,17 @@ impl Proc {
             .sum()
     }
 
+    /// `strace -c -f` attached to every process of the tree, writing its summary to `out` when
+    /// it gets SIGINT.
+    pub fn strace(&self, out: &str) -> Child {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-c", "-f", "-q", "-o", out]);
+        for pid in tree(self.pid()) {
+            cmd.args(["-p", &pid.to_string()]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("strace")
+    }
+
     /// SIGTERM, then SIGKILL after 5 s; only this process (the tree's root reaps its own).
     pub fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
