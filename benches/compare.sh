@@ -11,7 +11,8 @@
 # 4. With SNIGATE_E2E_MAX_LOAD (e.g. 1.5), waits up to 20 minutes for the 1-minute load
 #    average to drop below it (the machine may be shared), then runs anyway.
 # 5. Runs `cargo bench --bench e2e` (see benches/e2e.rs for the SNIGATE_E2E_* knobs) and prints
-#    the machine, kernel, peer versions and the markdown tables.
+#    the machine, kernel, peer versions and the markdown tables, then (SNIGATE_E2E_STRACE=0
+#    skips it) the system calls per connection of each proxy under strace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ have haproxy || missing+=(haproxy)
 have nginx || missing+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 have sniproxy || missing+=(sniproxy)
+have strace || missing+=(strace)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     # policy-rc.d exit 101: the packages' maintainer scripts must not start the services.
@@ -64,5 +66,8 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "peers: $(haproxy -v | head -1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); $(sniproxy -V 2>&1 | head -1)"
 echo "command: benches/compare.sh (ulimit -n $(ulimit -n), tcp_max_tw_buckets=0 during the run, was $tw)"
+# System calls per connection under strace, after the timed runs (0 turns it off).
+SNIGATE_E2E_STRACE=${SNIGATE_E2E_STRACE-1}
+[ "$SNIGATE_E2E_STRACE" = 0 ] && unset SNIGATE_E2E_STRACE || export SNIGATE_E2E_STRACE
 cargo bench --bench e2e
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
