@@ -224,7 +224,9 @@ fn main() {
         if std::env::var_os("SNIGATE_E2E_STRACE").is_some() {
             backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
             for t in &targets[1..] {
-                for (kind, hello, expect) in [("allow", &allowed, Expect::Response(RESPONSE)), ("deny", &denied, Expect::Denied)] {
+                for (kind, hello, expect) in
+                    [("allow", &allowed, Expect::Response(RESPONSE)), ("deny", &denied, Expect::Denied)]
+                {
                     backend.expect.store(allowed.len(), Ordering::Relaxed);
                     let p = t.proc.as_ref().unwrap();
                     let out = dir.path().join(format!("{}-{kind}.strace", t.name));
@@ -756,9 +758,15 @@ impl Report {
                 if cols.iter().all(|c| per(c, Some(name)) < 0.05) {
                     continue;
                 }
-                println!("| {name} | {} |", cols.iter().map(|c| format!("{:.1}", per(c, Some(name)))).collect::<Vec<_>>().join(" | "));
+                println!(
+                    "| {name} | {} |",
+                    cols.iter().map(|c| format!("{:.1}", per(c, Some(name)))).collect::<Vec<_>>().join(" | ")
+                );
             }
-            println!("| **total** | {} |", cols.iter().map(|c| format!("**{:.1}**", per(c, None))).collect::<Vec<_>>().join(" | "));
+            println!(
+                "| **total** | {} |",
+                cols.iter().map(|c| format!("**{:.1}**", per(c, None))).collect::<Vec<_>>().join(" | ")
+            );
         }
 
         println!("\nerrors and deny endings (all rounds):\n");

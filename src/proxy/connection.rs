@@ -125,7 +125,9 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     let mut tunnel = None;
     match listener.config.mode {
         Mode::Http => {
-            if let Err(reason) = Box::pin(explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline)).await {
+            if let Err(reason) =
+                Box::pin(explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline)).await
+            {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
             }
