@@ -14,11 +14,13 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
+
+use support::{Proc, clock_ticks, free_port, pin_self};
 
 /// Bytes per write and per read on the load side.
 const IO: usize = 1 << 20;
@@ -60,8 +62,16 @@ fn main() {
         dir.path().join("all.rules").display()
     );
     std::fs::write(dir.path().join("bench.toml"), config).unwrap();
-    let mut snigate =
-        Snigate::start(dir.path().join("bench.toml").to_str().unwrap(), pinned, &[splice_addr, copy_addr]);
+    let config = dir.path().join("bench.toml");
+    let stderr = dir.path().join("snigate.err");
+    let mut snigate = Proc::start(
+        "snigate",
+        env!("CARGO_BIN_EXE_snigate"),
+        &["run", "--config", config.to_str().unwrap()],
+        pinned,
+        &[splice_addr, copy_addr],
+        stderr.to_str().unwrap(),
+    );
 
     let tick = clock_ticks();
     let mut results: Vec<(&str, Dir, Vec<Sample>)> = Vec::new();
@@ -173,81 +183,7 @@ fn serve(listener: TcpListener, hello_len: usize) {
     }
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Pins this process (its threads to come included) to CPU 1, when `taskset` and a second
-/// CPU exist.
-fn pin_self() -> bool {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cpus >= 2
-        && Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// `/proc/PID/stat` ticks per second.
-fn clock_ticks() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
-}
-
-/// The snigate process under test.
-struct Snigate(Child);
-
-impl Snigate {
-    fn start(config: &str, pinned: bool, addrs: &[SocketAddr]) -> Snigate {
-        let bin = env!("CARGO_BIN_EXE_snigate");
-        let mut cmd = if pinned { Command::new("taskset") } else { Command::new(bin) };
-        if pinned {
-            cmd.args(["-c", "0", bin]);
-        }
-        let child =
-            cmd.args(["run", "--config", config]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("snigate");
-        let snigate = Snigate(child);
-        for addr in addrs {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "snigate is not listening on {addr}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        snigate
-    }
-
-    /// utime + stime, all threads, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Snigate {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
 }

@@ -125,6 +125,12 @@ pub struct ListenerLog {
 }
 
 impl ListenerLog {
+    /// Whether lines are written at all (the format is not `off`): the log-only fields of an
+    /// outcome need not be filled otherwise.
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues the line for `o`, or says why it was not: a denial beyond the rate, or a full
     /// queue. Never blocks.
     pub fn write(&self, o: Outcome) -> Result<(), Suppressed> {

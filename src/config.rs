@@ -43,6 +43,31 @@ pub struct Config {
     /// The observability endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The async runtime's threads.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; absent or 0: one per CPU this process may run on. One thread runs the
+    /// single-threaded runtime, which `benches/e2e.rs` measured cheaper per connection than a
+    /// one-worker multi-threaded runtime (no hand-off between the main and the worker thread).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+impl RuntimeConfig {
+    /// The worker threads to run: `threads`, or the CPUs available (CPU affinity and cgroup
+    /// quota included).
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// How a listener picks the upstream of an allowed connection.

@@ -45,6 +45,17 @@ fn syntax_and_unknown_keys_name_the_line() {
 }
 
 #[test]
+fn runtime_threads_default_to_the_available_cpus() {
+    let base = "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"sni\"\n";
+    let c = Config::parse("x.toml", base).unwrap();
+    assert_eq!(c.runtime.threads, 0);
+    assert_eq!(c.runtime.worker_threads(), std::thread::available_parallelism().unwrap().get());
+    let c = Config::parse("x.toml", &format!("{base}[runtime]\nthreads = 1\n")).unwrap();
+    assert_eq!(c.runtime.worker_threads(), 1);
+    assert!(Config::parse("x.toml", &format!("{base}[runtime]\nworkers = 2\n")).is_err());
+}
+
+#[test]
 fn the_embedded_default_is_valid() {
     let c = Config::embedded();
     assert_eq!(c.listeners.len(), 1);

@@ -162,7 +162,15 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let threads = config.runtime.worker_threads();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("snigate run: cannot start the runtime: {e}");
@@ -203,7 +211,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             tokio::spawn(endpoint.serve());
         }
         for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
-            tracing::info!(listen = %addr, mode = l.get_ref().mode.as_str(), "listening");
+            tracing::info!(listen = %addr, mode = l.get_ref().mode.as_str(), threads, "listening");
         }
         tokio::spawn(crate::reload::run(config.clone(), server.rules(), metrics));
         server.run(terminated()).await;

@@ -95,6 +95,11 @@ pub struct Outcome {
 }
 
 /// Runs one accepted connection to its end and returns what happened.
+///
+/// The future is the connection's task, held for its whole life, so its size is the memory of
+/// an idle connection. The modes' and stages' larger futures that most connections never reach
+/// (PROXY header, `connect` and `http` modes, DNS) are boxed where they are awaited, so that
+/// they do not size every task: the task holds the hello reading and the splice only.
 pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr) -> Outcome {
     let start = Instant::now();
     let mut out = Outcome {
@@ -123,7 +128,7 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     let deadline = start + limits.hello_timeout();
     let mut proxied_dst = None;
     if !listener.config.proxy_protocol_trusted.is_empty() {
-        match proxy_header(listener, &mut client, &mut buf, deadline).await {
+        match Box::pin(proxy_header(listener, &mut client, &mut buf, deadline)).await {
             Ok(Some(addresses)) => {
                 out.client = addresses.source;
                 proxied_dst = Some(addresses.destination);
@@ -141,14 +146,16 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     let mut tunnel = None;
     match listener.config.mode {
         Mode::Http => {
-            if let Err(reason) = explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline).await {
+            if let Err(reason) =
+                Box::pin(explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline)).await
+            {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
             }
             out.duration = start.elapsed().as_secs_f64();
             return out;
         }
-        Mode::Connect => match explicit::connect(listener, &mut client, &mut out, &mut buf, deadline).await {
+        Mode::Connect => match Box::pin(explicit::connect(listener, &mut client, &mut out, &mut buf, deadline)).await {
             Ok(target) => tunnel = Some(target),
             Err(reason) => {
                 out.verdict = Verdict::Deny;
@@ -164,9 +171,12 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
     match read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await {
         Ok(hello) => {
             listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
-            record_hello(&mut out, &hello);
+            // The hello's details are only for the access log: no strings when it is off.
+            if listener.access_log.is_on() {
+                record_hello(&mut out, &hello);
+            }
             let checked = match &tunnel {
-                Some(target) => explicit::tunnel_candidates(listener, &mut out, &hello, target).await,
+                Some(target) => Box::pin(explicit::tunnel_candidates(listener, &mut out, &hello, target)).await,
                 None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
             };
             let forwarded = match checked {
@@ -247,11 +257,11 @@ async fn candidates(
     out.stage = Stage::Resolve;
     match (dst, &hello.sni) {
         (Some(addr), Some(sni)) if listener.config.verify_destination == Some(VerifyDestination::Dns) => {
-            verify_destination(listener, out, sni, addr).await?;
+            Box::pin(verify_destination(listener, out, sni, addr)).await?;
             Ok(vec![addr])
         }
         (Some(addr), _) => Ok(vec![addr]),
-        (None, Some(sni)) => resolve(listener, out, sni, listener.upstream_port).await,
+        (None, Some(sni)) => Box::pin(resolve(listener, out, sni, listener.upstream_port)).await,
         (None, None) => Err(Reason::UpstreamError),
     }
 }
@@ -267,8 +277,10 @@ pub(super) fn decide(
     let decision = rules.decide(name, out.client.ip(), dst);
     out.verdict = decision.verdict;
     out.reason = decision.reason;
-    out.rule = decision.rule.map(RuleRef::to_string);
     out.ruleset = decision.rule.map(|r| r.ruleset_label());
+    if listener.access_log.is_on() {
+        out.rule = decision.rule.map(RuleRef::to_string);
+    }
     match decision.verdict {
         Verdict::Allow => Ok(()),
         Verdict::Deny => Err(decision.reason),
@@ -326,7 +338,11 @@ pub(super) async fn forward(
             Reason::UpstreamError
         })?;
     listener.metrics.connected(connecting.elapsed().as_secs_f64());
-    let addr = up.peer_addr().unwrap_or(candidates[0]);
+    // One candidate (upstream and transparent modes) is the address connected to: no getpeername.
+    let addr = match candidates {
+        [only] => *only,
+        _ => up.peer_addr().unwrap_or(candidates[0]),
+    };
     out.upstream = Some(addr);
     out.stage = Stage::Splice;
     if let Some(version) = listener.config.proxy_protocol_out {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::reason::Reason;
@@ -89,13 +89,20 @@ pub async fn reject(mut stream: TcpStream, style: RejectStyle, reason: Reason, f
     let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
 }
 
+/// Reads and discards until EOF, an error or `LINGER_BYTES`. The buffer lives only between
+/// awaits, so it stays out of the future, which every connection's task would otherwise carry.
 async fn drain(stream: &mut TcpStream) {
-    let mut buf = [0u8; 4096];
     let mut total = 0;
     while total < LINGER_BYTES {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        match stream.try_read(&mut buf) {
+            Ok(0) => return,
             Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
 }

@@ -126,8 +126,12 @@ async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>, pipes: Pipes) 
     }
 }
 
-/// Zero copy: socket → pipe → socket. The pipe is created when data arrives and closed once
-/// the socket has nothing more to read and the pipe is empty, so it lives only through bursts.
+/// Zero copy: socket → pipe → socket, for bulk. A burst's first read goes through a small
+/// userspace buffer instead: most bursts (a handshake flight, a request, the closing EOF) fit in
+/// it, and copying them costs a read and a write where a pipe would cost pipe2, fcntl, two
+/// splices and two closes. Only a burst that fills the buffer moves the rest through a pipe,
+/// created then and closed once the socket has nothing more to read and the pipe is empty, so
+/// it lives only through bulk bursts.
 async fn pump_pipe(
     from: &TcpStream,
     to: &TcpStream,
@@ -136,11 +140,24 @@ async fn pump_pipe(
 ) -> io::Result<()> {
     loop {
         from.readable().await?;
+        let mut rest = Vec::new();
+        let n = match SCRATCH.with_borrow_mut(|buf| first_read(from, to, buf, &mut rest, meter))? {
+            None => continue,
+            Some(0) => return shutdown_write(to),
+            Some(n) => n,
+        };
+        if !rest.is_empty() {
+            write_all(&rest, to, meter).await?;
+        }
+        if n < CHUNK {
+            continue;
+        }
         let pipe = match new_pipe() {
             Ok(pipe) => pipe,
             Err(e) => {
                 tracing::debug!(error = %e, "no pipe for splice; copying in userspace");
-                return pump_copy(from, to, meter).await;
+                // Boxed: a rare fallback should not size every connection's task.
+                return Box::pin(pump_copy(from, to, meter)).await;
             }
         };
         loop {
@@ -153,6 +170,54 @@ async fn pump_pipe(
             }
         }
     }
+}
+
+thread_local! {
+    /// Where a burst's first read lands: one buffer per runtime thread instead of an
+    /// allocation per burst. It is never held across an await.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; CHUNK].into_boxed_slice());
+}
+
+/// Reads once from `from` into `buf` and writes what it can of it to `to` at once; bytes `to`
+/// cannot take now are left in `rest`. `None`: nothing to read after all. A short read drained
+/// the socket, so its readiness is cleared, as tokio's own reads do, and the next turn waits
+/// instead of trying a read that would block; an EOF is not lost, since tokio keeps read-closed
+/// readiness set.
+fn first_read(
+    from: &TcpStream,
+    to: &TcpStream,
+    buf: &mut [u8],
+    rest: &mut Vec<u8>,
+    meter: Meter<'_>,
+) -> io::Result<Option<usize>> {
+    let short = std::cell::Cell::new(0);
+    let read = from.try_io(Interest::READABLE, || match from.try_read(buf) {
+        Ok(n) if n > 0 && n < buf.len() => {
+            short.set(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    });
+    let n = match read {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && short.get() > 0 => short.get(),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut sent = 0;
+    while sent < n {
+        match to.try_write(&buf[sent..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                sent += k;
+                meter.add(k);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    rest.extend_from_slice(&buf[sent..n]);
+    Ok(Some(n))
 }
 
 /// Splices the `n` bytes in `pipe` into `to`, waiting while `to` cannot take more.

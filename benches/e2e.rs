@@ -1,0 +1,789 @@
+//! End to end, side by side: snigate against HAProxy, nginx and sniproxy with the same
+//! allowlist, and a direct-to-backend baseline, in one run under the same conditions.
+//!
+//! Run through `benches/compare.sh` (installs the peers, raises `ulimit -n`, sets
+//! `net.ipv4.tcp_max_tw_buckets=0` for the run). Directly: `cargo bench --bench e2e`, with
+//! - `SNIGATE_E2E_PEERS` (default `haproxy,nginx,sniproxy`; a peer not installed is skipped),
+//! - `SNIGATE_E2E_SECS` (default 3): seconds per load run,
+//! - `SNIGATE_E2E_ROUNDS` (default 3): rounds of the load runs, interleaved across proxies,
+//! - `SNIGATE_E2E_IDLE` (default 10000): idle connections held open for memory,
+//! - `SNIGATE_E2E_BULK_MIB` (default 1024): bytes of one bulk response (0 skips bulk),
+//! - `SNIGATE_E2E_STRACE=1`: also counts each proxy's system calls per connection with
+//!   `strace -c -f` over 2,000 allowed and 2,000 denied connections (slows the proxy; a separate
+//!   pass after the timed runs).
+//!
+//! This process is the load generator and the backend (one current-thread runtime, pinned to
+//! CPU 1); every proxy runs pinned to CPU 0 with one worker. The backend answers without any
+//! cryptography: it reads the whole ClientHello, writes a fixed response and closes, so the
+//! figures are the proxies' own. Without `--bench` (as `cargo test --all-targets` runs it, debug
+//! build) a short smoke run of snigate and direct only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use support::{Proc, clock_ticks, free_port, pin_self};
+
+/// The allowed name, the recorded browser hello's SNI swapped for one of the same length.
+const ALLOWED: &str = "acme-dev-sandbox-12.my.salesforce.com";
+/// The recorded hello's own SNI: under `.lightning.force.com`, hence denied by the allowlist.
+const DENIED: &str = "acme--dev.sandbox.lightning.force.com";
+/// Bytes the backend answers an allowed hello with (about a server's first flight).
+const RESPONSE: usize = 4096;
+/// Longest one connection may take before it counts as a `timeout` error.
+const CONN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on connections per load run, whatever the duration.
+const MAX_CONNS: u64 = 2_000_000;
+
+/// What the backend does with the next connections.
+#[derive(Default)]
+struct Backend {
+    /// Bytes of request to read before answering (the hello as the client sent it).
+    expect: AtomicUsize,
+    /// Bytes to answer with, then close.
+    respond: AtomicU64,
+    /// Hold connections open without answering (idle mode).
+    hold: AtomicBool,
+    /// Connections held open now.
+    held: AtomicUsize,
+}
+
+/// A proxy (or the direct baseline) as the load sees it.
+struct Target {
+    /// Row label.
+    name: String,
+    /// Where allowed and denied hellos go.
+    addr: SocketAddr,
+    /// The process whose CPU and memory are measured; `None` for direct.
+    proc: Option<Rc<Proc>>,
+}
+
+/// One load run's results.
+#[derive(Default, Clone)]
+struct Run {
+    /// Completed connections (allowed: full response; denied: closed by the proxy).
+    ok: u64,
+    /// Wall seconds.
+    secs: f64,
+    /// Connect to last response byte, µs, sorted.
+    lat_us: Vec<u32>,
+    /// Failures by kind.
+    errors: BTreeMap<&'static str, u64>,
+    /// How denied connections ended, by kind.
+    endings: BTreeMap<&'static str, u64>,
+    /// Proxy CPU seconds over the run.
+    cpu: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.lat_us.len() as f64 * p) as usize).min(self.lat_us.len() - 1);
+        self.lat_us[i] as f64 / 1000.0
+    }
+    /// Proxy CPU milliseconds per 1,000 completed connections.
+    fn cpu_per_k(&self) -> f64 {
+        self.cpu * 1e6 / self.ok.max(1) as f64
+    }
+}
+
+fn env(k: &str) -> Option<f64> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let secs = if benching { env("SNIGATE_E2E_SECS").unwrap_or(3.0) } else { 0.3 };
+    let rounds = if benching { env("SNIGATE_E2E_ROUNDS").unwrap_or(3.0) as usize } else { 1 };
+    let mut idle_n = if benching { env("SNIGATE_E2E_IDLE").unwrap_or(10_000.0) as usize } else { 50 };
+    let bulk = if benching { env("SNIGATE_E2E_BULK_MIB").unwrap_or(1024.0) as u64 } else { 8 } << 20;
+    let peers: Vec<String> = if benching {
+        std::env::var("SNIGATE_E2E_PEERS")
+            .unwrap_or_else(|_| "haproxy,nginx,sniproxy".into())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Each idle connection costs this process two descriptors (client and backend side), and
+    // the proxy two (client and upstream).
+    let nofile = nofile_limit();
+    if (idle_n as u64) * 2 + 200 > nofile {
+        let fit = (nofile.saturating_sub(200) / 2) as usize;
+        eprintln!(
+            "ulimit -n is {nofile}: idle connections lowered from {idle_n} to {fit} (raise it: benches/compare.sh)"
+        );
+        idle_n = fit;
+    }
+
+    let pinned = pin_self();
+    let tick = clock_ticks();
+    let dir = tempfile::tempdir().unwrap();
+    let backend_std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend_std.local_addr().unwrap();
+
+    // Hellos: the recorded headless Chromium hello (1,779 B, one record), allowed and denied,
+    // and the allowed one split across two TLS records for the probe.
+    let recorded = common::recording("chromium.bin").bytes;
+    let allowed = swap_sni(&recorded, DENIED, ALLOWED);
+    let denied = recorded.clone();
+    let split = common::splittings(&allowed).into_iter().find(|(n, _)| *n == "2 records").unwrap().1;
+
+    let mut targets = vec![Target { name: "direct".into(), addr: backend_addr, proc: None }];
+    let (snigate, snigate_addr, copy_addr) = start_snigate(dir.path(), backend_addr, pinned);
+    targets.push(Target { name: "snigate".into(), addr: snigate_addr, proc: Some(snigate.clone()) });
+    for peer in &peers {
+        match start_peer(peer, dir.path(), backend_addr, pinned, nofile) {
+            Some((proc, addr)) => targets.push(Target { name: peer.clone(), addr, proc: Some(Rc::new(proc)) }),
+            None => eprintln!("{peer}: not installed, skipped (benches/compare.sh installs it)"),
+        }
+    }
+
+    for t in &targets[1..] {
+        eprintln!("{}: pid {}", t.name, t.proc.as_ref().unwrap().pid());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let backend = Arc::new(Backend::default());
+    let report = rt.block_on(async {
+        let listener = TcpListener::from_std({
+            backend_std.set_nonblocking(true).unwrap();
+            backend_std
+        })
+        .unwrap();
+        tokio::spawn(serve(listener, backend.clone()));
+        let mut report = Report::default();
+
+        // Split-hello probe and idle memory first, before load runs leave freed memory in the
+        // proxies' allocators for the idle connections to reuse.
+        for t in &targets[1..] {
+            backend.expect.store(split.len(), Ordering::Relaxed);
+            backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
+            let r = load(t, &split, Expect::Response(RESPONSE), 1, Duration::from_secs(5), 1, tick).await;
+            let verdict = if r.ok == 1 {
+                "passes".to_string()
+            } else {
+                format!("rejected ({})", r.errors.keys().copied().collect::<Vec<_>>().join(", "))
+            };
+            report.split.insert(t.name.clone(), verdict);
+        }
+        for t in targets[1..].iter().filter(|_| idle_n > 0) {
+            let p = t.proc.as_ref().unwrap();
+            // Warm up: the first connections allocate what every later one reuses.
+            backend.expect.store(allowed.len(), Ordering::Relaxed);
+            load(t, &allowed, Expect::Response(RESPONSE), 4, Duration::from_secs(1), 200, tick).await;
+            report.idle.insert(t.name.clone(), idle(t.addr, p, &allowed, idle_n, &backend).await);
+        }
+
+        for round in 0..rounds {
+            for t in &targets {
+                backend.expect.store(allowed.len(), Ordering::Relaxed);
+                backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
+                let d = Duration::from_secs_f64(secs);
+                for c in [1, 16, 256] {
+                    let r = load(t, &allowed, Expect::Response(RESPONSE), c, d, MAX_CONNS, tick).await;
+                    report.runs.entry((t.name.clone(), format!("c{c}"))).or_default().push(r);
+                }
+                if t.proc.is_some() {
+                    let r = load(t, &denied, Expect::Denied, 16, d, MAX_CONNS, tick).await;
+                    report.runs.entry((t.name.clone(), "deny".into())).or_default().push(r);
+                }
+                eprintln!("round {} {}: done", round + 1, t.name);
+            }
+        }
+
+        backend.expect.store(allowed.len(), Ordering::Relaxed);
+        backend.respond.store(bulk, Ordering::Relaxed);
+        let mut bulk_targets: Vec<(String, SocketAddr, Option<Rc<Proc>>)> =
+            targets.iter().map(|t| (t.name.clone(), t.addr, t.proc.clone())).collect();
+        bulk_targets.insert(2, ("snigate (copy)".into(), copy_addr, Some(snigate.clone())));
+        for _ in 0..if bulk > 0 { 3 } else { 0 } {
+            for (name, addr, proc) in &bulk_targets {
+                let t = Target { name: name.clone(), addr: *addr, proc: proc.clone() };
+                let r = load(&t, &allowed, Expect::Response(bulk as usize), 1, Duration::from_secs(60), 1, tick).await;
+                let gbps = if r.ok == 1 { bulk as f64 * 8.0 / r.secs / 1e9 } else { f64::NAN };
+                report.bulk.entry(name.clone()).or_default().push((gbps, r.cpu));
+            }
+        }
+        if std::env::var_os("SNIGATE_E2E_STRACE").is_some() {
+            backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
+            for t in &targets[1..] {
+                for (kind, hello, expect) in
+                    [("allow", &allowed, Expect::Response(RESPONSE)), ("deny", &denied, Expect::Denied)]
+                {
+                    backend.expect.store(allowed.len(), Ordering::Relaxed);
+                    let p = t.proc.as_ref().unwrap();
+                    let out = dir.path().join(format!("{}-{kind}.strace", t.name));
+                    let mut strace = p.strace(out.to_str().unwrap());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let r = load(t, hello, expect, 16, Duration::from_secs(60), 2000, tick).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let _ = std::process::Command::new("kill").args(["-INT", &strace.id().to_string()]).status();
+                    let _ = strace.wait();
+                    let text = std::fs::read_to_string(&out).unwrap_or_default();
+                    report.syscalls.insert((t.name.clone(), kind), (r.ok, parse_strace(&text)));
+                }
+            }
+        }
+        for t in &targets[1..] {
+            report.peak.insert(t.name.clone(), t.proc.as_ref().unwrap().memory("VmHWM:"));
+        }
+        report
+    });
+    drop(targets);
+    drop(snigate);
+
+    report.print(benching, pinned, secs, rounds, idle_n, bulk);
+    if !benching {
+        for ((name, kind), runs) in &report.runs {
+            for r in runs {
+                assert!(r.errors.is_empty(), "{name} {kind}: {:?}", r.errors);
+                assert!(r.ok > 0, "{name} {kind}: no connection completed");
+            }
+        }
+        assert_eq!(report.split["snigate"], "passes");
+    }
+}
+
+/// The ClientHello `hello` with its SNI `from` replaced by `to`, a name of the same length, so
+/// that no length field changes.
+fn swap_sni(hello: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at: Vec<usize> =
+        hello.windows(from.len()).enumerate().filter(|(_, w)| *w == from.as_bytes()).map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "{from} occurs once in the hello");
+    let mut out = hello.to_vec();
+    out[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+fn nofile_limit() -> u64 {
+    let out = std::process::Command::new("sh").args(["-c", "ulimit -n"]).output().expect("sh");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(1024)
+}
+
+/// The allowlist every proxy gets, in snigate's rule language.
+const RULES: &str = "allow *.my.salesforce.com\nallow login.salesforce.com\n";
+
+/// snigate with two `upstream` listeners: `splice = "auto"` (the measured one) and `copy` (bulk
+/// only). Returns the process, the auto listener and the copy listener.
+fn start_snigate(dir: &std::path::Path, backend: SocketAddr, pinned: bool) -> (Rc<Proc>, SocketAddr, SocketAddr) {
+    let (auto, copy) = (free_port(), free_port());
+    std::fs::write(dir.join("allow.rules"), RULES).unwrap();
+    let config = format!(
+        "[[listener]]\nname = \"auto\"\nlisten = \"{auto}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+         [[listener]]\nname = \"copy\"\nlisten = \"{copy}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\nsplice = \"copy\"\n\
+         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n",
+        dir.join("allow.rules").display()
+    );
+    let path = dir.join("snigate.toml");
+    std::fs::write(&path, config).unwrap();
+    let err = dir.join("snigate.err");
+    let proc = Proc::start(
+        "snigate",
+        env!("CARGO_BIN_EXE_snigate"),
+        &["run", "--config", path.to_str().unwrap()],
+        pinned,
+        &[auto, copy],
+        err.to_str().unwrap(),
+    );
+    (Rc::new(proc), auto, copy)
+}
+
+/// The first of `names` found in /usr/sbin, /usr/bin or PATH.
+fn find_program(names: &[&str]) -> Option<String> {
+    for name in names {
+        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+            let p = format!("{dir}/{name}");
+            if std::path::Path::new(&p).exists() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Writes `peer`'s configuration (the same allowlist, one worker, no per-connection logging)
+/// and starts it on CPU 0.
+fn start_peer(
+    peer: &str,
+    dir: &std::path::Path,
+    backend: SocketAddr,
+    pinned: bool,
+    nofile: u64,
+) -> Option<(Proc, SocketAddr)> {
+    let addr = free_port();
+    // Within the descriptor limit this process runs under (HAProxy refuses to start otherwise).
+    let maxconn = nofile.saturating_sub(100) / 2;
+    let err = dir.join(format!("{peer}.err"));
+    let err = err.to_str().unwrap();
+    let d = dir.display();
+    let proc = match peer {
+        "haproxy" => {
+            let bin = find_program(&["haproxy"])?;
+            let cfg = format!(
+                "global\n  nbthread 1\n  maxconn {maxconn}\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n\
+                 frontend sni\n  bind {addr}\n  tcp-request inspect-delay 10s\n\
+                 \x20 acl allowed req.ssl_sni -i login.salesforce.com\n\
+                 \x20 acl allowed req.ssl_sni -i -m end .my.salesforce.com\n\
+                 \x20 tcp-request content reject unless allowed\n  default_backend up\n\
+                 backend up\n  server backend {backend}\n"
+            );
+            let path = dir.join("haproxy.cfg");
+            std::fs::write(&path, cfg).unwrap();
+            Proc::start(peer, &bin, &["-db", "-f", path.to_str().unwrap()], pinned, &[addr], err)
+        }
+        "nginx" => {
+            let bin = find_program(&["nginx"])?;
+            let module =
+                ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/lib64/nginx/modules/ngx_stream_module.so"]
+                    .into_iter()
+                    .find(|m| std::path::Path::new(m).exists());
+            let load = module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
+            // Denied names go to a closed port: nginx has no conditional reject in stream.
+            let closed = free_port();
+            let cfg = format!(
+                "{load}daemon off;\nworker_processes 1;\nworker_rlimit_nofile {nofile};\npid {d}/nginx.pid;\n\
+                 error_log {d}/nginx.log crit;\nevents {{ worker_connections {nofile}; }}\n\
+                 stream {{\n  map $ssl_preread_server_name $up {{\n    hostnames;\n\
+                 \x20   login.salesforce.com {backend};\n    *.my.salesforce.com {backend};\n    default {closed};\n  }}\n\
+                 \x20 server {{\n    listen {addr};\n    ssl_preread on;\n    preread_timeout 10s;\n\
+                 \x20   proxy_pass $up;\n    proxy_connect_timeout 5s;\n    proxy_timeout 600s;\n  }}\n}}\n"
+            );
+            let path = dir.join("nginx.conf");
+            std::fs::write(&path, cfg).unwrap();
+            let prefix = format!("{d}/");
+            let log = format!("{d}/nginx.log");
+            Proc::start(peer, &bin, &["-p", &prefix, "-e", &log, "-c", path.to_str().unwrap()], pinned, &[addr], err)
+        }
+        "sniproxy" => {
+            let bin = find_program(&["sniproxy"])?;
+            let cfg = format!(
+                "error_log {{\n  filename /dev/null\n  priority emerg\n}}\n\
+                 listener {addr} {{\n  protocol tls\n  table allow\n}}\n\
+                 table allow {{\n  (?i)^login\\.salesforce\\.com$ {backend}\n  (?i)^.+\\.my\\.salesforce\\.com$ {backend}\n}}\n",
+                addr = format!("{} {}", addr.ip(), addr.port()),
+                backend = format!("{} {}", backend.ip(), backend.port()),
+            );
+            let path = dir.join("sniproxy.conf");
+            std::fs::write(&path, cfg).unwrap();
+            Proc::start(peer, &bin, &["-f", "-c", path.to_str().unwrap()], pinned, &[addr], err)
+        }
+        other => panic!("unknown peer {other} (haproxy, nginx, sniproxy)"),
+    };
+    Some((proc, addr))
+}
+
+/// The backend: per connection, reads the request (`expect` bytes), then answers `respond`
+/// bytes and closes, or, in hold mode, keeps the connection until the client closes.
+async fn serve(listener: TcpListener, b: Arc<Backend>) {
+    static PAYLOAD: [u8; 1 << 20] = [0x17; 1 << 20];
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let b = b.clone();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let expect = b.expect.load(Ordering::Relaxed);
+            let mut buf = [0u8; 4096];
+            let mut got = 0;
+            while got < expect {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got += n,
+                }
+            }
+            if b.hold.load(Ordering::Relaxed) {
+                b.held.fetch_add(1, Ordering::Relaxed);
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+                b.held.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            let mut left = b.respond.load(Ordering::Relaxed) as usize;
+            while left > 0 {
+                let n = left.min(PAYLOAD.len());
+                if s.write_all(&PAYLOAD[..n]).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    /// A response of exactly this many bytes, then EOF.
+    Response(usize),
+    /// The proxy refuses: it closes (with an alert, a FIN or a reset) without the backend's bytes.
+    Denied,
+}
+
+/// Runs `conc` client loops against `t` for `dur` or `max` connections, whichever comes first.
+/// Each connection: connect, send `hello`, read to EOF, close.
+async fn load(t: &Target, hello: &[u8], expect: Expect, conc: usize, dur: Duration, max: u64, tick: f64) -> Run {
+    let hello: Rc<[u8]> = hello.into();
+    let started = Rc::new(AtomicU64::new(0));
+    let cpu0 = t.proc.as_ref().map(|p| p.cpu_ticks());
+    let start = Instant::now();
+    let deadline = start + dur;
+    let local = tokio::task::LocalSet::new();
+    let mut handles = Vec::new();
+    for _ in 0..conc {
+        let (hello, started, addr) = (hello.clone(), started.clone(), t.addr);
+        handles.push(local.spawn_local(async move {
+            let mut r = Run::default();
+            let mut buf =
+                vec![0u8; if matches!(expect, Expect::Response(n) if n > RESPONSE) { 1 << 20 } else { 16 << 10 }];
+            while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < max {
+                let t0 = Instant::now();
+                match tokio::time::timeout(CONN_TIMEOUT, one(addr, &hello, &mut buf)).await {
+                    Err(_) => *r.errors.entry("timeout").or_default() += 1,
+                    Ok(Err(kind)) => *r.errors.entry(kind).or_default() += 1,
+                    Ok(Ok((bytes, ending))) => match expect {
+                        Expect::Response(n) if bytes == n && ending == "eof" => {
+                            r.ok += 1;
+                            r.lat_us.push(t0.elapsed().as_micros() as u32);
+                        }
+                        Expect::Response(_) => {
+                            *r.errors.entry(if ending == "eof" { "short" } else { "reset" }).or_default() += 1
+                        }
+                        Expect::Denied if bytes <= 64 => {
+                            r.ok += 1;
+                            r.lat_us.push(t0.elapsed().as_micros() as u32);
+                            *r.endings.entry(if bytes > 0 { "alert" } else { ending }).or_default() += 1;
+                        }
+                        Expect::Denied => *r.errors.entry("forwarded").or_default() += 1,
+                    },
+                }
+            }
+            r
+        }));
+    }
+    let mut total = local
+        .run_until(async {
+            let mut total = Run::default();
+            for h in handles {
+                let r = h.await.unwrap();
+                total.ok += r.ok;
+                total.lat_us.extend(r.lat_us);
+                for (k, v) in r.errors {
+                    *total.errors.entry(k).or_default() += v;
+                }
+                for (k, v) in r.endings {
+                    *total.endings.entry(k).or_default() += v;
+                }
+            }
+            total
+        })
+        .await;
+    total.secs = start.elapsed().as_secs_f64();
+    if let (Some(p), Some(c0)) = (&t.proc, cpu0) {
+        total.cpu = (p.cpu_ticks() - c0) as f64 / tick;
+    }
+    total.lat_us.sort_unstable();
+    total
+}
+
+/// One connection; returns the bytes received and how it ended (`eof` or `reset`), or the kind
+/// of failure.
+async fn one(addr: SocketAddr, hello: &[u8], buf: &mut [u8]) -> Result<(usize, &'static str), &'static str> {
+    let mut s = TcpStream::connect(addr).await.map_err(|_| "connect")?;
+    let _ = s.set_nodelay(true);
+    s.write_all(hello).await.map_err(|_| "write")?;
+    let mut got = 0;
+    loop {
+        match s.read(buf).await {
+            Ok(0) => return Ok((got, "eof")),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok((got, "reset")),
+            Err(_) => return Err("read"),
+        }
+    }
+}
+
+/// Idle memory: opens `n` connections through the proxy, each with the allowed hello, waits
+/// until the backend holds all of them (so the proxy has connected and replayed), and returns
+/// the proxy's resident-memory growth per connection in bytes.
+async fn idle(addr: SocketAddr, p: &Proc, hello: &[u8], n: usize, b: &Backend) -> Option<f64> {
+    b.hold.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = p.memory("VmRSS:");
+    let mut open = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for chunk in 0..n.div_ceil(256) {
+        let k = 256.min(n - chunk * 256);
+        let batch = futures_join((0..k).map(|_| async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            s.write_all(hello).await.ok()?;
+            Some(s)
+        }))
+        .await;
+        open.extend(batch.into_iter().flatten());
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    while b.held.load(Ordering::Relaxed) < open.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = b.held.load(Ordering::Relaxed);
+    let after = p.memory("VmRSS:");
+    let opened = open.len();
+    drop(open);
+    b.hold.store(false, Ordering::Relaxed);
+    let quiet = Instant::now() + Duration::from_secs(30);
+    while b.held.load(Ordering::Relaxed) > 0 && Instant::now() < quiet {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if held < n || opened < n {
+        eprintln!("{}: idle: {opened} opened, {held} reached the backend, of {n}", p.name);
+        return None;
+    }
+    Some(after.saturating_sub(before) as f64 / n as f64)
+}
+
+/// Awaits every future of `futs` concurrently on this task.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *o = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Everything measured, per target.
+#[derive(Default)]
+struct Report {
+    /// (target, run kind: c1, c16, c256, deny) → one run per round.
+    runs: BTreeMap<(String, String), Vec<Run>>,
+    /// Bulk: (Gbit/s, proxy CPU s) per repetition.
+    bulk: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Resident bytes per idle connection.
+    idle: BTreeMap<String, Option<f64>>,
+    /// Peak resident bytes.
+    peak: BTreeMap<String, u64>,
+    /// Split-hello probe verdict.
+    split: BTreeMap<String, String>,
+    /// (target, allow | deny) → (connections, calls per system call) under strace.
+    syscalls: BTreeMap<(String, &'static str), (u64, BTreeMap<String, u64>)>,
+}
+
+/// The calls column of `strace -c` output, by system call.
+fn parse_strace(text: &str) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors,] syscall
+        if f.len() >= 5 && f[0].parse::<f64>().is_ok() && f[f.len() - 1] != "total" {
+            if let Ok(n) = f[3].parse::<u64>() {
+                calls.insert(f[f.len() - 1].to_string(), n);
+            }
+        }
+    }
+    calls
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+impl Report {
+    fn runs(&self, name: &str, kind: &str) -> &[Run] {
+        self.runs.get(&(name.to_string(), kind.to_string())).map_or(&[], |v| v)
+    }
+
+    /// The median over rounds of `f`.
+    fn med(&self, name: &str, kind: &str, f: impl Fn(&Run) -> f64) -> f64 {
+        median(self.runs(name, kind).iter().map(f).collect())
+    }
+
+    fn spread(&self, name: &str, kind: &str, f: impl Fn(&Run) -> f64) -> String {
+        let v: Vec<f64> = self.runs(name, kind).iter().map(f).collect();
+        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        if v.len() < 2 { String::new() } else { format!(" ({lo:.0}–{hi:.0})") }
+    }
+
+    fn bulk(&self, name: &str) -> (f64, f64) {
+        let v = self.bulk.get(name).cloned().unwrap_or_default();
+        (median(v.iter().map(|x| x.0).collect()), median(v.iter().map(|x| x.1).collect()))
+    }
+
+    fn print(&self, benching: bool, pinned: bool, secs: f64, rounds: usize, idle_n: usize, bulk: u64) {
+        let names: Vec<String> = {
+            let mut n: Vec<String> = vec!["direct".into(), "snigate".into()];
+            for (name, _) in self.runs.keys() {
+                if !n.contains(name) {
+                    n.push(name.clone());
+                }
+            }
+            n
+        };
+        println!(
+            "\nsnigate {} | {} | {rounds} round(s) of {secs} s per load run, medians (min–max over rounds) | \
+             idle: {idle_n} connections | bulk: {} MiB per transfer, median of 3\n",
+            if benching { "release" } else { "debug (test mode)" },
+            if pinned { "proxy on CPU 0, load + backend on CPU 1" } else { "not pinned" },
+            bulk >> 20
+        );
+        println!(
+            "| proxy | conns/s c1 | conns/s c16 | conns/s c256 | p50 / p99 ms c1 | p50 / p99 ms c16 | p99 ms c256 | \
+             CPU ms / 1k conns c16 | CPU ms / 1k conns c256 | denies/s c16 | CPU ms / 1k rejects | bulk Gbit/s | \
+             idle B / conn | peak RSS MiB | split hello |"
+        );
+        println!(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        );
+        let mut rows = names.clone();
+        rows.insert(2.min(rows.len()), "snigate (copy)".into());
+        for name in &rows {
+            let (gbps, _) = self.bulk(name);
+            if name == "snigate (copy)" {
+                println!("| {name} | | | | | | | | | | | {gbps:.2} | | | |");
+                continue;
+            }
+            let proxy = name != "direct";
+            let dash = |s: String| if proxy { s } else { "-".into() };
+            println!(
+                "| {name} | {:.0}{} | {:.0}{} | {:.0}{} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {} | {} | {} | {} | {gbps:.2} | {} | {} | {} |",
+                self.med(name, "c1", Run::rate),
+                self.spread(name, "c1", Run::rate),
+                self.med(name, "c16", Run::rate),
+                self.spread(name, "c16", Run::rate),
+                self.med(name, "c256", Run::rate),
+                self.spread(name, "c256", Run::rate),
+                self.med(name, "c1", |r| r.pct(0.5)),
+                self.med(name, "c1", |r| r.pct(0.99)),
+                self.med(name, "c16", |r| r.pct(0.5)),
+                self.med(name, "c16", |r| r.pct(0.99)),
+                self.med(name, "c256", |r| r.pct(0.99)),
+                dash(format!("{:.0}", self.med(name, "c16", Run::cpu_per_k))),
+                dash(format!("{:.0}", self.med(name, "c256", Run::cpu_per_k))),
+                dash(format!("{:.0}", self.med(name, "deny", Run::rate))),
+                dash(format!("{:.0}", self.med(name, "deny", Run::cpu_per_k))),
+                dash(self.idle.get(name).copied().flatten().map_or("-".into(), |b| format!("{b:.0}"))),
+                dash(self.peak.get(name).map_or("-".into(), |b| format!("{:.1}", *b as f64 / (1 << 20) as f64))),
+                self.split.get(name).map_or("-", |s| s.as_str()),
+            );
+        }
+
+        // snigate against each peer: >1 is better for snigate on every row.
+        let peers: Vec<&String> = names.iter().filter(|n| *n != "direct" && *n != "snigate").collect();
+        if !peers.is_empty() {
+            println!(
+                "\nsnigate's advantage over each peer (> 1: snigate better; rates are snigate/peer, costs peer/snigate)\n"
+            );
+            println!("| figure | {} |", peers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" | "));
+            println!("| --- |{}", " ---: |".repeat(peers.len()));
+            type Fig<'a> = (&'a str, Box<dyn Fn(&Report, &str) -> f64 + 'a>, bool);
+            let figs: Vec<Fig> = vec![
+                ("conns/s c1", Box::new(|r, n| r.med(n, "c1", Run::rate)), true),
+                ("conns/s c16", Box::new(|r, n| r.med(n, "c16", Run::rate)), true),
+                ("conns/s c256", Box::new(|r, n| r.med(n, "c256", Run::rate)), true),
+                ("p50 latency c1", Box::new(|r, n| r.med(n, "c1", |x| x.pct(0.5))), false),
+                ("p99 latency c1", Box::new(|r, n| r.med(n, "c1", |x| x.pct(0.99))), false),
+                ("p99 latency c16", Box::new(|r, n| r.med(n, "c16", |x| x.pct(0.99))), false),
+                ("CPU per 1k conns c16", Box::new(|r, n| r.med(n, "c16", Run::cpu_per_k)), false),
+                ("CPU per 1k conns c256", Box::new(|r, n| r.med(n, "c256", Run::cpu_per_k)), false),
+                ("denies/s c16", Box::new(|r, n| r.med(n, "deny", Run::rate)), true),
+                ("CPU per 1k rejects", Box::new(|r, n| r.med(n, "deny", Run::cpu_per_k)), false),
+                ("bulk Gbit/s (splice)", Box::new(|r, n| r.bulk(n).0), true),
+                ("idle memory per conn", Box::new(|r, n| r.idle.get(n).copied().flatten().unwrap_or(f64::NAN)), false),
+                ("peak RSS", Box::new(|r, n| r.peak.get(n).map_or(f64::NAN, |&b| b as f64)), false),
+            ];
+            for (label, f, higher) in &figs {
+                let s = f(self, "snigate");
+                let cells: Vec<String> = peers
+                    .iter()
+                    .map(|p| {
+                        let v = f(self, p);
+                        let ratio = if *higher { s / v } else { v / s };
+                        format!("{ratio:.2}x")
+                    })
+                    .collect();
+                println!("| {label} | {} |", cells.join(" | "));
+            }
+        }
+
+        if !self.syscalls.is_empty() {
+            println!("\nsystem calls per connection (strace -c -f, 2,000 connections at concurrency 16)\n");
+            let cols: Vec<&(String, &str)> = self.syscalls.keys().collect();
+            let mut names: Vec<&String> = self.syscalls.values().flat_map(|(_, c)| c.keys()).collect();
+            names.sort();
+            names.dedup();
+            println!("| syscall | {} |", cols.iter().map(|(n, k)| format!("{n} {k}")).collect::<Vec<_>>().join(" | "));
+            println!("| --- |{}", " ---: |".repeat(cols.len()));
+            let per = |col: &(String, &'static str), name: Option<&String>| {
+                let (conns, calls) = &self.syscalls[col];
+                let n: u64 = match name {
+                    Some(name) => calls.get(name).copied().unwrap_or(0),
+                    None => calls.values().sum(),
+                };
+                n as f64 / (*conns).max(1) as f64
+            };
+            for name in names {
+                if cols.iter().all(|c| per(c, Some(name)) < 0.05) {
+                    continue;
+                }
+                println!(
+                    "| {name} | {} |",
+                    cols.iter().map(|c| format!("{:.1}", per(c, Some(name)))).collect::<Vec<_>>().join(" | ")
+                );
+            }
+            println!(
+                "| **total** | {} |",
+                cols.iter().map(|c| format!("**{:.1}**", per(c, None))).collect::<Vec<_>>().join(" | ")
+            );
+        }
+
+        println!("\nerrors and deny endings (all rounds):\n");
+        for ((name, kind), runs) in &self.runs {
+            let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut endings: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in runs {
+                for (k, v) in &r.errors {
+                    *errors.entry(k).or_default() += v;
+                }
+                for (k, v) in &r.endings {
+                    *endings.entry(k).or_default() += v;
+                }
+            }
+            if !errors.is_empty() || !endings.is_empty() {
+                println!("- {name} {kind}: errors {errors:?}, endings {endings:?}");
+            }
+        }
+    }
+}

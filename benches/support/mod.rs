@@ -1,0 +1,154 @@
+//! Helpers shared by the process-level benches (`throughput`, `e2e`): CPU pinning, the process
+//! under test started on CPU 0, and its CPU time and memory read from `/proc`.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Pins this process (its threads to come included) to CPU 1, when `taskset` and a second
+/// CPU exist. The process under test then gets CPU 0 to itself (see [`Proc::start`]).
+pub fn pin_self() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpus >= 2
+        && Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// `/proc/PID/stat` ticks per second.
+pub fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK")
+}
+
+/// A process under test, pinned to CPU 0 when `pinned`. Its CPU time and memory are those of
+/// its whole process tree (nginx's master and worker, sniproxy's binder), read from `/proc`.
+pub struct Proc {
+    /// The started process (the tree's root).
+    child: Child,
+    /// For messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
+    /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
+    pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {
+        let mut cmd = if pinned { Command::new("taskset") } else { Command::new(program) };
+        if pinned {
+            cmd.args(["-c", "0", program]);
+        }
+        let log = std::fs::File::create(stderr).expect("stderr file");
+        let child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {program}: {e}"));
+        let mut proc = Proc { child, name: name.to_string() };
+        for addr in addrs {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(addr).is_err() {
+                if Instant::now() >= deadline || proc.child.try_wait().ok().flatten().is_some() {
+                    let err = std::fs::read_to_string(stderr).unwrap_or_default();
+                    proc.stop();
+                    panic!("{name} is not listening on {addr}:\n{err}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        proc
+    }
+
+    /// The pid of the tree's root.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// utime + stime of every thread of the tree, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        tree(self.pid())
+            .iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+            })
+            .sum()
+    }
+
+    /// Resident memory of the tree, in bytes: `VmRSS` (now) or `VmHWM` (peak) summed.
+    pub fn memory(&self, field: &str) -> u64 {
+        tree(self.pid())
+            .iter()
+            .filter_map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let line = status.lines().find(|l| l.starts_with(field))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+            })
+            .sum()
+    }
+
+    /// `strace -c -f` attached to every process of the tree, writing its summary to `out` when
+    /// it gets SIGINT.
+    pub fn strace(&self, out: &str) -> Child {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-c", "-f", "-q", "-o", out]);
+        for pid in tree(self.pid()) {
+            cmd.args(["-p", &pid.to_string()]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("strace")
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; only this process (the tree's root reaps its own).
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `root` and its descendants, from the parent pids in `/proc/*/stat`.
+fn tree(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        if let Some(ppid) = stat[close + 2..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parents.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    found
+}
