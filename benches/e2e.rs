@@ -375,12 +375,12 @@ fn start_peer(
         }
         "sniproxy" => {
             let bin = find_program(&["sniproxy"])?;
+            let (ip, port) = (addr.ip(), addr.port());
+            let (bip, bport) = (backend.ip(), backend.port());
             let cfg = format!(
                 "error_log {{\n  filename /dev/null\n  priority emerg\n}}\n\
-                 listener {addr} {{\n  protocol tls\n  table allow\n}}\n\
-                 table allow {{\n  (?i)^login\\.salesforce\\.com$ {backend}\n  (?i)^.+\\.my\\.salesforce\\.com$ {backend}\n}}\n",
-                addr = format!("{} {}", addr.ip(), addr.port()),
-                backend = format!("{} {}", backend.ip(), backend.port()),
+                 listener {ip} {port} {{\n  protocol tls\n  table allow\n}}\n\
+                 table allow {{\n  (?i)^login\\.salesforce\\.com$ {bip} {bport}\n  (?i)^.+\\.my\\.salesforce\\.com$ {bip} {bport}\n}}\n"
             );
             let path = dir.join("sniproxy.conf");
             std::fs::write(&path, cfg).unwrap();
@@ -598,19 +598,24 @@ struct Report {
     /// Split-hello probe verdict.
     split: BTreeMap<String, String>,
     /// (target, allow | deny) → (connections, calls per system call) under strace.
-    syscalls: BTreeMap<(String, &'static str), (u64, BTreeMap<String, u64>)>,
+    syscalls: BTreeMap<(String, &'static str), (u64, Calls)>,
 }
 
+/// Calls per system call.
+type Calls = BTreeMap<String, u64>;
+
 /// The calls column of `strace -c` output, by system call.
-fn parse_strace(text: &str) -> BTreeMap<String, u64> {
+fn parse_strace(text: &str) -> Calls {
     let mut calls = BTreeMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         // % time, seconds, usecs/call, calls, [errors,] syscall
-        if f.len() >= 5 && f[0].parse::<f64>().is_ok() && f[f.len() - 1] != "total" {
-            if let Ok(n) = f[3].parse::<u64>() {
-                calls.insert(f[f.len() - 1].to_string(), n);
-            }
+        if f.len() >= 5
+            && f[0].parse::<f64>().is_ok()
+            && f[f.len() - 1] != "total"
+            && let Ok(n) = f[3].parse::<u64>()
+        {
+            calls.insert(f[f.len() - 1].to_string(), n);
         }
     }
     calls
