@@ -86,12 +86,13 @@ pub struct IpRanges {
     pub create_date: Option<String>,
     /// The IPv4 entries (required).
     pub prefixes: Vec<PrefixEntry>,
-    /// The IPv6 entries, present in some versions of the file.
+    /// The IPv6 entries, present in some versions of the file, with their CIDRs in
+    /// `ipv6_prefix` (the AWS-style name) or `ip_prefix`.
     #[serde(default)]
-    pub ipv6_prefixes: Vec<Ipv6PrefixEntry>,
+    pub ipv6_prefixes: Vec<PrefixEntry>,
 }
 
-/// One entry of `prefixes[]`.
+/// One entry of `prefixes[]` or `ipv6_prefixes[]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PrefixEntry {
     /// The CIDRs: one string or a list of strings (both forms have been published).
@@ -104,24 +105,6 @@ pub struct PrefixEntry {
     #[serde(default)]
     pub provider: Option<String>,
     /// `inbound` (clients reaching Hyperforce) or `outbound` (Hyperforce reaching customers).
-    #[serde(default)]
-    pub direction: Option<String>,
-}
-
-/// One entry of `ipv6_prefixes[]`: like [`PrefixEntry`], with the CIDRs in `ipv6_prefix`
-/// (the AWS-style name; `ip_prefix` is accepted too).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Ipv6PrefixEntry {
-    /// The CIDRs: one string or a list of strings.
-    #[serde(alias = "ip_prefix")]
-    pub ipv6_prefix: OneOrMany,
-    /// The cloud region.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// The cloud provider.
-    #[serde(default)]
-    pub provider: Option<String>,
-    /// `inbound` or `outbound`.
     #[serde(default)]
     pub direction: Option<String>,
 }
@@ -284,27 +267,20 @@ pub fn import_ip_ranges(file: &str, source: &str, text: &str, opts: &ImportOptio
         return Err(ImportError::Json { file: file.to_string(), line, column, message });
     }
     let doc: IpRanges = serde_json::from_str(text).map_err(|e| json_error(file, &e))?;
-    let entries: Vec<Entry<'_>> = doc
-        .prefixes
-        .iter()
-        .enumerate()
-        .map(|(index, p)| Entry {
-            list: "prefixes",
-            field: "ip_prefix",
-            index,
-            cidrs: &p.ip_prefix,
-            region: p.region.as_deref(),
-            direction: p.direction.as_deref(),
-        })
-        .chain(doc.ipv6_prefixes.iter().enumerate().map(|(index, p)| Entry {
-            list: "ipv6_prefixes",
-            field: "ipv6_prefix",
-            index,
-            cidrs: &p.ipv6_prefix,
-            region: p.region.as_deref(),
-            direction: p.direction.as_deref(),
-        }))
-        .collect();
+    let entries: Vec<Entry<'_>> =
+        [("prefixes", "ip_prefix", &doc.prefixes), ("ipv6_prefixes", "ipv6_prefix", &doc.ipv6_prefixes)]
+            .into_iter()
+            .flat_map(|(list, field, entries)| {
+                entries.iter().enumerate().map(move |(index, p)| Entry {
+                    list,
+                    field,
+                    index,
+                    cidrs: &p.ip_prefix,
+                    region: p.region.as_deref(),
+                    direction: p.direction.as_deref(),
+                })
+            })
+            .collect();
 
     // Every CIDR of the file is checked, kept or not: a broken file is broken whatever the filter.
     let mut parsed = Vec::with_capacity(entries.len());
