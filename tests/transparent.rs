@@ -109,40 +109,50 @@ async fn redirected_connections_reach_their_original_destination() {
             return;
         }
     };
+    let listener = "listen = \"0.0.0.0:15001\"\nmode = \"transparent\"\nmark = 0x100";
+    let (ok, no) = allowed_and_denied(&c, &c, &r, listener).await;
+    assert_eq!(ok["original_dst"], "10.99.0.2:443");
+    assert_eq!(ok["upstream"], "10.99.0.2:443");
+    assert_eq!(no["verdict"], "deny");
+    assert_eq!(no["reason"], "rule");
+}
+
+/// Runs snigate in namespace `ns` with `listener` (TOML lines) and the echo server in
+/// `remote`; a client in `client` connecting to 10.99.0.2:443 must get its hello echoed back
+/// for an allowed name and `access_denied` for a denied one. Returns the two access-log lines.
+async fn allowed_and_denied(
+    client: &str,
+    ns: &str,
+    remote: &str,
+    listener: &str,
+) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.rules"), "allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n").unwrap();
     let config = dir.path().join("snigate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nlisten = \"0.0.0.0:15001\"\nmode = \"transparent\"\nmark = 0x100\n\
-             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
-            dir.path().join("t.rules").display()
-        ),
-    )
-    .unwrap();
+    let rules = dir.path().join("t.rules");
+    let text =
+        format!("[[listener]]\n{listener}\n[rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n", rules.display());
+    std::fs::write(&config, text).unwrap();
     let _backend = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &r, "python3", "-c", ECHO])
+        .args(["netns", "exec", remote, "python3", "-c", ECHO])
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let (mut snigate, mut log) = start_in(&c, &config).await;
+    let (mut snigate, mut log) = start_in(ns, &config).await;
     // The echo server may still be starting (snigate then answers upstream_error): retry the
     // first allowed connection briefly.
     let want = hello(&[sni(b"acme.my.salesforce.com")]);
     let mut allowed = Vec::new();
     for _ in 0..50 {
-        allowed = connect_through(&c, "acme.my.salesforce.com").await;
+        allowed = connect_through(client, "acme.my.salesforce.com").await;
         if allowed == want {
             break;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), log.next_line()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(allowed, hello(&[sni(b"acme.my.salesforce.com")]), "the remote echoed the hello through snigate");
-    let denied = connect_through(&c, "evil.my.salesforce.com").await;
+    assert_eq!(allowed, want, "the remote echoed the hello through snigate");
+    let denied = connect_through(client, "evil.my.salesforce.com").await;
     assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
-
     let (mut ok, mut no) = (None, None);
     while ok.is_none() || no.is_none() {
         let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
@@ -153,12 +163,8 @@ async fn redirected_connections_reach_their_original_destination() {
             no = Some(v);
         }
     }
-    let (ok, no) = (ok.unwrap(), no.unwrap());
-    assert_eq!(ok["original_dst"], "10.99.0.2:443");
-    assert_eq!(ok["upstream"], "10.99.0.2:443");
-    assert_eq!(no["verdict"], "deny");
-    assert_eq!(no["reason"], "rule");
     let _ = snigate.kill().await;
+    (ok.unwrap(), no.unwrap())
 }
 
 /// Starts snigate in namespace `ns` with `config`, and waits until it listens; its stdout is
@@ -232,43 +238,9 @@ async fn tproxy_on_a_gateway_reaches_the_original_destination() {
             return;
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.rules"), "allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n").unwrap();
-    let config = dir.path().join("snigate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nlisten = \"0.0.0.0:15002\"\nmode = \"transparent\"\ntproxy = true\n\
-             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n",
-            dir.path().join("t.rules").display()
-        ),
-    )
-    .unwrap();
-    let _backend = tokio::process::Command::new("ip")
-        .args(["netns", "exec", &r, "python3", "-c", ECHO])
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (mut snigate, mut log) = start_in(&g, &config).await;
-    let want = hello(&[sni(b"acme.my.salesforce.com")]);
-    let mut allowed = Vec::new();
-    for _ in 0..50 {
-        allowed = connect_through(&c, "acme.my.salesforce.com").await;
-        if allowed == want {
-            break;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(200), log.next_line()).await;
-    }
-    assert_eq!(allowed, hello(&[sni(b"acme.my.salesforce.com")]), "the remote echoed the hello through snigate");
-    assert_eq!(connect_through(&c, "evil.my.salesforce.com").await, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]);
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(5), log.next_line()).await.unwrap().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["verdict"] == "allow" {
-            assert_eq!(v["client"].as_str().unwrap().split(':').next(), Some("10.98.0.2"));
-            assert_eq!(v["original_dst"], "10.99.0.2:443");
-            break;
-        }
-    }
-    let _ = snigate.kill().await;
+    let listener = "listen = \"0.0.0.0:15002\"\nmode = \"transparent\"\ntproxy = true";
+    let (ok, no) = allowed_and_denied(&c, &g, &r, listener).await;
+    assert_eq!(ok["client"].as_str().unwrap().split(':').next(), Some("10.98.0.2"), "the real client, no NAT");
+    assert_eq!(ok["original_dst"], "10.99.0.2:443");
+    assert_eq!(no["reason"], "rule");
 }
