@@ -216,19 +216,9 @@ pub fn decode_capture(input: &[u8]) -> Result<Vec<u8>, hex::FromHexError> {
     hex::decode(digits)
 }
 
-/// `0x0304` → `TLS1.3`; GREASE values (RFC 8701) → `grease`.
-pub fn version_name(v: u16) -> String {
-    match v {
-        0x0300 => "SSL3.0".to_string(),
-        0x0301..=0x0304 => format!("TLS1.{}", (v & 0xff) - 1),
-        v if v & 0x0f0f == 0x0a0a => "grease".to_string(),
-        v => format!("0x{v:04x}"),
-    }
-}
-
 /// `0` → `ServerName(0)` via tls-parser's names; GREASE and unnamed types by number.
 fn extension_name(ty: u16) -> String {
-    if ty & 0x0f0f == 0x0a0a {
+    if hello::is_grease(ty) {
         return format!("grease(0x{ty:04x})");
     }
     if ty == hello::EXT_ECH {
@@ -247,19 +237,13 @@ fn hello_json(h: &ClientHello) -> serde_json::Value {
         "sni": h.sni,
         "alpn": h.alpn,
         "ech": h.ech,
-        "versions": offered_versions(h).iter().map(|&v| version_name(v)).collect::<Vec<_>>(),
-        "legacy_version": version_name(h.legacy_version),
+        "versions": h.offered_versions().iter().map(|&v| hello::version_name(v)).collect::<Vec<_>>(),
+        "legacy_version": hello::version_name(h.legacy_version),
         "extensions": h.extensions,
         "records": h.records,
         "bytes": h.wire_bytes,
         "hello_bytes": h.hello_bytes,
     })
-}
-
-/// The versions the client offers: supported_versions without GREASE, or the legacy version.
-fn offered_versions(h: &ClientHello) -> Vec<u16> {
-    let listed: Vec<u16> = h.supported_versions.iter().copied().filter(|v| v & 0x0f0f != 0x0a0a).collect();
-    if listed.is_empty() { vec![h.legacy_version] } else { listed }
 }
 
 fn hello_text(h: &ClientHello) -> String {
@@ -270,8 +254,8 @@ fn hello_text(h: &ClientHello) -> String {
         "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {} record(s), {} bytes on the wire\n",
         h.sni.as_ref().map_or("(none)", |n| n.as_str()),
         list(h.alpn.clone()),
-        list(offered_versions(h).into_iter().map(version_name).collect()),
-        version_name(h.legacy_version),
+        list(h.offered_versions().into_iter().map(hello::version_name).collect()),
+        hello::version_name(h.legacy_version),
         if h.ech { "present (encrypted_client_hello)" } else { "absent" },
         list(h.extensions.iter().map(|&t| extension_name(t)).collect()),
         h.hello_bytes,

@@ -3,5 +3,8 @@
 mod parse;
 mod read;
 
-pub use parse::{ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloParser, Limits, Parse, escape, parse};
+pub use parse::{
+    ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloParser, Limits, Parse, escape, is_grease, parse,
+    version_name,
+};
 pub use read::{ReadError, read_client_hello};

@@ -72,6 +72,36 @@ pub struct ClientHello {
     pub records: usize,
 }
 
+/// Whether a 16-bit code point (version, extension type) is a GREASE value (RFC 8701).
+pub fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a
+}
+
+/// `0x0304` → `TLS1.3`; GREASE values → `grease`.
+pub fn version_name(v: u16) -> String {
+    match v {
+        0x0300 => "SSL3.0".to_string(),
+        0x0301..=0x0304 => format!("TLS1.{}", (v & 0xff) - 1),
+        v if is_grease(v) => "grease".to_string(),
+        v => format!("0x{v:04x}"),
+    }
+}
+
+impl ClientHello {
+    /// The versions the client offers: supported_versions without GREASE, or else the legacy
+    /// version.
+    pub fn offered_versions(&self) -> Vec<u16> {
+        let listed: Vec<u16> = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).collect();
+        if listed.is_empty() { vec![self.legacy_version] } else { listed }
+    }
+
+    /// The highest version offered, by name (`TLS1.3`), for logs.
+    pub fn highest_version(&self) -> String {
+        let offered = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).max();
+        version_name(offered.unwrap_or(self.legacy_version))
+    }
+}
+
 /// Why bytes are not an acceptable ClientHello. Each variant maps to one [`Reason`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HelloError {

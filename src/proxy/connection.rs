@@ -222,8 +222,7 @@ fn record_hello(out: &mut Outcome, hello: &ClientHello) {
     out.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
     out.alpn = hello.alpn.clone();
     out.ech = hello.ech;
-    let offered = hello.supported_versions.iter().copied().filter(|v| v & 0x0f0f != 0x0a0a).max();
-    out.tls_version = Some(crate::cli::version_name(offered.unwrap_or(hello.legacy_version)));
+    out.tls_version = Some(hello.highest_version());
 }
 
 /// Decides a TLS connection by its hello and finds where it may go: the upstream addresses to
