@@ -1,10 +1,14 @@
 //! The crate's only `unsafe`: the Linux calls that std, tokio and socket2 do not wrap
-//! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`), each behind a safe wrapper over owned or
-//! borrowed file descriptors.
+//! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`) and tokio's
+//! registration of a raw listening socket, each behind a safe wrapper over owned or borrowed
+//! file descriptors.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// A non-blocking, close-on-exec pipe; both ends close on drop.
 #[derive(Debug)]
@@ -83,6 +87,34 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
+/// Sets TCP_DEFER_ACCEPT on a listening socket: the kernel completes `accept` only once the
+/// client has sent data (or after about `seconds`, for a silent client), so that the first
+/// read of an accepted connection finds its first bytes.
+pub fn set_defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is borrowed, hence open; the option value points to a c_int that
+    // lives through the call, and its size is passed with it.
+    let set = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Registers a listening socket with the runtime's reactor, for readability (incoming
+/// connections). Must be called within the runtime.
+pub fn register_listener(socket: socket2::Socket) -> io::Result<AsyncFd<socket2::Socket>> {
+    // SAFETY: the AsyncFd takes ownership of the socket, which owns its descriptor and closes it
+    // only when dropped, so the descriptor stays open and refers to the same socket for the
+    // AsyncFd's whole life, and `as_raw_fd` always returns it.
+    Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +137,30 @@ mod tests {
         assert_eq!(&got, b"hello");
         drop(a);
         assert_eq!(splice(b.as_fd(), pipe.writer(), pipe.capacity()).unwrap(), 0, "EOF");
+    }
+
+    #[test]
+    fn a_deferred_listener_accepts_once_data_arrives() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_defer_accept(listener.as_fd(), 1).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(listener.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock, "handshake alone");
+        client.write_all(b"hello").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let (mut accepted, _) = loop {
+            match listener.accept() {
+                Ok(a) => break a,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        let mut got = [0; 5];
+        accepted.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
     }
 
     #[test]

@@ -159,3 +159,61 @@ async fn hostile_first_bytes_are_refused_without_waiting() {
         assert!(took < TIMEOUT / 2, "{want:?} took {took:?}");
     }
 }
+
+/// The reader that does not wait: it settles a hello that is all there, hands a partial one on
+/// (keeping its bytes) to the awaiting reader, and reports a close.
+#[tokio::test]
+async fn what_is_there_is_read_without_waiting() {
+    use snigate::hello::read_client_hello_now;
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accept = || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let hello = recording("chromium.bin").bytes;
+    let settled = |c: &std::net::TcpStream| {
+        // Loopback delivers within the write; poll briefly all the same.
+        for _ in 0..100 {
+            let mut probe = [0u8; 1];
+            if c.peek(&mut probe).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(&hello).unwrap();
+    let conn = accept();
+    settled(&conn);
+    let mut buf = BytesMut::new();
+    let got = read_client_hello_now(&conn, &mut buf, Limits::default()).expect("settled").unwrap();
+    assert_eq!(got.sni.unwrap().as_str(), "acme--dev.sandbox.lightning.force.com");
+    assert_eq!(&buf[..], &hello[..]);
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(&hello[..100]).unwrap();
+    let conn = accept();
+    settled(&conn);
+    let mut buf = BytesMut::new();
+    assert!(read_client_hello_now(&conn, &mut buf, Limits::default()).is_none(), "the rest is still to come");
+    assert_eq!(&buf[..], &hello[..100]);
+    client.write_all(&hello[100..]).unwrap();
+    let mut conn = TcpStream::from_std(conn).unwrap();
+    let got = read_client_hello(&mut conn, &mut buf, Limits::default(), TIMEOUT).await.unwrap();
+    assert_eq!(got.wire_bytes, hello.len());
+    assert_eq!(&buf[..], &hello[..]);
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(&hello[..100]).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let conn = accept();
+    settled(&conn);
+    std::thread::sleep(Duration::from_millis(20));
+    let mut buf = BytesMut::new();
+    let err = read_client_hello_now(&conn, &mut buf, Limits::default()).expect("settled").unwrap_err();
+    assert_eq!(err.reason(), Reason::Malformed, "closed mid-hello: {err}");
+}

@@ -60,6 +60,10 @@ async fn denials_end_as_configured() {
     assert_eq!(rejected_reads(&unknown, "").await, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]);
     let bad_name = hello(&[sni(b"a..b")]);
     assert_eq!(rejected_reads(&bad_name, "").await, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 112]);
+    // More bytes already behind the hello: closing with them unread would reset the connection
+    // and destroy the alert, so snigate reads them away first.
+    let with_more = [denied.clone(), pseudo_random(20_000)].concat();
+    assert_eq!(rejected_reads(&with_more, "").await, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49]);
     // Not TLS: no alert, just the close.
     assert_eq!(rejected_reads(b"GET / HTTP/1.1\r\n\r\n", "").await, b"");
     assert_eq!(rejected_reads(&denied, "reject = \"close\"").await, b"");

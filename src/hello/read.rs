@@ -1,6 +1,6 @@
 //! Reading a ClientHello off a stream: bounded, timed, and keeping every byte for replay.
 
-use std::io;
+use std::io::{self, Read};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -56,7 +56,8 @@ impl ReadError {
 ///
 /// On success `buf` holds every byte read, the hello and anything the client sent after it,
 /// to be replayed to the upstream unchanged. At most `limits.max_hello_bytes` plus one read's
-/// worth of bytes are buffered.
+/// worth of bytes are buffered. `buf` may already hold the first bytes (from
+/// [`read_client_hello_now`]); they are parsed before anything is read.
 pub async fn read_client_hello<R>(
     io: &mut R,
     buf: &mut BytesMut,
@@ -69,21 +70,72 @@ where
     let mut parser = HelloParser::new(limits);
     let read = async {
         loop {
-            match parser.parse(buf) {
-                Parse::Complete(hello) => return Ok(hello),
-                Parse::Invalid(e) => return Err(ReadError::Invalid(e)),
-                Parse::Incomplete { needed } => {
-                    buf.reserve((needed - buf.len()).max(MIN_READ));
-                    match io.read_buf(buf).await {
-                        Ok(0) => return Err(ReadError::Closed { read: buf.len() }),
-                        Ok(_) => {}
-                        Err(source) => {
-                            return Err(ReadError::Io { read: buf.len(), source });
-                        }
-                    }
-                }
+            let want = match step(&mut parser, buf) {
+                Step::Done(answer) => return answer,
+                Step::Read(want) => want,
+            };
+            buf.reserve(want);
+            let before = buf.len();
+            if let Some(end) = ended(io.read_buf(buf).await, before) {
+                return Err(end);
             }
         }
     };
     tokio::time::timeout(timeout, read).await.unwrap_or(Err(ReadError::Timeout(timeout)))
+}
+
+/// Reads what a non-blocking `io` holds already, without waiting: `Some` when that settles the
+/// hello (complete, invalid, or the client gone), `None` when bytes that have not arrived yet
+/// are needed; the caller then awaits them with [`read_client_hello`] on the same `buf`.
+///
+/// With TCP_DEFER_ACCEPT on the listener the hello is there when the connection is accepted,
+/// so this settles most connections before they are registered with the runtime's reactor.
+pub fn read_client_hello_now<R: Read>(
+    mut io: R,
+    buf: &mut BytesMut,
+    limits: Limits,
+) -> Option<Result<ClientHello, ReadError>> {
+    let mut parser = HelloParser::new(limits);
+    loop {
+        let want = match step(&mut parser, buf) {
+            Step::Done(answer) => return Some(answer),
+            Step::Read(want) => want,
+        };
+        let before = buf.len();
+        buf.resize(before + want, 0);
+        let read = io.read(&mut buf[before..]);
+        buf.truncate(before + read.as_ref().map_or(0, |&n| n));
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            read => {
+                if let Some(end) = ended(read, before) {
+                    return Some(Err(end));
+                }
+            }
+        }
+    }
+}
+
+/// What the parser makes of `buf`: an answer, or how many bytes to read next.
+enum Step {
+    Done(Result<ClientHello, ReadError>),
+    Read(usize),
+}
+
+fn step(parser: &mut HelloParser, buf: &BytesMut) -> Step {
+    match parser.parse(buf) {
+        Parse::Complete(hello) => Step::Done(Ok(hello)),
+        Parse::Invalid(e) => Step::Done(Err(ReadError::Invalid(e))),
+        Parse::Incomplete { needed } => Step::Read((needed - buf.len()).max(MIN_READ)),
+    }
+}
+
+/// How a read `before` bytes into the hello ends it, if it does: an EOF or a failure.
+fn ended(read: io::Result<usize>, before: usize) -> Option<ReadError> {
+    match read {
+        Ok(0) => Some(ReadError::Closed { read: before }),
+        Ok(_) => None,
+        Err(source) => Some(ReadError::Io { read: before, source }),
+    }
 }

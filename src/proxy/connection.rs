@@ -1,6 +1,9 @@
 //! One connection through the pipeline: hello, decision, upstream, replay, splice, log.
 
+use std::borrow::Cow;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,12 +15,13 @@ use tokio::time::Instant;
 
 use super::Listener;
 use super::explicit;
+use super::http::Target;
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::reject;
 use super::splice::{End, Moved, splice};
 use super::upstream;
 use crate::config::{EchPolicy, Mode, VerifyDestination};
-use crate::hello::{ClientHello, read_client_hello};
+use crate::hello::{ClientHello, read_client_hello, read_client_hello_now};
 use crate::name::Name;
 use crate::policy::{RuleRef, Verdict};
 use crate::reason::Reason;
@@ -94,13 +98,44 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Runs one accepted connection to its end and returns what happened.
+/// An accepted client socket. It is registered with the runtime's reactor only once the
+/// connection has to wait on it: a hello that is there when the connection is accepted (the
+/// listener defers accepts until the client has sent data) is read and decided first, and a
+/// denied connection is answered and closed without ever touching epoll.
+pub(super) enum Client {
+    /// Not registered: reads and writes go straight to the kernel and must not block.
+    Fresh(std::net::TcpStream),
+    /// Registered, so that the connection can await its readiness.
+    Registered(TcpStream),
+}
+
+impl Client {
+    /// The socket, registered.
+    pub(super) fn registered(self) -> io::Result<TcpStream> {
+        match self {
+            Client::Fresh(stream) => TcpStream::from_std(stream),
+            Client::Registered(stream) => Ok(stream),
+        }
+    }
+}
+
+impl AsFd for Client {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Client::Fresh(stream) => stream.as_fd(),
+            Client::Registered(stream) => stream.as_fd(),
+        }
+    }
+}
+
+/// Runs one accepted connection to its end and returns what happened. `accepted` is
+/// non-blocking and not registered with the runtime.
 ///
 /// The future is the connection's task, held for its whole life, so its size is the memory of
 /// an idle connection. The modes' and stages' larger futures that most connections never reach
 /// (PROXY header, `connect` and `http` modes, DNS) are boxed where they are awaited, so that
 /// they do not size every task: the task holds the hello reading and the splice only.
-pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr) -> Outcome {
+pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: SocketAddr) -> Outcome {
     let start = Instant::now();
     let mut out = Outcome {
         time: SystemTime::now(),
@@ -122,83 +157,136 @@ pub async fn handle(listener: &Listener, mut client: TcpStream, peer: SocketAddr
         duration: 0.0,
         error: None,
     };
-    let _ = client.set_nodelay(true);
     let mut buf = BytesMut::new();
-    let limits = &listener.limits;
-    let deadline = start + limits.hello_timeout();
-    let mut proxied_dst = None;
-    if !listener.config.proxy_protocol_trusted.is_empty() {
-        match Box::pin(proxy_header(listener, &mut client, &mut buf, deadline)).await {
-            Ok(Some(addresses)) => {
-                out.client = addresses.source;
-                proxied_dst = Some(addresses.destination);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                out.reason = Reason::ProxyProtocol;
-                out.error = Some(e.to_string());
-                reject(client, listener.config.reject, out.reason, &[]).await;
-                out.duration = start.elapsed().as_secs_f64();
-                return out;
-            }
-        }
-    }
-    let mut tunnel = None;
-    match listener.config.mode {
-        Mode::Http => {
-            if let Err(reason) =
-                Box::pin(explicit::plain_http(listener, &mut client, &mut out, &mut buf, deadline)).await
-            {
-                out.verdict = Verdict::Deny;
-                out.reason = reason;
-            }
-            out.duration = start.elapsed().as_secs_f64();
-            return out;
-        }
-        Mode::Connect => match Box::pin(explicit::connect(listener, &mut client, &mut out, &mut buf, deadline)).await {
-            Ok(target) => tunnel = Some(target),
-            Err(reason) => {
-                out.verdict = Verdict::Deny;
-                out.reason = reason;
-                out.duration = start.elapsed().as_secs_f64();
-                return out;
-            }
-        },
-        Mode::Sni | Mode::Upstream | Mode::Transparent => {}
-    }
-    let reading = Instant::now();
-    let remaining = deadline.saturating_duration_since(reading);
-    match read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await {
-        Ok(hello) => {
-            listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
-            // The hello's details are only for the access log: no strings when it is off.
-            if listener.access_log.is_on() {
-                record_hello(&mut out, &hello);
-            }
-            let checked = match &tunnel {
-                Some(target) => Box::pin(explicit::tunnel_candidates(listener, &mut out, &hello, target)).await,
-                None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
+    let deadline = start + listener.limits.hello_timeout();
+    // A TLS listener's first bytes are the hello: whatever of it is there already is read
+    // before the socket is registered.
+    let hello_first = listener.config.proxy_protocol_trusted.is_empty()
+        && matches!(listener.config.mode, Mode::Sni | Mode::Upstream | Mode::Transparent);
+    let early = if hello_first { read_client_hello_now(&accepted, &mut buf, listener.hello_limits) } else { None };
+    let mut reading = start;
+    let (client, hello, tunnel, proxied_dst) = match early {
+        Some(hello) => (Client::Fresh(accepted), hello, None, None),
+        None => {
+            let mut client = match TcpStream::from_std(accepted) {
+                Ok(client) => client,
+                Err(e) => {
+                    out.error = Some(format!("cannot register the client socket: {e}"));
+                    return finish(out, start);
+                }
             };
-            let forwarded = match checked {
-                Ok(addrs) => forward(listener, &mut client, &mut out, &addrs, &mut buf, proxied_dst).await,
-                Err(reason) => Err(reason),
+            let (tunnel, proxied_dst) = match prelude(listener, &mut client, &mut out, &mut buf, deadline).await {
+                Prelude::Hello { tunnel, proxied_dst } => (tunnel, proxied_dst),
+                Prelude::Reject(reason) => {
+                    out.reason = reason;
+                    reject(Client::Registered(client), listener.config.reject, reason, &buf).await;
+                    return finish(out, start);
+                }
+                Prelude::Ended => return finish(out, start),
             };
-            if let Err(reason) = forwarded {
-                out.verdict = Verdict::Deny;
-                out.reason = reason;
-                reject(client, listener.config.reject, reason, &buf).await;
-            }
+            reading = Instant::now();
+            let remaining = deadline.saturating_duration_since(reading);
+            let hello = read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await;
+            (Client::Registered(client), hello, tunnel, proxied_dst)
         }
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
         Err(e) => {
             out.reason = e.reason();
             if out.reason != Reason::ClientClosed {
                 out.error = Some(e.to_string());
             }
             reject(client, listener.config.reject, out.reason, &buf).await;
+            return finish(out, start);
         }
+    };
+    listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
+    // The hello's details are only for the access log: no strings when it is off.
+    if listener.access_log.is_on() {
+        record_hello(&mut out, &hello);
     }
+    let checked = match &tunnel {
+        Some(target) => Box::pin(explicit::tunnel_candidates(listener, &mut out, &hello, target)).await,
+        None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
+    };
+    let denied = match checked {
+        Err(reason) => Some((client, reason)),
+        Ok(addrs) => match client.registered() {
+            Ok(mut stream) => forward(listener, &mut stream, &mut out, &addrs, &mut buf, proxied_dst)
+                .await
+                .err()
+                .map(|reason| (Client::Registered(stream), reason)),
+            Err(e) => {
+                out.error = Some(format!("cannot register the client socket: {e}"));
+                None
+            }
+        },
+    };
+    if let Some((client, reason)) = denied {
+        out.verdict = Verdict::Deny;
+        out.reason = reason;
+        reject(client, listener.config.reject, reason, &buf).await;
+    }
+    finish(out, start)
+}
+
+fn finish(mut out: Outcome, start: Instant) -> Outcome {
     out.duration = start.elapsed().as_secs_f64();
     out
+}
+
+/// Where the hello stands after [`prelude`].
+enum Prelude {
+    /// The hello comes next: the `connect` target, and the PROXY header's destination.
+    Hello { tunnel: Option<Target>, proxied_dst: Option<SocketAddr> },
+    /// Deny with this reason.
+    Reject(Reason),
+    /// The connection has ended (`http` mode, a refused CONNECT); `out` says how.
+    Ended,
+}
+
+/// What comes before the hello on listeners that do not start with it: the PROXY header of a
+/// trusted load balancer, and the `connect` or `http` mode's request.
+async fn prelude(
+    listener: &Listener,
+    client: &mut TcpStream,
+    out: &mut Outcome,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Prelude {
+    let mut proxied_dst = None;
+    if !listener.config.proxy_protocol_trusted.is_empty() {
+        match Box::pin(proxy_header(listener, client, buf, deadline)).await {
+            Ok(Some(addresses)) => {
+                out.client = addresses.source;
+                proxied_dst = Some(addresses.destination);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                out.error = Some(e.to_string());
+                return Prelude::Reject(Reason::ProxyProtocol);
+            }
+        }
+    }
+    match listener.config.mode {
+        Mode::Http => {
+            if let Err(reason) = Box::pin(explicit::plain_http(listener, client, out, buf, deadline)).await {
+                out.verdict = Verdict::Deny;
+                out.reason = reason;
+            }
+            Prelude::Ended
+        }
+        Mode::Connect => match Box::pin(explicit::connect(listener, client, out, buf, deadline)).await {
+            Ok(target) => Prelude::Hello { tunnel: Some(target), proxied_dst },
+            Err(reason) => {
+                out.verdict = Verdict::Deny;
+                out.reason = reason;
+                Prelude::Ended
+            }
+        },
+        Mode::Sni | Mode::Upstream | Mode::Transparent => Prelude::Hello { tunnel: None, proxied_dst },
+    }
 }
 
 /// Reads the PROXY header a trusted load balancer sends first, by `deadline`.
@@ -229,7 +317,7 @@ fn record_hello(out: &mut Outcome, hello: &ClientHello) {
 /// try, in order. `Err(reason)`: deny with that reason.
 async fn candidates(
     listener: &Listener,
-    client: &TcpStream,
+    client: &Client,
     out: &mut Outcome,
     hello: &ClientHello,
     proxied_dst: Option<SocketAddr>,
@@ -330,9 +418,19 @@ pub(super) async fn forward(
 ) -> Result<(), Reason> {
     out.stage = Stage::Connect;
     let limits = &listener.limits;
+    // What the upstream gets first: the PROXY header when configured, then every byte read.
+    let first: Cow<'_, [u8]> = match listener.config.proxy_protocol_out {
+        Some(version) => {
+            let local = client.local_addr().unwrap_or(candidates[0]);
+            let header = proxy_protocol::encode(version, out.client, out.original_dst.or(proxied_dst).unwrap_or(local));
+            Cow::Owned([&header[..], &buf[..]].concat())
+        }
+        None => Cow::Borrowed(&buf[..]),
+    };
     let connecting = Instant::now();
-    let mut up =
-        upstream::connect_any(candidates, limits.connect_timeout(), listener.config.mark).await.map_err(|e| {
+    let (mut up, sent) = upstream::connect_any(candidates, limits.connect_timeout(), listener.config.mark, &first)
+        .await
+        .map_err(|e| {
             out.error = Some(e.to_string());
             Reason::UpstreamError
         })?;
@@ -344,18 +442,11 @@ pub(super) async fn forward(
     };
     out.upstream = Some(addr);
     out.stage = Stage::Splice;
-    if let Some(version) = listener.config.proxy_protocol_out {
-        let local = client.local_addr().unwrap_or(addr);
-        let header = proxy_protocol::encode(version, out.client, out.original_dst.or(proxied_dst).unwrap_or(local));
-        if let Err(e) = up.write_all(&header).await {
-            out.error = Some(e.to_string());
-            return Ok(());
-        }
-    }
-    if let Err(e) = up.write_all(buf).await {
+    if let Err(e) = up.write_all(&first[sent..]).await {
         out.error = Some(e.to_string());
         return Ok(());
     }
+    drop(first);
     out.bytes_up = buf.len() as u64;
     *buf = BytesMut::new();
     let (moved, end) = splice(client, &up, limits.idle_timeout(), listener.config.splice).await;

@@ -17,8 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::AsFd;
+
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use socket2::{Domain, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -73,7 +77,7 @@ pub struct Listener {
 /// Bound listeners, ready to run.
 pub struct Server {
     /// Each listener's socket and settings.
-    listeners: Vec<(TcpListener, Arc<Listener>)>,
+    listeners: Vec<(AsyncFd<Socket>, Arc<Listener>)>,
     /// The shared rule snapshot (swapped on reload).
     rules: Rules,
     /// How long open connections may take to finish after shutdown.
@@ -92,12 +96,7 @@ impl Server {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let bound = if l.tproxy {
-                upstream::bind_transparent(l.listen).and_then(TcpListener::from_std)
-            } else {
-                TcpListener::bind(l.listen).await
-            };
-            let socket = bound.map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let socket = listen(l.listen, l.tproxy).map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
             let upstream = match &l.upstream {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
@@ -134,7 +133,7 @@ impl Server {
 
     /// The bound addresses, in configuration order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(s, _)| s.local_addr().ok()).collect()
+        self.listeners.iter().filter_map(|(s, _)| s.get_ref().local_addr().ok()?.as_socket()).collect()
     }
 
     /// The rule snapshot, to swap in a reloaded one.
@@ -168,17 +167,48 @@ impl Server {
     }
 }
 
-async fn accept_loop(socket: TcpListener, listener: Arc<Listener>) {
+/// How long the kernel holds a connection whose client has sent nothing, before accepting it
+/// anyway (TCP_DEFER_ACCEPT); the hello timeout starts at the accept.
+const DEFER_ACCEPT_SECS: u32 = 1;
+
+/// Most connections waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// A listening socket registered with the runtime: SO_REUSEADDR; TCP_NODELAY, which accepted
+/// sockets inherit (no setsockopt per connection); TCP_DEFER_ACCEPT, so that a connection is
+/// accepted with its hello already there; IP_TRANSPARENT with `tproxy`, to accept connections
+/// addressed to any address that policy routing delivers locally.
+fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+    if tproxy && addr.is_ipv4() {
+        socket.set_ip_transparent_v4(true)?;
+    } else if tproxy {
+        socket.set_ip_transparent_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    crate::sys::register_listener(socket)
+}
+
+async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
-        match socket.accept().await {
+        // Accepted sockets are left unregistered: the connection registers its socket only
+        // if it has to wait on it (see `connection::handle`).
+        let accepted =
+            socket.async_io(Interest::READABLE, |s| s.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)).await;
+        match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let Some(peer) = peer.as_socket() else { continue };
                 let listener = listener.clone();
                 let active = listener.metrics.accepted();
                 tokio::spawn(async move {
-                    let outcome = connection::handle(&listener, stream, peer).await;
+                    let outcome = connection::handle(&listener, stream.into(), peer).await;
                     listener.metrics.finished(&outcome);
                     if let Err(cause) = listener.access_log.write(outcome) {
                         listener.metrics.log_suppressed(cause);
@@ -211,4 +241,31 @@ async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {
 
 fn with_context(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Accepted sockets inherit TCP_NODELAY from the listener, and are accepted only once the
+    /// client has sent something.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_and_their_first_bytes() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap().as_socket().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        let accept = || listener.get_ref().accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accept().unwrap_err().kind(), io::ErrorKind::WouldBlock, "no data, no accept");
+        client.write_all(b"x").unwrap();
+        let (accepted, _) =
+            tokio::time::timeout(Duration::from_secs(2), listener.async_io(Interest::READABLE, |_| accept()))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(accepted.tcp_nodelay().unwrap());
+        let mut first = [std::mem::MaybeUninit::new(0u8); 1];
+        assert_eq!(accepted.recv(&mut first).unwrap(), 1, "the first byte is there at accept");
+    }
 }

@@ -1,11 +1,14 @@
 //! How a denied connection ends: a fatal TLS alert, a reset, or a plain close.
 
+use std::io::Read;
 use std::time::Duration;
 
 use serde::Deserialize;
+use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::connection::Client;
 use crate::reason::Reason;
 
 /// The configured way to end a denied connection (`reject = "alert" | "rst" | "close"`).
@@ -73,20 +76,57 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Ends a denied connection in the configured style. Best effort: the client may be gone.
-pub async fn reject(mut stream: TcpStream, style: RejectStyle, reason: Reason, first_bytes: &[u8]) {
+///
+/// `rst` closes with SO_LINGER 0. Otherwise the alert goes out (when the style and the reason
+/// call for one), then FIN. Closing a socket with unread input makes the kernel send RST, which
+/// can destroy the alert before the client reads it, so a client that keeps sending is read
+/// and discarded for up to a second first. A socket not yet registered with the runtime is
+/// answered at once, and when the client has sent nothing more it is closed then, without
+/// ever touching epoll.
+pub async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes: &[u8]) {
     if style == RejectStyle::Rst {
-        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
         return;
     }
-    if style == RejectStyle::Alert
-        && let Some(alert) = Alert::for_reason(reason)
-    {
-        let _ = stream.write_all(&alert.record(alert_version(first_bytes))).await;
-    }
+    let record = farewell(style, reason, first_bytes);
+    let record: &[u8] = record.as_ref().map_or(&[], |r| r);
+    let (mut stream, unsent) = match client {
+        Client::Registered(stream) => (stream, record),
+        Client::Fresh(stream) => {
+            // MSG_MORE holds the alert back until the close (or the lingering path's shutdown),
+            // whose FIN then rides in the same segment: one packet for the client, not two.
+            let sent = match record {
+                [] => 0,
+                _ => SockRef::from(&stream).send_with_flags(record, libc::MSG_MORE | libc::MSG_NOSIGNAL).unwrap_or(0),
+            };
+            if sent == record.len() && !sends_more(&stream) {
+                return;
+            }
+            match TcpStream::from_std(stream) {
+                Ok(stream) => (stream, &record[sent..]),
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = stream.write_all(unsent).await;
     let _ = stream.shutdown().await;
-    // Closing a socket with unread input makes the kernel send RST, which can destroy the
-    // alert before the client reads it. Read what the client still sends, briefly, then close.
     let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
+}
+
+/// The alert record a denial sends, if any.
+fn farewell(style: RejectStyle, reason: Reason, first_bytes: &[u8]) -> Option<[u8; 7]> {
+    match style {
+        RejectStyle::Alert => Alert::for_reason(reason).map(|alert| alert.record(alert_version(first_bytes))),
+        RejectStyle::Rst | RejectStyle::Close => None,
+    }
+}
+
+/// Whether the client has sent more since its hello was read (then closing would send RST).
+/// An EOF or a failure means nothing more will come. Reads at most one byte, which is discarded
+/// like everything a rejected client sends.
+fn sends_more(stream: &std::net::TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!((&*stream).read(&mut probe), Ok(1))
 }
 
 /// Reads and discards until EOF, an error or `LINGER_BYTES`. The buffer lives only between

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -78,9 +78,10 @@ async fn relay(client: &TcpStream, upstream: &TcpStream, idle: Duration, pipes: 
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let one_ended = AtomicBool::new(false);
     let both = async {
-        let to_upstream = Meter { moved: &up, last: &last, start };
-        let to_client = Meter { moved: &down, last: &last, start };
+        let to_upstream = Meter { moved: &up, last: &last, start, one_ended: &one_ended };
+        let to_client = Meter { moved: &down, last: &last, start, one_ended: &one_ended };
         tokio::try_join!(pump(client, upstream, to_upstream, pipes), pump(upstream, client, to_client, pipes))
     };
     let watchdog = async {
@@ -109,12 +110,21 @@ struct Meter<'a> {
     last: &'a AtomicU64,
     /// When the splice began.
     start: Instant,
+    /// Whether a direction has ended already.
+    one_ended: &'a AtomicBool,
 }
 
 impl Meter<'_> {
     fn add(&self, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
         self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// This direction's EOF: passed on as a FIN (shutdown of the write half of `to`) while the
+    /// other direction keeps flowing. When the other direction has ended already, both sockets
+    /// are about to be closed, and closing sends the FIN: no shutdown call is needed.
+    fn ended(&self, to: &TcpStream) -> io::Result<()> {
+        if self.one_ended.swap(true, Ordering::Relaxed) { Ok(()) } else { SockRef::from(to).shutdown(Shutdown::Write) }
     }
 }
 
@@ -143,7 +153,7 @@ async fn pump_pipe(
         let mut rest = Vec::new();
         let n = match SCRATCH.with_borrow_mut(|buf| first_read(from, to, buf, &mut rest, meter))? {
             None => continue,
-            Some(0) => return shutdown_write(to),
+            Some(0) => return meter.ended(to),
             Some(n) => n,
         };
         if !rest.is_empty() {
@@ -163,7 +173,7 @@ async fn pump_pipe(
         loop {
             let filled = from.try_io(Interest::READABLE, || sys::splice(from.as_fd(), pipe.writer(), pipe.capacity()));
             match filled {
-                Ok(0) => return shutdown_write(to),
+                Ok(0) => return meter.ended(to),
                 Ok(n) => drain(&pipe, n, to, meter).await?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
@@ -243,7 +253,7 @@ async fn pump_copy(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> io::Re
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from.try_read(&mut buf) {
-                Ok(0) => return shutdown_write(to),
+                Ok(0) => return meter.ended(to),
                 Ok(n) => write_all(&buf[..n], to, meter).await?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
@@ -265,11 +275,6 @@ async fn write_all(mut buf: &[u8], to: &TcpStream, meter: Meter<'_>) -> io::Resu
         }
     }
     Ok(())
-}
-
-/// Passes an EOF on: FIN to the peer, while the other direction keeps flowing.
-fn shutdown_write(to: &TcpStream) -> io::Result<()> {
-    SockRef::from(to).shutdown(Shutdown::Write)
 }
 
 #[cfg(test)]
