@@ -14,10 +14,9 @@ mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::os::fd::AsFd;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
