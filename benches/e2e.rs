@@ -621,6 +621,19 @@ fn parse_strace(text: &str) -> Calls {
     calls
 }
 
+/// A figure's values for one proxy: one per round, or one for the single measurements.
+type Values<'a> = Box<dyn Fn(&Report, &str) -> Vec<f64> + 'a>;
+
+/// A row of the ratio table: name, values, higher is better.
+type Figure<'a> = (&'a str, Values<'a>, bool);
+
+/// `median (min–max)` of per-round ratios; the median alone for one value.
+fn summary(ratios: &[f64]) -> String {
+    let m = median(ratios.to_vec());
+    let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+    if ratios.len() < 2 { format!("{m:.2}x") } else { format!("{m:.2}x ({lo:.2}–{hi:.2})") }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -645,6 +658,37 @@ impl Report {
     fn bulk(&self, name: &str) -> (f64, f64) {
         let v = self.bulk.get(name).cloned().unwrap_or_default();
         (median(v.iter().map(|x| x.0).collect()), median(v.iter().map(|x| x.1).collect()))
+    }
+
+    /// The ratio table's figures: name, values per round (one value for the single
+    /// measurements), and whether higher is better.
+    fn figures(&self) -> Vec<Figure<'_>> {
+        let per_round = |kind: &'static str, f: fn(&Run) -> f64| -> Values<'_> {
+            Box::new(move |r, n| r.runs(n, kind).iter().map(f).collect())
+        };
+        vec![
+            ("conns/s c1", per_round("c1", Run::rate), true),
+            ("conns/s c16", per_round("c16", Run::rate), true),
+            ("conns/s c256", per_round("c256", Run::rate), true),
+            ("p50 latency c1", per_round("c1", |x| x.pct(0.5)), false),
+            ("p99 latency c1", per_round("c1", |x| x.pct(0.99)), false),
+            ("p99 latency c16", per_round("c16", |x| x.pct(0.99)), false),
+            ("CPU per 1k conns c16", per_round("c16", Run::cpu_per_k), false),
+            ("CPU per 1k conns c256", per_round("c256", Run::cpu_per_k), false),
+            ("denies/s c16", per_round("deny", Run::rate), true),
+            ("CPU per 1k rejects", per_round("deny", Run::cpu_per_k), false),
+            (
+                "bulk Gbit/s (splice)",
+                Box::new(|r, n| r.bulk.get(n).map_or(Vec::new(), |v| v.iter().map(|x| x.0).collect())),
+                true,
+            ),
+            (
+                "idle memory per conn",
+                Box::new(|r, n| vec![r.idle.get(n).copied().flatten().unwrap_or(f64::NAN)]),
+                false,
+            ),
+            ("peak RSS", Box::new(|r, n| vec![r.peak.get(n).map_or(f64::NAN, |&b| b as f64)]), false),
+        ]
     }
 
     fn print(&self, benching: bool, pinned: bool, secs: f64, rounds: usize, idle_n: usize, bulk: u64) {
@@ -705,40 +749,35 @@ impl Report {
             );
         }
 
-        // snigate against each peer: >1 is better for snigate on every row.
+        // snigate against each peer: >1 is better for snigate on every row. Ratios are taken
+        // within each round (the proxies of a round run back to back, under the same load from
+        // neighbours), then summarised: median (min–max) over the rounds.
         let peers: Vec<&String> = names.iter().filter(|n| *n != "direct" && *n != "snigate").collect();
         if !peers.is_empty() {
             println!(
-                "\nsnigate's advantage over each peer (> 1: snigate better; rates are snigate/peer, costs peer/snigate)\n"
+                "\nsnigate's advantage over each peer and over the best peer of each round (> 1: snigate better; \
+                 rates are snigate/peer, costs peer/snigate; ratio per round, median (min–max))\n"
             );
-            println!("| figure | {} |", peers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(" | "));
-            println!("| --- |{}", " ---: |".repeat(peers.len()));
-            type Fig<'a> = (&'a str, Box<dyn Fn(&Report, &str) -> f64 + 'a>, bool);
-            let figs: Vec<Fig> = vec![
-                ("conns/s c1", Box::new(|r, n| r.med(n, "c1", Run::rate)), true),
-                ("conns/s c16", Box::new(|r, n| r.med(n, "c16", Run::rate)), true),
-                ("conns/s c256", Box::new(|r, n| r.med(n, "c256", Run::rate)), true),
-                ("p50 latency c1", Box::new(|r, n| r.med(n, "c1", |x| x.pct(0.5))), false),
-                ("p99 latency c1", Box::new(|r, n| r.med(n, "c1", |x| x.pct(0.99))), false),
-                ("p99 latency c16", Box::new(|r, n| r.med(n, "c16", |x| x.pct(0.99))), false),
-                ("CPU per 1k conns c16", Box::new(|r, n| r.med(n, "c16", Run::cpu_per_k)), false),
-                ("CPU per 1k conns c256", Box::new(|r, n| r.med(n, "c256", Run::cpu_per_k)), false),
-                ("denies/s c16", Box::new(|r, n| r.med(n, "deny", Run::rate)), true),
-                ("CPU per 1k rejects", Box::new(|r, n| r.med(n, "deny", Run::cpu_per_k)), false),
-                ("bulk Gbit/s (splice)", Box::new(|r, n| r.bulk(n).0), true),
-                ("idle memory per conn", Box::new(|r, n| r.idle.get(n).copied().flatten().unwrap_or(f64::NAN)), false),
-                ("peak RSS", Box::new(|r, n| r.peak.get(n).map_or(f64::NAN, |&b| b as f64)), false),
-            ];
-            for (label, f, higher) in &figs {
+            let head: Vec<&str> = peers.iter().map(|p| p.as_str()).collect();
+            println!("| figure | {} | best peer |", head.join(" | "));
+            println!("| --- |{}", " ---: |".repeat(peers.len() + 1));
+            for (label, f, higher) in &self.figures() {
                 let s = f(self, "snigate");
-                let cells: Vec<String> = peers
+                let values: Vec<Vec<f64>> = peers.iter().map(|p| f(self, p)).collect();
+                let ratio = |v: f64, s: f64| if *higher { s / v } else { v / s };
+                let mut cells: Vec<String> = values
                     .iter()
-                    .map(|p| {
-                        let v = f(self, p);
-                        let ratio = if *higher { s / v } else { v / s };
-                        format!("{ratio:.2}x")
+                    .map(|v| summary(&s.iter().zip(v).map(|(&s, &v)| ratio(v, s)).collect::<Vec<_>>()))
+                    .collect();
+                let best: Vec<f64> = (0..s.len())
+                    .map(|i| {
+                        let round = values.iter().filter_map(|v| v.get(i).copied()).filter(|v| v.is_finite());
+                        let best =
+                            if *higher { round.fold(f64::NAN, f64::max) } else { round.fold(f64::NAN, f64::min) };
+                        ratio(best, s[i])
                     })
                     .collect();
+                cells.push(summary(&best));
                 println!("| {label} | {} |", cells.join(" | "));
             }
         }
