@@ -21,7 +21,7 @@ use super::reject::reject;
 use super::splice::{End, Moved, splice};
 use super::upstream;
 use crate::config::{EchPolicy, Mode, VerifyDestination};
-use crate::hello::{ClientHello, read_client_hello, read_client_hello_now};
+use crate::hello::{ClientHello, ReadError, read_client_hello, read_client_hello_now};
 use crate::name::Name;
 use crate::policy::{RuleRef, Verdict};
 use crate::reason::Reason;
@@ -164,31 +164,13 @@ pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: So
     let hello_first = listener.config.proxy_protocol_trusted.is_empty()
         && matches!(listener.config.mode, Mode::Sni | Mode::Upstream | Mode::Transparent);
     let early = if hello_first { read_client_hello_now(&accepted, &mut buf, listener.hello_limits) } else { None };
-    let mut reading = start;
-    let (client, hello, tunnel, proxied_dst) = match early {
-        Some(hello) => (Client::Fresh(accepted), hello, None, None),
-        None => {
-            let mut client = match TcpStream::from_std(accepted) {
-                Ok(client) => client,
-                Err(e) => {
-                    out.error = Some(format!("cannot register the client socket: {e}"));
-                    return finish(out, start);
-                }
-            };
-            let (tunnel, proxied_dst) = match prelude(listener, &mut client, &mut out, &mut buf, deadline).await {
-                Prelude::Hello { tunnel, proxied_dst } => (tunnel, proxied_dst),
-                Prelude::Reject(reason) => {
-                    out.reason = reason;
-                    reject(Client::Registered(client), listener.config.reject, reason, &buf).await;
-                    return finish(out, start);
-                }
-                Prelude::Ended => return finish(out, start),
-            };
-            reading = Instant::now();
-            let remaining = deadline.saturating_duration_since(reading);
-            let hello = read_client_hello(&mut client, &mut buf, listener.hello_limits, remaining).await;
-            (Client::Registered(client), hello, tunnel, proxied_dst)
-        }
+    let (client, hello, tunnel, proxied_dst, reading) = match early {
+        Some(hello) => (Client::Fresh(accepted), hello, None, None, start),
+        // Boxed: the wait and what may come before the hello would otherwise size every task.
+        None => match Box::pin(awaited_hello(listener, accepted, &mut out, &mut buf, deadline)).await {
+            Some(w) => (Client::Registered(w.client), w.hello, w.tunnel, w.proxied_dst, w.reading),
+            None => return finish(out, start),
+        },
     };
     let hello = match hello {
         Ok(hello) => hello,
@@ -210,6 +192,8 @@ pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: So
         Some(target) => Box::pin(explicit::tunnel_candidates(listener, &mut out, &hello, target)).await,
         None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
     };
+    // Not held through the splice: the task's size is the memory of an idle connection.
+    drop((hello, tunnel));
     let denied = match checked {
         Err(reason) => Some((client, reason)),
         Ok(addrs) => match client.registered() {
@@ -236,57 +220,75 @@ fn finish(mut out: Outcome, start: Instant) -> Outcome {
     out
 }
 
-/// Where the hello stands after [`prelude`].
-enum Prelude {
-    /// The hello comes next: the `connect` target, and the PROXY header's destination.
-    Hello { tunnel: Option<Target>, proxied_dst: Option<SocketAddr> },
-    /// Deny with this reason.
-    Reject(Reason),
-    /// The connection has ended (`http` mode, a refused CONNECT); `out` says how.
-    Ended,
+/// A hello that had to be waited for, and what came before it.
+struct Awaited {
+    /// The client, registered.
+    client: TcpStream,
+    /// The hello, or why there is none.
+    hello: Result<ClientHello, ReadError>,
+    /// `connect` mode: the CONNECT target.
+    tunnel: Option<Target>,
+    /// The PROXY header's destination.
+    proxied_dst: Option<SocketAddr>,
+    /// When reading the hello began.
+    reading: Instant,
 }
 
-/// What comes before the hello on listeners that do not start with it: the PROXY header of a
-/// trusted load balancer, and the `connect` or `http` mode's request.
-async fn prelude(
+/// Registers the client's socket, handles what comes before the hello on listeners that do not
+/// start with it (the PROXY header of a trusted load balancer, the `connect` or `http` mode's
+/// request), then awaits the hello. `None`: the connection has ended, and `out` says how.
+async fn awaited_hello(
     listener: &Listener,
-    client: &mut TcpStream,
+    accepted: std::net::TcpStream,
     out: &mut Outcome,
     buf: &mut BytesMut,
     deadline: Instant,
-) -> Prelude {
+) -> Option<Awaited> {
+    let mut client = match TcpStream::from_std(accepted) {
+        Ok(client) => client,
+        Err(e) => {
+            out.error = Some(format!("cannot register the client socket: {e}"));
+            return None;
+        }
+    };
     let mut proxied_dst = None;
     if !listener.config.proxy_protocol_trusted.is_empty() {
-        match Box::pin(proxy_header(listener, client, buf, deadline)).await {
+        match Box::pin(proxy_header(listener, &mut client, buf, deadline)).await {
             Ok(Some(addresses)) => {
                 out.client = addresses.source;
                 proxied_dst = Some(addresses.destination);
             }
             Ok(None) => {}
             Err(e) => {
+                out.reason = Reason::ProxyProtocol;
                 out.error = Some(e.to_string());
-                return Prelude::Reject(Reason::ProxyProtocol);
+                reject(Client::Registered(client), listener.config.reject, out.reason, buf).await;
+                return None;
             }
         }
     }
-    match listener.config.mode {
+    let tunnel = match listener.config.mode {
         Mode::Http => {
-            if let Err(reason) = Box::pin(explicit::plain_http(listener, client, out, buf, deadline)).await {
+            if let Err(reason) = Box::pin(explicit::plain_http(listener, &mut client, out, buf, deadline)).await {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
             }
-            Prelude::Ended
+            return None;
         }
-        Mode::Connect => match Box::pin(explicit::connect(listener, client, out, buf, deadline)).await {
-            Ok(target) => Prelude::Hello { tunnel: Some(target), proxied_dst },
+        Mode::Connect => match Box::pin(explicit::connect(listener, &mut client, out, buf, deadline)).await {
+            Ok(target) => Some(target),
             Err(reason) => {
                 out.verdict = Verdict::Deny;
                 out.reason = reason;
-                Prelude::Ended
+                return None;
             }
         },
-        Mode::Sni | Mode::Upstream | Mode::Transparent => Prelude::Hello { tunnel: None, proxied_dst },
-    }
+        Mode::Sni | Mode::Upstream | Mode::Transparent => None,
+    };
+    let reading = Instant::now();
+    let remaining = deadline.saturating_duration_since(reading);
+    let hello = read_client_hello(&mut client, buf, listener.hello_limits, remaining).await;
+    Some(Awaited { client, hello, tunnel, proxied_dst, reading })
 }
 
 /// Reads the PROXY header a trusted load balancer sends first, by `deadline`.
