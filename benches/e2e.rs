@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 mod common;
 mod support;
 
-use support::{Proc, clock_ticks, free_port, pin_self};
+use support::{Proc, clock_ticks, free_port, own_cpu_ticks, pin_self};
 
 /// The allowed name, the recorded browser hello's SNI swapped for one of the same length.
 const ALLOWED: &str = "acme-dev-sandbox-12.my.salesforce.com";
@@ -216,9 +216,15 @@ fn main() {
         for _ in 0..if bulk > 0 { 3 } else { 0 } {
             for (name, addr, proc) in &bulk_targets {
                 let t = Target { name: name.clone(), addr: *addr, proc: proc.clone() };
+                let own = own_cpu_ticks();
                 let r = load(&t, &allowed, Expect::Response(bulk as usize), 1, Duration::from_secs(60), 1, tick).await;
                 let gbps = if r.ok == 1 { bulk as f64 * 8.0 / r.secs / 1e9 } else { f64::NAN };
-                report.bulk.entry(name.clone()).or_default().push((gbps, r.cpu));
+                let load_cpu = (own_cpu_ticks() - own) as f64 / tick;
+                report.bulk.entry(name.clone()).or_default().push(Bulk {
+                    gbps,
+                    proxy_busy: r.cpu / r.secs,
+                    load_busy: load_cpu / r.secs,
+                });
             }
         }
         if std::env::var_os("SNIGATE_E2E_STRACE").is_some() {
@@ -589,8 +595,8 @@ async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> 
 struct Report {
     /// (target, run kind: c1, c16, c256, deny) → one run per round.
     runs: BTreeMap<(String, String), Vec<Run>>,
-    /// Bulk: (Gbit/s, proxy CPU s) per repetition.
-    bulk: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Bulk, per repetition.
+    bulk: BTreeMap<String, Vec<Bulk>>,
     /// Resident bytes per idle connection.
     idle: BTreeMap<String, Option<f64>>,
     /// Peak resident bytes.
@@ -599,6 +605,16 @@ struct Report {
     split: BTreeMap<String, String>,
     /// (target, allow | deny) → (connections, calls per system call) under strace.
     syscalls: BTreeMap<(String, &'static str), (u64, Calls)>,
+}
+
+/// One bulk transfer.
+struct Bulk {
+    /// Throughput.
+    gbps: f64,
+    /// The proxy's CPU time over the transfer's time (1.0: one core busy throughout).
+    proxy_busy: f64,
+    /// This process's (load generator and backend) CPU time over the transfer's time.
+    load_busy: f64,
 }
 
 /// Calls per system call.
@@ -655,9 +671,12 @@ impl Report {
         if v.len() < 2 { String::new() } else { format!(" ({lo:.0}–{hi:.0})") }
     }
 
-    fn bulk(&self, name: &str) -> (f64, f64) {
-        let v = self.bulk.get(name).cloned().unwrap_or_default();
-        (median(v.iter().map(|x| x.0).collect()), median(v.iter().map(|x| x.1).collect()))
+    /// Medians of the bulk transfers: Gbit/s, the proxy's CPU and the load side's CPU (share
+    /// of one core).
+    fn bulk(&self, name: &str) -> (f64, f64, f64) {
+        let v = self.bulk.get(name).map_or(&[][..], |v| v);
+        let med = |f: fn(&Bulk) -> f64| median(v.iter().map(f).collect());
+        (med(|b| b.gbps), med(|b| b.proxy_busy), med(|b| b.load_busy))
     }
 
     /// The ratio table's figures: name, values per round (one value for the single
@@ -679,7 +698,7 @@ impl Report {
             ("CPU per 1k rejects", per_round("deny", Run::cpu_per_k), false),
             (
                 "bulk Gbit/s (splice)",
-                Box::new(|r, n| r.bulk.get(n).map_or(Vec::new(), |v| v.iter().map(|x| x.0).collect())),
+                Box::new(|r, n| r.bulk.get(n).map_or(Vec::new(), |v| v.iter().map(|b| b.gbps).collect())),
                 true,
             ),
             (
@@ -711,23 +730,25 @@ impl Report {
         println!(
             "| proxy | conns/s c1 | conns/s c16 | conns/s c256 | p50 / p99 ms c1 | p50 / p99 ms c16 | p99 ms c256 | \
              CPU ms / 1k conns c16 | CPU ms / 1k conns c256 | denies/s c16 | CPU ms / 1k rejects | bulk Gbit/s | \
-             idle B / conn | peak RSS MiB | split hello |"
+             bulk CPU % proxy / load | idle B / conn | peak RSS MiB | split hello |"
         );
         println!(
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
         );
         let mut rows = names.clone();
         rows.insert(2.min(rows.len()), "snigate (copy)".into());
         for name in &rows {
-            let (gbps, _) = self.bulk(name);
+            let (gbps, proxy_busy, load_busy) = self.bulk(name);
+            let proxy = name != "direct";
+            let busy = if proxy { format!("{:.0}", proxy_busy * 100.0) } else { "-".into() };
+            let busy = format!("{busy} / {:.0}", load_busy * 100.0);
             if name == "snigate (copy)" {
-                println!("| {name} | | | | | | | | | | | {gbps:.2} | | | |");
+                println!("| {name} | | | | | | | | | | | {gbps:.2} | {busy} | | | |");
                 continue;
             }
-            let proxy = name != "direct";
             let dash = |s: String| if proxy { s } else { "-".into() };
             println!(
-                "| {name} | {:.0}{} | {:.0}{} | {:.0}{} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {} | {} | {} | {} | {gbps:.2} | {} | {} | {} |",
+                "| {name} | {:.0}{} | {:.0}{} | {:.0}{} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {} | {} | {} | {} | {gbps:.2} | {busy} | {} | {} | {} |",
                 self.med(name, "c1", Run::rate),
                 self.spread(name, "c1", Run::rate),
                 self.med(name, "c16", Run::rate),

@@ -76,16 +76,7 @@ impl Proc {
 
     /// utime + stime of every thread of the tree, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
-        tree(self.pid())
-            .iter()
-            .filter_map(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-                let rest = &stat[stat.rfind(')')? + 2..];
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
-            })
-            .sum()
+        tree(self.pid()).iter().filter_map(|pid| ticks(&pid.to_string())).sum()
     }
 
     /// Resident memory of the tree, in bytes: `VmRSS` (now) or `VmHWM` (peak) summed.
@@ -151,4 +142,18 @@ fn tree(root: u32) -> Vec<u32> {
         i += 1;
     }
     found
+}
+
+/// utime + stime of this process (every thread), in clock ticks.
+pub fn own_cpu_ticks() -> u64 {
+    ticks("self").unwrap_or(0)
+}
+
+/// utime + stime of `/proc/{pid}`, in clock ticks.
+fn ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
 }
