@@ -202,7 +202,7 @@ pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: So
                 .err()
                 .map(|reason| (Client::Registered(stream), reason)),
             Err(e) => {
-                out.error = Some(format!("cannot register the client socket: {e}"));
+                out.error = Some(unregistered(&e));
                 None
             }
         },
@@ -213,6 +213,11 @@ pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: So
         reject(client, listener.config.reject, reason, &buf).await;
     }
     finish(out, start)
+}
+
+/// The error of a connection whose socket the runtime could not register (epoll out of memory).
+fn unregistered(e: &io::Error) -> String {
+    format!("cannot register the client socket: {e}")
 }
 
 fn finish(mut out: Outcome, start: Instant) -> Outcome {
@@ -247,7 +252,7 @@ async fn awaited_hello(
     let mut client = match TcpStream::from_std(accepted) {
         Ok(client) => client,
         Err(e) => {
-            out.error = Some(format!("cannot register the client socket: {e}"));
+            out.error = Some(unregistered(&e));
             return None;
         }
     };

@@ -192,14 +192,18 @@ fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
     crate::sys::register_listener(socket)
 }
 
+/// One pending connection, non-blocking and close-on-exec, or WouldBlock.
+fn accept(listener: &Socket) -> io::Result<(Socket, socket2::SockAddr)> {
+    listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
 async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
         // Accepted sockets are left unregistered: the connection registers its socket only
         // if it has to wait on it (see `connection::handle`).
-        let accepted =
-            socket.async_io(Interest::READABLE, |s| s.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)).await;
+        let accepted = socket.async_io(Interest::READABLE, accept).await;
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
@@ -254,15 +258,13 @@ mod tests {
         let listener = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.get_ref().local_addr().unwrap().as_socket().unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
-        let accept = || listener.get_ref().accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(accept().unwrap_err().kind(), io::ErrorKind::WouldBlock, "no data, no accept");
+        assert_eq!(accept(listener.get_ref()).unwrap_err().kind(), io::ErrorKind::WouldBlock, "no data, no accept");
         client.write_all(b"x").unwrap();
-        let (accepted, _) =
-            tokio::time::timeout(Duration::from_secs(2), listener.async_io(Interest::READABLE, |_| accept()))
-                .await
-                .unwrap()
-                .unwrap();
+        let (accepted, _) = tokio::time::timeout(Duration::from_secs(2), listener.async_io(Interest::READABLE, accept))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(accepted.tcp_nodelay().unwrap());
         let mut first = [std::mem::MaybeUninit::new(0u8); 1];
         assert_eq!(accepted.recv(&mut first).unwrap(), 1, "the first byte is there at accept");
