@@ -3,7 +3,7 @@
 //! Run: `cargo bench --bench hello`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snigate::hello::{Limits, Parse, parse};
+use snigate::hello::{HelloLimits, Parse, parse};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,12 +11,12 @@ mod common;
 fn recorded(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     for r in common::recorded() {
-        assert!(matches!(parse(&r.bytes, Limits::default()), Parse::Complete(_)), "{}", r.file);
+        assert!(matches!(parse(&r.bytes, HelloLimits::default()), Parse::Complete(_)), "{}", r.file);
         group.throughput(Throughput::Bytes(r.bytes.len() as u64));
         group.bench_with_input(
             BenchmarkId::new("recorded", format!("{} ({} B)", r.file, r.bytes.len())),
             &r.bytes,
-            |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), Limits::default())),
+            |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), HelloLimits::default())),
         );
     }
     // The worst legitimate framing: the browser hello in 1-byte records (6x the bytes).
@@ -27,7 +27,7 @@ fn recorded(c: &mut Criterion) {
     group.bench_with_input(
         BenchmarkId::new("1-byte records", format!("chromium.bin ({} B)", tiny.len())),
         &tiny,
-        |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), Limits::default())),
+        |b, bytes| b.iter(|| parse(std::hint::black_box(bytes), HelloLimits::default())),
     );
     group.finish();
 }
@@ -37,7 +37,7 @@ fn parse_and_decide(c: &mut Criterion) {
     let rules = snigate::RuleSet::new(snigate::preset_rules().unwrap(), Vec::new(), snigate::Verdict::Deny);
     let r = common::recording("chromium.bin");
     let src = std::net::IpAddr::from([10, 0, 0, 1]);
-    let decide = |bytes: &[u8]| match parse(bytes, Limits::default()) {
+    let decide = |bytes: &[u8]| match parse(bytes, HelloLimits::default()) {
         Parse::Complete(h) => rules.decide(h.sni.as_ref(), src, None).verdict,
         other => panic!("{other:?}"),
     };
@@ -50,7 +50,7 @@ fn parse_and_decide(c: &mut Criterion) {
 fn refused(c: &mut Criterion) {
     let http = b"GET / HTTP/1.1\r\nHost: acme.my.salesforce.com\r\n\r\n";
     c.bench_function("parse/refuse not_tls (HTTP request)", |b| {
-        b.iter(|| parse(std::hint::black_box(http), Limits::default()))
+        b.iter(|| parse(std::hint::black_box(http), HelloLimits::default()))
     });
 }
 

@@ -6,7 +6,7 @@
 //! Cold lookups cycle through 4096 names spread over the whole table (mostly cache misses at
 //! 1M); warm lookups repeat 16 names.
 //!
-//! Run: `cargo bench --bench matcher`. A summary table (the figures in README) is printed
+//! Run: `cargo bench --bench matcher`. A summary table (the figures in docs/benchmarks.md) is printed
 //! first; criterion's own estimates for the lookups follow. `SNIGATE_BENCH_SIZES=1000,100000`
 //! restricts the sizes.
 
@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use snigate::{AcMatcher, List, Name, Pattern, Reference, RuleSet, Verdict};
+use snigate::internal::{AcMatcher, Reference};
+use snigate::{List, Name, Pattern, RuleSet, Verdict};
 
 /// Counts live and peak heap bytes, so that bytes per pattern are measured, not estimated.
 struct Counting;

@@ -12,12 +12,12 @@ use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{LogConfig, LogFormat};
-use crate::metrics::Suppressed;
-use crate::policy::Verdict;
-use crate::proxy::Outcome;
+use crate::metrics::registry::Suppressed;
+use crate::outcome::{Outcome, rfc3339};
+use crate::rules::rule::Verdict;
 
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE: usize = 8192;
@@ -319,51 +319,13 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
     line.push('\n');
 }
 
-/// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, since.subsec_millis())
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Serialises a `SystemTime` as RFC 3339 (the `time` field).
-pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        let at = |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
-        assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
-    }
-
     fn outcome() -> Outcome {
         Outcome {
-            time: UNIX_EPOCH + Duration::from_millis(1_709_251_199_999),
+            time: std::time::UNIX_EPOCH + Duration::from_millis(1_709_251_199_999),
             listener: "edge".into(),
             client: "127.0.0.1:40000".parse().unwrap(),
             original_dst: None,
@@ -372,11 +334,11 @@ mod tests {
             tls_version: Some("TLSv1.3".into()),
             ech: false,
             verdict: Verdict::Allow,
-            reason: crate::Reason::Rule,
+            reason: crate::reason::Reason::Rule,
             rule: Some("salesforce.rules:3".into()),
             ruleset: Some("salesforce.rules".into()),
             upstream: Some("10.0.0.1:443".parse().unwrap()),
-            stage: crate::proxy::Stage::Splice,
+            stage: crate::outcome::Stage::Splice,
             bytes_up: 517,
             bytes_down: 4096,
             duration: 0.25,
@@ -424,7 +386,7 @@ mod tests {
         let out = Shared::default();
         let log = AccessLog::to_writer(LogFormat::Text, 2, Box::new(out.clone()));
         let l = log.listener("edge");
-        let denied = Outcome { verdict: Verdict::Deny, reason: crate::Reason::Default, ..outcome() };
+        let denied = Outcome { verdict: Verdict::Deny, reason: crate::reason::Reason::Default, ..outcome() };
         let results: Vec<_> = (0..5).map(|_| l.write(denied.clone())).collect();
         let suppressed = results.iter().filter(|r| **r == Err(Suppressed::RateLimit)).count();
         // Three beyond the budget of two, or fewer if the writes straddle a second boundary.

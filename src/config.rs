@@ -13,9 +13,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
-use crate::policy::{RuleSet, Verdict};
-use crate::proxy::{ProxyVersion, RejectStyle, SpliceMode};
-use crate::rules::{self, ListSpec, RuleErrors};
+use crate::policy::decide::RuleSet;
+use crate::rules::file::{RuleErrors, load_rules, preset_rules};
+use crate::rules::list::{ListSpec, load_list};
+use crate::rules::rule::Verdict;
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
 /// 127.0.0.1:8443 in `sni` mode, without root.
@@ -36,7 +37,7 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Connection limits and timeouts.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: LimitsConfig,
     /// The access log.
     #[serde(default)]
     pub log: LogConfig,
@@ -70,8 +71,30 @@ impl RuntimeConfig {
     }
 }
 
+/// A keyword-valued setting: its spellings, the same in the file and on the command line.
+pub trait Keyword: Sized + Copy + 'static {
+    /// Every value, in documentation order.
+    const ALL: &'static [Self];
+    /// The spelling.
+    fn as_str(self) -> &'static str;
+}
+
+/// `impl Keyword` from the one table of values and spellings.
+macro_rules! keywords {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl Keyword for $ty {
+            const ALL: &'static [Self] = &[$(<$ty>::$variant),+];
+            fn as_str(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
 /// How a listener picks the upstream of an allowed connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Resolve the SNI through DNS and connect to it on `upstream_port`.
@@ -86,16 +109,100 @@ pub enum Mode {
     Http,
 }
 
-impl Mode {
-    /// The configuration spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Mode::Sni => "sni",
-            Mode::Upstream => "upstream",
-            Mode::Transparent => "transparent",
-            Mode::Connect => "connect",
-            Mode::Http => "http",
-        }
+keywords!(Mode { Sni => "sni", Upstream => "upstream", Transparent => "transparent", Connect => "connect", Http => "http" });
+
+/// The configured way to end a denied connection (`reject = "alert" | "rst" | "close"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RejectStyle {
+    /// A fatal TLS alert, then FIN: clients show a readable error.
+    #[default]
+    Alert,
+    /// An RST (SO_LINGER 0): nothing for the client to read.
+    Rst,
+    /// A plain FIN.
+    Close,
+}
+
+keywords!(RejectStyle { Alert => "alert", Rst => "rst", Close => "close" });
+
+/// How a listener moves the bytes of allowed connections (`splice = "auto" | "copy"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpliceMode {
+    /// `splice(2)` through a pipe per direction, zero copy; a direction that cannot get a pipe
+    /// (EMFILE, ENFILE) copies instead for the rest of the connection.
+    #[default]
+    Auto,
+    /// Read into a userspace buffer and write it out.
+    Copy,
+}
+
+keywords!(SpliceMode { Auto => "auto", Copy => "copy" });
+
+/// Which PROXY protocol header version to send upstream (`proxy_protocol_out`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// `connect` mode's accepted `user:password` pairs, read and parsed once, when the
+/// configuration is loaded (a bad file is a configuration error at its line).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The file they were read from.
+    pub path: PathBuf,
+    /// `user:password` lines, as bytes.
+    users: Vec<Vec<u8>>,
+}
+
+impl Credentials {
+    /// Parses a credentials file's text: one `user:password` a line; `#` comments and blank
+    /// lines ignored.
+    pub fn parse(path: &Path, text: &str) -> Result<Credentials, String> {
+        let users = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+            .map(|(n, l)| {
+                if l.contains(':') {
+                    Ok(l.as_bytes().to_vec())
+                } else {
+                    Err(format!("line {n}: expected user:password"))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Credentials { path: path.to_path_buf(), users })
+    }
+
+    /// Reads and parses a credentials file.
+    pub fn load(path: &Path) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("credentials {}: {e}", path.display()))?;
+        Credentials::parse(path, &text).map_err(|e| format!("credentials {}: {e}", path.display()))
+    }
+
+    /// The accepted `user:password` pairs.
+    pub fn users(&self) -> &[Vec<u8>] {
+        &self.users
+    }
+}
+
+impl fmt::Debug for Credentials {
+    /// The path and the number of users: never the secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, {} users)", self.path.display(), self.users.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for Credentials {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Credentials, D::Error> {
+        let path = PathBuf::deserialize(d)?;
+        Credentials::load(&path).map_err(serde::de::Error::custom)
     }
 }
 
@@ -131,8 +238,8 @@ pub struct ListenerConfig {
     /// `transparent` mode: check the original destination against the SNI's DNS answers.
     pub verify_destination: Option<VerifyDestination>,
     /// `connect` mode: require `Proxy-Authorization: Basic` matching a line `user:password` of
-    /// this file.
-    pub credentials: Option<PathBuf>,
+    /// this file (read when the configuration is loaded).
+    pub credentials: Option<Credentials>,
     /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
     #[serde(default)]
     pub splice: SpliceMode,
@@ -228,7 +335,7 @@ impl ListConfig {
 /// `[limits]`. Durations are in seconds (fractions allowed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Limits {
+pub struct LimitsConfig {
     /// Open connections per listener; beyond it, accept waits.
     pub max_connections: usize,
     /// Deadline for the whole ClientHello.
@@ -243,9 +350,9 @@ pub struct Limits {
     pub drain_timeout: f64,
 }
 
-impl Default for Limits {
+impl Default for LimitsConfig {
     fn default() -> Self {
-        Limits {
+        LimitsConfig {
             max_connections: 100_000,
             hello_timeout: 10.0,
             connect_timeout: 5.0,
@@ -256,7 +363,7 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+impl LimitsConfig {
     /// `hello_timeout` as a duration.
     pub fn hello_timeout(&self) -> Duration {
         secs(self.hello_timeout)
@@ -280,7 +387,7 @@ fn secs(s: f64) -> Duration {
 }
 
 /// Access-log format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per connection.
@@ -291,6 +398,8 @@ pub enum LogFormat {
     /// No access log.
     Off,
 }
+
+keywords!(LogFormat { Json => "json", Text => "text", Off => "off" });
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -438,13 +547,6 @@ impl Config {
             if l.credentials.is_some() && l.mode != Mode::Connect {
                 err(span.clone(), "`credentials` is only used in mode = \"connect\"".into());
             }
-            if let Some(path) = &l.credentials
-                && let Err(e) = std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| crate::proxy::parse_credentials(&t))
-            {
-                err(span.clone(), format!("credentials {}: {e}", path.display()));
-            }
             if l.tproxy && l.mode != Mode::Transparent {
                 err(span.clone(), "`tproxy` is only used in mode = \"transparent\"".into());
             }
@@ -484,10 +586,10 @@ impl Config {
     /// Loads and compiles the configured rules and lists into a snapshot.
     pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
         let rules = match &self.rules.files {
-            Some(paths) => rules::load_rules(paths),
-            None => rules::preset_rules(),
+            Some(paths) => load_rules(paths),
+            None => preset_rules(),
         };
-        let lists: Vec<_> = self.rules.lists.iter().map(|l| rules::load_list(&l.spec(), &l.path)).collect();
+        let lists: Vec<_> = self.rules.lists.iter().map(|l| load_list(&l.spec(), &l.path)).collect();
         let mut errors = Vec::new();
         let rules = rules.map_err(|e| errors.extend(e.0)).unwrap_or_default();
         let lists = lists.into_iter().filter_map(|l| l.map_err(|e| errors.extend(e.0)).ok()).collect();

@@ -2,52 +2,78 @@
 //!
 //! # Layout
 //!
-//! The modules follow the connection pipeline:
+//! The modules follow the connection pipeline, and each imports only from the layers below it
+//! (`tests/layering.rs` fails otherwise). From the bottom:
 //!
-//! - [`name`]: the validated, normalised host name every later stage matches on.
-//! - [`hello`]: the ClientHello: a pure, incremental parser and a timed, bounded stream reader
-//!   that keeps every byte for replay.
-//! - `rules`: the rule language (patterns, rule files, large lists), the compiled matchers
-//!   (a suffix hash table in production, an Aho-Corasick automaton and a naive loop as test
-//!   oracles) and the `snigate check` analysis.
-//! - `policy`: the decision: [`RuleSet`], an immutable compiled snapshot, and its one
-//!   allocation-free hot-path call, [`RuleSet::decide`], returning a [`Decision`].
-//! - [`proxy`]: listeners, the per-connection pipeline (hello, decision, upstream, replay,
-//!   splice), rejecting, and the accept loop's limits and drain.
-//! - [`metrics`]: the Prometheus registry, its pre-resolved per-listener handles, and the HTTP
-//!   endpoint serving `/metrics`, `/healthz` and `/readyz`.
-//! - [`access_log`]: one line per finished connection (JSON or text, stdout or a file), written
-//!   by its own thread behind a bounded queue, with denial lines rate-limited.
-//! - [`config`]: the TOML configuration, validated as a whole before anything is bound.
-//! - [`reload`]: rule reloads on SIGHUP and on file changes, swapped in atomically.
-//! - [`reason`]: the fixed vocabulary of outcome reasons (metric labels).
-//! - [`salesforce`]: rule files from Salesforce data: ip-ranges.json import, tenant restriction.
-//! - [`cli`]: the command line; `main.rs` only parses arguments and calls into it.
-//! - `sys`: the crate's only `unsafe`: `pipe2`, `F_SETPIPE_SZ` and `splice(2)` behind safe
-//!   wrappers.
+//! 1. Vocabulary: [`Name`], the validated host name every stage matches on; [`Reason`], why a
+//!    connection ended (the metric label); `sys`, the crate's only `unsafe`.
+//! 2. [`hello`]: the ClientHello: a pure, incremental parser and a timed, bounded stream reader
+//!    that keeps every byte for replay.
+//! 3. `rules`: the rule language: [`Rule`], [`Verdict`], [`Pattern`], the kinds of rule and
+//!    their [`Precedence`] (stated once), rule files, large lists, `snigate check`, and the
+//!    [`salesforce`] rule generators.
+//! 4. `policy`: the decision: rules compiled into a [`RuleSet`], and its one allocation-free
+//!    hot-path call, [`RuleSet::decide`], returning a [`Decision`].
+//! 5. `config`: the TOML configuration and the types it names, validated as a whole before
+//!    anything is bound.
+//! 6. `outcome`: [`Outcome`], the record of a finished connection.
+//! 7. `metrics` (the Prometheus registry and its endpoint), then `access_log` (one line per
+//!    finished connection, written off the connection's path).
+//! 8. `proxy`: the [`Server`], its listeners, and each connection as named stages: accept,
+//!    PROXY header, mode prelude, hello, decide, resolve, connect, replay, splice, finish.
+//! 9. `reload` (rule reloads on SIGHUP and file changes) and [`cli`] (the command line;
+//!    `main.rs` only parses arguments and calls into it).
+//!
+//! Every public item is reachable by one path: the modules are private, and this one block
+//! re-exports what they offer. [`hello`], [`salesforce`] and [`cli`] are namespaces of their
+//! own; [`internal`] holds the test oracles.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod access_log;
+mod access_log;
 pub mod cli;
-pub mod config;
+mod config;
 pub mod hello;
-pub mod metrics;
-pub mod name;
+mod metrics;
+mod name;
+mod outcome;
 mod policy;
-pub mod proxy;
-pub mod reason;
-pub mod reload;
+mod proxy;
+mod reason;
+mod reload;
 mod rules;
-pub mod salesforce;
 mod sys;
 
-pub use hello::{ClientHello, HelloError, Limits, Parse, ReadError, parse, read_client_hello};
-pub use name::{Name, NameError};
-pub use policy::{Decision, MatchKind, Matched, RuleRef, RuleSet, Verdict};
-pub use reason::Reason;
-pub use rules::{
-    AcMatcher, Counts, Finding, Glob, List, ListSpec, PRESET, Pattern, PatternError, Precedence, Reference, Report,
-    Rule, RuleError, RuleErrorKind, RuleErrors, Specificity, Target, canonical_ip, check, load_list, load_rules,
-    parse_list, parse_rules, preset_rules,
+pub use crate::access_log::{AccessLog, ListenerLog, QUEUE as ACCESS_LOG_QUEUE, format_line};
+pub use crate::config::{
+    Config, ConfigError, ConfigErrors, Credentials, DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, EMBEDDED,
+    EMBEDDED_NAME, EchPolicy, Keyword, LimitsConfig, ListConfig, ListenerConfig, LogConfig, LogFormat, MetricsConfig,
+    Mode, ProxyVersion, RejectStyle, RulesConfig, RuntimeConfig, SpliceMode, VerifyDestination,
 };
+pub use crate::metrics::endpoint::Endpoint;
+pub use crate::metrics::registry::{
+    ActiveGuard, CONNECT_SECONDS_BUCKETS, DURATION_SECONDS_BUCKETS, HELLO_BYTES_BUCKETS, HELLO_SECONDS_BUCKETS,
+    ListenerMetrics, Metrics, Suppressed,
+};
+pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
+pub use crate::outcome::{Outcome, Stage};
+pub use crate::policy::decide::{Decision, Matched, RuleSet, Rules};
+pub use crate::proxy::server::Server;
+pub use crate::proxy::splice::{End, Moved, splice};
+pub use crate::reason::Reason;
+pub use crate::reload::{DEBOUNCE, ReloadTrigger, reload_rules, watch_rules, watched_dirs};
+pub use crate::rules::check::{Counts, Finding, Report, check};
+pub use crate::rules::file::{PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, preset_rules};
+pub use crate::rules::list::{List, ListSpec, load_list, parse_list};
+pub use crate::rules::pattern::{Glob, Pattern, PatternError};
+pub use crate::rules::precedence::{Kind, Precedence};
+pub use crate::rules::rule::{Rule, RuleRef, Target, Verdict, canonical_ip};
+pub use crate::rules::salesforce;
+
+/// Test oracles: the alternative and the naive matching engines the property tests and the
+/// matcher benchmark compare the production engine with. Not part of the supported interface.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::policy::ac::AcMatcher;
+    pub use crate::policy::reference::Reference;
+}

@@ -13,9 +13,9 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::proxy::Rules;
-use crate::rules::RuleErrors;
+use crate::metrics::registry::Metrics;
+use crate::policy::decide::Rules;
+use crate::rules::file::RuleErrors;
 
 /// Quiet time after the last file event before reloading: editors and ConfigMap updates
 /// touch several files in a burst.
@@ -23,7 +23,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Compiles the configured rules and swaps them in; on failure the running rules stay.
 /// Either way `metrics` counts the reload. Returns the new rule count.
-pub async fn reload(config: &Config, rules: &Rules, metrics: &Metrics) -> Result<usize, RuleErrors> {
+pub async fn reload_rules(config: &Config, rules: &Rules, metrics: &Metrics) -> Result<usize, RuleErrors> {
     let config = config.clone();
     let compiled = tokio::task::spawn_blocking(move || config.compile_rules())
         .await
@@ -49,7 +49,7 @@ pub async fn reload(config: &Config, rules: &Rules, metrics: &Metrics) -> Result
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub enum ReloadTrigger {
     /// SIGHUP.
     Signal,
     /// A watched rule file or list changed.
@@ -73,8 +73,11 @@ fn parent(p: &Path) -> PathBuf {
 }
 
 /// Starts a watcher on `config`'s rule paths; every burst of changes sends one
-/// [`Trigger::FileChange`] on `tx` after [`DEBOUNCE`]. Keep the returned watcher alive.
-pub fn watch(config: &Config, tx: mpsc::Sender<Trigger>) -> notify::Result<Option<notify::RecommendedWatcher>> {
+/// [`ReloadTrigger::FileChange`] on `tx` after [`DEBOUNCE`]. Keep the returned watcher alive.
+pub fn watch_rules(
+    config: &Config,
+    tx: mpsc::Sender<ReloadTrigger>,
+) -> notify::Result<Option<notify::RecommendedWatcher>> {
     let dirs = watched_dirs(config);
     if dirs.is_empty() {
         return Ok(None);
@@ -92,7 +95,7 @@ pub fn watch(config: &Config, tx: mpsc::Sender<Trigger>) -> notify::Result<Optio
         while events.recv().await.is_some() {
             // Debounce: wait until the burst has been quiet for DEBOUNCE.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
-            if tx.send(Trigger::FileChange).await.is_err() {
+            if tx.send(ReloadTrigger::FileChange).await.is_err() {
                 return;
             }
         }
@@ -103,7 +106,7 @@ pub fn watch(config: &Config, tx: mpsc::Sender<Trigger>) -> notify::Result<Optio
 /// Reloads on SIGHUP and on rule-file changes until the process ends.
 pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
     let (tx, mut triggers) = mpsc::channel(4);
-    let _watcher = match watch(&config, tx.clone()) {
+    let _watcher = match watch_rules(&config, tx.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the rule files; reload with SIGHUP");
@@ -113,7 +116,7 @@ pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                if tx.send(Trigger::Signal).await.is_err() {
+                if tx.send(ReloadTrigger::Signal).await.is_err() {
                     return;
                 }
             }
@@ -121,6 +124,6 @@ pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
     }
     while let Some(trigger) = triggers.recv().await {
         tracing::info!(?trigger, "reloading rules");
-        let _ = reload(&config, &rules, &metrics).await;
+        let _ = reload_rules(&config, &rules, &metrics).await;
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use snigate::config::Config;
+use snigate::Config;
 
 #[test]
 fn every_problem_is_reported_with_its_line() {

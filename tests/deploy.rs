@@ -135,7 +135,7 @@ fn prometheus_alerts_check_and_pass_their_tests() {
 /// Every metric the alert rules and the Grafana dashboard use is one snigate exposes.
 #[test]
 fn alerts_and_dashboard_use_only_exposed_metrics() {
-    let metrics = snigate::metrics::Metrics::new();
+    let metrics = snigate::Metrics::new();
     let _listener = metrics.listener("egress", 10);
     metrics.rules_loaded(&snigate::RuleSet::new(snigate::preset_rules().unwrap(), Vec::new(), snigate::Verdict::Deny));
     let exposed: std::collections::BTreeSet<String> = metrics

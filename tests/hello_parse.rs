@@ -3,17 +3,18 @@
 mod common;
 
 use common::*;
-use snigate::hello::{HelloParser, Limits, Parse, parse};
-use snigate::{ClientHello, Reason};
+use snigate::Reason;
+use snigate::hello::ClientHello;
+use snigate::hello::{HelloLimits, HelloParser, Parse, parse};
 
 fn complete(bytes: &[u8]) -> ClientHello {
-    match parse(bytes, Limits::default()) {
+    match parse(bytes, HelloLimits::default()) {
         Parse::Complete(h) => h,
         other => panic!("expected a complete hello, got {other:?}"),
     }
 }
 
-fn reason(bytes: &[u8], limits: Limits) -> Option<Reason> {
+fn reason(bytes: &[u8], limits: HelloLimits) -> Option<Reason> {
     match parse(bytes, limits) {
         Parse::Complete(_) => None,
         Parse::Incomplete { .. } => Some(Reason::Malformed), // a capture that ends early is truncated
@@ -58,9 +59,9 @@ fn every_prefix_of_every_splitting_is_incomplete() {
         for (split, wire) in splittings(&r.bytes) {
             let whole = complete(&wire);
             assert_eq!(whole.sni.as_ref().map(|n| n.as_str()), r.sni.as_deref(), "{} {split}", r.file);
-            let mut incremental = HelloParser::new(Limits::default());
+            let mut incremental = HelloParser::new(HelloLimits::default());
             for end in 0..wire.len() {
-                let fresh = parse(&wire[..end], Limits::default());
+                let fresh = parse(&wire[..end], HelloLimits::default());
                 assert!(
                     matches!(fresh, Parse::Incomplete { needed } if needed > end),
                     "{} {split} at {end}: {fresh:?}",
@@ -72,7 +73,7 @@ fn every_prefix_of_every_splitting_is_incomplete() {
             // Bytes after the hello (early data, the next flight) do not change the answer.
             let mut more = wire.clone();
             more.extend(record(0x17, TLS12, b"early"));
-            assert_eq!(parse(&more, Limits::default()), Parse::Complete(whole), "{} {split}", r.file);
+            assert_eq!(parse(&more, HelloLimits::default()), Parse::Complete(whole), "{} {split}", r.file);
         }
     }
 }
@@ -178,14 +179,14 @@ fn hostile_table() {
         ("hello declares 16 MiB", record(0x16, TLS10, &[0x01, 0xff, 0xff, 0xff]), Some(Reason::HelloTooLarge)),
     ];
     for (name, bytes, want) in cases {
-        assert_eq!(reason(&bytes, Limits::default()), want, "{name}");
+        assert_eq!(reason(&bytes, HelloLimits::default()), want, "{name}");
     }
 }
 
 #[test]
 fn size_cap_applies_to_bytes_held() {
     let r = recording("chromium.bin");
-    let tight = |max| Limits { max_hello_bytes: max, ..Limits::default() };
+    let tight = |max| HelloLimits { max_hello_bytes: max, ..HelloLimits::default() };
     assert_eq!(reason(&r.bytes, tight(r.bytes.len())), None);
     assert_eq!(reason(&r.bytes, tight(r.bytes.len() - 1)), Some(Reason::HelloTooLarge));
     // Refused on the first bytes, before the body is buffered.
@@ -199,7 +200,7 @@ fn size_cap_applies_to_bytes_held() {
 
 #[test]
 fn underscore_is_accepted_when_enabled() {
-    let limits = Limits { allow_underscore: true, ..Limits::default() };
+    let limits = HelloLimits { allow_underscore: true, ..HelloLimits::default() };
     let Parse::Complete(h) = parse(&hello(&[sni(b"_dmarc.Example.com")]), limits) else { panic!() };
     assert_eq!(h.sni.unwrap().as_str(), "_dmarc.example.com");
 }
@@ -207,9 +208,9 @@ fn underscore_is_accepted_when_enabled() {
 #[test]
 fn non_tls_is_refused_on_the_first_byte() {
     for first in [b'G', b'P', b'S', 0x80, 0x00, 0x17] {
-        assert!(matches!(parse(&[first], Limits::default()), Parse::Invalid(_)), "0x{first:02x}");
+        assert!(matches!(parse(&[first], HelloLimits::default()), Parse::Invalid(_)), "0x{first:02x}");
     }
-    assert!(matches!(parse(&[0x16], Limits::default()), Parse::Incomplete { needed: 5 }));
+    assert!(matches!(parse(&[0x16], HelloLimits::default()), Parse::Incomplete { needed: 5 }));
 }
 
 #[test]

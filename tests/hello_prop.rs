@@ -5,15 +5,15 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use snigate::hello::{HelloParser, Limits, Parse, parse};
+use snigate::hello::{HelloLimits, HelloParser, Parse, parse};
 
-fn any_limits() -> impl Strategy<Value = Limits> {
+fn any_limits() -> impl Strategy<Value = HelloLimits> {
     (1usize..70_000, any::<bool>())
-        .prop_map(|(max_hello_bytes, allow_underscore)| Limits { max_hello_bytes, allow_underscore })
+        .prop_map(|(max_hello_bytes, allow_underscore)| HelloLimits { max_hello_bytes, allow_underscore })
 }
 
 /// Feeds `bytes` to one incremental parser in chunks cut at `cuts`, and returns its last answer.
-fn feed(bytes: &[u8], cuts: &[usize], limits: Limits) -> Parse {
+fn feed(bytes: &[u8], cuts: &[usize], limits: HelloLimits) -> Parse {
     let mut parser = HelloParser::new(limits);
     let mut ends: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
     ends.push(bytes.len());
@@ -54,14 +54,14 @@ proptest! {
         let mut hs = vec![0x01, 0x00];
         hs.extend(u16::try_from(payload.len()).unwrap().to_be_bytes());
         hs.extend(&payload);
-        let _ = parse(&frame(&hs, TLS10, &sizes), Limits::default());
+        let _ = parse(&frame(&hs, TLS10, &sizes), HelloLimits::default());
     }
 
     #[test]
     fn read_splits_do_not_change_the_answer(index in 0usize..64, cuts in proptest::collection::vec(any::<usize>(), 0..12)) {
         let all = recorded();
         let r = &all[index % all.len()];
-        prop_assert_eq!(feed(&r.bytes, &cuts, Limits::default()), parse(&r.bytes, Limits::default()));
+        prop_assert_eq!(feed(&r.bytes, &cuts, HelloLimits::default()), parse(&r.bytes, HelloLimits::default()));
     }
 
     #[test]
@@ -70,10 +70,10 @@ proptest! {
         let r = &all[index % all.len()];
         let (payload, version) = unframe(&r.bytes);
         let wire = frame(&payload, version, &sizes);
-        let want = unframed(parse(&r.bytes, Limits::default()));
+        let want = unframed(parse(&r.bytes, HelloLimits::default()));
         prop_assert!(matches!(want, Parse::Complete(_)));
-        prop_assert_eq!(unframed(parse(&wire, Limits::default())), want.clone());
-        prop_assert_eq!(unframed(feed(&wire, &cuts, Limits::default())), want);
+        prop_assert_eq!(unframed(parse(&wire, HelloLimits::default())), want.clone());
+        prop_assert_eq!(unframed(feed(&wire, &cuts, HelloLimits::default())), want);
     }
 
     #[test]
@@ -84,8 +84,8 @@ proptest! {
         for (at, value) in flips {
             bytes[at % len] = value;
         }
-        let whole = parse(&bytes, Limits::default());
-        let pieces = feed(&bytes, &cuts, Limits::default());
+        let whole = parse(&bytes, HelloLimits::default());
+        let pieces = feed(&bytes, &cuts, HelloLimits::default());
         prop_assert_eq!(reason_of(&pieces), reason_of(&whole));
     }
 }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use snigate::hello::{Limits, ReadError, read_client_hello};
-use snigate::{ClientHello, Reason};
+use snigate::Reason;
+use snigate::hello::ClientHello;
+use snigate::hello::{HelloLimits, ReadError, read_client_hello};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,7 +25,7 @@ where
     let client = tokio::spawn(client(listener.local_addr().unwrap()));
     let (mut conn, _) = listener.accept().await.unwrap();
     let mut buf = BytesMut::new();
-    let result = read_client_hello(&mut conn, &mut buf, Limits::default(), timeout).await;
+    let result = read_client_hello(&mut conn, &mut buf, HelloLimits::default(), timeout).await;
     drop(conn);
     client.await.unwrap();
     (result, buf)
@@ -190,7 +191,7 @@ async fn what_is_there_is_read_without_waiting() {
     let conn = accept();
     settled(&conn);
     let mut buf = BytesMut::new();
-    let got = read_client_hello_now(&conn, &mut buf, Limits::default()).expect("settled").unwrap();
+    let got = read_client_hello_now(&conn, &mut buf, HelloLimits::default()).expect("settled").unwrap();
     assert_eq!(got.sni.unwrap().as_str(), "acme--dev.sandbox.lightning.force.com");
     assert_eq!(&buf[..], &hello[..]);
 
@@ -199,11 +200,11 @@ async fn what_is_there_is_read_without_waiting() {
     let conn = accept();
     settled(&conn);
     let mut buf = BytesMut::new();
-    assert!(read_client_hello_now(&conn, &mut buf, Limits::default()).is_none(), "the rest is still to come");
+    assert!(read_client_hello_now(&conn, &mut buf, HelloLimits::default()).is_none(), "the rest is still to come");
     assert_eq!(&buf[..], &hello[..100]);
     client.write_all(&hello[100..]).unwrap();
     let mut conn = TcpStream::from_std(conn).unwrap();
-    let got = read_client_hello(&mut conn, &mut buf, Limits::default(), TIMEOUT).await.unwrap();
+    let got = read_client_hello(&mut conn, &mut buf, HelloLimits::default(), TIMEOUT).await.unwrap();
     assert_eq!(got.wire_bytes, hello.len());
     assert_eq!(&buf[..], &hello[..]);
 
@@ -214,6 +215,6 @@ async fn what_is_there_is_read_without_waiting() {
     settled(&conn);
     std::thread::sleep(Duration::from_millis(20));
     let mut buf = BytesMut::new();
-    let err = read_client_hello_now(&conn, &mut buf, Limits::default()).expect("settled").unwrap_err();
+    let err = read_client_hello_now(&conn, &mut buf, HelloLimits::default()).expect("settled").unwrap_err();
     assert_eq!(err.reason(), Reason::Malformed, "closed mid-hello: {err}");
 }

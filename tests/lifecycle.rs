@@ -117,13 +117,13 @@ async fn reload_under_traffic() {
     assert!(is_denied(proxy.addr, b"b.example.com").await);
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\n").unwrap();
-    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
     let _b = spliced(proxy.addr, b"b.example.com").await;
     echoes(&mut open, b"still spliced after the reload").await;
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\nallow c.example.com from 10.0.0.0/33\nbogus\n").unwrap();
-    let errors = snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
+    let errors = snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
     assert_eq!(errors.0.len(), 2, "{errors}");
     assert!(errors.0.iter().all(|e| e.line == 2 || e.line == 3), "{errors}");
     let _still = spliced(proxy.addr, b"b.example.com").await;
@@ -136,14 +136,14 @@ async fn rule_file_changes_are_picked_up() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
     let (tx, mut triggers) = tokio::sync::mpsc::channel(4);
-    let _watcher = snigate::reload::watch(&proxy.config, tx).unwrap().expect("a rule file to watch");
+    let _watcher = snigate::watch_rules(&proxy.config, tx).unwrap().expect("a rule file to watch");
     // Replace by rename, as editors and ConfigMap updates do.
     let tmp = dir.path().join(".test.rules.tmp");
     std::fs::write(&tmp, "allow b.example.com\n").unwrap();
     std::fs::rename(&tmp, &proxy.rules_file).unwrap();
     let trigger = tokio::time::timeout(Duration::from_secs(5), triggers.recv()).await.expect("a reload trigger");
-    assert_eq!(trigger, Some(snigate::reload::Trigger::FileChange));
-    snigate::reload::reload(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    assert_eq!(trigger, Some(snigate::ReloadTrigger::FileChange));
+    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
 }
 
@@ -224,4 +224,51 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
     assert_eq!(status.code(), Some(0));
     let took = signalled.elapsed();
     assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "exited after {took:?}");
+}
+
+/// At the drain deadline the connections still open are cut, and each still writes its log
+/// line and counts in the metrics: one spliced, one still in its hello.
+#[tokio::test]
+async fn connections_cut_at_the_drain_deadline_are_logged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_file = dir.path().join("test.rules");
+    std::fs::write(&rules_file, RULES).unwrap();
+    let log_file = dir.path().join("access.log");
+    let text = format!(
+        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{}\"\n\
+         [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 0.5\nhello_timeout = 30\n\
+         [log]\nformat = \"json\"\npath = \"{}\"\n",
+        echo_backend().await,
+        rules_file.display(),
+        log_file.display()
+    );
+    let proxy = start_config(&text, rules_file).await;
+    let mut open = spliced(proxy.addr, b"acme.my.salesforce.com").await;
+    echoes(&mut open, b"before the drain").await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(&hello(&[sni(b"acme.my.salesforce.com")])[..20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), proxy.done).await.expect("drained").unwrap();
+    for s in [&mut open, &mut slow] {
+        let (_, took) = read_until_closed(s, Duration::from_secs(2)).await;
+        assert!(took < Duration::from_secs(2));
+    }
+    proxy.log.finish(Duration::from_secs(2));
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let cut = |stage: &str| {
+        lines.iter().find(|l| l["stage"] == stage).unwrap_or_else(|| panic!("no {stage} line in {lines:?}"))
+    };
+    let spliced = cut("splice");
+    assert_eq!(spliced["error"], "cut at the drain deadline");
+    assert_eq!((spliced["verdict"].as_str(), spliced["reason"].as_str()), (Some("allow"), Some("rule")));
+    let hello_len = hello(&[sni(b"acme.my.salesforce.com")]).len() as u64;
+    assert_eq!(spliced["bytes_up"], hello_len + b"before the drain".len() as u64, "bytes counted up to the cut");
+    assert_eq!(cut("hello")["error"], "cut at the drain deadline");
+    let metrics = samples(&http_get(proxy.metrics_addr, "/metrics").await.1);
+    let allowed = key("snigate_connections_total", &[("listener", "test"), ("verdict", "allow"), ("reason", "rule")]);
+    assert_eq!(metrics[&allowed], 1.0);
+    assert_eq!(metrics[&key("snigate_active_connections", &[("listener", "test")])], 0.0);
 }

@@ -5,7 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use proptest::prelude::*;
-use snigate::{AcMatcher, ListSpec, Name, Reference, RuleSet, Verdict, parse_list, parse_rules};
+use snigate::internal::{AcMatcher, Reference};
+use snigate::{ListSpec, Name, RuleSet, Verdict, parse_list, parse_rules};
 
 const LABELS: &[&str] = &["a", "b", "ab", "ba", "a-b"];
 const TLDS: &[&str] = &["com", "net"];

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use snigate::{MatchKind, Name, Reason, RuleRef, RuleSet, Verdict, parse_rules};
+use snigate::{Kind, Name, Reason, RuleRef, RuleSet, Verdict, parse_rules};
 
 /// The spec's example block (the catch-all is tested on its own below).
 const SPEC: &str = "\
@@ -186,7 +186,7 @@ fn decision_reports_how_it_matched() {
     let name = Name::parse(b"acme--uat.sandbox.my.salesforce.com", false).unwrap();
     let d = set.decide(Some(&name), OUTSIDE.parse().unwrap(), None);
     let m = d.matched.unwrap();
-    assert_eq!((m.kind, m.labels), (MatchKind::Glob, 4));
+    assert_eq!((m.kind, m.labels), (Kind::Glob, 4));
     assert_eq!(d.rule.unwrap().to_string(), "t.rules:4");
     assert_eq!(d.rule.unwrap().ruleset(), "t.rules");
 }

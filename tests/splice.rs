@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use snigate::access_log::AccessLog;
-use snigate::config::Config;
-use snigate::metrics::Metrics;
-use snigate::proxy::{End, Moved, Server, SpliceMode, splice};
+use snigate::AccessLog;
+use snigate::Config;
+use snigate::Metrics;
+use snigate::{End, Moved, Server, SpliceMode, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -239,8 +239,9 @@ async fn counts_per_direction_and_how_it_ended() {
     for mode in [SpliceMode::Auto, SpliceMode::Copy] {
         let (mut client, client_side) = tcp_pair().await;
         let (upstream_side, mut upstream) = tcp_pair().await;
-        let relay =
-            tokio::spawn(async move { splice(&client_side, &upstream_side, Duration::from_secs(10), mode).await });
+        let relay = tokio::spawn(async move {
+            splice(&client_side, &upstream_side, Duration::from_secs(10), mode, std::future::pending()).await
+        });
         let up = vec![7u8; 300_001];
         let down = vec![9u8; 70_003];
         let (a, b) = tokio::join!(
@@ -266,7 +267,8 @@ async fn counts_per_direction_and_how_it_ended() {
 
         let (_client, client_side) = tcp_pair().await;
         let (upstream_side, _upstream) = tcp_pair().await;
-        let (moved, end) = splice(&client_side, &upstream_side, Duration::from_millis(50), mode).await;
+        let (moved, end) =
+            splice(&client_side, &upstream_side, Duration::from_millis(50), mode, std::future::pending()).await;
         assert_eq!(moved, Moved::default());
         assert!(matches!(end, End::Idle), "{mode:?}: {end:?}");
 
@@ -274,7 +276,8 @@ async fn counts_per_direction_and_how_it_ended() {
         let (upstream_side, _upstream) = tcp_pair().await;
         socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
         drop(client);
-        let (_, end) = splice(&client_side, &upstream_side, Duration::from_secs(10), mode).await;
+        let (_, end) =
+            splice(&client_side, &upstream_side, Duration::from_secs(10), mode, std::future::pending()).await;
         assert!(
             matches!(end, End::Error(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "{mode:?}: {end:?}"
@@ -292,7 +295,8 @@ async fn counts_per_direction_and_how_it_ended() {
                 }
             }
         });
-        let (_, end) = splice(&client_side, &upstream_side, Duration::from_secs(10), mode).await;
+        let (_, end) =
+            splice(&client_side, &upstream_side, Duration::from_secs(10), mode, std::future::pending()).await;
         let gone = [std::io::ErrorKind::BrokenPipe, std::io::ErrorKind::ConnectionReset];
         assert!(matches!(end, End::Error(ref e) if gone.contains(&e.kind())), "{mode:?}: {end:?}");
         drop(client_side);

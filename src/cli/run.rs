@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{EXIT_INVALID, EXIT_USAGE};
+use super::common::{EXIT_INVALID, EXIT_USAGE, parse_verdict};
 use crate::access_log::AccessLog;
-use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode};
-use crate::metrics::{Endpoint, Metrics};
-use crate::policy::Verdict;
-use crate::proxy::{RejectStyle, Server};
+use crate::config::{Config, ConfigError, EMBEDDED_NAME, Keyword, LogFormat, Mode, RejectStyle};
+use crate::metrics::endpoint::Endpoint;
+use crate::metrics::registry::Metrics;
+use crate::proxy::server::Server;
+use crate::rules::rule::Verdict;
 
 /// Arguments of `snigate run`. Flags override the configuration file; with neither, the
 /// embedded default applies. Listener flags apply to the configuration's only listener.
@@ -65,14 +66,6 @@ fn parse_metrics(s: &str) -> Result<MetricsFlag, String> {
         return Ok(MetricsFlag::Off);
     }
     s.parse().map(MetricsFlag::Listen).map_err(|_| format!("expected ADDR:PORT or off, found {s:?}"))
-}
-
-fn parse_verdict(s: &str) -> Result<Verdict, String> {
-    match s {
-        "allow" => Ok(Verdict::Allow),
-        "deny" => Ok(Verdict::Deny),
-        _ => Err(format!("expected allow or deny, found {s:?}")),
-    }
 }
 
 /// The configuration `args` describe, validated.

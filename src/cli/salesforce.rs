@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{EXIT_INVALID, EXIT_USAGE, parse_verdict};
-use crate::policy::Verdict;
-use crate::salesforce::{Direction, ImportOptions, Tenant, import_ip_ranges, tenant_rules};
+use super::common::{EXIT_INVALID, EXIT_USAGE, parse_verdict};
+use crate::rules::rule::Verdict;
+use crate::rules::salesforce::{Direction, ImportOptions, Tenant, import_ip_ranges, tenant_rules};
 
 /// Arguments of `snigate import`.
 #[derive(Debug, clap::Args)]

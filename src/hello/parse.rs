@@ -33,7 +33,7 @@ pub const EXT_ECH: u16 = 0xfe0d;
 
 /// Parser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct HelloLimits {
     /// Cap on the bytes held while inspecting, record headers included. A hello that declares
     /// a larger message, or needs more bytes than this, is `hello_too_large`. It also bounds
     /// per-connection memory before the verdict.
@@ -42,9 +42,9 @@ pub struct Limits {
     pub allow_underscore: bool,
 }
 
-impl Default for Limits {
+impl Default for HelloLimits {
     fn default() -> Self {
-        Limits { max_hello_bytes: DEFAULT_MAX_HELLO_BYTES, allow_underscore: false }
+        HelloLimits { max_hello_bytes: DEFAULT_MAX_HELLO_BYTES, allow_underscore: false }
     }
 }
 
@@ -114,7 +114,7 @@ pub enum HelloError {
     /// The server_name entry is not an acceptable host name.
     #[error("invalid server name: {0}")]
     InvalidSni(#[from] NameError),
-    /// The hello is larger than [`Limits::max_hello_bytes`].
+    /// The hello is larger than [`HelloLimits::max_hello_bytes`].
     #[error("ClientHello larger than {limit} bytes")]
     TooLarge {
         /// The configured cap.
@@ -149,7 +149,7 @@ pub enum Parse {
 }
 
 /// Parses `buf`, the first bytes a client sent. Pure; see [`HelloParser`] for the incremental form.
-pub fn parse(buf: &[u8], limits: Limits) -> Parse {
+pub fn parse(buf: &[u8], limits: HelloLimits) -> Parse {
     HelloParser::new(limits).parse(buf)
 }
 
@@ -160,7 +160,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parse {
 #[derive(Debug, Clone)]
 pub struct HelloParser {
     /// Settings for this connection.
-    limits: Limits,
+    limits: HelloLimits,
     /// Wire offset of the next record header not yet walked.
     pos: usize,
     /// Complete records walked so far.
@@ -175,7 +175,7 @@ pub struct HelloParser {
 
 impl HelloParser {
     /// A parser for a new connection.
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: HelloLimits) -> Self {
         HelloParser { limits, pos: 0, records: 0, payload: 0, head: [0; 4], head_len: 0 }
     }
 
@@ -282,7 +282,7 @@ fn sniff(rest: &[u8]) -> Result<(), HelloError> {
 }
 
 /// Validates the handshake header and returns the message length, header included.
-fn check_head(head: [u8; HANDSHAKE_HEADER_LEN], limits: Limits) -> Result<usize, HelloError> {
+fn check_head(head: [u8; HANDSHAKE_HEADER_LEN], limits: HelloLimits) -> Result<usize, HelloError> {
     if head[0] != HANDSHAKE_CLIENT_HELLO {
         return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
     }
@@ -310,7 +310,7 @@ fn reassemble(wire: &[u8], records: usize) -> Cow<'_, [u8]> {
 }
 
 /// Decodes the complete hello carried by `wire` (its records, nothing more).
-fn decode(wire: &[u8], records: usize, limits: Limits) -> Result<ClientHello, HelloError> {
+fn decode(wire: &[u8], records: usize, limits: HelloLimits) -> Result<ClientHello, HelloError> {
     let msg = reassemble(wire, records);
     let body = &msg[HANDSHAKE_HEADER_LEN..];
     let (trailing, ch) =

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::parse::{ClientHello, HelloError, HelloParser, Limits, Parse};
+use super::parse::{ClientHello, HelloError, HelloLimits, HelloParser, Parse};
 use crate::reason::Reason;
 
 /// Smallest read, so that a hello arriving in one segment is read in one call.
@@ -61,7 +61,7 @@ impl ReadError {
 pub async fn read_client_hello<R>(
     io: &mut R,
     buf: &mut BytesMut,
-    limits: Limits,
+    limits: HelloLimits,
     timeout: Duration,
 ) -> Result<ClientHello, ReadError>
 where
@@ -93,7 +93,7 @@ where
 pub fn read_client_hello_now<R: Read>(
     mut io: R,
     buf: &mut BytesMut,
-    limits: Limits,
+    limits: HelloLimits,
 ) -> Option<Result<ClientHello, ReadError>> {
     let mut parser = HelloParser::new(limits);
     loop {

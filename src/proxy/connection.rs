@@ -1,469 +1,440 @@
-//! One connection through the pipeline: hello, decision, upstream, replay, splice, log.
+//! One connection, as its stages:
+//!
+//! ```text
+//! accept → (PROXY header) → mode prelude (CONNECT / HTTP head) → hello → decide → resolve
+//!        → connect → replay → splice → finish
+//! ```
+//!
+//! Each stage is one method of [`Conn`] with a typed result. A stage that ends the connection
+//! returns a [`Denied`]; [`Conn::deny`] is the one exit that answers the client and fills in
+//! the record. [`handle`] runs the stages and finishes the record, also when the drain deadline
+//! cuts them short.
 
 use std::borrow::Cow;
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::Listener;
+use super::client::Client;
 use super::explicit;
 use super::http::Target;
+use super::listener::Listener;
 use super::proxy_protocol::{self, ProxyError};
-use super::reject::reject;
+use super::reject::{Denied, Speaks, answer};
 use super::splice::{End, Moved, splice};
 use super::upstream;
 use crate::config::{EchPolicy, Mode, VerifyDestination};
 use crate::hello::{ClientHello, ReadError, read_client_hello, read_client_hello_now};
+use crate::metrics::registry::ActiveGuard;
 use crate::name::Name;
-use crate::policy::{RuleRef, Verdict};
+use crate::outcome::{Outcome, Stage};
 use crate::reason::Reason;
+use crate::rules::rule::Verdict;
 
-/// Where a connection is in its life; named in errors and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// Reading the ClientHello.
-    Hello,
-    /// Asking the rules.
-    Decide,
-    /// Finding the upstream address.
-    Resolve,
-    /// Connecting to the upstream.
-    Connect,
-    /// Moving bytes both ways.
-    Splice,
-}
+/// Most bytes a connection's task may hold ([`serve`]'s future, as the test build lays it out):
+/// the memory of an idle connection, beside its sockets. It is 3,000 bytes now; the rare stages
+/// are boxed to keep it there.
+#[cfg(test)]
+pub(super) const TASK_BUDGET: usize = 3072;
 
-impl Stage {
-    /// The snake_case name used in logs.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Stage::Hello => "hello",
-            Stage::Decide => "decide",
-            Stage::Resolve => "resolve",
-            Stage::Connect => "connect",
-            Stage::Splice => "splice",
-        }
-    }
-}
+/// The error of a connection cut at the drain deadline.
+const CUT: &str = "cut at the drain deadline";
 
-/// What happened to one connection: the access-log record.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// When the connection was accepted (RFC 3339 in the log).
-    #[serde(serialize_with = "crate::access_log::serialize_time")]
-    pub time: SystemTime,
-    /// The listener's name.
-    pub listener: Arc<str>,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The original destination (transparent mode).
-    pub original_dst: Option<SocketAddr>,
-    /// The normalised SNI.
-    pub sni: Option<String>,
-    /// ALPN protocols offered (escaped).
-    pub alpn: Vec<String>,
-    /// Highest TLS version offered.
-    pub tls_version: Option<String>,
-    /// Whether the hello carried encrypted_client_hello.
-    pub ech: bool,
-    /// allow or deny.
-    pub verdict: Verdict,
-    /// Why.
-    pub reason: Reason,
-    /// The deciding rule (`file:line` or a list's name).
-    pub rule: Option<String>,
-    /// The deciding rule's file or list: the `ruleset` metric label.
-    #[serde(skip)]
-    pub ruleset: Option<Arc<str>>,
-    /// The upstream reached.
-    pub upstream: Option<SocketAddr>,
-    /// The stage the connection ended in.
-    pub stage: Stage,
-    /// Client → upstream bytes, the replayed hello included.
-    pub bytes_up: u64,
-    /// Upstream → client bytes.
-    pub bytes_down: u64,
-    /// Seconds from accept to close.
-    pub duration: f64,
-    /// What went wrong, for failures (not for rule denials).
-    pub error: Option<String>,
-}
-
-/// An accepted client socket. It is registered with the runtime's reactor only once the
-/// connection has to wait on it: a hello that is there when the connection is accepted (the
-/// listener defers accepts until the client has sent data) is read and decided first, and a
-/// denied connection is answered and closed without ever touching epoll.
-pub(super) enum Client {
-    /// Not registered: reads and writes go straight to the kernel and must not block.
-    Fresh(std::net::TcpStream),
-    /// Registered, so that the connection can await its readiness.
-    Registered(TcpStream),
-}
-
-impl Client {
-    /// The socket, registered.
-    pub(super) fn registered(self) -> io::Result<TcpStream> {
-        match self {
-            Client::Fresh(stream) => TcpStream::from_std(stream),
-            Client::Registered(stream) => Ok(stream),
-        }
-    }
-}
-
-impl AsFd for Client {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Client::Fresh(stream) => stream.as_fd(),
-            Client::Registered(stream) => stream.as_fd(),
-        }
-    }
-}
-
-/// Runs one accepted connection to its end and returns what happened. `accepted` is
-/// non-blocking and not registered with the runtime.
-///
-/// The future is the connection's task, held for its whole life, so its size is the memory of
-/// an idle connection. The modes' and stages' larger futures that most connections never reach
-/// (PROXY header, `connect` and `http` modes, DNS) are boxed where they are awaited, so that
-/// they do not size every task: the task holds the hello reading and the splice only.
-pub async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: SocketAddr) -> Outcome {
-    let start = Instant::now();
-    let mut out = Outcome {
-        time: SystemTime::now(),
-        listener: listener.name.clone(),
-        client: peer,
-        original_dst: None,
-        sni: None,
-        alpn: Vec::new(),
-        tls_version: None,
-        ech: false,
-        verdict: Verdict::Deny,
-        reason: Reason::ClientClosed,
-        rule: None,
-        ruleset: None,
-        upstream: None,
-        stage: Stage::Hello,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration: 0.0,
-        error: None,
-    };
-    let mut buf = BytesMut::new();
-    let deadline = start + listener.limits.hello_timeout();
-    // A TLS listener's first bytes are the hello: whatever of it is there already is read
-    // before the socket is registered.
-    let hello_first = listener.config.proxy_protocol_trusted.is_empty()
-        && matches!(listener.config.mode, Mode::Sni | Mode::Upstream | Mode::Transparent);
-    let early = if hello_first { read_client_hello_now(&accepted, &mut buf, listener.hello_limits) } else { None };
-    let (client, hello, tunnel, proxied_dst, reading) = match early {
-        Some(hello) => (Client::Fresh(accepted), hello, None, None, start),
-        // Boxed: the wait and what may come before the hello would otherwise size every task.
-        None => match Box::pin(awaited_hello(listener, accepted, &mut out, &mut buf, deadline)).await {
-            Some(w) => (Client::Registered(w.client), w.hello, w.tunnel, w.proxied_dst, w.reading),
-            None => return finish(out, start),
-        },
-    };
-    let hello = match hello {
-        Ok(hello) => hello,
-        Err(e) => {
-            out.reason = e.reason();
-            if out.reason != Reason::ClientClosed {
-                out.error = Some(e.to_string());
-            }
-            reject(client, listener.config.reject, out.reason, &buf).await;
-            return finish(out, start);
-        }
-    };
-    listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
-    // The hello's details are only for the access log: no strings when it is off.
-    if listener.access_log.is_on() {
-        record_hello(&mut out, &hello);
-    }
-    let checked = match &tunnel {
-        Some(target) => Box::pin(explicit::tunnel_candidates(listener, &mut out, &hello, target)).await,
-        None => candidates(listener, &client, &mut out, &hello, proxied_dst).await,
-    };
-    // Not held through the splice: the task's size is the memory of an idle connection.
-    drop((hello, tunnel));
-    let denied = match checked {
-        Err(reason) => Some((client, reason)),
-        Ok(addrs) => match client.registered() {
-            Ok(mut stream) => forward(listener, &mut stream, &mut out, &addrs, &mut buf, proxied_dst)
-                .await
-                .err()
-                .map(|reason| (Client::Registered(stream), reason)),
-            Err(e) => {
-                out.error = Some(unregistered(&e));
-                None
-            }
-        },
-    };
-    if let Some((client, reason)) = denied {
-        out.verdict = Verdict::Deny;
-        out.reason = reason;
-        reject(client, listener.config.reject, reason, &buf).await;
-    }
-    finish(out, start)
-}
-
-/// The error of a connection whose socket the runtime could not register (epoll out of memory).
-fn unregistered(e: &io::Error) -> String {
-    format!("cannot register the client socket: {e}")
-}
-
-fn finish(mut out: Outcome, start: Instant) -> Outcome {
-    out.duration = start.elapsed().as_secs_f64();
-    out
-}
-
-/// A hello that had to be waited for, and what came before it.
-struct Awaited {
-    /// The client, registered.
-    client: TcpStream,
-    /// The hello, or why there is none.
-    hello: Result<ClientHello, ReadError>,
-    /// `connect` mode: the CONNECT target.
-    tunnel: Option<Target>,
-    /// The PROXY header's destination.
-    proxied_dst: Option<SocketAddr>,
-    /// When reading the hello began.
-    reading: Instant,
-}
-
-/// Registers the client's socket, handles what comes before the hello on listeners that do not
-/// start with it (the PROXY header of a trusted load balancer, the `connect` or `http` mode's
-/// request), then awaits the hello. `None`: the connection has ended, and `out` says how.
-async fn awaited_hello(
-    listener: &Listener,
+/// A connection's task: runs it, counts it and logs it, then frees its slot. Its future is
+/// held for the connection's whole life, so its size is the memory of an idle connection (see
+/// the budget test in `server.rs`).
+pub(super) async fn serve(
+    listener: Arc<Listener>,
     accepted: std::net::TcpStream,
-    out: &mut Outcome,
-    buf: &mut BytesMut,
-    deadline: Instant,
-) -> Option<Awaited> {
-    let mut client = match TcpStream::from_std(accepted) {
-        Ok(client) => client,
-        Err(e) => {
-            out.error = Some(unregistered(&e));
-            return None;
+    peer: SocketAddr,
+    slot: (OwnedSemaphorePermit, ActiveGuard),
+) {
+    let outcome = handle(&listener, accepted, peer).await;
+    listener.metrics.finished(&outcome);
+    if let Err(cause) = listener.access_log.write(outcome) {
+        listener.metrics.log_suppressed(cause);
+    }
+    drop(slot);
+}
+
+/// Runs one accepted connection to its end and returns its record. `accepted` is
+/// non-blocking and not registered with the runtime.
+pub(super) async fn handle(listener: &Listener, accepted: std::net::TcpStream, peer: SocketAddr) -> Outcome {
+    let start = Instant::now();
+    let mut record = Outcome::accepted(listener.name.clone(), peer);
+    let finished = {
+        let stages = pin!(stages(listener, Client::Fresh(accepted), &mut record, start));
+        tokio::select! {
+            biased;
+            () = stages => true,
+            () = listener.drain.passed() => false,
         }
     };
-    let mut proxied_dst = None;
-    if !listener.config.proxy_protocol_trusted.is_empty() {
-        match Box::pin(proxy_header(listener, &mut client, buf, deadline)).await {
-            Ok(Some(addresses)) => {
-                out.client = addresses.source;
-                proxied_dst = Some(addresses.destination);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                out.reason = Reason::ProxyProtocol;
-                out.error = Some(e.to_string());
-                reject(Client::Registered(client), listener.config.reject, out.reason, buf).await;
-                return None;
-            }
-        }
+    if !finished {
+        record.error = Some(CUT.into());
     }
-    let tunnel = match listener.config.mode {
-        Mode::Http => {
-            if let Err(reason) = Box::pin(explicit::plain_http(listener, &mut client, out, buf, deadline)).await {
-                out.verdict = Verdict::Deny;
-                out.reason = reason;
-            }
-            return None;
-        }
-        Mode::Connect => match Box::pin(explicit::connect(listener, &mut client, out, buf, deadline)).await {
-            Ok(target) => Some(target),
-            Err(reason) => {
-                out.verdict = Verdict::Deny;
-                out.reason = reason;
-                return None;
-            }
-        },
-        Mode::Sni | Mode::Upstream | Mode::Transparent => None,
+    record.duration = start.elapsed().as_secs_f64();
+    record
+}
+
+/// The stages, and the one exit for a connection that does not reach the splice.
+async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, start: Instant) {
+    let mut conn = Conn {
+        listener,
+        record,
+        buf: BytesMut::new(),
+        deadline: start + listener.limits.hello_timeout(),
+        speaks: Speaks::Tls,
+        proxied_dst: None,
     };
-    let reading = Instant::now();
-    let remaining = deadline.saturating_duration_since(reading);
-    let hello = read_client_hello(&mut client, buf, listener.hello_limits, remaining).await;
-    Some(Awaited { client, hello, tunnel, proxied_dst, reading })
-}
-
-/// Reads the PROXY header a trusted load balancer sends first, by `deadline`.
-async fn proxy_header(
-    listener: &Listener,
-    client: &mut TcpStream,
-    buf: &mut BytesMut,
-    deadline: Instant,
-) -> Result<Option<proxy_protocol::Addresses>, ProxyError> {
-    let peer = client.peer_addr().map_err(|e| ProxyError::Io(e.to_string()))?;
-    if !proxy_protocol::trusted(peer.ip(), &listener.config.proxy_protocol_trusted) {
-        return Err(ProxyError::Untrusted(peer.ip()));
-    }
-    let max = listener.limits.max_hello_bytes;
-    tokio::time::timeout_at(deadline, proxy_protocol::read_header(client, buf, max))
-        .await
-        .unwrap_or(Err(ProxyError::Io("timed out".into())))
-}
-
-fn record_hello(out: &mut Outcome, hello: &ClientHello) {
-    out.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
-    out.alpn = hello.alpn.clone();
-    out.ech = hello.ech;
-    out.tls_version = Some(hello.highest_version());
-}
-
-/// Decides a TLS connection by its hello and finds where it may go: the upstream addresses to
-/// try, in order. `Err(reason)`: deny with that reason.
-async fn candidates(
-    listener: &Listener,
-    client: &Client,
-    out: &mut Outcome,
-    hello: &ClientHello,
-    proxied_dst: Option<SocketAddr>,
-) -> Result<Vec<SocketAddr>, Reason> {
-    out.stage = Stage::Decide;
-    if hello.ech && listener.ech == EchPolicy::Deny {
-        return Err(Reason::Ech);
-    }
-    let dst = match listener.config.mode {
-        Mode::Transparent => {
-            let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
-            out.original_dst =
-                proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
-            if out.original_dst.is_none() {
-                out.error = Some("no original destination (not redirected, or addressed to snigate itself)".into());
-                return Err(Reason::UpstreamError);
-            }
-            out.original_dst
-        }
-        Mode::Upstream => listener.upstream,
-        Mode::Sni | Mode::Connect | Mode::Http => None,
-    };
-    decide(listener, out, hello.sni.as_ref(), dst)?;
-    out.stage = Stage::Resolve;
-    match (dst, &hello.sni) {
-        (Some(addr), Some(sni)) if listener.config.verify_destination == Some(VerifyDestination::Dns) => {
-            Box::pin(verify_destination(listener, out, sni, addr)).await?;
-            Ok(vec![addr])
-        }
-        (Some(addr), _) => Ok(vec![addr]),
-        (None, Some(sni)) => Box::pin(resolve(listener, out, sni, listener.upstream_port)).await,
-        (None, None) => Err(Reason::UpstreamError),
+    if let Err(denied) = conn.pipeline(&mut client, start).await {
+        conn.deny(client, denied).await;
     }
 }
 
-/// Asks the rule snapshot, records the decision in `out`, and turns a deny into `Err`.
-pub(super) fn decide(
-    listener: &Listener,
-    out: &mut Outcome,
-    name: Option<&Name>,
+/// What a connection asks to reach, once what precedes the splice has been read: what the rules
+/// decide on, and where an allowed connection goes.
+struct Ask {
+    /// The name: the SNI, or the explicit request's host.
+    name: Option<Name>,
+    /// The destination: the original destination, the fixed upstream, or an address literal.
     dst: Option<SocketAddr>,
-) -> Result<(), Reason> {
-    let rules = listener.rules.load();
-    let decision = rules.decide(name, out.client.ip(), dst);
-    out.verdict = decision.verdict;
-    out.reason = decision.reason;
-    out.ruleset = decision.rule.map(|r| r.ruleset_label());
-    if listener.access_log.is_on() {
-        out.rule = decision.rule.map(RuleRef::to_string);
-    }
-    match decision.verdict {
-        Verdict::Allow => Ok(()),
-        Verdict::Deny => Err(decision.reason),
-    }
-}
-
-/// The addresses of `name` on `port`; a failure is `upstream_error`.
-pub(super) async fn resolve(
-    listener: &Listener,
-    out: &mut Outcome,
-    name: &Name,
+    /// The rules still have to decide (`connect` mode decided on the CONNECT target already,
+    /// unless the tunnel's hello names a host the address literal did not).
+    undecided: bool,
+    /// The port `name` is reached on when there is no destination.
     port: u16,
-) -> Result<Vec<SocketAddr>, Reason> {
-    listener.resolver.lookup(name.as_str(), port).await.map_err(|e| {
-        out.error = Some(e.to_string());
-        Reason::UpstreamError
-    })
+    /// `verify_destination`: `dst` must be among `name`'s addresses.
+    verify: bool,
 }
 
-/// `verify_destination = "dns"`: the original destination must be one of the SNI's addresses,
-/// or the SNI is a lie (spoofing, domain fronting to another address). A lookup that fails
-/// cannot vouch for the destination, so it denies too.
-async fn verify_destination(listener: &Listener, out: &mut Outcome, sni: &Name, dst: SocketAddr) -> Result<(), Reason> {
-    match listener.resolver.lookup(sni.as_str(), dst.port()).await {
-        Ok(addrs) if addrs.iter().any(|a| a.ip() == dst.ip()) => Ok(()),
-        Ok(addrs) => {
-            let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-            out.error = Some(format!("{} is not among {sni}'s addresses ({})", dst.ip(), shown.join(", ")));
-            Err(Reason::DstMismatch)
-        }
-        Err(e) => {
-            out.error = Some(format!("cannot verify {}: {e}", dst.ip()));
-            Err(Reason::DstMismatch)
-        }
-    }
-}
-
-/// Connects to the first of `candidates` that answers, sends the PROXY header when configured,
-/// replays `buf` (every byte read so far) and splices until the connection ends.
-/// `Err(reason)` only for failures before the client has been connected.
-pub(super) async fn forward(
-    listener: &Listener,
-    client: &mut TcpStream,
-    out: &mut Outcome,
-    candidates: &[SocketAddr],
-    buf: &mut BytesMut,
+/// One connection while its stages run.
+struct Conn<'a> {
+    /// The listener it was accepted on.
+    listener: &'a Listener,
+    /// The record being filled in.
+    record: &'a mut Outcome,
+    /// Every byte read from the client so far (what is left of it after a PROXY header or a
+    /// CONNECT head): replayed to the upstream unchanged.
+    buf: BytesMut,
+    /// When the hello, and whatever comes before it, must be complete.
+    deadline: Instant,
+    /// What a denial is answered in.
+    speaks: Speaks,
+    /// The destination a PROXY header named: the original destination in transparent mode,
+    /// and what a PROXY header sent upstream names.
     proxied_dst: Option<SocketAddr>,
-) -> Result<(), Reason> {
-    out.stage = Stage::Connect;
-    let limits = &listener.limits;
-    // What the upstream gets first: the PROXY header when configured, then every byte read.
-    let first: Cow<'_, [u8]> = match listener.config.proxy_protocol_out {
-        Some(version) => {
-            let local = client.local_addr().unwrap_or(candidates[0]);
-            let header = proxy_protocol::encode(version, out.client, out.original_dst.or(proxied_dst).unwrap_or(local));
-            Cow::Owned([&header[..], &buf[..]].concat())
+}
+
+impl Conn<'_> {
+    /// Every stage in order; `Err` ends the connection before the splice.
+    async fn pipeline(&mut self, client: &mut Client, start: Instant) -> Result<(), Denied> {
+        let ask = match self.hello_now(client, start) {
+            Some(ask) => ask?,
+            // Boxed at the dispatch point: waiting, the PROXY header and the explicit modes are
+            // rare, and their futures would otherwise size every connection's task.
+            None => Box::pin(self.awaited(client)).await?,
+        };
+        self.decide(&ask)?;
+        let candidates = self.resolve(ask).await?;
+        let upstream = self.connect(client, &candidates).await?;
+        self.splice(client, upstream).await;
+        Ok(())
+    }
+
+    /// Stage accept → hello, at once: a TLS listener's first bytes are the hello, and the
+    /// listener defers accepts until they are there, so most hellos are read before the socket
+    /// is registered. `None`: it has to be waited for.
+    fn hello_now(&mut self, client: &Client, start: Instant) -> Option<Result<Ask, Denied>> {
+        let config = &self.listener.config;
+        let hello_first = config.proxy_protocol_trusted.is_empty()
+            && matches!(config.mode, Mode::Sni | Mode::Upstream | Mode::Transparent);
+        let Client::Fresh(stream) = client else { return None };
+        if !hello_first {
+            return None;
         }
-        None => Cow::Borrowed(&buf[..]),
-    };
-    let connecting = Instant::now();
-    let (mut up, sent) = upstream::connect_any(candidates, limits.connect_timeout(), listener.config.mark, &first)
-        .await
-        .map_err(|e| {
-            out.error = Some(e.to_string());
-            Reason::UpstreamError
+        let read = read_client_hello_now(stream, &mut self.buf, self.listener.hello_limits)?;
+        Some(self.hello(read, start).and_then(|hello| self.ask(stream, hello)))
+    }
+
+    /// Registers the client, then the stages that wait: the PROXY header, the mode prelude and
+    /// the hello.
+    async fn awaited(&mut self, client: &mut Client) -> Result<Ask, Denied> {
+        let stream = client.register().map_err(|e| unregistered(self.record.reason, e))?;
+        if !self.listener.config.proxy_protocol_trusted.is_empty() {
+            self.proxy_header(stream).await?;
+        }
+        match self.listener.config.mode {
+            Mode::Http => self.http_prelude(stream).await,
+            Mode::Connect => {
+                let target = self.connect_prelude(stream).await?;
+                let hello = self.await_hello(stream).await?;
+                self.tunnel(target, hello)
+            }
+            Mode::Sni | Mode::Upstream | Mode::Transparent => {
+                let hello = self.await_hello(stream).await?;
+                self.ask(stream, hello)
+            }
+        }
+    }
+
+    /// Stage PROXY header: a trusted load balancer's, by the deadline. Its source becomes the
+    /// client; its destination is kept.
+    async fn proxy_header(&mut self, client: &mut TcpStream) -> Result<(), Denied> {
+        let denied = |e: ProxyError| Denied::failed(Reason::ProxyProtocol, e);
+        let peer = client.peer_addr().map_err(|e| denied(ProxyError::Io(e.to_string())))?;
+        if !proxy_protocol::trusted(peer.ip(), &self.listener.config.proxy_protocol_trusted) {
+            return Err(denied(ProxyError::Untrusted(peer.ip())));
+        }
+        let max = self.listener.limits.max_hello_bytes;
+        let read = tokio::time::timeout_at(self.deadline, proxy_protocol::read_header(client, &mut self.buf, max));
+        match read.await.unwrap_or(Err(ProxyError::Io("timed out".into()))).map_err(denied)? {
+            Some(addresses) => {
+                self.record.client = addresses.source;
+                self.proxied_dst = Some(addresses.destination);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Stage mode prelude, `connect`: the CONNECT request, its credentials and the rules'
+    /// decision on its target, then the `200` that opens the tunnel.
+    async fn connect_prelude(&mut self, client: &mut TcpStream) -> Result<Target, Denied> {
+        self.speaks = Speaks::Http;
+        let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
+        let target = explicit::connect_target(&head, self.listener.config.credentials.as_ref(), &mut self.buf)?;
+        self.record.stage = Stage::Decide;
+        let (name, dst) = target.parts();
+        self.rules(name, dst)?;
+        explicit::establish(client).await?;
+        self.speaks = Speaks::Tls;
+        self.record.stage = Stage::Hello;
+        Ok(target)
+    }
+
+    /// Stage mode prelude, `http`: the request's host is what it asks for; the request is
+    /// replayed to it unchanged.
+    async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Ask, Denied> {
+        self.speaks = Speaks::Http;
+        let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
+        let ask = match explicit::http_target(&head)? {
+            Target::Name(name, port) => {
+                self.record.sni = Some(name.as_str().to_string());
+                Ask { name: Some(name), dst: None, undecided: true, port, verify: false }
+            }
+            Target::Addr(addr) => {
+                Ask { name: None, dst: Some(addr), undecided: true, port: addr.port(), verify: false }
+            }
+        };
+        self.record.stage = Stage::Decide;
+        Ok(ask)
+    }
+
+    /// Stage hello, waited for by the deadline.
+    async fn await_hello(&mut self, client: &mut TcpStream) -> Result<ClientHello, Denied> {
+        let reading = Instant::now();
+        let remaining = self.deadline.saturating_duration_since(reading);
+        let read = read_client_hello(client, &mut self.buf, self.listener.hello_limits, remaining).await;
+        self.hello(read, reading)
+    }
+
+    /// Stage hello, its end: counts a complete hello and records it (only when it is logged:
+    /// no strings otherwise).
+    fn hello(&mut self, read: Result<ClientHello, ReadError>, reading: Instant) -> Result<ClientHello, Denied> {
+        let hello = read.map_err(|e| match e.reason() {
+            Reason::ClientClosed => Denied::by(Reason::ClientClosed),
+            reason => Denied::failed(reason, e),
         })?;
-    listener.metrics.connected(connecting.elapsed().as_secs_f64());
-    // One candidate (upstream and transparent modes) is the address connected to: no getpeername.
-    let addr = match candidates {
-        [only] => *only,
-        _ => up.peer_addr().unwrap_or(candidates[0]),
-    };
-    out.upstream = Some(addr);
-    out.stage = Stage::Splice;
-    if let Err(e) = up.write_all(&first[sent..]).await {
-        out.error = Some(e.to_string());
-        return Ok(());
+        self.listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
+        if self.listener.access_log.is_on() {
+            let record = &mut *self.record;
+            record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
+            record.alpn = hello.alpn.clone();
+            record.ech = hello.ech;
+            record.tls_version = Some(hello.highest_version());
+        }
+        Ok(hello)
     }
-    drop(first);
-    out.bytes_up = buf.len() as u64;
-    *buf = BytesMut::new();
-    let (moved, end) = splice(client, &up, limits.idle_timeout(), listener.config.splice).await;
-    let Moved { upstream, downstream } = moved;
-    out.bytes_up += upstream;
-    out.bytes_down = downstream;
-    match end {
-        End::Closed => {}
-        End::Idle => out.error = Some(format!("idle for {:?}", Duration::from_secs_f64(limits.idle_timeout))),
-        End::Error(e) => out.error = Some(e.to_string()),
+
+    /// What a TLS connection asks for: its SNI, and the destination its mode gives it.
+    fn ask(&mut self, client: &impl AsFd, hello: ClientHello) -> Result<Ask, Denied> {
+        self.record.stage = Stage::Decide;
+        let listener = self.listener;
+        if hello.ech && listener.ech == EchPolicy::Deny {
+            return Err(Denied::by(Reason::Ech));
+        }
+        let dst = match listener.config.mode {
+            Mode::Transparent => {
+                let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
+                let dst =
+                    self.proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
+                let Some(dst) = dst else {
+                    let error = "no original destination (not redirected, or addressed to snigate itself)";
+                    return Err(Denied::failed(Reason::UpstreamError, error));
+                };
+                self.record.original_dst = Some(dst);
+                Some(dst)
+            }
+            Mode::Upstream => listener.upstream,
+            Mode::Sni | Mode::Connect | Mode::Http => None,
+        };
+        let verify = listener.config.verify_destination == Some(VerifyDestination::Dns);
+        Ok(Ask { name: hello.sni, dst, undecided: true, port: listener.upstream_port, verify })
     }
-    Ok(())
+
+    /// What a CONNECT tunnel asks for: the host the CONNECT named, which its hello must name
+    /// too; or the address literal, which the rules decide again when the hello names a host.
+    fn tunnel(&mut self, target: Target, hello: ClientHello) -> Result<Ask, Denied> {
+        self.record.stage = Stage::Decide;
+        explicit::check_tunnel(&target, hello.sni.as_ref())?;
+        Ok(match target {
+            Target::Name(name, port) => Ask { name: Some(name), dst: None, undecided: false, port, verify: false },
+            Target::Addr(addr) => {
+                let undecided = hello.sni.is_some();
+                Ask { name: hello.sni, dst: Some(addr), undecided, port: addr.port(), verify: false }
+            }
+        })
+    }
+
+    /// Stage decide, where the rules have not decided yet.
+    fn decide(&mut self, ask: &Ask) -> Result<(), Denied> {
+        match ask.undecided {
+            true => self.rules(ask.name.as_ref(), ask.dst),
+            false => Ok(()),
+        }
+    }
+
+    /// Asks the rule snapshot and records the decision; a deny is `Err`.
+    fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>) -> Result<(), Denied> {
+        let rules = self.listener.rules.load();
+        let decision = rules.decide(name, self.record.client.ip(), dst);
+        self.record.verdict = decision.verdict;
+        self.record.reason = decision.reason;
+        self.record.ruleset = decision.rule.map(|r| r.ruleset_label());
+        if self.listener.access_log.is_on() {
+            self.record.rule = decision.rule.map(ToString::to_string);
+        }
+        match decision.verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny => Err(Denied::by(decision.reason)),
+        }
+    }
+
+    /// Stage resolve: the upstream addresses to try, in order. A name is resolved on its port;
+    /// a destination is used as it is, once verified where `verify_destination` says so.
+    async fn resolve(&mut self, ask: Ask) -> Result<Vec<SocketAddr>, Denied> {
+        self.record.stage = Stage::Resolve;
+        match (ask.dst, &ask.name) {
+            (Some(dst), Some(name)) if ask.verify => self.verify_destination(name, dst).await.map(|()| vec![dst]),
+            (Some(dst), _) => Ok(vec![dst]),
+            (None, Some(name)) => {
+                self.lookup(name, ask.port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e))
+            }
+            (None, None) => Err(Denied::by(Reason::UpstreamError)),
+        }
+    }
+
+    /// `verify_destination = "dns"`: the original destination must be one of the SNI's
+    /// addresses, or the SNI is a lie (spoofing, domain fronting to another address). A lookup
+    /// that fails cannot vouch for the destination, so it denies too.
+    async fn verify_destination(&mut self, sni: &Name, dst: SocketAddr) -> Result<(), Denied> {
+        match self.lookup(sni, dst.port()).await {
+            Ok(addrs) if addrs.iter().any(|a| a.ip() == dst.ip()) => Ok(()),
+            Ok(addrs) => {
+                let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                let error = format!("{} is not among {sni}'s addresses ({})", dst.ip(), shown.join(", "));
+                Err(Denied::failed(Reason::DstMismatch, error))
+            }
+            Err(e) => Err(Denied::failed(Reason::DstMismatch, format!("cannot verify {}: {e}", dst.ip()))),
+        }
+    }
+
+    /// A DNS lookup, boxed: the resolver's future is large and a cache hit is quick.
+    async fn lookup(&self, name: &Name, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Box::pin(self.listener.resolver.lookup(name.as_str(), port)).await
+    }
+
+    /// Stages connect and replay: the first candidate that answers gets the PROXY header, when
+    /// configured, and every byte read from the client so far, sent with the connect where it
+    /// fits. A replay that fails after the connect ends the connection as it stands, allowed,
+    /// with the error recorded: `None`.
+    async fn connect(&mut self, client: &mut Client, candidates: &[SocketAddr]) -> Result<Option<TcpStream>, Denied> {
+        self.record.stage = Stage::Connect;
+        let reason = self.record.reason;
+        let stream = client.register().map_err(|e| unregistered(reason, e))?;
+        let (listener, record) = (self.listener, &mut *self.record);
+        // What the upstream gets first: the PROXY header when configured, then every byte read.
+        let first: Cow<'_, [u8]> = match listener.config.proxy_protocol_out {
+            Some(version) => {
+                let dst = (record.original_dst.or(self.proxied_dst))
+                    .or_else(|| stream.local_addr().ok())
+                    .unwrap_or(candidates[0]);
+                Cow::Owned([&proxy_protocol::encode(version, record.client, dst)[..], &self.buf[..]].concat())
+            }
+            None => Cow::Borrowed(&self.buf[..]),
+        };
+        let connecting = Instant::now();
+        let (mut up, sent) =
+            upstream::connect_any(candidates, listener.limits.connect_timeout(), listener.config.mark, &first)
+                .await
+                .map_err(|e| Denied::failed(Reason::UpstreamError, e))?;
+        listener.metrics.connected(connecting.elapsed().as_secs_f64());
+        // One candidate (upstream and transparent modes) is the address connected to: no getpeername.
+        record.upstream = Some(match candidates {
+            [only] => *only,
+            _ => up.peer_addr().unwrap_or(candidates[0]),
+        });
+        record.stage = Stage::Splice;
+        if let Err(e) = up.write_all(&first[sent..]).await {
+            record.error = Some(e.to_string());
+            return Ok(None);
+        }
+        record.bytes_up = self.buf.len() as u64;
+        Ok(Some(up))
+    }
+
+    /// Stage splice: both ways until the connection ends. The buffer is freed first: an idle
+    /// connection holds nothing but its sockets.
+    async fn splice(&mut self, client: &mut Client, upstream: Option<TcpStream>) {
+        self.buf = BytesMut::new();
+        let (Some(up), Client::Registered(client)) = (upstream, client) else { return };
+        let idle = self.listener.limits.idle_timeout();
+        let (moved, end) = splice(client, &up, idle, self.listener.config.splice, self.listener.drain.passed()).await;
+        let Moved { upstream, downstream } = moved;
+        self.record.bytes_up += upstream;
+        self.record.bytes_down = downstream;
+        self.record.error = match end {
+            End::Closed => None,
+            End::Idle => Some(format!("idle for {:?}", Duration::from_secs_f64(self.listener.limits.idle_timeout))),
+            End::Error(e) => Some(e.to_string()),
+            End::Stopped => Some(CUT.into()),
+        };
+    }
+
+    /// The one exit of a connection that ends before the splice: records why, then answers
+    /// the client.
+    async fn deny(mut self, client: Client, denied: Denied) {
+        self.record.verdict = Verdict::Deny;
+        self.record.reason = denied.reason;
+        if denied.error.is_some() {
+            self.record.error = denied.error.clone();
+        }
+        answer(client, &denied, self.speaks, self.listener.config.reject, &self.buf).await;
+        self.buf = BytesMut::new();
+    }
+}
+
+/// The runtime could not register the client's socket (epoll out of memory): the connection
+/// ends as it stands, with nothing sent.
+fn unregistered(reason: Reason, e: std::io::Error) -> Denied {
+    Denied::failed(reason, format!("cannot register the client socket: {e}")).answered(super::reject::Reply::Silent)
 }

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use crate::name::Name;
+use crate::reason::Reason;
 
 /// Cap on a request head (request line and headers).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -167,6 +168,48 @@ pub fn response(status: u16, reason: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// How the explicit modes refuse a request, in HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400, with what was wrong.
+    BadRequest(&'static str),
+    /// 405: a method other than CONNECT in `connect` mode.
+    MethodNotAllowed,
+    /// 407, with a Basic challenge.
+    AuthRequired,
+    /// 403: the rules deny the request.
+    Forbidden,
+    /// 502: the upstream cannot be found or reached.
+    BadGateway,
+}
+
+impl Refusal {
+    /// The refusal of a request denied for `reason` when no more specific one applies.
+    pub fn for_reason(reason: Reason) -> Refusal {
+        match reason {
+            Reason::UpstreamError => Refusal::BadGateway,
+            _ => Refusal::Forbidden,
+        }
+    }
+
+    /// The complete response for a request denied for `reason`.
+    pub fn response(self, reason: Reason) -> Vec<u8> {
+        match self {
+            Refusal::BadRequest(body) => response(400, "Bad Request", body),
+            Refusal::MethodNotAllowed => response(405, "Method Not Allowed", "snigate: only CONNECT is served here\n"),
+            Refusal::AuthRequired => {
+                let body = "snigate: proxy authentication required\n";
+                let mut response = response(407, "Proxy Authentication Required", body);
+                let at = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 2;
+                response.splice(at..at, b"Proxy-Authenticate: Basic realm=\"snigate\"\r\n".iter().copied());
+                response
+            }
+            Refusal::Forbidden => response(403, "Forbidden", &format!("snigate: denied ({reason})\n")),
+            Refusal::BadGateway => response(502, "Bad Gateway", &format!("snigate: {reason}\n")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,18 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::BytesMut;
 use ipnet::IpNet;
 use ppp::{HeaderResult, PartialResult, v1, v2};
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Which header version to send upstream (`proxy_protocol_out`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Version {
-    /// `PROXY TCP4 src dst sport dport\r\n`.
-    V1,
-    /// The binary header.
-    V2,
-}
+use crate::config::ProxyVersion as Version;
 
 /// What a PROXY header told us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

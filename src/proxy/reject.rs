@@ -1,27 +1,81 @@
-//! How a denied connection ends: a fatal TLS alert, a reset, or a plain close.
+//! How a denied connection ends: the one place a denial reaches the wire. A TLS client gets a
+//! fatal alert, a reset or a plain close, as configured; an explicit-mode request gets an HTTP
+//! error.
 
 use std::io::Read;
 use std::time::Duration;
 
-use serde::Deserialize;
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::connection::Client;
+use super::client::Client;
+use super::http::Refusal;
+use crate::config::RejectStyle;
 use crate::reason::Reason;
 
-/// The configured way to end a denied connection (`reject = "alert" | "rst" | "close"`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum RejectStyle {
-    /// A fatal TLS alert, then FIN: clients show a readable error.
-    #[default]
-    Alert,
-    /// An RST (SO_LINGER 0): nothing for the client to read.
-    Rst,
-    /// A plain FIN.
-    Close,
+/// Why a connection ends before it is spliced, and how its client is told. A stage that ends
+/// the connection returns one; the connection's one exit answers and records it.
+#[derive(Debug)]
+pub(super) struct Denied {
+    /// The reason: the metric label and log field.
+    pub reason: Reason,
+    /// What went wrong, for failures (not for rule denials): the record's `error`.
+    pub error: Option<String>,
+    /// How the client is told.
+    pub reply: Reply,
+}
+
+/// How a denied client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reply {
+    /// The usual answer in the protocol the client speaks at that point: the listener's
+    /// reject style to a TLS client, an HTTP error for the reason to an explicit-mode request.
+    Usual,
+    /// This HTTP answer.
+    Http(Refusal),
+    /// Nothing: the client has gone, or never said anything that could be answered.
+    Silent,
+}
+
+/// What the client speaks at the point where it is denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Speaks {
+    /// TLS (or nothing yet): the ClientHello is what is read.
+    Tls,
+    /// An HTTP request (explicit modes, before a tunnel is open).
+    Http,
+}
+
+impl Denied {
+    /// A denial by the rules, or one with nothing more to say than its reason.
+    pub fn by(reason: Reason) -> Denied {
+        Denied { reason, error: None, reply: Reply::Usual }
+    }
+
+    /// A failure: the reason, and what went wrong.
+    pub fn failed(reason: Reason, error: impl std::fmt::Display) -> Denied {
+        Denied { reason, error: Some(error.to_string()), reply: Reply::Usual }
+    }
+
+    /// The same denial, answered with `reply`.
+    pub fn answered(self, reply: Reply) -> Denied {
+        Denied { reply, ..self }
+    }
+}
+
+/// Answers a denied client as `denied.reply` says, in the protocol it speaks.
+pub(super) async fn answer(client: Client, denied: &Denied, speaks: Speaks, style: RejectStyle, first_bytes: &[u8]) {
+    let refusal = match (denied.reply, speaks) {
+        (Reply::Silent, _) => return,
+        (Reply::Usual, Speaks::Tls) => return reject(client, style, denied.reason, first_bytes).await,
+        (Reply::Usual, Speaks::Http) => Refusal::for_reason(denied.reason),
+        (Reply::Http(refusal), _) => refusal,
+    };
+    if let Ok(mut stream) = client.registered() {
+        let _ = stream.write_all(&refusal.response(denied.reason)).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// TLS AlertDescription values snigate sends (RFC 8446 6.2).
@@ -83,15 +137,18 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// and discarded for up to a second first. A socket not yet registered with the runtime is
 /// answered at once, and when the client has sent nothing more it is closed then, without
 /// ever touching epoll.
-pub async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes: &[u8]) {
+async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes: &[u8]) {
     if style == RejectStyle::Rst {
-        let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+        if let Some(fd) = client.fd() {
+            let _ = SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+        }
         return;
     }
     let record = farewell(style, reason, first_bytes);
     let record: &[u8] = record.as_ref().map_or(&[], |r| r);
     let (mut stream, unsent) = match client {
         Client::Registered(stream) => (stream, record),
+        Client::Closed => return,
         Client::Fresh(stream) => {
             // MSG_MORE holds the alert back until the close (or the lingering path's shutdown),
             // whose FIN then rides in the same segment: one packet for the client, not two.

@@ -7,12 +7,12 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::config::SpliceMode;
 use crate::sys::{self, Pipe};
 
 /// Bytes read per system call while a direction copies.
@@ -24,18 +24,6 @@ const CHUNK: usize = 16 * 1024;
 /// nothing on idle connections; past the user's pipe quota the kernel refuses the resize and
 /// the pipe keeps its default size.
 const PIPE_SIZE: Option<usize> = Some(1 << 20);
-
-/// How a listener moves the bytes of allowed connections (`splice = "auto" | "copy"`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SpliceMode {
-    /// `splice(2)` through a pipe per direction, zero copy; a direction that cannot get a pipe
-    /// (EMFILE, ENFILE) copies instead for the rest of the connection.
-    #[default]
-    Auto,
-    /// Read into a userspace buffer and write it out.
-    Copy,
-}
 
 /// Bytes moved, per direction.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -55,26 +43,40 @@ pub enum End {
     Idle,
     /// A side failed (for example a reset).
     Error(io::Error),
+    /// `stop` resolved first (the server's drain deadline passed).
+    Stopped,
 }
 
 /// Moves client → upstream and upstream → client until both directions see EOF, a side fails,
-/// or nothing moves for `idle`. An EOF in one direction is passed on as a FIN (shutdown of the
+/// nothing moves for `idle`, or `stop` resolves. An EOF in one direction is passed on as a FIN (shutdown of the
 /// write half) while the other direction keeps flowing.
 ///
 /// A direction holds a pipe (`auto`) or a buffer (`copy`) only while it has data to move, so an
 /// idle connection holds neither: no memory and no descriptors beyond its two sockets.
-pub async fn splice(client: &TcpStream, upstream: &TcpStream, idle: Duration, mode: SpliceMode) -> (Moved, End) {
+pub async fn splice(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+    mode: SpliceMode,
+    stop: impl Future<Output = ()>,
+) -> (Moved, End) {
     let pipes: Pipes = match mode {
         SpliceMode::Auto => Some(|| Pipe::new(PIPE_SIZE)),
         SpliceMode::Copy => None,
     };
-    relay(client, upstream, idle, pipes).await
+    relay(client, upstream, idle, pipes, stop).await
 }
 
 /// Where a direction gets its pipe; `None` copies in userspace.
 type Pipes = Option<fn() -> io::Result<Pipe>>;
 
-async fn relay(client: &TcpStream, upstream: &TcpStream, idle: Duration, pipes: Pipes) -> (Moved, End) {
+async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+    pipes: Pipes,
+    stop: impl Future<Output = ()>,
+) -> (Moved, End) {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -97,6 +99,7 @@ async fn relay(client: &TcpStream, upstream: &TcpStream, idle: Duration, pipes: 
     let end = tokio::select! {
         r = both => match r { Ok(_) => End::Closed, Err(e) => End::Error(e) },
         () = watchdog => End::Idle,
+        () = stop => End::Stopped,
     };
     (Moved { upstream: up.load(Ordering::Relaxed), downstream: down.load(Ordering::Relaxed) }, end)
 }
@@ -317,8 +320,9 @@ mod tests {
     async fn burst(pipes: Pipes, n: usize) -> (TcpStream, TcpStream, tokio::task::JoinHandle<(Moved, End)>) {
         let (mut client, client_side) = tcp_pair().await;
         let (upstream_side, mut upstream) = tcp_pair().await;
-        let relay =
-            tokio::spawn(async move { relay(&client_side, &upstream_side, Duration::from_secs(10), pipes).await });
+        let relay = tokio::spawn(async move {
+            relay(&client_side, &upstream_side, Duration::from_secs(10), pipes, std::future::pending()).await
+        });
         let data = vec![0x5a; n];
         let mut got = vec![0; n];
         client.write_all(&data).await.unwrap();
@@ -358,5 +362,24 @@ mod tests {
         let (moved, end) = relay.await.unwrap();
         assert_eq!(moved, Moved { upstream: 300_000, downstream: 300_000 });
         assert!(matches!(end, End::Closed), "{end:?}");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_splice_with_what_moved() {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (mut client, client_side) = tcp_pair().await;
+        let (upstream_side, mut upstream) = tcp_pair().await;
+        let stop = async move {
+            let _ = stop_rx.await;
+        };
+        let relay =
+            tokio::spawn(async move { relay(&client_side, &upstream_side, Duration::from_secs(10), None, stop).await });
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0; 5];
+        upstream.read_exact(&mut got).await.unwrap();
+        stop_tx.send(()).unwrap();
+        let (moved, end) = relay.await.unwrap();
+        assert_eq!(moved, Moved { upstream: 5, downstream: 0 });
+        assert!(matches!(end, End::Stopped), "{end:?}");
     }
 }

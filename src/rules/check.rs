@@ -16,9 +16,10 @@ use std::fmt;
 
 use ipnet::IpNet;
 
-use crate::policy::{RuleRef, Verdict};
-use crate::rules::pattern::Pattern;
-use crate::rules::{List, Rule, Target};
+use super::list::List;
+use super::pattern::Pattern;
+use super::precedence::{Kind, Precedence};
+use super::rule::{Rule, RuleRef, Target, Verdict};
 
 /// Rules by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -159,11 +160,8 @@ fn overrules(a: &Rule, b: &Rule, a_first: bool) -> bool {
         // A scoped rule outranks an unscoped one for its sources and is absent elsewhere.
         _ => false,
     };
-    let wins = match (a.verdict, b.verdict) {
-        (Verdict::Deny, Verdict::Allow) => true,
-        (Verdict::Allow, Verdict::Deny) => false,
-        _ => a_first,
-    };
+    let (pa, pb) = (precedence(a), precedence(b));
+    let wins = pa > pb || (pa == pb && a_first);
     covers_names && covers_sources && wins
 }
 
@@ -181,6 +179,16 @@ fn same_reach(a: &Rule, b: &Rule) -> bool {
         _ => false,
     };
     names && sources
+}
+
+/// A rule's precedence where it matches (its sources admitted).
+fn precedence(r: &Rule) -> Precedence {
+    let scoped = !r.from.is_empty();
+    let deny = r.verdict == Verdict::Deny;
+    match &r.target {
+        Target::Name(p) => Precedence::new(p.kind(), p.labels(), scoped, deny),
+        Target::Ip(net) => Precedence::new(Kind::Ip, net.prefix_len(), scoped, deny),
+    }
 }
 
 fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
@@ -230,10 +238,7 @@ impl fmt::Display for Finding {
 }
 
 fn text(r: &RuleRef) -> &str {
-    match r {
-        RuleRef::Line { text, .. } => text,
-        RuleRef::List { name } => name,
-    }
+    r.text()
 }
 
 impl fmt::Display for Counts {
@@ -262,7 +267,7 @@ impl fmt::Display for Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::parse_rules;
+    use crate::rules::file::parse_rules;
 
     fn findings(text: &str) -> Vec<String> {
         let rules = parse_rules("t.rules", text).unwrap();

@@ -19,9 +19,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::policy::{RuleRef, Verdict};
-use crate::rules::pattern::{Pattern, PatternError};
-use crate::rules::rule::{Rule, Target};
+use super::pattern::{Pattern, PatternError};
+use super::rule::{Rule, RuleRef, Target, Verdict};
 
 /// One problem in a rule file or list, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,9 +17,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::Verdict;
-use crate::rules::file::{RuleError, RuleErrorKind, RuleErrors, strip_comment};
-use crate::rules::pattern::Pattern;
+use super::file::{RuleError, RuleErrorKind, RuleErrors, io_error, strip_comment};
+use super::pattern::Pattern;
+use super::rule::Verdict;
+use crate::name::Name;
 
 /// How a list is used, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,8 +87,7 @@ pub fn parse_list(spec: &ListSpec, text: &str) -> Result<List, RuleErrors> {
 
 /// Reads a list file; I/O errors name the list.
 pub fn load_list(spec: &ListSpec, path: &std::path::Path) -> Result<List, RuleErrors> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| RuleErrors(vec![crate::rules::file::io_error(&spec.name, &e)]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| RuleErrors(vec![io_error(&spec.name, &e)]))?;
     parse_list(spec, &text)
 }
 
@@ -130,7 +130,7 @@ fn parse_line(raw: &str, out: &mut Vec<Pattern>) -> Result<(), String> {
 }
 
 /// Parses a plain name (no `*`), wraps it with `kind`.
-fn push_name(text: &str, out: &mut Vec<Pattern>, kind: fn(crate::Name) -> Pattern) -> Result<(), String> {
+fn push_name(text: &str, out: &mut Vec<Pattern>, kind: fn(Name) -> Pattern) -> Result<(), String> {
     match Pattern::parse(text) {
         Ok(Pattern::Exact(name)) => {
             out.push(kind(name));

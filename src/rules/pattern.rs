@@ -1,4 +1,4 @@
-//! A domain pattern and the precedence between patterns, stated once.
+//! A domain pattern, as written after `allow`/`deny`.
 //!
 //! Patterns are normalised exactly like [`Name`]: ASCII lowercase, one trailing dot dropped,
 //! Unicode converted to punycode A-labels. Matching happens only on label boundaries.
@@ -7,6 +7,7 @@ use std::fmt;
 
 use thiserror::Error;
 
+use super::precedence::Kind;
 use crate::name::{Name, NameError};
 
 /// What a rule matches, as written after `allow`/`deny`.
@@ -34,38 +35,6 @@ pub struct Glob {
     pub suffix: Box<str>,
     /// The name the glob label sits directly below.
     pub parent: Name,
-}
-
-/// How specific a matching pattern is. The derived `Ord` is the precedence of the spec:
-/// exact > leftmost-label glob > longer suffix > shorter suffix > `*`.
-///
-/// `Suffix(n)` counts the labels of the suffix (`*.my.salesforce.com` and
-/// `.my.salesforce.com` are both `Suffix(3)`: equally specific where both match).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Specificity {
-    /// `*`.
-    Any,
-    /// `*.x` or `.x`, with the number of labels in `x`.
-    Suffix(u8),
-    /// `pre*suf.x`.
-    Glob,
-    /// `x`.
-    Exact,
-}
-
-/// The complete precedence of a matching rule: the greatest wins.
-///
-/// Fields compare in order: the pattern's specificity, then a source-scoped rule over an
-/// unscoped one, then `deny` over `allow`. Rules equal in all three are resolved by load
-/// order (the first loaded wins), which only changes which rule is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Precedence {
-    /// How specific the pattern is.
-    pub specificity: Specificity,
-    /// The rule has a `from` clause (and it matched the source).
-    pub scoped: bool,
-    /// The rule denies: deny wins ties.
-    pub deny: bool,
 }
 
 /// Why a pattern is malformed.
@@ -149,14 +118,20 @@ impl Pattern {
         }
     }
 
-    /// How specific this pattern is where it matches.
-    pub fn specificity(&self) -> Specificity {
+    /// The pattern's kind.
+    pub fn kind(&self) -> Kind {
         match self {
-            Pattern::Any => Specificity::Any,
-            Pattern::Below(x) | Pattern::Apex(x) => Specificity::Suffix(label_count(x.as_str())),
-            Pattern::Glob(_) => Specificity::Glob,
-            Pattern::Exact(_) => Specificity::Exact,
+            Pattern::Any => Kind::Any,
+            Pattern::Below(_) => Kind::Below,
+            Pattern::Apex(_) => Kind::Apex,
+            Pattern::Glob(_) => Kind::Glob,
+            Pattern::Exact(_) => Kind::Exact,
         }
+    }
+
+    /// Labels in the pattern's [`key`](Self::key); 0 for `*`.
+    pub fn labels(&self) -> u8 {
+        self.key().map_or(0, |k| label_count(k.as_str()))
     }
 
     /// The name a compiled matcher files this pattern under: the name itself, the suffix, or
@@ -275,13 +250,5 @@ mod tests {
         assert!(g.matches(&name("acme--uat.sandbox.my.salesforce.com")));
         assert!(!g.matches(&name("x.acme--uat.sandbox.my.salesforce.com")));
         assert!(!g.matches(&name("other--uat.sandbox.my.salesforce.com")));
-    }
-
-    #[test]
-    fn specificity_order_is_the_spec() {
-        assert!(Specificity::Exact > Specificity::Glob);
-        assert!(Specificity::Glob > Specificity::Suffix(127));
-        assert!(Specificity::Suffix(3) > Specificity::Suffix(2));
-        assert!(Specificity::Suffix(1) > Specificity::Any);
     }
 }

@@ -1,13 +1,109 @@
-//! One parsed rule: an action, what it matches, and which sources it applies to.
+//! One parsed rule: an action, what it matches, which sources it applies to, and where it
+//! was written; and the verdict vocabulary every later layer reports in.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::policy::{RuleRef, Verdict};
-use crate::rules::pattern::Pattern;
+use super::pattern::Pattern;
 
-/// A rule as loaded from a rule file (lists become patterns of a [`List`](crate::List)).
+/// Whether a connection may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Splice the connection to its upstream.
+    Allow,
+    /// Reject it.
+    Deny,
+}
+
+impl Verdict {
+    /// `allow` or `deny`: the metric label and the rule-file keyword.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Verdict {
+    type Err = String;
+
+    /// `allow` or `deny`, as in rule files and on the command line.
+    fn from_str(s: &str) -> Result<Verdict, String> {
+        match s {
+            "allow" => Ok(Verdict::Allow),
+            "deny" => Ok(Verdict::Deny),
+            _ => Err(format!("`{s}`: expected allow or deny")),
+        }
+    }
+}
+
+/// Where the rule that decided a connection was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RuleRef {
+    /// A line of a rule file.
+    Line {
+        /// The file, as it was named when loaded.
+        file: Arc<str>,
+        /// 1-based line number.
+        line: u32,
+        /// The rule as written, comment removed (for `snigate match` and logs).
+        text: Arc<str>,
+    },
+    /// An entry of a large list: lists are reported by name, not by line.
+    List {
+        /// The list's ruleset name from the configuration.
+        name: Arc<str>,
+    },
+}
+
+impl RuleRef {
+    /// The `ruleset` metric label: the file or the list name (never client data).
+    pub fn ruleset(&self) -> &str {
+        match self {
+            RuleRef::Line { file, .. } => file,
+            RuleRef::List { name } => name,
+        }
+    }
+
+    /// [`ruleset`](Self::ruleset), shared rather than copied.
+    pub fn ruleset_label(&self) -> Arc<str> {
+        match self {
+            RuleRef::Line { file, .. } => file.clone(),
+            RuleRef::List { name } => name.clone(),
+        }
+    }
+
+    /// The rule as written, or the list's name.
+    pub fn text(&self) -> &str {
+        match self {
+            RuleRef::Line { text, .. } => text,
+            RuleRef::List { name } => name,
+        }
+    }
+}
+
+impl fmt::Display for RuleRef {
+    /// `file:line`, or the list's name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleRef::Line { file, line, .. } => write!(f, "{file}:{line}"),
+            RuleRef::List { name } => f.write_str(name),
+        }
+    }
+}
+
+/// A rule as loaded from a rule file (lists become patterns of a [`List`](super::list::List)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// `allow` or `deny`.

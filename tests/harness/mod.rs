@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use snigate::access_log::AccessLog;
-use snigate::config::Config;
-use snigate::metrics::{Endpoint, Metrics};
-use snigate::proxy::{Rules, Server};
+use snigate::AccessLog;
+use snigate::Config;
+use snigate::{Endpoint, Metrics};
+use snigate::{Rules, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

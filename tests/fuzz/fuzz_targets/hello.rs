@@ -15,7 +15,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use snigate::Reason;
-use snigate::hello::{ClientHello, HelloParser, Limits, Parse, parse};
+use snigate::hello::{ClientHello, HelloParser, HelloLimits, Parse, parse};
 
 /// `Parse` with errors reduced to their reason: the messages are diagnostics, not contract.
 #[derive(Debug, PartialEq)]
@@ -33,7 +33,7 @@ fn verdict(p: Parse) -> Verdict {
     }
 }
 
-fn check_hello(hello: &ClientHello, data: &[u8], limits: Limits) {
+fn check_hello(hello: &ClientHello, data: &[u8], limits: HelloLimits) {
     assert!(hello.records >= 1);
     assert!(hello.hello_bytes <= hello.wire_bytes);
     assert!(hello.wire_bytes <= data.len() && hello.wire_bytes <= limits.max_hello_bytes);
@@ -47,7 +47,7 @@ fn check_hello(hello: &ClientHello, data: &[u8], limits: Limits) {
 
 fuzz_target!(|data: &[u8]| {
     // Odd lengths also admit '_' in names, so both settings get exercised.
-    let limits = Limits { max_hello_bytes: 4096, allow_underscore: data.len() % 2 == 1 };
+    let limits = HelloLimits { max_hello_bytes: 4096, allow_underscore: data.len() % 2 == 1 };
     let whole = verdict(parse(data, limits));
     if let Verdict::Complete(hello) = &whole {
         check_hello(hello, data, limits);

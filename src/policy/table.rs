@@ -8,39 +8,29 @@
 //! - an open-addressing table of 8-byte slots (32 bits of the key's hash beside its arena
 //!   offset, linear probing, at most half full) maps a key to its arena offset: a probe
 //!   touches one cache line of the table and, only when the hash bits agree, the arena;
-//! - an action is a packed `u32` (kind, deny, scoped, origin index); what is rare (the
+//! - an action is a packed `u32` (kind, deny, scoped, origin index), and the actions under a
+//!   key are stored best first, in [`Precedence`] order; what is rare (the
 //!   rule's file and line, its `from` networks, a glob's fixed parts) lives in the origin
 //!   table, which large lists share: one origin per list, not per entry.
 //!
 //! The key hash is computed label by label from the right, so one pass over the SNI yields
 //! the hash of every suffix; the table is probed once per label at most.
 
+use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use std::collections::HashMap;
 
-use crate::policy::{RuleRef, Verdict};
-use crate::rules::pattern::Glob;
-use crate::rules::rule::admits;
+use crate::rules::pattern::{Glob, label_count};
+use crate::rules::precedence::{Kind, Precedence};
+use crate::rules::rule::{RuleRef, Verdict, admits};
 
 /// Most labels a valid name can have (253 bytes: 127 one-byte labels).
 pub(crate) const MAX_LABELS: usize = 127;
 
-/// Action kinds, in precedence groups: exact, glob, then the two suffix forms.
-pub(crate) const EXACT: u32 = 0;
-pub(crate) const GLOB: u32 = 1;
-pub(crate) const APEX: u32 = 2;
-pub(crate) const BELOW: u32 = 3;
-/// `*`: kept outside the table.
-pub(crate) const ANY: u32 = 4;
-
-/// Precedence group: the two suffix kinds are equally specific.
-const fn group(kind: u32) -> u32 {
-    if kind >= APEX { APEX } else { kind }
-}
-
-/// One rule's entry under a key: `kind:3 | deny:1 | scoped:1 | origin:27`.
+/// One rule's entry under a key: `kind:3 | deny:1 | scoped:1 | origin:27`, the kind being
+/// [`Kind`]'s packed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Action(u32);
 
@@ -48,12 +38,12 @@ pub(crate) struct Action(u32);
 pub(crate) const MAX_ORIGINS: usize = 1 << 27;
 
 impl Action {
-    pub(crate) fn new(kind: u32, deny: bool, scoped: bool, origin: usize) -> Action {
+    pub(crate) fn new(kind: Kind, deny: bool, scoped: bool, origin: usize) -> Action {
         debug_assert!(origin < MAX_ORIGINS);
-        Action(kind | (deny as u32) << 3 | (scoped as u32) << 4 | (origin as u32) << 5)
+        Action(kind as u32 | (deny as u32) << 3 | (scoped as u32) << 4 | (origin as u32) << 5)
     }
-    pub(crate) fn kind(self) -> u32 {
-        self.0 & 7
+    pub(crate) fn kind(self) -> Kind {
+        Kind::from_bits(self.0)
     }
     pub(crate) fn deny(self) -> bool {
         self.0 & 8 != 0
@@ -64,10 +54,9 @@ impl Action {
     pub(crate) fn origin(self) -> usize {
         (self.0 >> 5) as usize
     }
-    /// Ascending order = descending precedence within a key: group (exact, glob, suffix),
-    /// then scoped first, then deny first, then load order.
-    fn order(self) -> (u32, bool, bool, usize) {
-        (group(self.kind()), !self.scoped(), !self.deny(), self.origin())
+    /// The rule's precedence, where its key has `labels` labels.
+    pub(crate) fn precedence(self, labels: u8) -> Precedence {
+        Precedence::new(self.kind(), labels, self.scoped(), self.deny())
     }
 }
 
@@ -249,7 +238,9 @@ impl SuffixTable {
         let mask = size - 1;
         for (id, key) in keys.iter().enumerate() {
             let actions = &mut grouped[counts[id] as usize..counts[id + 1] as usize];
-            actions.sort_unstable_by_key(|a| a.order());
+            // Best first; each kind's actions are then contiguous, as `pick` needs.
+            let labels = label_count(key);
+            actions.sort_unstable_by_key(|a| (Reverse(a.precedence(labels)), a.origin()));
             let mut n = actions.len();
             if n > 1 {
                 n = dedup_in_place(actions);
@@ -355,7 +346,9 @@ fn dedup_in_place(actions: &mut [Action]) -> usize {
     w
 }
 
-/// The precedence walk, shared by both engines. `node_at(d)` returns the node of the
+/// The precedence walk, shared by both engines: it visits the candidates in descending
+/// [`Precedence`] (exact, glob, then suffixes longest first; `*` is the caller's) and stops at
+/// the first admitted one. `node_at(d)` returns the node of the
 /// suffix with `d` labels, if any. Returns the deciding action and its key's label count.
 pub(crate) fn walk(
     table: &SuffixTable,
@@ -365,12 +358,14 @@ pub(crate) fn walk(
     src: IpAddr,
     mut node_at: impl FnMut(usize) -> Option<u32>,
 ) -> Option<Found> {
-    let pick = |node: u32, want: u32, extra: &dyn Fn(Action) -> bool| pick(table, origins, src, node, want, extra);
+    let pick = |node: u32, want: fn(Kind) -> bool, extra: &dyn Fn(Action) -> bool| {
+        pick(table, origins, src, node, want, extra)
+    };
     let all = |_: Action| true;
     let found = |action: Action, labels: usize| Some(Found { action, labels: labels as u8 });
     let full = node_at(labels);
     if let Some(node) = full
-        && let Some(a) = pick(node, EXACT, &all)
+        && let Some(a) = pick(node, |k| k == Kind::Exact, &all)
     {
         return found(a, labels);
     }
@@ -378,23 +373,23 @@ pub(crate) fn walk(
     if let Some(node) = parent {
         let first = name.split('.').next().unwrap_or_default();
         let glob_matches = |a: Action| origins[a.origin()].glob.as_ref().is_some_and(|g| g.matches_label(first));
-        if let Some(a) = pick(node, GLOB, &glob_matches) {
+        if let Some(a) = pick(node, |k| k == Kind::Glob, &glob_matches) {
             return found(a, labels - 1);
         }
     }
     if let Some(node) = full
-        && let Some(a) = pick(node, APEX, &|a| a.kind() == APEX)
+        && let Some(a) = pick(node, Kind::is_suffix, &|a| a.kind() == Kind::Apex)
     {
         return found(a, labels);
     }
     if let Some(node) = parent
-        && let Some(a) = pick(node, APEX, &all)
+        && let Some(a) = pick(node, Kind::is_suffix, &all)
     {
         return found(a, labels - 1);
     }
     for depth in (1..labels.saturating_sub(1)).rev() {
         if let Some(node) = node_at(depth)
-            && let Some(a) = pick(node, APEX, &all)
+            && let Some(a) = pick(node, Kind::is_suffix, &all)
         {
             return found(a, depth);
         }
@@ -402,7 +397,7 @@ pub(crate) fn walk(
     None
 }
 
-/// The best admitted action of precedence group `want` under `node` that also passes `extra`.
+/// The best admitted action of the kinds `want` under `node` that also passes `extra`.
 /// Actions are stored best first, so the first that passes wins.
 #[inline]
 fn pick(
@@ -410,13 +405,13 @@ fn pick(
     origins: &[Origin],
     src: IpAddr,
     node: u32,
-    want: u32,
+    want: fn(Kind) -> bool,
     extra: &dyn Fn(Action) -> bool,
 ) -> Option<Action> {
     table
         .actions(node)
-        .skip_while(|a| group(a.kind()) < want)
-        .take_while(|a| group(a.kind()) == want)
+        .skip_while(|a| !want(a.kind()))
+        .take_while(|a| want(a.kind()))
         .find(|&a| extra(a) && (!a.scoped() || admits(&origins[a.origin()].from, src)))
 }
 
@@ -469,8 +464,8 @@ mod tests {
     #[test]
     fn arena_round_trips_many_actions() {
         let entries: Vec<(&str, Action)> = (0..300)
-            .map(|i| ("x.com", Action::new(EXACT, i % 2 == 0, false, i)))
-            .chain([("com", Action::new(BELOW, true, false, 7))])
+            .map(|i| ("x.com", Action::new(Kind::Exact, i % 2 == 0, false, i)))
+            .chain([("com", Action::new(Kind::Below, true, false, 7))])
             .collect();
         let t = SuffixTable::build(entries.into_iter());
         assert_eq!(t.len(), 2);
@@ -479,5 +474,26 @@ mod tests {
         assert_eq!(acts.len(), 300);
         assert!(acts[0].deny() && acts[0].origin() == 0);
         assert!(t.get(key_hash("y.com"), b"y.com").is_none());
+    }
+
+    /// The packed order under a key is [`Precedence`]'s, and each kind's actions are contiguous.
+    #[test]
+    fn actions_under_a_key_are_stored_in_precedence_order() {
+        let mut entries = Vec::new();
+        let mut origin = 0;
+        for kind in [Kind::Below, Kind::Exact, Kind::Apex, Kind::Glob] {
+            for (deny, scoped) in [(false, false), (true, false), (false, true), (true, true)] {
+                entries.push(("a.example", Action::new(kind, deny, scoped, origin)));
+                origin += 1;
+            }
+        }
+        let t = SuffixTable::build(entries.into_iter());
+        let node = t.get(key_hash("a.example"), b"a.example").unwrap();
+        let stored: Vec<Action> = t.actions(node).collect();
+        let ranks: Vec<Precedence> = stored.iter().map(|a| a.precedence(2)).collect();
+        assert!(ranks.windows(2).all(|w| w[0] >= w[1]), "{stored:?}");
+        let kinds: Vec<Kind> = stored.iter().map(|a| a.kind()).collect();
+        assert_eq!(&kinds[..8], [Kind::Exact; 4].iter().chain(&[Kind::Glob; 4]).copied().collect::<Vec<_>>());
+        assert!(kinds[8..].iter().all(|k| k.is_suffix()));
     }
 }

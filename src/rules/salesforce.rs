@@ -16,8 +16,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::policy::Verdict;
-use crate::rules::file::parse_cidr;
+use super::file::parse_cidr;
+use super::rule::Verdict;
 
 /// One hostname family Salesforce serves for each org, with enhanced domains (enforced since
 /// Winter '24). Source: Salesforce Help, "My Domain URL Formats", "My Domain Login and
@@ -289,7 +289,7 @@ pub fn import_ip_ranges(file: &str, source: &str, text: &str, opts: &ImportOptio
         for (i, cidr) in e.cidrs.as_slice().iter().enumerate() {
             let net = parse_cidr(cidr.trim()).map_err(|kind| {
                 let why = match kind {
-                    crate::rules::RuleErrorKind::Cidr { why, .. } => why,
+                    super::file::RuleErrorKind::Cidr { why, .. } => why,
                     other => other.to_string(),
                 };
                 let field = match e.cidrs {

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::Metrics;
+use super::registry::Metrics;
 
 /// Scrapers served at once; more wait in the accept queue. Scrapes are rare and cheap, so this
 /// only bounds what a misbehaving client can hold.

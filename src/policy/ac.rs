@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use aho_corasick::automaton::OverlappingState;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 
+use super::decide::{Decision, RuleSet};
+use super::table::{MAX_LABELS, walk};
 use crate::name::{MAX_NAME_LEN, Name};
-use crate::policy::{Decision, RuleSet};
-use crate::rules::matcher::{MAX_LABELS, walk};
 use crate::rules::pattern::label_count;
 
 /// An Aho-Corasick index over the keys of one [`RuleSet`], deciding exactly like it.
@@ -28,7 +28,7 @@ pub struct AcMatcher {
 impl AcMatcher {
     /// Builds the automaton over the keys of `rules`.
     pub fn new(rules: &RuleSet) -> Result<AcMatcher, aho_corasick::BuildError> {
-        let table = &rules.compiled().table;
+        let table = &rules.compiled.table;
         let mut nodes = Vec::with_capacity(table.len());
         let mut patterns = Vec::with_capacity(table.len());
         for node in table.nodes() {

@@ -1,0 +1,104 @@
+//! What the subcommands share: exit codes, argument parsers, and loading rules and lists.
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValue;
+
+use crate::config::{Keyword, LogFormat, Mode, RejectStyle};
+use crate::rules::file::{PRESET, RuleErrors, load_rules, preset_rules};
+use crate::rules::list::{List, ListSpec, load_list};
+use crate::rules::rule::{Rule, Verdict};
+
+/// Exit code for invalid input (a bad hello, an invalid rules file).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for a usage or configuration error (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// `allow` or `deny`.
+pub(super) fn parse_verdict(text: &str) -> Result<Verdict, String> {
+    text.parse()
+}
+
+/// The configuration's keyword settings as flag values, spelled as in the file.
+macro_rules! value_enum {
+    ($($ty:ty),+) => {$(
+        impl clap::ValueEnum for $ty {
+            fn value_variants<'a>() -> &'a [Self] {
+                <$ty as Keyword>::ALL
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(self.as_str()))
+            }
+        }
+    )+};
+}
+
+value_enum!(Mode, RejectStyle, LogFormat);
+
+/// `ACTION=PATH` → a list spec named after the file.
+pub(super) fn parse_list_arg(arg: &str, lenient: bool) -> Result<(ListSpec, PathBuf), String> {
+    let (action, path) = arg.split_once('=').ok_or_else(|| format!("--list {arg}: expected ACTION=PATH"))?;
+    let verdict = parse_verdict(action).map_err(|e| format!("--list {arg}: {e}"))?;
+    let path = PathBuf::from(path);
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    Ok((ListSpec { name, verdict, lenient }, path))
+}
+
+/// Large lists on the command line (the configuration file names them otherwise).
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// A large list tied to an action: `deny=blocklist.txt` (repeatable). Its ruleset name
+    /// is the file name.
+    #[arg(long = "list", value_name = "ACTION=PATH")]
+    pub lists: Vec<String>,
+    /// Skip and count malformed list lines instead of failing.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+/// Everything `check` and `match` load, with every error of every file and list.
+pub(super) struct Loaded {
+    pub rules: Vec<Rule>,
+    pub lists: Vec<List>,
+    /// What was loaded, for the report.
+    pub sources: Vec<String>,
+}
+
+/// `Err(Ok(errors))`: invalid input; `Err(Err(message))`: a usage error.
+pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Result<RuleErrors, String>> {
+    let specs = list_args
+        .lists
+        .iter()
+        .map(|a| parse_list_arg(a, list_args.lenient))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Err)?;
+    let mut errors = Vec::new();
+    let (rules, mut sources): (Vec<Rule>, Vec<String>) = if paths.is_empty() {
+        let names = PRESET.iter().map(|(name, _)| format!("{name} (embedded)")).collect();
+        (
+            preset_rules().unwrap_or_else(|e| {
+                errors.extend(e.0);
+                Vec::new()
+            }),
+            names,
+        )
+    } else {
+        let names = paths.iter().map(|p| p.display().to_string()).collect();
+        (
+            load_rules(paths).unwrap_or_else(|e| {
+                errors.extend(e.0);
+                Vec::new()
+            }),
+            names,
+        )
+    };
+    let mut lists = Vec::new();
+    for (spec, path) in &specs {
+        sources.push(format!("{} ({} list)", path.display(), spec.verdict));
+        match load_list(spec, path) {
+            Ok(list) => lists.push(list),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() { Ok(Loaded { rules, lists, sources }) } else { Err(Ok(RuleErrors(errors))) }
+}

@@ -1,0 +1,143 @@
+//! `snigate match`: the verdict for a name, the rule that decided it, and why.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, load, parse_verdict};
+use crate::name::Name;
+use crate::policy::decide::{Decision, RuleSet};
+use crate::reason::Reason;
+use crate::rules::precedence::Kind;
+use crate::rules::rule::{RuleRef, Verdict};
+
+/// Arguments of `snigate match`.
+#[derive(Debug, clap::Args)]
+pub struct MatchArgs {
+    /// The server name to decide.
+    #[arg(required_unless_present = "no_sni")]
+    pub name: Option<String>,
+    /// Decide a connection without SNI (by the `ip` rules and `--dst`).
+    #[arg(long, conflicts_with = "name")]
+    pub no_sni: bool,
+    /// A rule file, or a directory of `*.rules` files (repeatable). None: the embedded
+    /// Salesforce preset.
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+    /// The client address, for rules with `from`.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub from: IpAddr,
+    /// The destination, `IP:PORT` or `IP` (port 443), for `ip` rules.
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_dst)]
+    pub dst: Option<SocketAddr>,
+    /// Verdict for names no rule matches.
+    #[arg(long, value_name = "allow|deny", default_value = "deny", value_parser = parse_verdict)]
+    pub default: Verdict,
+    /// Accept `_` in the name.
+    #[arg(long)]
+    pub sni_allow_underscore: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Large lists to load with the rules.
+    #[command(flatten)]
+    pub lists: ListArgs,
+}
+
+fn parse_dst(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 443)))
+        .map_err(|_| format!("`{text}` is not IP:PORT or IP"))
+}
+
+pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
+    let loaded = match load(&args.rules, &args.lists) {
+        Ok(loaded) => loaded,
+        Err(Ok(errors)) => {
+            eprintln!("snigate match: invalid rules:\n{errors}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(Err(usage)) => {
+            eprintln!("snigate match: {usage}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let name = match args.name.as_deref().map(|n| Name::parse(n.as_bytes(), args.sni_allow_underscore)) {
+        Some(Err(e)) => {
+            let shown = args.name.as_deref().unwrap_or_default();
+            if args.json {
+                println!(
+                    "{}",
+                    json!({ "name": shown, "verdict": "deny", "reason": Reason::InvalidSni.as_str(), "rule": null, "error": e.to_string() })
+                );
+            } else {
+                println!("deny {shown:?}\nreason: {}\nwhy:    not a valid host name: {e}", Reason::InvalidSni);
+            }
+            return ExitCode::from(EXIT_INVALID);
+        }
+        Some(Ok(name)) => Some(name),
+        None => None,
+    };
+    let set = RuleSet::new(loaded.rules, loaded.lists, args.default);
+    let d = set.decide(name.as_ref(), args.from, args.dst);
+    let why = explain(&d, name.as_ref(), args.dst);
+    let text = d.rule.map(|r| match r {
+        RuleRef::Line { text, .. } => text.to_string(),
+        RuleRef::List { name } => format!("list {name}"),
+    });
+    if args.json {
+        let v = json!({
+            "name": name.as_ref().map(Name::as_str),
+            "verdict": d.verdict.as_str(),
+            "reason": d.reason.as_str(),
+            "rule": d.rule.map(ToString::to_string),
+            "ruleset": d.rule.map(RuleRef::ruleset),
+            "rule_text": text,
+            "explanation": why,
+        });
+        println!("{v}");
+    } else {
+        println!("{} {}", d.verdict, name.as_ref().map_or("(no SNI)", Name::as_str));
+        println!("reason: {}", d.reason);
+        match (d.rule, text) {
+            (Some(r), Some(t)) => println!("rule:   {r}  {t}"),
+            _ => println!("rule:   (none)"),
+        }
+        println!("why:    {why}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// One sentence on why `d` came out as it did.
+fn explain(d: &Decision<'_>, name: Option<&Name>, dst: Option<SocketAddr>) -> String {
+    let suffix = |labels: u8| {
+        let n = name.map_or("", Name::as_str);
+        let count = n.split('.').count();
+        n.split('.').skip(count.saturating_sub(labels as usize)).collect::<Vec<_>>().join(".")
+    };
+    match (d.reason, d.matched) {
+        (Reason::NoSni, _) => match dst {
+            Some(dst) => format!("no SNI, and no `ip` rule matches the destination {}", dst.ip()),
+            None => "no SNI and no destination to match `ip` rules against".to_string(),
+        },
+        (Reason::Default, _) => format!("no rule matches; the default verdict is {}", d.verdict),
+        (_, Some(m)) => match m.kind {
+            Kind::Exact => "an exact rule names it (exact rules win over every other kind)".to_string(),
+            Kind::Glob => format!("a leftmost-label glob below {} matches; no exact rule", suffix(m.labels)),
+            Kind::Apex if m.labels as usize == name.map_or(0, |n| n.as_str().split('.').count()) => {
+                format!("`.{}` covers the apex itself; no exact or glob rule", suffix(m.labels))
+            }
+            Kind::Apex | Kind::Below => {
+                format!("the longest matching suffix is {}; no exact, glob or longer-suffix rule", suffix(m.labels))
+            }
+            Kind::Any => "only the catch-all `*` matches".to_string(),
+            Kind::Ip => match dst {
+                Some(dst) => format!("no SNI; the destination {} is in a /{} `ip` rule", dst.ip(), m.labels),
+                None => "no SNI; an `ip` rule matches".to_string(),
+            },
+        },
+        (_, None) => String::new(),
+    }
+}

@@ -1,0 +1,170 @@
+//! `snigate hello`: what snigate sees in a captured ClientHello.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+use tls_parser::TlsExtensionType;
+
+use super::common::{EXIT_INVALID, EXIT_USAGE};
+use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
+use crate::policy::decide::RuleSet;
+use crate::rules::file::load_rules;
+use crate::rules::rule::Verdict;
+
+/// Arguments of `snigate hello`.
+#[derive(Debug, clap::Args)]
+pub struct HelloArgs {
+    /// The capture: a file of raw bytes or hex text (auto-detected), or `-` for stdin.
+    pub file: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Cap on the hello, record headers included, in bytes.
+    #[arg(long, default_value_t = hello::DEFAULT_MAX_HELLO_BYTES)]
+    pub max_hello_bytes: usize,
+    /// Accept `_` in the server name.
+    #[arg(long)]
+    pub sni_allow_underscore: bool,
+    /// Also print the verdict these rules give the hello (a file or a directory; repeatable).
+    #[arg(long = "rules", value_name = "PATH")]
+    pub rules: Vec<PathBuf>,
+}
+
+pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
+    let input = match read_input(&args.file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("snigate hello: {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let bytes = match decode_capture(&input) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("snigate hello: {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let limits = HelloLimits { max_hello_bytes: args.max_hello_bytes, allow_underscore: args.sni_allow_underscore };
+    let result = match hello::parse(&bytes, limits) {
+        Parse::Complete(hello) => Ok(hello),
+        Parse::Invalid(e) => Err(e),
+        Parse::Incomplete { needed } => Err(HelloError::Malformed(if needed > bytes.len() {
+            "truncated: the capture ends before the ClientHello does"
+        } else {
+            "incomplete"
+        })),
+    };
+    let rules = if args.rules.is_empty() {
+        None
+    } else {
+        match load_rules(&args.rules) {
+            Ok(rules) => Some(RuleSet::new(rules, Vec::new(), Verdict::Deny)),
+            Err(errors) => {
+                eprint!("snigate hello: invalid rules:\n{errors}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let printed = match (&result, args.json) {
+        (Ok(hello), json) => {
+            let decision = rules.as_ref().map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None));
+            let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(ToString::to_string)));
+            if json {
+                let mut v = hello_json(hello);
+                if let Some((verdict, reason, rule)) = verdict {
+                    v["verdict"] = json!(verdict);
+                    v["reason"] = json!(reason);
+                    v["rule"] = json!(rule);
+                }
+                writeln!(out, "{v}")
+            } else {
+                let mut text = hello_text(hello);
+                if let Some((verdict, reason, rule)) = verdict {
+                    text += &format!("verdict:        {verdict} ({reason}, rule {})\n", rule.as_deref().unwrap_or("-"));
+                }
+                write!(out, "{text}")
+            }
+        }
+        (Err(e), true) => writeln!(out, "{}", json!({ "error": e.reason().as_str(), "detail": e.to_string() })),
+        (Err(e), false) => writeln!(out, "invalid: {} ({e})", e.reason()),
+    };
+    match (printed, result) {
+        (Err(_), _) | (_, Err(_)) => ExitCode::from(EXIT_INVALID),
+        (Ok(()), Ok(_)) => ExitCode::SUCCESS,
+    }
+}
+
+fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut bytes)?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path)
+    }
+}
+
+/// A capture is hex text when it holds only hex digits and whitespace; anything else is raw
+/// bytes. A raw hello starts with 0x16, which is not a hex digit, so the two never overlap.
+pub fn decode_capture(input: &[u8]) -> Result<Vec<u8>, hex::FromHexError> {
+    let is_hex = input.iter().any(u8::is_ascii_hexdigit)
+        && input.iter().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace());
+    if !is_hex {
+        return Ok(input.to_vec());
+    }
+    let digits: Vec<u8> = input.iter().copied().filter(u8::is_ascii_hexdigit).collect();
+    hex::decode(digits)
+}
+
+/// `0` → `ServerName(0)` via tls-parser's names; GREASE and unnamed types by number.
+fn extension_name(ty: u16) -> String {
+    if hello::is_grease(ty) {
+        return format!("grease(0x{ty:04x})");
+    }
+    if ty == hello::EXT_ECH {
+        return format!("encrypted_client_hello(0x{ty:04x})");
+    }
+    let name = TlsExtensionType(ty).to_string();
+    if !name.chars().all(|c| c.is_ascii_alphanumeric()) || name.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("0x{ty:04x}")
+    } else {
+        format!("{name}({ty})")
+    }
+}
+
+fn hello_json(h: &ClientHello) -> serde_json::Value {
+    json!({
+        "sni": h.sni,
+        "alpn": h.alpn,
+        "ech": h.ech,
+        "versions": h.offered_versions().iter().map(|&v| hello::version_name(v)).collect::<Vec<_>>(),
+        "legacy_version": hello::version_name(h.legacy_version),
+        "extensions": h.extensions,
+        "records": h.records,
+        "bytes": h.wire_bytes,
+        "hello_bytes": h.hello_bytes,
+    })
+}
+
+fn hello_text(h: &ClientHello) -> String {
+    let list = |items: Vec<String>| {
+        if items.is_empty() { "-".to_string() } else { items.join(", ") }
+    };
+    format!(
+        "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {} record(s), {} bytes on the wire\n",
+        h.sni.as_ref().map_or("(none)", |n| n.as_str()),
+        list(h.alpn.clone()),
+        list(h.offered_versions().into_iter().map(hello::version_name).collect()),
+        hello::version_name(h.legacy_version),
+        if h.ech { "present (encrypted_client_hello)" } else { "absent" },
+        list(h.extensions.iter().map(|&t| extension_name(t)).collect()),
+        h.hello_bytes,
+        h.records,
+        h.wire_bytes,
+    )
+}

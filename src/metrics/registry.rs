@@ -1,0 +1,454 @@
+//! The registry: every metric, and each listener's handles resolved once.
+//!
+//! Cardinality is fixed at start: label values come from fixed enums ([`Reason`], [`Verdict`],
+//! directions, reload results) and from configured names (listeners, rule files, lists), never
+//! from client data. Every listener's `(verdict, reason)` series are created at 0 when it is
+//! bound, and resolved once into a [`ListenerMetrics`], so recording an outcome on the hot path
+//! is an array index and an atomic add, with no label hashing.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::outcome::Outcome;
+use crate::policy::decide::RuleSet;
+use crate::reason::Reason;
+use crate::rules::rule::Verdict;
+
+/// `snigate_client_hello_seconds`: from the first read to a complete hello. A hello in one
+/// segment takes microseconds; a slow or fragmenting client milliseconds to seconds; the last
+/// bucket is the default `hello_timeout`.
+pub const HELLO_SECONDS_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// `snigate_client_hello_bytes`: bytes on the wire, record headers included. OpenSSL and curl
+/// send 200–600 B, browsers with a post-quantum key share 1.7–2 KB, fragmenting clients more;
+/// the last bucket is the default `max_hello_bytes`.
+pub const HELLO_BYTES_BUCKETS: &[f64] =
+    &[128.0, 256.0, 512.0, 1024.0, 1536.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0];
+
+/// `snigate_upstream_connect_seconds`: sub-millisecond on a LAN, tens of milliseconds across
+/// regions; the last bucket is the default `connect_timeout`.
+pub const CONNECT_SECONDS_BUCKETS: &[f64] =
+    &[0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// `snigate_connection_duration_seconds`: a refused connection lasts milliseconds (up to the
+/// one-second linger after an alert), an API call seconds, a long-lived stream hours.
+pub const DURATION_SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0,
+    86400.0,
+];
+
+/// Why an access-log line was not written (the `cause` label of `snigate_log_suppressed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppressed {
+    /// A denial line beyond the per-listener rate.
+    RateLimit,
+    /// The writer's queue was full (the log destination is slower than the traffic).
+    QueueFull,
+}
+
+impl Suppressed {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Suppressed::RateLimit => "rate_limit",
+            Suppressed::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// The registry and every metric in it. One per server; share it behind an `Arc`.
+pub struct Metrics {
+    /// What `/metrics` renders; not the process-global default registry, so that several
+    /// servers in one process (tests) keep separate counts.
+    registry: Registry,
+    /// `snigate_connections_total{listener, verdict, reason}`.
+    connections: IntCounterVec,
+    /// `snigate_rule_hits_total{ruleset}`.
+    rule_hits: IntCounterVec,
+    /// `snigate_active_connections{listener}`.
+    active: IntGaugeVec,
+    /// `snigate_max_connections{listener}`: the configured limit, for saturation ratios.
+    max_connections: IntGaugeVec,
+    /// `snigate_accept_errors_total{listener}`: EMFILE, ENFILE and friends.
+    accept_errors: IntCounterVec,
+    /// `snigate_ech_hellos_total{listener}`: hellos carrying encrypted_client_hello.
+    ech_hellos: IntCounterVec,
+    /// `snigate_bytes_total{direction="upstream"}`: client to upstream, replayed hello included.
+    bytes_upstream: IntCounter,
+    /// `snigate_bytes_total{direction="downstream"}`: upstream to client.
+    bytes_downstream: IntCounter,
+    /// `snigate_client_hello_seconds`.
+    hello_seconds: Histogram,
+    /// `snigate_client_hello_bytes`.
+    hello_bytes: Histogram,
+    /// `snigate_upstream_connect_seconds`.
+    connect_seconds: Histogram,
+    /// `snigate_connection_duration_seconds{verdict}`: refused and spliced connections last
+    /// orders of magnitude apart, so they are kept apart.
+    duration: HistogramVec,
+    /// `snigate_rules_loaded`: patterns in the running snapshot.
+    rules_loaded: IntGauge,
+    /// `snigate_rules_reloads_total{result="success"}`.
+    reloads_ok: IntCounter,
+    /// `snigate_rules_reloads_total{result="failure"}`.
+    reloads_failed: IntCounter,
+    /// `snigate_rules_last_reload_success_timestamp_seconds`.
+    last_reload: Gauge,
+    /// `snigate_log_suppressed_total{listener, cause}`.
+    log_suppressed: IntCounterVec,
+    /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
+    /// answers from it.
+    ready: IntGauge,
+}
+
+impl Metrics {
+    /// A registry holding every snigate metric, the process metrics and `snigate_build_info`.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+
+        let connections = counter_vec(
+            "snigate_connections_total",
+            "Connections finished, by listener, verdict and reason.",
+            &["listener", "verdict", "reason"],
+        );
+        let rule_hits = counter_vec(
+            "snigate_rule_hits_total",
+            "Connections decided by a rule, by rule file or list name.",
+            &["ruleset"],
+        );
+        let active = gauge_vec("snigate_active_connections", "Connections open now.", &["listener"]);
+        let max_connections =
+            gauge_vec("snigate_max_connections", "Configured limit on open connections.", &["listener"]);
+        let accept_errors =
+            counter_vec("snigate_accept_errors_total", "Failed accept calls (the loop backs off).", &["listener"]);
+        let ech_hellos = counter_vec(
+            "snigate_ech_hellos_total",
+            "ClientHellos carrying encrypted_client_hello (real or GREASE).",
+            &["listener"],
+        );
+        let bytes = counter_vec(
+            "snigate_bytes_total",
+            "Bytes spliced, counted when the connection ends: upstream is client to upstream (the replayed hello \
+             included), downstream is upstream to client.",
+            &["direction"],
+        );
+        let hello_seconds = histogram(
+            "snigate_client_hello_seconds",
+            "Time from the first read to a complete ClientHello.",
+            HELLO_SECONDS_BUCKETS,
+        );
+        let hello_bytes = histogram(
+            "snigate_client_hello_bytes",
+            "Size of complete ClientHellos on the wire, record headers included.",
+            HELLO_BYTES_BUCKETS,
+        );
+        let connect_seconds = histogram(
+            "snigate_upstream_connect_seconds",
+            "Time to establish successful upstream connections (every address tried included).",
+            CONNECT_SECONDS_BUCKETS,
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new("snigate_connection_duration_seconds", "Time from accept to close, by verdict.")
+                .buckets(DURATION_SECONDS_BUCKETS.to_vec()),
+            &["verdict"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(duration.clone())).expect("unique metric");
+        let rules_loaded =
+            int_gauge("snigate_rules_loaded", "Patterns in the running rule snapshot (rules and list entries).");
+        let reloads = counter_vec("snigate_rules_reloads_total", "Rule reloads, by result.", &["result"]);
+        let last_reload = Gauge::new(
+            "snigate_rules_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful rule load (the first load at start included).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(last_reload.clone())).expect("unique metric");
+        let build_info = gauge_vec("snigate_build_info", "Always 1; the labels describe the build.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let log_suppressed = counter_vec(
+            "snigate_log_suppressed_total",
+            "Access-log lines not written: denial lines beyond the rate limit, or lines dropped because the writer \
+             was behind.",
+            &["listener", "cause"],
+        );
+        let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
+
+        Metrics {
+            connections,
+            rule_hits,
+            active,
+            max_connections,
+            accept_errors,
+            ech_hellos,
+            bytes_upstream: bytes.with_label_values(&["upstream"]),
+            bytes_downstream: bytes.with_label_values(&["downstream"]),
+            hello_seconds,
+            hello_bytes,
+            connect_seconds,
+            duration,
+            rules_loaded,
+            reloads_ok: reloads.with_label_values(&["success"]),
+            reloads_failed: reloads.with_label_values(&["failure"]),
+            last_reload,
+            log_suppressed,
+            ready,
+            registry,
+        }
+    }
+
+    /// Creates the series of listener `name` at 0 and resolves its handles once.
+    pub fn listener(&self, name: &str, max_connections: usize) -> ListenerMetrics {
+        let connections = [Verdict::Allow, Verdict::Deny].map(|verdict| {
+            Reason::ALL.map(|reason| {
+                possible(verdict, reason)
+                    .then(|| self.connections.with_label_values(&[name, verdict.as_str(), reason.as_str()]))
+            })
+        });
+        self.max_connections.with_label_values(&[name]).set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        ListenerMetrics {
+            name: name.into(),
+            connections,
+            all_connections: self.connections.clone(),
+            active: self.active.with_label_values(&[name]),
+            accept_errors: self.accept_errors.with_label_values(&[name]),
+            ech_hellos: self.ech_hellos.with_label_values(&[name]),
+            log_rate_limited: self.log_suppressed.with_label_values(&[name, Suppressed::RateLimit.as_str()]),
+            log_queue_full: self.log_suppressed.with_label_values(&[name, Suppressed::QueueFull.as_str()]),
+            rule_hits: self.rule_hits.clone(),
+            bytes_upstream: self.bytes_upstream.clone(),
+            bytes_downstream: self.bytes_downstream.clone(),
+            hello_seconds: self.hello_seconds.clone(),
+            hello_bytes: self.hello_bytes.clone(),
+            connect_seconds: self.connect_seconds.clone(),
+            duration: [Verdict::Allow, Verdict::Deny].map(|v| self.duration.with_label_values(&[v.as_str()])),
+        }
+    }
+
+    /// A rule snapshot went live (at start or by a reload): its pattern count, the time, and a
+    /// 0 series for each of its rule files and lists.
+    pub fn rules_loaded(&self, rules: &RuleSet) {
+        self.rules_loaded.set(i64::try_from(rules.len()).unwrap_or(i64::MAX));
+        for ruleset in rules.rulesets() {
+            self.rule_hits.with_label_values(&[ruleset]);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_reload.set(now.as_secs_f64());
+    }
+
+    /// Counts a reload; a successful one has already been reported by [`rules_loaded`](Self::rules_loaded).
+    pub fn reloaded(&self, ok: bool) {
+        if ok { self.reloads_ok.inc() } else { self.reloads_failed.inc() }
+    }
+
+    /// Marks the server ready (every listener accepting) or not (starting, draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Whether the server is ready: what `/readyz` answers.
+    pub fn is_ready(&self) -> bool {
+        self.ready.get() == 1
+    }
+
+    /// The text exposition of every metric (Prometheus format 0.0.4).
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# error: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Whether `(verdict, reason)` can occur, so that only meaningful series are created at 0.
+/// An allowed connection was allowed by a rule or by the default; every reason can deny.
+const fn possible(verdict: Verdict, reason: Reason) -> bool {
+    match verdict {
+        Verdict::Allow => matches!(reason, Reason::Rule | Reason::Default),
+        Verdict::Deny => true,
+    }
+}
+
+/// One listener's handles, resolved once when it is bound.
+pub struct ListenerMetrics {
+    /// The `listener` label, for the rare series not created in advance.
+    name: Box<str>,
+    /// `snigate_connections_total` by `[verdict][reason]` (Allow = 0, Deny = 1; [`Reason`]
+    /// in declaration order); `None` for combinations that cannot happen.
+    connections: [[Option<IntCounter>; Reason::ALL.len()]; 2],
+    /// The vector, for a combination [`possible`] did not foresee.
+    all_connections: IntCounterVec,
+    /// `snigate_active_connections{listener}`.
+    active: IntGauge,
+    /// `snigate_accept_errors_total{listener}`.
+    accept_errors: IntCounter,
+    /// `snigate_ech_hellos_total{listener}`.
+    ech_hellos: IntCounter,
+    /// `snigate_log_suppressed_total{listener, cause="rate_limit"}`.
+    log_rate_limited: IntCounter,
+    /// `snigate_log_suppressed_total{listener, cause="queue_full"}`.
+    log_queue_full: IntCounter,
+    /// `snigate_rule_hits_total`: the ruleset label is looked up per decision by a rule; its
+    /// values are configured names.
+    rule_hits: IntCounterVec,
+    /// `snigate_bytes_total{direction="upstream"}`.
+    bytes_upstream: IntCounter,
+    /// `snigate_bytes_total{direction="downstream"}`.
+    bytes_downstream: IntCounter,
+    /// `snigate_client_hello_seconds`.
+    hello_seconds: Histogram,
+    /// `snigate_client_hello_bytes`.
+    hello_bytes: Histogram,
+    /// `snigate_upstream_connect_seconds`.
+    connect_seconds: Histogram,
+    /// `snigate_connection_duration_seconds` by verdict (Allow = 0, Deny = 1).
+    duration: [Histogram; 2],
+}
+
+impl ListenerMetrics {
+    /// A connection was accepted; the returned guard counts it as active until dropped.
+    pub fn accepted(&self) -> ActiveGuard {
+        self.active.inc();
+        ActiveGuard(self.active.clone())
+    }
+
+    /// An accept call failed.
+    pub fn accept_failed(&self) {
+        self.accept_errors.inc();
+    }
+
+    /// A complete ClientHello: how long reading it took and its size on the wire.
+    pub fn hello(&self, seconds: f64, wire_bytes: usize, ech: bool) {
+        self.hello_seconds.observe(seconds);
+        self.hello_bytes.observe(wire_bytes as f64);
+        if ech {
+            self.ech_hellos.inc();
+        }
+    }
+
+    /// A successful upstream connect and how long it took.
+    pub fn connected(&self, seconds: f64) {
+        self.connect_seconds.observe(seconds);
+    }
+
+    /// A connection finished: its verdict and reason, the deciding ruleset, bytes and duration.
+    pub fn finished(&self, o: &Outcome) {
+        let v = verdict_index(o.verdict);
+        match &self.connections[v][o.reason as usize] {
+            Some(c) => c.inc(),
+            None => self.all_connections.with_label_values(&[&self.name, o.verdict.as_str(), o.reason.as_str()]).inc(),
+        }
+        if let Some(ruleset) = &o.ruleset {
+            self.rule_hits.with_label_values(&[ruleset]).inc();
+        }
+        self.bytes_upstream.inc_by(o.bytes_up);
+        self.bytes_downstream.inc_by(o.bytes_down);
+        self.duration[v].observe(o.duration);
+    }
+
+    /// An access-log line was not written.
+    pub fn log_suppressed(&self, cause: Suppressed) {
+        match cause {
+            Suppressed::RateLimit => self.log_rate_limited.inc(),
+            Suppressed::QueueFull => self.log_queue_full.inc(),
+        }
+    }
+}
+
+const fn verdict_index(v: Verdict) -> usize {
+    match v {
+        Verdict::Allow => 0,
+        Verdict::Deny => 1,
+    }
+}
+
+/// Counts one connection in `snigate_active_connections` while alive, even if its task panics.
+pub struct ActiveGuard(IntGauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
+    }
+
+    #[test]
+    fn a_listener_starts_with_every_possible_series_at_zero() {
+        let m = Metrics::new();
+        let _l = m.listener("edge", 10);
+        let text = m.render();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("snigate_connections_total{")).collect();
+        assert_eq!(series.len(), 2 + Reason::ALL.len(), "{series:#?}");
+        assert!(series.iter().all(|l| l.ends_with(" 0")));
+        assert!(text.contains(r#"snigate_connections_total{listener="edge",reason="not_tls",verdict="deny"} 0"#));
+        assert!(!text.contains(r#"reason="not_tls",verdict="allow""#));
+        assert!(text.contains(r#"snigate_max_connections{listener="edge"} 10"#));
+        assert!(text.contains(&format!(r#"snigate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))));
+    }
+
+    #[test]
+    fn not_ready_until_told() {
+        let m = Metrics::new();
+        assert!(!m.is_ready());
+        m.set_ready(true);
+        assert!(m.is_ready());
+        m.set_ready(false);
+        assert!(!m.is_ready());
+    }
+
+    #[test]
+    fn the_active_gauge_follows_the_guards() {
+        let m = Metrics::new();
+        let l = m.listener("edge", 10);
+        let a = l.accepted();
+        let b = l.accepted();
+        assert!(m.render().contains(r#"snigate_active_connections{listener="edge"} 2"#));
+        drop(a);
+        drop(b);
+        assert!(m.render().contains(r#"snigate_active_connections{listener="edge"} 0"#));
+    }
+}

@@ -1,0 +1,155 @@
+//! The record of one finished connection: what the access log writes and the metrics count.
+//! Every layer above fills or reads it; it depends only on the vocabulary below it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::reason::Reason;
+use crate::rules::rule::Verdict;
+
+/// Where a connection is in its life; named in errors and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Reading the ClientHello.
+    Hello,
+    /// Asking the rules.
+    Decide,
+    /// Finding the upstream address.
+    Resolve,
+    /// Connecting to the upstream.
+    Connect,
+    /// Moving bytes both ways.
+    Splice,
+}
+
+impl Stage {
+    /// The snake_case name used in logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Hello => "hello",
+            Stage::Decide => "decide",
+            Stage::Resolve => "resolve",
+            Stage::Connect => "connect",
+            Stage::Splice => "splice",
+        }
+    }
+}
+
+/// What happened to one connection: the access-log record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// When the connection was accepted (RFC 3339 in the log).
+    #[serde(serialize_with = "serialize_time")]
+    pub time: SystemTime,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The original destination (transparent mode).
+    pub original_dst: Option<SocketAddr>,
+    /// The normalised SNI.
+    pub sni: Option<String>,
+    /// ALPN protocols offered (escaped).
+    pub alpn: Vec<String>,
+    /// Highest TLS version offered.
+    pub tls_version: Option<String>,
+    /// Whether the hello carried encrypted_client_hello.
+    pub ech: bool,
+    /// allow or deny.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// The deciding rule (`file:line` or a list's name).
+    pub rule: Option<String>,
+    /// The deciding rule's file or list: the `ruleset` metric label.
+    #[serde(skip)]
+    pub ruleset: Option<Arc<str>>,
+    /// The upstream reached.
+    pub upstream: Option<SocketAddr>,
+    /// The stage the connection ended in.
+    pub stage: Stage,
+    /// Client → upstream bytes, the replayed hello included.
+    pub bytes_up: u64,
+    /// Upstream → client bytes.
+    pub bytes_down: u64,
+    /// Seconds from accept to close.
+    pub duration: f64,
+    /// What went wrong, for failures (not for rule denials).
+    pub error: Option<String>,
+}
+
+/// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, since.subsec_millis())
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+impl Outcome {
+    /// The record of a connection just accepted from `client` on `listener`: nothing decided
+    /// yet. Until a stage says otherwise it is a denial of a client that closed in the hello.
+    pub fn accepted(listener: Arc<str>, client: SocketAddr) -> Outcome {
+        Outcome {
+            time: SystemTime::now(),
+            listener,
+            client,
+            original_dst: None,
+            sni: None,
+            alpn: Vec::new(),
+            tls_version: None,
+            ech: false,
+            verdict: Verdict::Deny,
+            reason: Reason::ClientClosed,
+            rule: None,
+            ruleset: None,
+            upstream: None,
+            stage: Stage::Hello,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: 0.0,
+            error: None,
+        }
+    }
+}
+
+/// Serialises a `SystemTime` as RFC 3339 (the `time` field).
+fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        let at = |secs: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,165 @@
+//! The decision: a compiled, immutable rule snapshot and its one hot-path call,
+//! [`RuleSet::decide`], which does not allocate.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::table::{Action, Found, Origin, SuffixTable, walk_hashed};
+use crate::name::Name;
+use crate::reason::Reason;
+use crate::rules::precedence::Kind;
+use crate::rules::rule::{RuleRef, Verdict, admits};
+
+/// The rule snapshot every listener reads; a reload swaps it whole, and connections already
+/// open keep the snapshot they were decided with.
+pub type Rules = Arc<ArcSwap<RuleSet>>;
+
+/// How the deciding rule matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Matched {
+    /// The rule's kind.
+    pub kind: Kind,
+    /// Labels in the rule's key (name, suffix or glob parent); the prefix length for `ip`;
+    /// 0 for `*`.
+    pub labels: u8,
+}
+
+/// The outcome for one connection. Borrowing the rule reference from the snapshot keeps
+/// `decide` allocation-free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'r> {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Why: `rule`, `default` or `no_sni`.
+    pub reason: Reason,
+    /// The deciding rule; `None` for `default` and `no_sni`.
+    pub rule: Option<&'r RuleRef>,
+    /// How the deciding rule matched; `None` when no rule decided.
+    pub matched: Option<Matched>,
+}
+
+impl Decision<'_> {
+    /// No rule matched the name: the rule set's default.
+    pub(crate) const fn default(verdict: Verdict) -> Decision<'static> {
+        Decision { verdict, reason: Reason::Default, rule: None, matched: None }
+    }
+
+    /// No SNI, and no `ip` rule matched the destination.
+    pub(crate) const NO_SNI: Decision<'static> =
+        Decision { verdict: Verdict::Deny, reason: Reason::NoSni, rule: None, matched: None };
+}
+
+/// A destination rule, for connections without SNI.
+#[derive(Debug, Clone)]
+pub(crate) struct IpRule {
+    /// The destination network.
+    pub net: IpNet,
+    /// Verdict, scope and origin, packed like name rules.
+    pub action: Action,
+}
+
+/// The compiled state both engines read.
+pub(crate) struct Compiled {
+    /// Exact, glob and suffix rules, by key.
+    pub table: SuffixTable,
+    /// Rule origins; large lists share one each.
+    pub origins: Vec<Origin>,
+    /// `*` rules, best first.
+    pub any: Vec<Action>,
+    /// `ip` rules, best first.
+    pub ip: Vec<IpRule>,
+}
+
+/// A compiled, immutable rule snapshot. Build it off the hot path ([`RuleSet::new`]), share it
+/// behind an `Arc`, and call [`decide`](RuleSet::decide) per connection.
+pub struct RuleSet {
+    /// The compiled rules.
+    pub(crate) compiled: Compiled,
+    /// The verdict for a name that matches nothing (deny unless configured).
+    pub(crate) default: Verdict,
+    /// Patterns loaded (rules plus list entries), for the `snigate_rules_loaded` gauge.
+    pub(crate) len: usize,
+}
+
+impl RuleSet {
+    /// Decides one connection: by the SNI when there is one, else by the `ip` rules against
+    /// the destination. `src` is the client address (for `from` scopes). Never allocates.
+    #[inline]
+    pub fn decide(&self, sni: Option<&Name>, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
+        self.decide_with(sni, src, dst, |c, name, src| walk_hashed(&c.table, &c.origins, name, src))
+    }
+
+    /// `decide` with the suffix lookup supplied by an engine.
+    #[inline]
+    pub(crate) fn decide_with(
+        &self,
+        sni: Option<&Name>,
+        src: IpAddr,
+        dst: Option<SocketAddr>,
+        lookup: impl FnOnce(&Compiled, &str, IpAddr) -> Option<Found>,
+    ) -> Decision<'_> {
+        let src = src.to_canonical();
+        let c = &self.compiled;
+        let Some(name) = sni else { return self.decide_ip(src, dst) };
+        if let Some(found) = lookup(c, name.as_str(), src) {
+            return self.by_rule(found.action, found.labels);
+        }
+        match c.any.iter().find(|a| self.admits(**a, src)) {
+            Some(&a) => self.by_rule(a, 0),
+            None => Decision::default(self.default),
+        }
+    }
+
+    fn decide_ip(&self, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
+        let Some(dst) = dst else { return Decision::NO_SNI };
+        let ip = dst.ip().to_canonical();
+        match self.compiled.ip.iter().find(|r| r.net.contains(&ip) && self.admits(r.action, src)) {
+            Some(r) => self.by_rule(r.action, r.net.prefix_len()),
+            None => Decision::NO_SNI,
+        }
+    }
+
+    fn admits(&self, a: Action, src: IpAddr) -> bool {
+        !a.scoped() || admits(&self.compiled.origins[a.origin()].from, src)
+    }
+
+    fn by_rule(&self, a: Action, labels: u8) -> Decision<'_> {
+        let origin = &self.compiled.origins[a.origin()];
+        Decision {
+            verdict: origin.verdict,
+            reason: Reason::Rule,
+            rule: Some(&origin.rule),
+            matched: Some(Matched { kind: a.kind(), labels }),
+        }
+    }
+
+    /// Patterns loaded: rules plus list entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is loaded (every name gets the default, every no-SNI connection is
+    /// denied).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `ruleset` labels this snapshot can report: its rule files and list names.
+    pub fn rulesets(&self) -> BTreeSet<&str> {
+        self.compiled.origins.iter().map(|o| o.rule.ruleset()).collect()
+    }
+
+    /// The verdict for names that match nothing.
+    pub fn default_verdict(&self) -> Verdict {
+        self.default
+    }
+
+    /// Approximate heap bytes held by the name index (the bulk of a large snapshot).
+    pub fn heap_bytes(&self) -> usize {
+        self.compiled.table.heap_bytes() + self.compiled.origins.capacity() * std::mem::size_of::<Origin>()
+    }
+}

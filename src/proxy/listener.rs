@@ -1,0 +1,73 @@
+//! One listener's settings, shared by its connections, and the server's drain deadline.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, Semaphore};
+
+use super::resolver::Resolver;
+use crate::access_log::ListenerLog;
+use crate::config::{EchPolicy, LimitsConfig, ListenerConfig};
+use crate::hello::HelloLimits;
+use crate::metrics::registry::ListenerMetrics;
+use crate::policy::decide::Rules;
+
+/// One listener's settings, shared by its connections.
+pub struct Listener {
+    /// The `listener` label.
+    pub name: Arc<str>,
+    /// The listener's configuration block.
+    pub config: ListenerConfig,
+    /// Limits and timeouts.
+    pub limits: LimitsConfig,
+    /// The parser's limits, derived from `limits` and `[rules]`.
+    pub hello_limits: HelloLimits,
+    /// ECH handling.
+    pub ech: EchPolicy,
+    /// `upstream` mode: the resolved upstream address.
+    pub upstream: Option<SocketAddr>,
+    /// `sni` mode: the port to connect to.
+    pub upstream_port: u16,
+    /// The shared rule snapshot.
+    pub rules: Rules,
+    /// Where finished connections are logged (rate-limited for denials, never blocking).
+    pub access_log: ListenerLog,
+    /// This listener's metric handles, resolved once.
+    pub metrics: ListenerMetrics,
+    /// Open connections; `max_connections` permits.
+    pub slots: Arc<Semaphore>,
+    /// Resolves allowed names (one cache shared by all listeners).
+    pub resolver: Arc<Resolver>,
+    /// When open connections are cut (shared by all listeners).
+    pub drain: Arc<DrainDeadline>,
+}
+
+/// The moment a draining server stops waiting for open connections: every connection still
+/// open is then cut, and still writes its log line and counts in the metrics.
+#[derive(Debug, Default)]
+pub struct DrainDeadline {
+    /// Set once the deadline has passed.
+    passed: AtomicBool,
+    /// Wakes the connections waiting in [`passed`](Self::passed).
+    notify: Notify,
+}
+
+impl DrainDeadline {
+    /// Cuts every open connection.
+    pub fn pass(&self) {
+        self.passed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the deadline has passed.
+    pub async fn passed(&self) {
+        let mut notified = pin!(self.notify.notified());
+        // Registered before the flag is read, so that a `pass` in between is not missed.
+        notified.as_mut().enable();
+        if !self.passed.load(Ordering::SeqCst) {
+            notified.await;
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The server: binds every listener of a configuration, accepts until shutdown, then drains.
+//!
+//! [`Server::bind`] validates nothing (the configuration already is) and binds every listener;
+//! [`Server::run`] accepts until the shutdown future resolves, then drains: open connections
+//! may finish until `drain_timeout`, and those still open then are cut, each still logged and
+//! counted.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::connection;
+use super::listener::{DrainDeadline, Listener};
+use super::resolver::Resolver;
+use super::upstream;
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::hello::HelloLimits;
+use crate::metrics::registry::Metrics;
+use crate::policy::decide::{RuleSet, Rules};
+
+/// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Bound listeners, ready to run.
+pub struct Server {
+    /// Each listener's socket and settings.
+    listeners: Vec<(AsyncFd<Socket>, Arc<Listener>)>,
+    /// The shared rule snapshot (swapped on reload).
+    rules: Rules,
+    /// How long open connections may take to finish after shutdown.
+    drain: Duration,
+    /// Readiness is flipped here: ready once every listener accepts, not ready from shutdown.
+    metrics: Arc<Metrics>,
+    /// Passed when the drain deadline is: connections still open are cut.
+    drain_deadline: Arc<DrainDeadline>,
+}
+
+/// How long connections cut at the drain deadline have to write their log lines.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
+impl Server {
+    /// Binds every listener of `config`, with `rules` as the first snapshot, reporting to
+    /// `metrics` and logging finished connections to `log`.
+    pub async fn bind(config: &Config, rules: RuleSet, metrics: Arc<Metrics>, log: &AccessLog) -> io::Result<Server> {
+        metrics.rules_loaded(&rules);
+        let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
+        let resolver = Arc::new(Resolver::from_system());
+        let drain_deadline = Arc::new(DrainDeadline::default());
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let l = l.get_ref();
+            let socket = listen(l.listen, l.tproxy).map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            let upstream = match &l.upstream {
+                Some(u) => Some(resolve_static(u).await?),
+                None => None,
+            };
+            let limits = config.limits.clone();
+            let name = l.label();
+            let listener = Listener {
+                access_log: log.listener(&name),
+                metrics: metrics.listener(&name, limits.max_connections),
+                name: name.into(),
+                config: l.clone(),
+                hello_limits: HelloLimits {
+                    max_hello_bytes: limits.max_hello_bytes,
+                    allow_underscore: config.rules.sni_allow_underscore,
+                },
+                slots: Arc::new(Semaphore::new(limits.max_connections)),
+                limits,
+                ech: config.rules.ech,
+                upstream,
+                upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
+                rules: rules.clone(),
+                resolver: resolver.clone(),
+                drain: drain_deadline.clone(),
+            };
+            listeners.push((socket, Arc::new(listener)));
+        }
+        Ok(Server { listeners, rules, drain: config.limits.drain_timeout(), metrics, drain_deadline })
+    }
+
+    /// The bound addresses, in configuration order (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|(s, _)| s.get_ref().local_addr().ok()?.as_socket()).collect()
+    }
+
+    /// The rule snapshot, to swap in a reloaded one.
+    pub fn rules(&self) -> Rules {
+        self.rules.clone()
+    }
+
+    /// Accepts on every listener until `shutdown` resolves, then stops accepting and waits up to
+    /// the drain deadline for open connections to finish. Those still open then are cut, and
+    /// write their log lines and count in the metrics before this returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let mut accepting = JoinSet::new();
+        let mut slots = Vec::new();
+        for (socket, listener) in self.listeners {
+            slots.push((listener.slots.clone(), listener.limits.max_connections));
+            accepting.spawn(accept_loop(socket, listener));
+        }
+        self.metrics.set_ready(true);
+        shutdown.await;
+        self.metrics.set_ready(false);
+        accepting.abort_all();
+        while accepting.join_next().await.is_some() {}
+        tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
+        let drained = || async {
+            for (sem, max) in &slots {
+                let _ = sem.acquire_many(u32::try_from(*max).unwrap_or(u32::MAX)).await;
+            }
+        };
+        if tokio::time::timeout(self.drain, drained()).await.is_err() {
+            tracing::warn!("drain deadline passed with connections still open; cutting them");
+            self.drain_deadline.pass();
+            let _ = tokio::time::timeout(CUT_GRACE, drained()).await;
+        }
+    }
+}
+
+/// How long the kernel holds a connection whose client has sent nothing, before accepting it
+/// anyway (TCP_DEFER_ACCEPT); the hello timeout starts at the accept.
+const DEFER_ACCEPT_SECS: u32 = 1;
+
+/// Most connections waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// A listening socket registered with the runtime: SO_REUSEADDR; TCP_NODELAY, which accepted
+/// sockets inherit (no setsockopt per connection); TCP_DEFER_ACCEPT, so that a connection is
+/// accepted with its hello already there; IP_TRANSPARENT with `tproxy`, to accept connections
+/// addressed to any address that policy routing delivers locally.
+fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+    if tproxy && addr.is_ipv4() {
+        socket.set_ip_transparent_v4(true)?;
+    } else if tproxy {
+        socket.set_ip_transparent_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    crate::sys::register_listener(socket)
+}
+
+/// One pending connection, non-blocking and close-on-exec, or WouldBlock.
+fn accept(listener: &Socket) -> io::Result<(Socket, socket2::SockAddr)> {
+    listener.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+}
+
+async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+        // Accepted sockets are left unregistered: the connection registers its socket only
+        // if it has to wait on it (see `connection::handle`).
+        let accepted = socket.async_io(Interest::READABLE, accept).await;
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let Some(peer) = peer.as_socket() else { continue };
+                let active = listener.metrics.accepted();
+                tokio::spawn(connection::serve(listener.clone(), stream.into(), peer, (permit, active)));
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: the condition persists until something closes,
+                // so retrying at once would spin. Back off, doubling up to a second.
+                listener.metrics.accept_failed();
+                tracing::warn!(listener = %listener.name, error = %e, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {
+    if let Ok(addr) = upstream.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = upstream.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse().ok()?))).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {upstream:?} is not host:port"))
+    })?;
+    upstream::resolve(host, port).await.map_err(|e| with_context(e, &format!("resolve upstream {upstream}")))
+}
+
+fn with_context(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Accepted sockets inherit TCP_NODELAY from the listener, and are accepted only once the
+    /// client has sent something.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_and_their_first_bytes() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap().as_socket().unwrap();
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accept(listener.get_ref()).unwrap_err().kind(), io::ErrorKind::WouldBlock, "no data, no accept");
+        client.write_all(b"x").unwrap();
+        let (accepted, _) = tokio::time::timeout(Duration::from_secs(2), listener.async_io(Interest::READABLE, accept))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(accepted.tcp_nodelay().unwrap());
+        let mut first = [std::mem::MaybeUninit::new(0u8); 1];
+        assert_eq!(accepted.recv(&mut first).unwrap(), 1, "the first byte is there at accept");
+    }
+
+    /// A connection's task is held for its whole life, so its size is the memory of an idle
+    /// connection: it must not grow past its budget unnoticed.
+    #[tokio::test]
+    async fn the_connection_task_stays_within_its_budget() {
+        let text = "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"sni\"\n[log]\nformat = \"off\"\n";
+        let config = Config::parse("test", text).unwrap();
+        let log = AccessLog::open(&config.log).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let server = Server::bind(&config, config.compile_rules().unwrap(), metrics, &log).await.unwrap();
+        let listener = server.listeners[0].1.clone();
+        let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(backend.local_addr().unwrap()).unwrap();
+        let (accepted, peer) = backend.accept().unwrap();
+        let slot = (listener.slots.clone().try_acquire_owned().unwrap(), listener.metrics.accepted());
+        let task = connection::serve(listener.clone(), accepted, peer, slot);
+        let size = std::mem::size_of_val(&task);
+        println!("connection task: {size} bytes (budget {})", connection::TASK_BUDGET);
+        assert!(size <= connection::TASK_BUDGET, "the connection task grew to {size} bytes");
+    }
+}
