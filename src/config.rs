@@ -47,6 +47,44 @@ pub struct Config {
     /// The async runtime's threads.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Where connections may go, whatever the rules allowed.
+    #[serde(default)]
+    pub destinations: DestinationsConfig,
+}
+
+/// `[destinations]`: the destination guard's exceptions and additions, and the ports explicit
+/// requests may name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationsConfig {
+    /// Ranges carved out of the built-in denied set (an internal next hop).
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// Ranges added to it.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+    /// `connect` and `http` listeners: the ports a CONNECT or a request may name, unless the
+    /// listener sets its own. Absent: 443 for `connect`, 80 for `http`.
+    pub ports: Option<Vec<u16>>,
+}
+
+/// The port a CONNECT target names by default, and the only one `connect` listeners allow
+/// unless configured.
+pub const HTTPS_PORT: u16 = 443;
+/// The port a plain-HTTP request names by default, and the only one `http` listeners allow
+/// unless configured.
+pub const HTTP_PORT: u16 = 80;
+
+impl Config {
+    /// The ports a `connect` or `http` listener's requests may name: its own `ports`, else
+    /// `[destinations] ports`, else the mode's default port.
+    pub fn destination_ports(&self, listener: &ListenerConfig) -> Vec<u16> {
+        let default = match listener.mode {
+            Mode::Http => HTTP_PORT,
+            _ => HTTPS_PORT,
+        };
+        listener.ports.clone().or_else(|| self.destinations.ports.clone()).unwrap_or_else(|| vec![default])
+    }
 }
 
 /// `[runtime]`.
@@ -243,6 +281,9 @@ pub struct ListenerConfig {
     /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
     #[serde(default)]
     pub splice: SpliceMode,
+    /// `connect` and `http` modes: the ports a CONNECT or a request may name (overrides
+    /// `[destinations] ports`).
+    pub ports: Option<Vec<u16>>,
 }
 
 /// How a transparent connection's destination is checked against its SNI.
@@ -290,6 +331,22 @@ pub struct RulesConfig {
     /// Accept `_` in SNI labels.
     #[serde(default)]
     pub sni_allow_underscore: bool,
+    /// A hello without SNI: decided by the `ip` rules (`ip`, the default), or denied whatever
+    /// they say (`deny`), so that a tenant restriction by name cannot be bypassed by leaving
+    /// the name out.
+    #[serde(default)]
+    pub no_sni: NoSni,
+}
+
+/// `[rules] no_sni`: how a hello without SNI is decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoSni {
+    /// By the `ip` rules against its destination.
+    #[default]
+    Ip,
+    /// Denied (`no_sni`), whatever the `ip` rules say.
+    Deny,
 }
 
 impl Default for RulesConfig {
@@ -300,6 +357,7 @@ impl Default for RulesConfig {
             default: Verdict::Deny,
             ech: EchPolicy::Outer,
             sni_allow_underscore: false,
+            no_sni: NoSni::Ip,
         }
     }
 }
@@ -553,6 +611,17 @@ impl Config {
             if l.upstream_port.is_some() && l.mode != Mode::Sni {
                 err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());
             }
+            if l.ports.is_some() && !matches!(l.mode, Mode::Connect | Mode::Http) {
+                err(span.clone(), "`ports` is only used in mode = \"connect\" or \"http\"".into());
+            }
+            if let Some(upstream) = l.upstream.as_deref().and_then(|u| u.parse::<SocketAddr>().ok())
+                && let Some(own) = self.listeners.iter().map(|o| o.get_ref()).find(|o| listens_on(o.listen, upstream))
+            {
+                err(
+                    span.clone(),
+                    format!("upstream {upstream} is snigate's own listener {:?}: it would loop", own.label()),
+                );
+            }
         }
         if let Some(addr) = self.metrics.address()
             && addr.port() != 0
@@ -562,6 +631,14 @@ impl Config {
                 Some(l.span()),
                 format!("metrics listen address {addr} is also used by listener {:?}", l.get_ref().label()),
             );
+        }
+        for net in self.destinations.allow.iter().chain(&self.destinations.deny) {
+            if net.trunc() != *net {
+                err(
+                    key_span(text, "allow").or(key_span(text, "deny")),
+                    format!("[destinations] {net} has host bits set (did you mean {}?)", net.trunc()),
+                );
+            }
         }
         let limits = &self.limits;
         for (name, value) in [
@@ -596,8 +673,20 @@ impl Config {
         if !errors.is_empty() {
             return Err(RuleErrors(errors));
         }
-        Ok(RuleSet::new(rules, lists, self.rules.default))
+        let set = RuleSet::new(rules, lists, self.rules.default);
+        Ok(match self.rules.no_sni {
+            NoSni::Ip => set,
+            NoSni::Deny => set.deny_no_sni(),
+        })
     }
+}
+
+/// Whether a socket listening on `listen` accepts connections to `addr`: the same address, or
+/// any loopback or unspecified address on a listener bound to every address.
+pub fn listens_on(listen: SocketAddr, addr: SocketAddr) -> bool {
+    let (listen_ip, ip) = (listen.ip().to_canonical(), addr.ip().to_canonical());
+    listen.port() == addr.port()
+        && (listen_ip == ip || (listen_ip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
 }
 
 /// 1-based line of byte offset `at`.

@@ -39,10 +39,20 @@ pub enum NameError {
     /// non-ASCII (names on the wire are A-labels), `:`, `[`, …
     #[error("forbidden byte 0x{0:02x}")]
     Byte(u8),
-    /// The last label is all digits: an IPv4 literal, or a numeric form that resolvers treat
-    /// as one (`127.1`, `0x7f.1`). RFC 6066 forbids IP literals in SNI.
+    /// The last label is a number (all digits, or `0x` and hex digits): an IPv4 literal, or a
+    /// form that C resolvers and URL parsers read as one (`127.1`, `0x7f000001`, `0177.0.0.1`).
+    /// RFC 6066 forbids IP literals in SNI, and no top-level domain is numeric.
     #[error("IP literal")]
     IpLiteral,
+}
+
+/// A label an address parser reads as a number: decimal or octal digits, or `0x` followed by
+/// hex digits (none at all included, which glibc reads as 0).
+fn is_number(label: &[u8]) -> bool {
+    match label {
+        [b'0', b'x' | b'X', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
+        digits => digits.iter().all(u8::is_ascii_digit),
+    }
 }
 
 impl Name {
@@ -62,7 +72,7 @@ impl Name {
             check_label(label, allow_underscore)?;
             last_label = label;
         }
-        if last_label.iter().all(u8::is_ascii_digit) {
+        if is_number(last_label) {
             return Err(NameError::IpLiteral);
         }
         // Every byte is ASCII after check_label, so this cannot fail.
@@ -155,6 +165,11 @@ mod tests {
             (b"a-.com", NameError::Hyphen),
             (b"10.0.0.1", NameError::IpLiteral),
             (b"127.1", NameError::IpLiteral),
+            (b"0x7f000001", NameError::IpLiteral),
+            (b"0X7F.1", NameError::IpLiteral),
+            (b"1.0x7f", NameError::IpLiteral),
+            (b"0177.0.0.01", NameError::IpLiteral),
+            (b"example.0x", NameError::IpLiteral),
             (b"[::1]", NameError::Byte(b'[')),
             (b"::1", NameError::Byte(b':')),
         ];
@@ -164,5 +179,7 @@ mod tests {
         assert!(Name::parse(b"under_score.com", true).is_ok());
         assert!(Name::parse(b"xn--caf-dma.com", false).is_ok());
         assert!(Name::parse(b"1password.com", false).is_ok());
+        assert!(Name::parse(b"0xdead.beef.com", false).is_ok(), "only the last label reads as a number");
+        assert!(Name::parse(b"example.0xg", false).is_ok(), "not hex");
     }
 }

@@ -41,11 +41,15 @@ pub enum Reason {
     BadRequest,
     /// `connect` mode: missing or wrong Proxy-Authorization.
     ProxyAuth,
+    /// The destination guard refused every address the connection could go to: snigate
+    /// itself, an internal or reserved range, a `[destinations] deny` range, a `deny ip` rule,
+    /// or (connect and http modes) a port outside the listener's `ports`.
+    DstDenied,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -62,6 +66,7 @@ impl Reason {
         Reason::DstMismatch,
         Reason::BadRequest,
         Reason::ProxyAuth,
+        Reason::DstDenied,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -83,6 +88,7 @@ impl Reason {
             Reason::DstMismatch => "dst_mismatch",
             Reason::BadRequest => "bad_request",
             Reason::ProxyAuth => "proxy_auth",
+            Reason::DstDenied => "dst_denied",
         }
     }
 }

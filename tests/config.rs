@@ -44,6 +44,28 @@ fn syntax_and_unknown_keys_name_the_line() {
     assert_eq!(e.0[0].line, Some(2), "{e}");
 }
 
+/// An upstream that is snigate's own listener would loop: a configuration error, on the line of
+/// the listener. So are ports on a listener whose mode names no port.
+#[test]
+fn loops_and_misplaced_destination_settings_are_configuration_errors() {
+    let text = "[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:9443\"\nmode = \"sni\"\n\
+                [[listener]]\nlisten = \"127.0.0.1:9444\"\nmode = \"upstream\"\nupstream = \"127.0.0.1:9443\"\n";
+    let e = Config::parse("x.toml", text).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].line, Some(5), "{e}");
+    assert!(e.0[0].reason.contains("would loop"), "{e}");
+    let text = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\nports = [443]\n";
+    let e = Config::parse("x.toml", text).unwrap_err();
+    assert!(e.0[0].reason.contains("`ports` is only used"), "{e}");
+    let text = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"connect\"\n\
+                [destinations]\nallow = [\"10.20.0.0/16\"]\ndeny = [\"203.0.113.0/24\"]\nports = [443, 8443]\n";
+    let c = Config::parse("x.toml", text).unwrap();
+    assert_eq!(c.destination_ports(c.listeners[0].get_ref()), [443, 8443]);
+    let text = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\n[destinations]\nallow = [\"10.0.0.1/8\"]\n";
+    let e = Config::parse("x.toml", text).unwrap_err();
+    assert!(e.0[0].reason.contains("did you mean 10.0.0.0/8"), "{e}");
+}
+
 #[test]
 fn runtime_threads_default_to_the_available_cpus() {
     let base = "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"sni\"\n";

@@ -41,7 +41,8 @@ async fn connect(proxy: SocketAddr, target: &str, extra: &str) -> (TcpStream, St
 async fn connect_tunnels_only_the_host_it_named() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"from upstream".to_vec()).await;
-    let proxy = start_listener(dir.path(), "mode = \"connect\"", RULES_LOCAL, "").await;
+    let listener = format!("mode = \"connect\"\nports = [{}, 443]", backend.port());
+    let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
     let target = format!("localhost:{}", backend.port());
 
     let (mut s, head) = connect(proxy.addr, &target, "").await;
@@ -54,7 +55,7 @@ async fn connect_tunnels_only_the_host_it_named() {
 
     let (mut s, head) = connect(proxy.addr, "evil.my.salesforce.com:443", "").await;
     assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
-    assert!(String::from_utf8(read_all(&mut s).await).unwrap().contains("rule"));
+    assert_eq!(String::from_utf8(read_all(&mut s).await).unwrap(), "snigate: denied by policy\n");
 
     let (mut s, head) = connect(proxy.addr, &target, "").await;
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
@@ -74,7 +75,8 @@ async fn connect_requires_credentials_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "ops:s3cret\n").unwrap();
     let (backend, _received) = recording_backend(Vec::new()).await;
-    let listener = format!("mode = \"connect\"\ncredentials = \"{}\"", dir.path().join("users").display());
+    let users = dir.path().join("users");
+    let listener = format!("mode = \"connect\"\ncredentials = \"{}\"\nports = [{}]", users.display(), backend.port());
     let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
     let target = format!("localhost:{}", backend.port());
     let (_s, head) = connect(proxy.addr, &target, "").await;
@@ -122,7 +124,7 @@ async fn curl_through_connect_mode() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let proxy = start_listener(d, "mode = \"connect\"", RULES_LOCAL, "").await;
+    let proxy = start_listener(d, &format!("mode = \"connect\"\nports = [{port}, 443]"), RULES_LOCAL, "").await;
     let curl = |url: String| {
         let proxy = format!("http://{}", proxy.addr);
         let cacert = d.join("cert.pem");
@@ -149,7 +151,8 @@ async fn curl_through_connect_mode() {
 async fn plain_http_is_filtered_on_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
-    let proxy = start_listener(dir.path(), "mode = \"http\"", RULES_LOCAL, "").await;
+    let listener = format!("mode = \"http\"\nports = [{}, 80]", backend.port());
+    let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
     let request = format!("POST /x HTTP/1.1\r\nHost: LOCALHOST:{}\r\nContent-Length: 5\r\n\r\nhello", backend.port());
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();

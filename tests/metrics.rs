@@ -15,7 +15,7 @@ use harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const RULES: &str = "allow a.example.com\ndeny  b.example.com\n";
+const RULES: &str = "allow a.example.com\ndeny  b.example.com\nallow localhost\n";
 
 /// Writes `bytes` (closing the write half when `close` is set) and reads until snigate closes.
 async fn exchange(addr: SocketAddr, bytes: &[u8], close: bool) -> Vec<u8> {
@@ -67,6 +67,7 @@ fn config(dir: &Path, echo: SocketAddr, sink: SocketAddr, dead: SocketAddr, log:
          [[listener]]\nname = \"proxy\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\n\
          [[listener]]\nname = \"auth\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\ncredentials = \"{}\"\n\
          [rules]\nfiles = [\"{}\"]\nech = \"deny\"\n\
+         [destinations]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\
          [limits]\nhello_timeout = 0.5\nmax_hello_bytes = 1024\n{log}",
         credentials.display(),
         rules_file.display()
@@ -88,7 +89,7 @@ async fn every_outcome_is_counted_exactly() {
     let ruleset = rules_file.display().to_string();
 
     let before = samples(&scrape(&proxy).await);
-    assert_eq!(before[&key("snigate_rules_loaded", &[])], 2.0);
+    assert_eq!(before[&key("snigate_rules_loaded", &[])], 3.0);
     assert_eq!(before[&key("snigate_ready", &[])], 1.0);
     assert_eq!(before[&key("snigate_rule_hits_total", &[("ruleset", &ruleset)])], 0.0, "created at 0");
     let started = before[&key("snigate_rules_last_reload_success_timestamp_seconds", &[])];
@@ -145,7 +146,7 @@ async fn every_outcome_is_counted_exactly() {
     let status = |r: Vec<u8>| String::from_utf8_lossy(&r[..12.min(r.len())]).into_owned();
     let get = exchange(connect, b"GET http://a.example.com/ HTTP/1.1\r\nHost: a.example.com\r\n\r\n", false).await;
     assert_eq!(status(get), "HTTP/1.1 405", "bad_request");
-    let request = b"CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\n\r\n";
+    let request = b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n";
     let h = hello(&[sni(b"c.example.com")]);
     let answer = exchange(connect, &[&request[..], &h].concat(), false).await;
     assert!(answer.starts_with(b"HTTP/1.1 200"), "sni_mismatch: the CONNECT is allowed, its hello is not");

@@ -134,7 +134,7 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
 
 /// Runs the proxy until SIGTERM or SIGINT, reloading the rules on SIGHUP.
 pub fn run_command(args: &RunArgs) -> ExitCode {
-    let config = match configuration(args) {
+    let mut config = match configuration(args) {
         Ok(config) => config,
         Err(errors) => {
             for e in errors {
@@ -190,6 +190,10 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             },
             None => None,
         };
+        // The destination guard refuses the endpoint's address as bound (port 0 resolved).
+        if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
+            config.metrics.listen = addr;
+        }
         let server = match Server::bind(&config, rules, metrics.clone(), &log).await {
             Ok(server) => server,
             Err(e) => {

@@ -63,6 +63,6 @@ impl RuleSet {
         // Best first: the greatest precedence, then load order.
         any.sort_by_key(|a| (Reverse(a.precedence(0)), a.origin()));
         ip.sort_by_key(|r| (Reverse(r.action.precedence(r.net.prefix_len())), r.action.origin()));
-        RuleSet { compiled: Compiled { table, origins, any, ip }, default, len }
+        RuleSet { compiled: Compiled { table, origins, any, ip }, default, len, no_sni_denied: false }
     }
 }

@@ -83,6 +83,8 @@ pub struct RuleSet {
     pub(crate) default: Verdict,
     /// Patterns loaded (rules plus list entries), for the `snigate_rules_loaded` gauge.
     pub(crate) len: usize,
+    /// `[rules] no_sni = "deny"`: a hello without SNI is denied whatever the `ip` rules say.
+    pub(crate) no_sni_denied: bool,
 }
 
 impl RuleSet {
@@ -115,12 +117,33 @@ impl RuleSet {
     }
 
     fn decide_ip(&self, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
-        let Some(dst) = dst else { return Decision::NO_SNI };
-        let ip = dst.ip().to_canonical();
-        match self.compiled.ip.iter().find(|r| r.net.contains(&ip) && self.admits(r.action, src)) {
+        let Some(dst) = dst.filter(|_| !self.no_sni_denied) else { return Decision::NO_SNI };
+        match self.ip_rule(src, dst.ip()) {
             Some(r) => self.by_rule(r.action, r.net.prefix_len()),
             None => Decision::NO_SNI,
         }
+    }
+
+    /// The `ip` rule that decides destination `ip` for source `src` (canonical), if any.
+    fn ip_rule(&self, src: IpAddr, ip: IpAddr) -> Option<&IpRule> {
+        let ip = ip.to_canonical();
+        self.compiled.ip.iter().find(|r| r.net.contains(&ip) && self.admits(r.action, src))
+    }
+
+    /// The `deny ip` rule that refuses destination `dst` to client `src`, if one does: `ip`
+    /// rules decide connections without SNI, and a `deny ip` rule also bars every connection
+    /// from that destination, whatever name led there.
+    pub fn denies_destination(&self, src: IpAddr, dst: IpAddr) -> Option<&RuleRef> {
+        let rule = self.ip_rule(src.to_canonical(), dst)?;
+        let origin = &self.compiled.origins[rule.action.origin()];
+        (origin.verdict == Verdict::Deny).then_some(&origin.rule)
+    }
+
+    /// This snapshot with hellos without SNI denied whatever the `ip` rules say
+    /// (`[rules] no_sni = "deny"`).
+    pub fn deny_no_sni(mut self) -> RuleSet {
+        self.no_sni_denied = true;
+        self
     }
 
     fn admits(&self, a: Action, src: IpAddr) -> bool {

@@ -11,5 +11,6 @@
 pub(crate) mod ac;
 pub(crate) mod compile;
 pub(crate) mod decide;
+pub(crate) mod destination;
 pub(crate) mod reference;
 pub(crate) mod table;

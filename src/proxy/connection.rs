@@ -36,6 +36,7 @@ use crate::hello::{ClientHello, ReadError, read_client_hello, read_client_hello_
 use crate::metrics::registry::ActiveGuard;
 use crate::name::Name;
 use crate::outcome::{Outcome, Stage};
+use crate::policy::destination::Chosen;
 use crate::reason::Reason;
 use crate::rules::rule::Verdict;
 
@@ -114,6 +115,8 @@ struct Ask {
     port: u16,
     /// `verify_destination`: `dst` must be among `name`'s addresses.
     verify: bool,
+    /// The addresses, when an earlier stage found them (`connect` mode, before its `200`).
+    resolved: Option<Vec<SocketAddr>>,
 }
 
 /// One connection while its stages run.
@@ -175,9 +178,9 @@ impl Conn<'_> {
         match self.listener.config.mode {
             Mode::Http => self.http_prelude(stream).await,
             Mode::Connect => {
-                let target = self.connect_prelude(stream).await?;
+                let (target, candidates) = self.connect_prelude(stream).await?;
                 let hello = self.await_hello(stream).await?;
-                self.tunnel(target, hello)
+                self.tunnel(target, hello, candidates)
             }
             Mode::Sni | Mode::Upstream | Mode::Transparent => {
                 let hello = self.await_hello(stream).await?;
@@ -206,19 +209,22 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Stage mode prelude, `connect`: the CONNECT request, its credentials and the rules'
-    /// decision on its target, then the `200` that opens the tunnel.
-    async fn connect_prelude(&mut self, client: &mut TcpStream) -> Result<Target, Denied> {
+    /// Stage mode prelude, `connect`: the CONNECT request, its credentials, the rules' decision
+    /// on its target and where it resolves to, then the `200` that opens the tunnel: a CONNECT
+    /// that cannot go anywhere is answered in HTTP.
+    async fn connect_prelude(&mut self, client: &mut TcpStream) -> Result<(Target, Vec<SocketAddr>), Denied> {
         self.speaks = Speaks::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
         let target = explicit::connect_target(&head, self.listener.config.credentials.as_ref(), &mut self.buf)?;
         self.record.stage = Stage::Decide;
+        explicit::check_port(&target, &self.listener.ports)?;
         let (name, dst) = target.parts();
         self.rules(name, dst)?;
+        let candidates = self.resolve_to(name, dst, target.port(), false).await?;
         explicit::establish(client).await?;
         self.speaks = Speaks::Tls;
         self.record.stage = Stage::Hello;
-        Ok(target)
+        Ok((target, candidates))
     }
 
     /// Stage mode prelude, `http`: the request's host is what it asks for; the request is
@@ -226,17 +232,20 @@ impl Conn<'_> {
     async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Ask, Denied> {
         self.speaks = Speaks::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
-        let ask = match explicit::http_target(&head)? {
+        let target = explicit::http_target(&head)?;
+        if let Target::Name(name, _) = &target {
+            self.record.sni = Some(name.as_str().to_string());
+        }
+        self.record.stage = Stage::Decide;
+        explicit::check_port(&target, &self.listener.ports)?;
+        Ok(match target {
             Target::Name(name, port) => {
-                self.record.sni = Some(name.as_str().to_string());
-                Ask { name: Some(name), dst: None, undecided: true, port, verify: false }
+                Ask { name: Some(name), dst: None, undecided: true, port, verify: false, resolved: None }
             }
             Target::Addr(addr) => {
-                Ask { name: None, dst: Some(addr), undecided: true, port: addr.port(), verify: false }
+                Ask { name: None, dst: Some(addr), undecided: true, port: addr.port(), verify: false, resolved: None }
             }
-        };
-        self.record.stage = Stage::Decide;
-        Ok(ask)
+        })
     }
 
     /// Stage hello, waited for by the deadline.
@@ -268,10 +277,8 @@ impl Conn<'_> {
     /// What a TLS connection asks for: its SNI, and the destination its mode gives it.
     fn ask(&mut self, client: &impl AsFd, hello: ClientHello) -> Result<Ask, Denied> {
         self.record.stage = Stage::Decide;
+        self.ech(&hello)?;
         let listener = self.listener;
-        if hello.ech && listener.ech == EchPolicy::Deny {
-            return Err(Denied::by(Reason::Ech));
-        }
         let dst = match listener.config.mode {
             Mode::Transparent => {
                 let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
@@ -288,21 +295,31 @@ impl Conn<'_> {
             Mode::Sni | Mode::Connect | Mode::Http => None,
         };
         let verify = listener.config.verify_destination == Some(VerifyDestination::Dns);
-        Ok(Ask { name: hello.sni, dst, undecided: true, port: listener.upstream_port, verify })
+        Ok(Ask { name: hello.sni, dst, undecided: true, port: listener.upstream_port, verify, resolved: None })
     }
 
     /// What a CONNECT tunnel asks for: the host the CONNECT named, which its hello must name
     /// too; or the address literal, which the rules decide again when the hello names a host.
-    fn tunnel(&mut self, target: Target, hello: ClientHello) -> Result<Ask, Denied> {
+    fn tunnel(&mut self, target: Target, hello: ClientHello, candidates: Vec<SocketAddr>) -> Result<Ask, Denied> {
         self.record.stage = Stage::Decide;
+        self.ech(&hello)?;
         explicit::check_tunnel(&target, hello.sni.as_ref())?;
+        let resolved = Some(candidates);
         Ok(match target {
-            Target::Name(name, port) => Ask { name: Some(name), dst: None, undecided: false, port, verify: false },
+            Target::Name(_, port) => Ask { name: None, dst: None, undecided: false, port, verify: false, resolved },
             Target::Addr(addr) => {
                 let undecided = hello.sni.is_some();
-                Ask { name: hello.sni, dst: Some(addr), undecided, port: addr.port(), verify: false }
+                Ask { name: hello.sni, dst: Some(addr), undecided, port: addr.port(), verify: false, resolved }
             }
         })
+    }
+
+    /// `ech = "deny"`: a hello that carries encrypted_client_hello is denied, in every mode.
+    fn ech(&self, hello: &ClientHello) -> Result<(), Denied> {
+        match hello.ech && self.listener.ech == EchPolicy::Deny {
+            true => Err(Denied::by(Reason::Ech)),
+            false => Ok(()),
+        }
     }
 
     /// Stage decide, where the rules have not decided yet.
@@ -329,17 +346,58 @@ impl Conn<'_> {
         }
     }
 
-    /// Stage resolve: the upstream addresses to try, in order. A name is resolved on its port;
-    /// a destination is used as it is, once verified where `verify_destination` says so.
+    /// Stage resolve: the upstream addresses to try, in order, that the destination guard
+    /// lets through. A name is resolved on its port; a destination is used as it is, once
+    /// verified where `verify_destination` says so.
     async fn resolve(&mut self, ask: Ask) -> Result<Vec<SocketAddr>, Denied> {
+        match ask.resolved {
+            Some(candidates) => Ok(candidates),
+            None => self.resolve_to(ask.name.as_ref(), ask.dst, ask.port, ask.verify).await,
+        }
+    }
+
+    /// Resolves `name` on `port`, or takes `dst` (verified against `name` with `verify`), and
+    /// passes the addresses through the destination guard.
+    async fn resolve_to(
+        &mut self,
+        name: Option<&Name>,
+        dst: Option<SocketAddr>,
+        port: u16,
+        verify: bool,
+    ) -> Result<Vec<SocketAddr>, Denied> {
         self.record.stage = Stage::Resolve;
-        match (ask.dst, &ask.name) {
-            (Some(dst), Some(name)) if ask.verify => self.verify_destination(name, dst).await.map(|()| vec![dst]),
+        let candidates = match (dst, name) {
+            (Some(dst), Some(name)) if verify => self.verify_destination(name, dst).await.map(|()| vec![dst]),
             (Some(dst), _) => Ok(vec![dst]),
-            (None, Some(name)) => {
-                self.lookup(name, ask.port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e))
-            }
+            (None, Some(name)) => self.lookup(name, port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e)),
             (None, None) => Err(Denied::by(Reason::UpstreamError)),
+        }?;
+        self.guard(candidates, verify)
+    }
+
+    /// The destination guard: the candidates that are neither snigate itself, nor in a range
+    /// the guard refuses, nor refused by a `deny ip` rule. `upstream` mode's fixed upstream is
+    /// the operator's own setting, and passes.
+    fn guard(&self, candidates: Vec<SocketAddr>, verified: bool) -> Result<Vec<SocketAddr>, Denied> {
+        let chosen = match self.listener.config.mode {
+            Mode::Upstream => return Ok(candidates),
+            Mode::Transparent if !verified => Chosen::ByClient,
+            _ => Chosen::BySnigate,
+        };
+        let rules = self.listener.rules.load();
+        let client = self.record.client.ip();
+        let mut refused = Vec::new();
+        let mut check = |addr: SocketAddr| {
+            let verdict = match rules.denies_destination(client, addr.ip()) {
+                Some(rule) => Err(format!("destination {addr} refused: denied by rule {rule}")),
+                None => self.listener.guard.check(addr, chosen, upstream::is_local).map_err(|r| r.to_string()),
+            };
+            verdict.map_err(|e| refused.push(e)).is_ok()
+        };
+        let allowed: Vec<SocketAddr> = candidates.into_iter().filter(|&addr| check(addr)).collect();
+        match allowed.is_empty() {
+            true => Err(Denied::failed(Reason::DstDenied, refused.join("; "))),
+            false => Ok(allowed),
         }
     }
 

@@ -11,14 +11,9 @@ use tokio::time::Instant;
 
 use super::http::{self, Head, HeadError, Refusal, Target};
 use super::reject::{Denied, Reply};
-use crate::config::Credentials;
+use crate::config::{Credentials, HTTP_PORT, HTTPS_PORT};
 use crate::name::Name;
 use crate::reason::Reason;
-
-/// Port of a CONNECT target without one.
-pub(super) const HTTPS_PORT: u16 = 443;
-/// Port of a plain-HTTP target without one.
-pub(super) const HTTP_PORT: u16 = 80;
 
 /// Reads a request head by `deadline`. A client that leaves or stalls is not answered; a
 /// malformed head is answered `400` where the client can still read it.
@@ -83,6 +78,19 @@ pub(super) fn check_tunnel(target: &Target, sni: Option<&Name>) -> Result<(), De
         )),
         (Target::Addr(_), _) => Ok(()),
     }
+}
+
+/// `connect` and `http` modes: the port a request names must be one of the listener's.
+pub(super) fn check_port(target: &Target, ports: &[u16]) -> Result<(), Denied> {
+    let port = target.port();
+    if ports.contains(&port) {
+        return Ok(());
+    }
+    let allowed: Vec<String> = ports.iter().map(u16::to_string).collect();
+    Err(Denied::failed(
+        Reason::DstDenied,
+        format!("port {port} is not among this listener's ports ({})", allowed.join(", ")),
+    ))
 }
 
 /// `http` mode: the host the request names; a request without a usable one is answered `400`.

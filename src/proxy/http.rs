@@ -41,6 +41,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// The port named.
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Name(_, port) => *port,
+            Target::Addr(addr) => addr.port(),
+        }
+    }
+
     /// What the rules decide on: the name, or (for an address literal) the destination.
     pub fn parts(&self) -> (Option<&Name>, Option<SocketAddr>) {
         match self {
@@ -145,11 +153,19 @@ pub fn parse_authority(authority: &str, default_port: u16) -> Result<Target, Hea
     Ok(Target::Name(name, port))
 }
 
-/// The target of a plain-HTTP request: the authority of an absolute-form URI, else the Host
-/// header. When both are present they must agree: a request that names two hosts is refused
-/// rather than guessed at.
+/// The target of a plain-HTTP request: the authority of an absolute-form URI (scheme in any
+/// case), else the Host header. When both are present they must agree: a request that names two
+/// hosts is refused rather than guessed at. An `https://` URI is refused too: TLS goes through
+/// a `connect` listener, where its ClientHello is checked.
 pub fn http_target(head: &Head, default_port: u16) -> Result<Target, HeadError> {
-    let absolute = head.target.strip_prefix("http://").map(|rest| rest.split(['/', '?']).next().unwrap_or(rest));
+    let scheme = |s: &str| head.target.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s));
+    if scheme("https://") {
+        return Err(HeadError::Bad("an https:// URI in plain-HTTP mode".into()));
+    }
+    let absolute = scheme("http://").then(|| {
+        let rest = &head.target["http://".len()..];
+        rest.split(['/', '?']).next().unwrap_or(rest)
+    });
     let from_uri = absolute.map(|a| parse_authority(a, default_port)).transpose()?;
     let from_host = head.host.as_deref().map(|h| parse_authority(h, default_port)).transpose()?;
     match (from_uri, from_host) {
@@ -206,7 +222,8 @@ impl Refusal {
                 response.splice(at..at, b"Proxy-Authenticate: Basic realm=\"snigate\"\r\n".iter().copied());
                 response
             }
-            Refusal::Forbidden => response(403, "Forbidden", &format!("snigate: denied ({reason})\n")),
+            // Whether a rule or the default decided is for the operator's log, not the client.
+            Refusal::Forbidden => response(403, "Forbidden", "snigate: denied by policy\n"),
             Refusal::BadGateway => response(502, "Bad Gateway", &format!("snigate: {reason}\n")),
         }
     }
@@ -251,6 +268,13 @@ mod tests {
             Target::Name(Name::parse(b"example.com", false).unwrap(), 8080)
         );
         assert!(t("GET http://a.com/ HTTP/1.1\r\nHost: b.com\r\n\r\n").is_err());
+        assert!(t("GET HTTP://a.com/ HTTP/1.1\r\nHost: b.com\r\n\r\n").is_err(), "the scheme in any case");
+        assert_eq!(
+            t("GET HtTp://a.com:81/ HTTP/1.1\r\n\r\n").unwrap(),
+            Target::Name(Name::parse(b"a.com", false).unwrap(), 81)
+        );
+        assert!(t("GET https://a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n").is_err(), "TLS goes through CONNECT");
+        assert!(t("GET HTTPS://a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n").is_err());
         assert!(t("GET / HTTP/1.0\r\n\r\n").is_err());
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n").is_err());
     }

@@ -13,6 +13,7 @@ use crate::config::{EchPolicy, LimitsConfig, ListenerConfig};
 use crate::hello::HelloLimits;
 use crate::metrics::registry::ListenerMetrics;
 use crate::policy::decide::Rules;
+use crate::policy::destination::DestinationGuard;
 
 /// One listener's settings, shared by its connections.
 pub struct Listener {
@@ -40,6 +41,10 @@ pub struct Listener {
     pub slots: Arc<Semaphore>,
     /// Resolves allowed names (one cache shared by all listeners).
     pub resolver: Arc<Resolver>,
+    /// Where connections may go (shared by all listeners).
+    pub guard: Arc<DestinationGuard>,
+    /// `connect` and `http` modes: the ports a request may name.
+    pub ports: Vec<u16>,
     /// When open connections are cut (shared by all listeners).
     pub drain: Arc<DrainDeadline>,
 }

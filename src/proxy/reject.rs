@@ -75,6 +75,8 @@ pub(super) async fn answer(client: Client, denied: &Denied, speaks: Speaks, styl
     if let Ok(mut stream) = client.registered() {
         let _ = stream.write_all(&refusal.response(denied.reason)).await;
         let _ = stream.shutdown().await;
+        // The request's unread body would make the close a reset that destroys the answer.
+        let _ = tokio::time::timeout(LINGER, drain(&mut stream)).await;
     }
 }
 

@@ -11,6 +11,8 @@ pub enum Resolver {
     /// hickory, with a TTL-respecting cache.
     Dns(Box<TokioResolver>),
     /// The C library's getaddrinfo (no cache), when the system DNS configuration is unreadable.
+    /// Names are looked up absolute (with a trailing dot), which DNS answers and the hosts file
+    /// does not.
     System,
 }
 
@@ -37,7 +39,8 @@ impl Resolver {
                 .iter()
                 .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
-            Resolver::System => tokio::net::lookup_host((name, port)).await?.collect(),
+            // Absolute here too: no search domain may turn an SNI into an internal name.
+            Resolver::System => tokio::net::lookup_host((format!("{name}."), port)).await?.collect(),
         };
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("{name}: no addresses")));

@@ -23,10 +23,11 @@ use super::listener::{DrainDeadline, Listener};
 use super::resolver::Resolver;
 use super::upstream;
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, listens_on};
 use crate::hello::HelloLimits;
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::{RuleSet, Rules};
+use crate::policy::destination::DestinationGuard;
 
 /// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -56,14 +57,30 @@ impl Server {
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
-        let mut listeners = Vec::new();
+        let mut sockets = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let socket = listen(l.listen, l.tproxy).map_err(|e| with_context(e, &format!("bind {}", l.listen)))?;
+            sockets.push(listen(l.listen, l.tproxy).map_err(|e| with_context(e, &format!("bind {}", l.listen)))?);
+        }
+        // snigate's own addresses, as bound (port 0 resolved), are never a destination.
+        let mut own: Vec<SocketAddr> =
+            sockets.iter().filter_map(|s| s.get_ref().local_addr().ok()?.as_socket()).collect();
+        own.extend(config.metrics.address());
+        let destinations = &config.destinations;
+        let guard = Arc::new(DestinationGuard::new(destinations.allow.clone(), destinations.deny.clone(), own.clone()));
+        let mut listeners = Vec::new();
+        for (l, socket) in config.listeners.iter().zip(sockets) {
+            let l = l.get_ref();
             let upstream = match &l.upstream {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
             };
+            if let Some(upstream) = upstream
+                && let Some(listen) = own.iter().find(|&&o| listens_on(o, upstream))
+            {
+                let why = format!("upstream {upstream} is snigate's own address {listen}: it would loop");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+            }
             let limits = config.limits.clone();
             let name = l.label();
             let listener = Listener {
@@ -82,6 +99,8 @@ impl Server {
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
                 rules: rules.clone(),
                 resolver: resolver.clone(),
+                guard: guard.clone(),
+                ports: config.destination_ports(l),
                 drain: drain_deadline.clone(),
             };
             listeners.push((socket, Arc::new(listener)));

@@ -5,8 +5,13 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
+
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The original destination of a connection redirected to this listener: with REDIRECT
 /// (nftables/iptables), SO_ORIGINAL_DST; with TPROXY, the accepted socket's own address.
@@ -25,6 +30,11 @@ pub fn original_destination(stream: &impl AsFd, tproxy: bool, listen: SocketAddr
     Ok(redirected.ok().and_then(|a| a.as_socket()).filter(|&dst| dst != local))
 }
 
+/// Whether `ip` is one of this machine's addresses: binding to it succeeds only then.
+pub fn is_local(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// Resolves `host` (a name or an address) with the system resolver; the first answer wins.
 pub async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
     tokio::net::lookup_host((host, port))
@@ -33,28 +43,82 @@ pub async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}: no addresses")))
 }
 
-/// Connects to the first of `addrs` that answers, trying them in order, all within `timeout`,
-/// and sends `first` as soon as it can. Returns the stream and how many bytes of `first` went
-/// out with the connect; the caller writes the rest.
+/// How long an attempt runs alone before the next address is tried beside it (RFC 8305's
+/// Connection Attempt Delay).
+pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Connects to the first of `addrs` that answers, within one `timeout` for all, and sends
+/// `first` as soon as it can. Returns the stream and how many bytes of `first` went out with
+/// the connect; the caller writes the rest.
+///
+/// Happy Eyeballs (RFC 8305): the address families alternate, starting with the first
+/// answer's, and each attempt gets [`ATTEMPT_DELAY`] to itself before the next one starts
+/// beside it (at once when it fails sooner), so a blackholed address, typically IPv6 on a
+/// network without it, costs a quarter of a second rather than the whole timeout.
 pub async fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
     mark: Option<u32>,
     first: &[u8],
 ) -> io::Result<(TcpStream, usize)> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    if let [addr] = addrs {
+        return connect(*addr, timeout, mark, first).await;
+    }
+    let order = interleave(addrs);
+    let deadline = Instant::now() + timeout;
+    let mut running: Vec<Attempt<'_>> = Vec::new();
+    let mut started = 0;
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no addresses");
-    for &addr in addrs {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            break;
+    let mut head_start = pin!(tokio::time::sleep_until(Instant::now()));
+    let race = poll_fn(|cx| {
+        loop {
+            // The next attempt starts when none is running or the last one's head start is over.
+            while started < order.len() && (running.is_empty() || head_start.as_mut().poll(cx).is_ready()) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                running.push(Box::pin(connect(order[started], left, mark, first)));
+                started += 1;
+                head_start.as_mut().reset(Instant::now() + ATTEMPT_DELAY);
+            }
+            let mut i = 0;
+            while i < running.len() {
+                match running[i].as_mut().poll(cx) {
+                    Poll::Ready(Ok(connected)) => return Poll::Ready(Ok(connected)),
+                    Poll::Ready(Err(e)) => {
+                        last = e;
+                        drop(running.swap_remove(i));
+                    }
+                    Poll::Pending => i += 1,
+                }
+            }
+            if !running.is_empty() {
+                return Poll::Pending;
+            }
+            if started == order.len() {
+                return Poll::Ready(Err(std::mem::replace(&mut last, io::ErrorKind::NotFound.into())));
+            }
         }
-        match connect(addr, left, mark, first).await {
-            Ok(connected) => return Ok(connected),
-            Err(e) => last = e,
+    });
+    tokio::time::timeout_at(deadline, race).await.unwrap_or_else(|_| {
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addrs:?} timed out after {timeout:?}")))
+    })
+}
+
+/// One connection attempt in a race.
+type Attempt<'a> = Pin<Box<dyn Future<Output = io::Result<(TcpStream, usize)>> + Send + 'a>>;
+
+/// `addrs` with the address families alternating, starting with the first one's, each family in
+/// the resolver's order (RFC 8305 section 4).
+fn interleave(addrs: &[SocketAddr]) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let (mut same, mut other): (Vec<SocketAddr>, Vec<SocketAddr>) = addrs.iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut order = Vec::with_capacity(addrs.len());
+    let (mut same, mut other) = (same.drain(..), other.drain(..));
+    loop {
+        match (same.next(), other.next()) {
+            (None, None) => return order,
+            (a, b) => order.extend(a.into_iter().chain(b)),
         }
     }
-    Err(last)
 }
 
 /// Connects to `addr` within `timeout`, with TCP_NODELAY and, when set, SO_MARK, and sends
@@ -152,5 +216,64 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().contains("timed out after"), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    /// A listening socket whose accept queue is full: SYNs to it are dropped, as on a
+    /// blackholed path.
+    async fn blackhole() -> (Socket, SocketAddr, Vec<(TcpStream, usize)>) {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(filled) = connect(addr, Duration::from_millis(200), None, b"").await {
+            queued.push(filled);
+            assert!(queued.len() < 8, "the accept queue never filled");
+        }
+        (listener, addr, queued)
+    }
+
+    /// Happy Eyeballs: a blackholed first address costs its head start, not the timeout.
+    #[tokio::test]
+    async fn a_blackholed_address_does_not_use_up_the_timeout() {
+        let (_hole, dead, _queued) = blackhole().await;
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let started = std::time::Instant::now();
+        let (up, _) =
+            connect_any(&[dead, open.local_addr().unwrap()], Duration::from_secs(5), None, b"x").await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(up.peer_addr().unwrap(), open.local_addr().unwrap());
+        assert!(took >= ATTEMPT_DELAY && took < Duration::from_secs(2), "took {took:?}");
+    }
+
+    /// All attempts share one timeout.
+    #[tokio::test]
+    async fn blackholed_addresses_time_out_together() {
+        let (_hole, dead, _queued) = blackhole().await;
+        let started = std::time::Instant::now();
+        let err = connect_any(&[dead, dead, dead], Duration::from_millis(600), None, b"x").await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+    }
+
+    #[test]
+    fn families_alternate_from_the_first_answer_s() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let got = interleave(&[
+            a("[2001:db8::1]:443"),
+            a("[2001:db8::2]:443"),
+            a("192.0.2.1:443"),
+            a("192.0.2.2:443"),
+            a("192.0.2.3:443"),
+        ]);
+        let want = [
+            a("[2001:db8::1]:443"),
+            a("192.0.2.1:443"),
+            a("[2001:db8::2]:443"),
+            a("192.0.2.2:443"),
+            a("192.0.2.3:443"),
+        ];
+        assert_eq!(got, want);
     }
 }

@@ -20,6 +20,7 @@ use super::list::List;
 use super::pattern::Pattern;
 use super::precedence::{Kind, Precedence};
 use super::rule::{Rule, RuleRef, Target, Verdict};
+use super::salesforce::FAMILIES;
 
 /// Rules by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -72,6 +73,14 @@ pub enum Finding {
         /// The deny rule.
         deny: RuleRef,
     },
+    /// A restriction of Salesforce orgs by name that connections without SNI get around:
+    /// `ip` rules decide those by address alone, and a Salesforce address serves every org.
+    NoSniBypass {
+        /// The deny rule that restricts orgs by name.
+        deny: RuleRef,
+        /// The `allow ip` rule that lets connections without SNI through.
+        ip: RuleRef,
+    },
 }
 
 /// The result of [`check`].
@@ -113,8 +122,23 @@ pub fn check(rules: &[Rule], lists: &[List]) -> Report {
     findings.sort_by_key(|f| match f {
         Finding::Duplicate { rule, .. } | Finding::Shadowed { rule, .. } => (ref_position(rule), 0),
         Finding::Conflict { allow, deny } => (std::cmp::max(ref_position(allow), ref_position(deny)), 1),
+        Finding::NoSniBypass { deny, ip } => (std::cmp::max(ref_position(deny), ref_position(ip)), 2),
     });
+    findings.extend(no_sni_bypass(rules));
     Report { counts, findings }
+}
+
+/// The first Salesforce-org restriction by name and the first `allow ip` rule, when both exist.
+fn no_sni_bypass(rules: &[Rule]) -> Option<Finding> {
+    let salesforce = |r: &&Rule| match &r.target {
+        Target::Name(p) => p.key().is_some_and(|k| {
+            FAMILIES.iter().any(|f| k.as_str() == f.domain || k.as_str().ends_with(&format!(".{}", f.domain)))
+        }),
+        Target::Ip(_) => false,
+    };
+    let deny = rules.iter().filter(|r| r.verdict == Verdict::Deny).find(salesforce)?;
+    let ip = rules.iter().find(|r| r.verdict == Verdict::Allow && matches!(r.target, Target::Ip(_)))?;
+    Some(Finding::NoSniBypass { deny: deny.origin.clone(), ip: ip.origin.clone() })
 }
 
 fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
@@ -233,6 +257,14 @@ impl fmt::Display for Finding {
             Finding::Conflict { allow, deny } => {
                 write!(f, "conflict: {allow} `{}` and {deny} `{}` meet; deny wins", text(allow), text(deny))
             }
+            Finding::NoSniBypass { deny, ip } => write!(
+                f,
+                "warning: {deny} `{}` restricts Salesforce orgs by name, but {ip} `{}` lets connections without \
+                 SNI through by address, and a Salesforce address serves every org: a hello without SNI \
+                 reaches any org. Set [rules] no_sni = \"deny\" unless a client needs to connect without SNI",
+                text(deny),
+                text(ip)
+            ),
         }
     }
 }
@@ -292,6 +324,20 @@ mod tests {
                 "shadowed: t.rules:8 `allow *.d.com from 10.0.0.0/16` never decides: t.rules:7 `allow *.d.com from 10.0.0.0/8` always wins",
             ]
         );
+    }
+
+    #[test]
+    fn warns_when_connections_without_sni_bypass_an_org_restriction() {
+        let restricted = "allow acme.my.salesforce.com\ndeny *.my.salesforce.com\n";
+        assert!(findings(restricted).is_empty());
+        assert!(findings("allow *.my.salesforce.com\nallow ip 13.108.0.0/14\n").is_empty(), "no restriction");
+        let got = findings(&format!("{restricted}allow ip 13.108.0.0/14\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("warning: t.rules:2 `deny *.my.salesforce.com` restricts Salesforce orgs"),
+            "{got:?}"
+        );
+        assert!(got[0].contains("t.rules:3 `allow ip 13.108.0.0/14`") && got[0].contains("no_sni = \"deny\""));
     }
 
     #[test]

@@ -565,6 +565,10 @@ pub fn tenant_rules(tenant: &Tenant) -> String {
         "My Domain names cannot contain `--` (it separates org and sandbox), so no other org's".to_string(),
         format!("hosts match `{org}--*`. Host formats: Salesforce Help, \"My Domain URL Formats\""),
         "(enhanced domains, enforced since Winter '24).".to_string(),
+        String::new(),
+        "A hello without SNI names no org, and a Salesforce address serves every org: where `allow".to_string(),
+        "ip` rules are loaded (`snigate import salesforce-ip-ranges`), set `[rules] no_sni = \"deny\"`".to_string(),
+        "so that leaving the name out cannot reach another org.".to_string(),
     ] {
         lines.push(Line::Comment(text));
     }

@@ -53,13 +53,15 @@ pub async fn start_proxy(dir: &Path, upstream: SocketAddr, rules: &str, listener
 }
 
 /// Starts snigate with one listener on 127.0.0.1:0 configured by `listener` (TOML lines: the
-/// mode and its settings), `rules` written to `dir/test.rules`, and `limits`.
+/// mode and its settings), `rules` written to `dir/test.rules`, and `limits`. The backends are
+/// local, so loopback is carved out of the destination guard's denied set.
 pub async fn start_listener(dir: &Path, listener: &str, rules: &str, limits: &str) -> Proxy {
     let rules_file = dir.join("test.rules");
     std::fs::write(&rules_file, rules).unwrap();
     let text = format!(
         "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\n{listener}\n\
-         [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n",
+         [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n\
+         [destinations]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n",
         rules_file.display()
     );
     start_config(&text, rules_file).await
