@@ -280,6 +280,14 @@ fn summarise(listeners: &[Arc<Limiter>], format: LogFormat, out: &mut impl Write
     }
 }
 
+/// A text-log value as it is when it cannot be mistaken for more fields (printable ASCII with no
+/// space, `=` or `"`), else quoted and escaped, so that a client-chosen value (an ALPN such as
+/// `x rule=a:1`) cannot forge a field.
+fn text_value(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'=' && b != b'"');
+    if plain { s.into() } else { format!("{s:?}").into() }
+}
+
 /// Appends the line for `o`, newline included.
 pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
     use std::fmt::Write as _;
@@ -291,20 +299,21 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
         }
         LogFormat::Text => {
             let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+            let alpn = o.alpn.join(",");
             let _ = write!(
                 line,
                 "{} {} {} dst={} {} {} sni={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
                 rfc3339(o.time),
-                o.listener,
+                text_value(&o.listener),
                 o.client,
                 dash(o.original_dst.map(|a| a.to_string())),
                 o.verdict.as_str(),
                 o.reason,
-                o.sni.as_deref().unwrap_or("-"),
-                if o.alpn.is_empty() { "-".to_string() } else { o.alpn.join(",") },
-                o.tls_version.as_deref().unwrap_or("-"),
+                text_value(o.sni.as_deref().unwrap_or("-")),
+                text_value(if alpn.is_empty() { "-" } else { &alpn }),
+                text_value(o.tls_version.as_deref().unwrap_or("-")),
                 o.ech,
-                o.rule.as_deref().unwrap_or("-"),
+                text_value(o.rule.as_deref().unwrap_or("-")),
                 dash(o.upstream.map(|a| a.to_string())),
                 o.stage.as_str(),
                 o.bytes_up,
@@ -408,5 +417,18 @@ mod tests {
         assert!((3..=6).contains(&admitted), "{admitted}");
         let unlimited = Limiter::new("t", 0);
         assert!((0..1000).all(|_| unlimited.admit()));
+    }
+
+    /// A client-chosen value cannot add fields to a text line.
+    #[test]
+    fn text_values_cannot_forge_fields() {
+        let o = Outcome { alpn: vec!["x rule=a:1".into()], ..outcome() };
+        let mut line = String::new();
+        format_line(LogFormat::Text, &o, &mut line);
+        assert!(line.contains(r#" alpn="x rule=a:1" "#), "{line}");
+        assert!(!line.contains("alpn=x "), "{line}");
+        assert_eq!(text_value("h2,http/1.1"), "h2,http/1.1");
+        assert_eq!(text_value("a\"b"), r#""a\"b""#);
+        assert_eq!(text_value(""), r#""""#);
     }
 }

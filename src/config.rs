@@ -188,6 +188,10 @@ pub enum ProxyVersion {
     V2,
 }
 
+/// The longest `user:password` line a credentials file may hold: credentials are compared
+/// padded to this length, so that the comparison takes the same time whatever their lengths.
+pub const MAX_CREDENTIAL: usize = 256;
+
 /// `connect` mode's accepted `user:password` pairs, read and parsed once, when the
 /// configuration is loaded (a bad file is a configuration error at its line).
 #[derive(Clone, PartialEq, Eq)]
@@ -207,12 +211,10 @@ impl Credentials {
             .enumerate()
             .map(|(i, l)| (i + 1, l.trim()))
             .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-            .map(|(n, l)| {
-                if l.contains(':') {
-                    Ok(l.as_bytes().to_vec())
-                } else {
-                    Err(format!("line {n}: expected user:password"))
-                }
+            .map(|(n, l)| match (l.contains(':'), l.len() <= MAX_CREDENTIAL) {
+                (true, true) => Ok(l.as_bytes().to_vec()),
+                (false, _) => Err(format!("line {n}: expected user:password")),
+                (true, false) => Err(format!("line {n}: longer than {MAX_CREDENTIAL} bytes")),
             })
             .collect::<Result<_, _>>()?;
         Ok(Credentials { path: path.to_path_buf(), users })
@@ -227,6 +229,12 @@ impl Credentials {
     /// The accepted `user:password` pairs.
     pub fn users(&self) -> &[Vec<u8>] {
         &self.users
+    }
+
+    /// Whether the file is readable by its group or by others: secrets should not be.
+    pub fn exposed(&self) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
     }
 }
 

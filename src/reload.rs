@@ -83,8 +83,9 @@ pub fn watch_rules(
         return Ok(None);
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let in_use = InUse::of(config);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if event.is_ok_and(|e| in_use.touched_by(&e)) {
             let _ = events_tx.send(());
         }
     })?;
@@ -101,6 +102,46 @@ pub fn watch_rules(
         }
     });
     Ok(Some(watcher))
+}
+
+/// The files a configuration's rules come from, to tell their changes from those of other
+/// files in the same directories (a log written there must not recompile the rules).
+struct InUse {
+    /// Rule files and lists named one by one, as the watcher reports them (watched directory
+    /// joined with the file name).
+    files: BTreeSet<PathBuf>,
+    /// Directories whose `*.rules` files are loaded.
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl InUse {
+    fn of(config: &Config) -> InUse {
+        let paths = config.rules.files.iter().flatten().chain(config.rules.lists.iter().map(|l| &l.path));
+        let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.partition(|p| p.is_dir());
+        InUse {
+            files: files.into_iter().filter_map(|p| Some(parent(p).join(p.file_name()?))).collect(),
+            dirs: dirs.into_iter().cloned().collect(),
+        }
+    }
+
+    /// Whether `event` changes a file in use: created, written (and closed), removed or renamed,
+    /// or a Kubernetes ConfigMap's `..data` symlink swapped under it.
+    fn touched_by(&self, event: &notify::Event) -> bool {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode};
+        let changes = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            kind => !kind.is_access(),
+        };
+        changes && event.paths.iter().any(|p| self.holds(p))
+    }
+
+    fn holds(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        self.files.contains(path)
+            || name.starts_with("..data")
+            || (path.extension().is_some_and(|e| e == "rules") && path.parent().is_some_and(|d| self.dirs.contains(d)))
+    }
 }
 
 /// Reloads on SIGHUP and on rule-file changes until the process ends.
@@ -123,6 +164,8 @@ pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
         });
     }
     while let Some(trigger) = triggers.recv().await {
+        // Triggers that queued up meanwhile are served by this one reload.
+        while triggers.try_recv().is_ok() {}
         tracing::info!(?trigger, "reloading rules");
         let _ = reload_rules(&config, &rules, &metrics).await;
     }

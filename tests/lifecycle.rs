@@ -137,6 +137,14 @@ async fn rule_file_changes_are_picked_up() {
     let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
     let (tx, mut triggers) = tokio::sync::mpsc::channel(4);
     let _watcher = snigate::watch_rules(&proxy.config, tx).unwrap().expect("a rule file to watch");
+    // Another file in the same directory, written on and on (a log), triggers nothing.
+    let other = dir.path().join("unrelated.log");
+    for i in 0..20 {
+        std::fs::write(&other, format!("line {i}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quiet = tokio::time::timeout(snigate::DEBOUNCE * 2, triggers.recv()).await;
+    assert!(quiet.is_err(), "an unrelated file triggered a reload: {quiet:?}");
     // Replace by rename, as editors and ConfigMap updates do.
     let tmp = dir.path().join(".test.rules.tmp");
     std::fs::write(&tmp, "allow b.example.com\n").unwrap();

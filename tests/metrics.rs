@@ -418,3 +418,45 @@ async fn a_denial_flood_is_rate_limited_and_counted() {
     assert_eq!(first["bytes_up"], h.len());
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
 }
+
+/// Clients that hold the endpoint's connections, kept alive with a request now and then or
+/// silent, do not keep the health probes out: each probe answers within a second.
+#[tokio::test]
+async fn health_answers_while_clients_hold_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let addr = proxy.metrics_addr;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut holders = Vec::new();
+    for _ in 0..64 {
+        holders.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else { return };
+            let mut buf = vec![0u8; 1 << 16];
+            while Instant::now() < until {
+                if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
+                    return;
+                }
+                if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }));
+    }
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(1), http_get(addr, "/healthz")).await;
+        assert_eq!(answer.expect("healthz answers within a second"), (200, "ok\n".to_string()));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(silent);
+    for h in holders {
+        let _ = h.await;
+    }
+}

@@ -10,8 +10,21 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::parse::{ClientHello, HelloError, HelloLimits, HelloParser, Parse};
 use crate::reason::Reason;
 
-/// Smallest read, so that a hello arriving in one segment is read in one call.
+/// Most bytes reserved ahead of what the client has sent while awaiting its hello. A record
+/// header may declare 16 KiB that never come: the buffer grows with what arrives, not with
+/// what is announced, so a silent client holds little.
+const RESERVE_AHEAD: usize = 512;
+
+/// The most one read takes when nothing has to be awaited (the hello is there at accept).
+const READ_NOW: usize = 16 * 1024;
+/// The least: a hello that arrived in one segment is read in one call.
 const MIN_READ: usize = 4096;
+
+thread_local! {
+    /// Where [`read_client_hello_now`] reads: the bytes are then copied into the connection's
+    /// buffer, sized by what arrived.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_NOW].into_boxed_slice());
+}
 
 /// Why no ClientHello could be read. Each variant maps to one [`Reason`].
 #[derive(Debug, Error)]
@@ -56,7 +69,8 @@ impl ReadError {
 ///
 /// On success `buf` holds every byte read, the hello and anything the client sent after it,
 /// to be replayed to the upstream unchanged. At most `limits.max_hello_bytes` plus one read's
-/// worth of bytes are buffered. `buf` may already hold the first bytes (from
+/// worth of bytes are buffered, and the buffer holds at most about twice what the client has
+/// sent, plus [`RESERVE_AHEAD`]. `buf` may already hold the first bytes (from
 /// [`read_client_hello_now`]); they are parsed before anything is read.
 pub async fn read_client_hello<R>(
     io: &mut R,
@@ -74,7 +88,7 @@ where
                 Step::Done(answer) => return answer,
                 Step::Read(want) => want,
             };
-            buf.reserve(want);
+            buf.reserve(want.min(RESERVE_AHEAD));
             let before = buf.len();
             if let Some(end) = ended(io.read_buf(buf).await, before) {
                 return Err(end);
@@ -102,9 +116,12 @@ pub fn read_client_hello_now<R: Read>(
             Step::Read(want) => want,
         };
         let before = buf.len();
-        buf.resize(before + want, 0);
-        let read = io.read(&mut buf[before..]);
-        buf.truncate(before + read.as_ref().map_or(0, |&n| n));
+        // One read takes what is there (what follows the hello too, to be replayed).
+        let read = SCRATCH.with_borrow_mut(|scratch| -> io::Result<usize> {
+            let n = io.read(&mut scratch[..want.clamp(MIN_READ, READ_NOW)])?;
+            buf.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        });
         match read {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -127,7 +144,7 @@ fn step(parser: &mut HelloParser, buf: &BytesMut) -> Step {
     match parser.parse(buf) {
         Parse::Complete(hello) => Step::Done(Ok(hello)),
         Parse::Invalid(e) => Step::Done(Err(ReadError::Invalid(e))),
-        Parse::Incomplete { needed } => Step::Read((needed - buf.len()).max(MIN_READ)),
+        Parse::Incomplete { needed } => Step::Read(needed - buf.len()),
     }
 }
 
@@ -137,5 +154,46 @@ fn ended(read: io::Result<usize>, before: usize) -> Option<ReadError> {
         Ok(0) => Some(ReadError::Closed { read: before }),
         Ok(_) => None,
         Err(source) => Some(ReadError::Io { read: before, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A record header that announces 16 KiB, then silence: the buffer holds what arrived and
+    /// a small constant, not what was announced.
+    #[tokio::test]
+    async fn a_silent_client_holds_little() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xf0]).await.unwrap();
+        let mut buf = BytesMut::new();
+        let got = read_client_hello(&mut server, &mut buf, HelloLimits::default(), Duration::from_millis(50)).await;
+        assert!(matches!(got, Err(ReadError::Timeout(_))), "{got:?}");
+        assert_eq!(buf.len(), 9);
+        assert!(buf.capacity() <= 2 * (9 + RESERVE_AHEAD), "{} bytes held for 9 received", buf.capacity());
+    }
+
+    /// The same from a socket read without waiting.
+    #[test]
+    fn reading_what_is_there_holds_what_arrived() {
+        let mut buf = BytesMut::new();
+        let bytes: &[u8] = &[0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xf0];
+        struct Then<'a>(&'a [u8]);
+        impl Read for Then<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = self.0.len().min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        assert!(read_client_hello_now(Then(bytes), &mut buf, HelloLimits::default()).is_none());
+        assert_eq!(&buf[..], bytes);
+        assert!(buf.capacity() < 64, "{} bytes held for 9 received", buf.capacity());
     }
 }

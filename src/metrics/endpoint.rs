@@ -1,29 +1,37 @@
 //! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use super::registry::Metrics;
 
-/// Scrapers served at once; more wait in the accept queue. Scrapes are rare and cheap, so this
-/// only bounds what a misbehaving client can hold.
-const MAX_CLIENTS: usize = 32;
-/// A client must send its request head within this time.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections held at once. A new one beyond it closes the oldest: scrapers and probes connect,
+/// ask and go, so clients that hold connections cannot keep the liveness probe out, and the
+/// endpoint holds no more than this whatever they do.
+pub const MAX_CLIENTS: usize = 64;
+/// A client must send each request head within this time, the first and the next on a
+/// kept-alive connection alike.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a connection is kept, however busy.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+/// Requests one connection may make; the last answer closes it.
+const MAX_REQUESTS: usize = 100;
 /// Longest pause of the accept loop after an accept error.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -52,25 +60,32 @@ impl Endpoint {
 
     /// Answers requests until the task is dropped.
     pub async fn serve(self) {
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let clients = Arc::new(Mutex::new(Clients::default()));
         let mut backoff = Duration::from_millis(5);
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
             match self.socket.accept().await {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(5);
-                    let metrics = self.metrics.clone();
+                    let (id, evicted) = lock(&clients).admit();
+                    let (metrics, clients) = (self.metrics.clone(), clients.clone());
                     tokio::spawn(async move {
-                        let service = service_fn(move |req| {
-                            let response = respond(&metrics, &req);
+                        let served = AtomicUsize::new(0);
+                        let service = service_fn(|req| {
+                            let mut response = respond(&metrics, &req);
+                            if served.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REQUESTS {
+                                response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                            }
                             async move { Ok::<_, Infallible>(response) }
                         });
-                        let _ = http1::Builder::new()
+                        let connection = http1::Builder::new()
                             .timer(TokioTimer::new())
                             .header_read_timeout(HEADER_TIMEOUT)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                        drop(permit);
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = tokio::time::timeout(CONNECTION_LIFETIME, connection) => {}
+                            _ = evicted => {}
+                        }
+                        lock(&clients).leave(id);
                     });
                 }
                 Err(e) => {
@@ -81,6 +96,38 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The connections held, oldest first, each with the sender whose drop closes it.
+#[derive(Default)]
+struct Clients {
+    /// Numbers connections in accept order.
+    next: u64,
+    /// At most [`MAX_CLIENTS`] connections.
+    open: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Clients {
+    /// Admits a new connection, closing the oldest when full; the receiver resolves when the
+    /// new one is to be closed in turn.
+    fn admit(&mut self) -> (u64, oneshot::Receiver<()>) {
+        if self.open.len() >= MAX_CLIENTS {
+            self.open.pop_front();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.open.push_back((self.next, tx));
+        (self.next, rx)
+    }
+
+    /// A connection has ended.
+    fn leave(&mut self, id: u64) {
+        self.open.retain(|(open, _)| *open != id);
+    }
+}
+
+fn lock(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
+    clients.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Routes one request.

@@ -452,8 +452,11 @@ impl Conn<'_> {
             _ => up.peer_addr().unwrap_or(candidates[0]),
         });
         record.stage = Stage::Splice;
-        if let Err(e) = up.write_all(&first[sent..]).await {
-            record.error = Some(e.to_string());
+        // An upstream that does not read must not hold the connection: the replay has the
+        // connect's deadline.
+        let replay = tokio::time::timeout(listener.limits.connect_timeout(), up.write_all(&first[sent..]));
+        if let Err(e) = replay.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+            record.error = Some(format!("replaying the first bytes to the upstream: {e}"));
             return Ok(None);
         }
         record.bytes_up = self.buf.len() as u64;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::http::{self, Head, HeadError, Refusal, Target};
 use super::reject::{Denied, Reply};
-use crate::config::{Credentials, HTTP_PORT, HTTPS_PORT};
+use crate::config::{Credentials, HTTP_PORT, HTTPS_PORT, MAX_CREDENTIAL};
 use crate::name::Name;
 use crate::reason::Reason;
 
@@ -101,15 +101,28 @@ pub(super) fn http_target(head: &Head) -> Result<Target, Denied> {
     })
 }
 
-/// Whether `header` (`Basic base64(user:password)`) matches one of `credentials`, comparing in
-/// constant time so that timing reveals nothing about how much of a secret matched.
+/// Whether `header` (`Basic base64(user:password)`, the scheme in any case, RFC 9110) matches
+/// one of `credentials`. Every entry is compared, each in constant time over
+/// [`MAX_CREDENTIAL`] bytes and its length, so that timing reveals neither how much of a
+/// secret matched nor how long one is.
 pub(super) fn authorized(credentials: &[Vec<u8>], header: Option<&[u8]>) -> bool {
     let Some(value) = header.and_then(|h| std::str::from_utf8(h).ok()) else { return false };
-    let Some(encoded) = value.trim().strip_prefix("Basic ").or_else(|| value.trim().strip_prefix("basic ")) else {
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("basic") {
         return false;
-    };
+    }
     let Ok(given) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    credentials.iter().fold(false, |found, c| found | bool::from(c.as_slice().ct_eq(&given)))
+    let padded = |b: &[u8]| {
+        let mut out = [0u8; MAX_CREDENTIAL];
+        let n = b.len().min(MAX_CREDENTIAL);
+        out[..n].copy_from_slice(&b[..n]);
+        out
+    };
+    let theirs = padded(&given);
+    let found = credentials.iter().fold(subtle::Choice::from(0), |found, c| {
+        found | (padded(c).ct_eq(&theirs) & (c.len() as u64).ct_eq(&(given.len() as u64)))
+    });
+    given.len() <= MAX_CREDENTIAL && bool::from(found)
 }
 
 #[cfg(test)]
@@ -127,6 +140,9 @@ mod tests {
         assert!(authorized(creds, Some(b64("bob:pa:ss").as_bytes())));
         assert!(!authorized(creds, Some(b64("alice:s3cre").as_bytes())));
         assert!(!authorized(creds, Some(b"Bearer x")));
+        assert!(authorized(creds, Some(b64("alice:s3cret").replace("Basic", "BASIC").as_bytes())), "any case");
+        let long = format!("alice:s3cret{}", "x".repeat(MAX_CREDENTIAL));
+        assert!(!authorized(creds, Some(b64(&long).as_bytes())), "longer than any credential");
         assert!(!authorized(creds, None));
         assert!(Credentials::parse(Path::new("users"), "nocolon\n").is_err());
     }

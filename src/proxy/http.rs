@@ -80,15 +80,27 @@ pub enum HeadError {
 
 /// Reads one request head into `buf` by `deadline`. On success `buf` holds the head and
 /// whatever the client sent after it.
+///
+/// Linear in the bytes received, however they are split: the head is parsed when its blank
+/// line has arrived (found by scanning only the new bytes), and once before that, on the first
+/// bytes, so that what is not HTTP at all is refused at once.
 pub async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     deadline: Instant,
 ) -> Result<Head, HeadError> {
     let read = async {
+        let (mut scanned, mut started) = (0usize, false);
         loop {
-            if let Some(head) = parse_head(buf)? {
-                return Ok(head);
+            // A blank line ends the head: `\n\n` or `\n\r\n` (httparse accepts bare LF too).
+            let new = &buf[scanned.saturating_sub(2)..];
+            let ended = new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
+            scanned = buf.len();
+            if (ended || !started) && !buf.is_empty() {
+                started = true;
+                if let Some(head) = parse_head(buf)? {
+                    return Ok(head);
+                }
             }
             if buf.len() >= MAX_HEAD {
                 return Err(HeadError::TooLarge);
@@ -277,5 +289,38 @@ mod tests {
         assert!(t("GET HTTPS://a.com/ HTTP/1.1\r\nHost: a.com\r\n\r\n").is_err());
         assert!(t("GET / HTTP/1.0\r\n\r\n").is_err());
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a.com\r\nHost: b.com\r\n\r\n").is_err());
+    }
+
+    /// A head trickled one byte at a time is read whole; bytes that are not HTTP are refused
+    /// on the first read, not at the deadline.
+    #[tokio::test]
+    async fn heads_are_read_across_any_split() {
+        use tokio::io::AsyncWriteExt;
+        let request = b"GET http://a.com/ HTTP/1.1\r\nHost: a.com\r\nX: y\r\n\r\nbody";
+        let (mut client, mut server) = tokio::io::duplex(1);
+        let writer = tokio::spawn(async move {
+            for b in request {
+                if client.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = BytesMut::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let head = read_head(&mut server, &mut buf, deadline).await.unwrap();
+        assert_eq!((head.method.as_str(), head.host.as_deref()), ("GET", Some("a.com")));
+        assert_eq!(&buf[head.len..], &b"body"[..buf.len() - head.len]);
+        drop(server);
+        writer.await.unwrap();
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"\x16\x03\x01\x00\x05hello").await.unwrap();
+        let mut buf = BytesMut::new();
+        let refused = read_head(&mut server, &mut buf, deadline).await;
+        assert!(matches!(refused, Err(HeadError::Bad(_))), "{refused:?}");
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\nHost: a.com\n\n").await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(read_head(&mut server, &mut buf, deadline).await.is_ok(), "bare LF line ends");
     }
 }

@@ -75,6 +75,10 @@ impl Server {
                 Some(u) => Some(resolve_static(u).await?),
                 None => None,
             };
+            if let Some(credentials) = l.credentials.as_ref().filter(|c| c.exposed()) {
+                let path = credentials.path.display();
+                tracing::warn!(listener = %l.label(), %path, "the credentials file is readable by group or others");
+            }
             if let Some(upstream) = upstream
                 && let Some(listen) = own.iter().find(|&&o| listens_on(o, upstream))
             {
