@@ -402,8 +402,15 @@ impl ListConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Open connections per listener; beyond it, accept waits.
+    /// Open connections per listener; beyond it, the connection that has waited longest for its
+    /// hello is closed to make room, else accept waits.
     pub max_connections: usize,
+    /// Open connections per source (an IPv4 address or an IPv6 /64), across listeners; beyond
+    /// it a new one is refused at once (`source_limit`).
+    pub max_connections_per_source: usize,
+    /// Connections per source not decided yet (waiting for their hello); beyond it a new one is
+    /// refused at once (`source_limit`).
+    pub max_hellos_per_source: usize,
     /// Deadline for the whole ClientHello.
     pub hello_timeout: f64,
     /// Deadline for the upstream connect.
@@ -420,6 +427,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: 100_000,
+            max_connections_per_source: 1000,
+            max_hellos_per_source: 100,
             hello_timeout: 10.0,
             connect_timeout: 5.0,
             idle_timeout: 600.0,
@@ -659,8 +668,14 @@ impl Config {
                 err(key_span(text, name), format!("limits.{name} must be a positive number of seconds"));
             }
         }
-        if limits.max_connections == 0 {
-            err(key_span(text, "max_connections"), "limits.max_connections must be at least 1".into());
+        for (name, value) in [
+            ("max_connections", limits.max_connections),
+            ("max_connections_per_source", limits.max_connections_per_source),
+            ("max_hellos_per_source", limits.max_hellos_per_source),
+        ] {
+            if value == 0 {
+                err(key_span(text, name), format!("limits.{name} must be at least 1"));
+            }
         }
         if limits.max_hello_bytes < 512 {
             err(key_span(text, "max_hello_bytes"), "limits.max_hello_bytes must be at least 512".into());

@@ -70,10 +70,13 @@ pub use crate::rules::precedence::{Kind, Precedence};
 pub use crate::rules::rule::{Rule, RuleRef, Target, Verdict, canonical_ip};
 pub use crate::rules::salesforce;
 
-/// Test oracles: the alternative and the naive matching engines the property tests and the
-/// matcher benchmark compare the production engine with. Not part of the supported interface.
+/// For tests, benches and fuzz targets: the alternative and the naive matching engines the
+/// production engine is compared with, and the readers of the PROXY header and the explicit
+/// modes' request heads. Not part of the supported interface.
 #[doc(hidden)]
 pub mod internal {
     pub use crate::policy::ac::AcMatcher;
     pub use crate::policy::reference::Reference;
+    pub use crate::proxy::http::{Head, HeadError, MAX_HEAD, Target as RequestTarget, parse_head, read_head};
+    pub use crate::proxy::proxy_protocol::{Addresses, ProxyError, read_header as read_proxy_header};
 }

@@ -45,11 +45,14 @@ pub enum Reason {
     /// itself, an internal or reserved range, a `[destinations] deny` range, a `deny ip` rule,
     /// or (connect and http modes) a port outside the listener's `ports`.
     DstDenied,
+    /// The client's source already holds `max_connections_per_source` connections, or
+    /// `max_hellos_per_source` that are not decided yet: refused at once.
+    SourceLimit,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -67,6 +70,7 @@ impl Reason {
         Reason::BadRequest,
         Reason::ProxyAuth,
         Reason::DstDenied,
+        Reason::SourceLimit,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -89,6 +93,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::ProxyAuth => "proxy_auth",
             Reason::DstDenied => "dst_denied",
+            Reason::SourceLimit => "source_limit",
         }
     }
 }

@@ -280,3 +280,92 @@ async fn connections_cut_at_the_drain_deadline_are_logged_and_counted() {
     assert_eq!(metrics[&allowed], 1.0);
     assert_eq!(metrics[&key("snigate_active_connections", &[("listener", "test")])], 0.0);
 }
+
+/// A connection from `source` (a 127.0.0.0/8 address) to `proxy` that sends `bytes`.
+async fn from(source: &str, proxy: std::net::SocketAddr, bytes: &[u8]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(proxy).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+/// Whether snigate closes `s` within `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// One source holding its maximum of undecided connections is refused more at once, and
+/// another source is served as if nothing happened; a source's open connections are bounded
+/// too. Both limits count in `source_limit`.
+#[tokio::test]
+async fn per_source_limits_refuse_at_once_and_spare_other_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "max_hellos_per_source = 5\nmax_connections_per_source = 8";
+    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", limits).await;
+    let partial = &hello(&[sni(b"acme.my.salesforce.com")])[..9];
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(from("127.0.0.1", proxy.addr, partial).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = from("127.0.0.1", proxy.addr, partial).await;
+    assert!(closed_within(&mut refused, Duration::from_secs(1)).await, "refused at once");
+
+    let started = Instant::now();
+    let mut other = from("127.0.0.2", proxy.addr, &hello(&[sni(b"acme.my.salesforce.com")])).await;
+    let mut back = vec![0; hello(&[sni(b"acme.my.salesforce.com")]).len()];
+    tokio::time::timeout(Duration::from_secs(2), other.read_exact(&mut back)).await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500), "another source waited {:?}", started.elapsed());
+
+    let h = hello(&[sni(b"acme.my.salesforce.com")]);
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let mut s = from("127.0.0.3", proxy.addr, &h).await;
+        let mut back = vec![0; h.len()];
+        s.read_exact(&mut back).await.unwrap();
+        open.push(s);
+    }
+    let mut ninth = from("127.0.0.3", proxy.addr, &h).await;
+    assert!(closed_within(&mut ninth, Duration::from_secs(1)).await, "the ninth connection is refused");
+
+    let metrics = samples(&scrape(&proxy).await);
+    let limited =
+        key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", "source_limit")]);
+    assert_eq!(metrics[&limited], 2.0);
+    assert_eq!(metrics[&key("snigate_sources_tracked", &[])], 3.0, "three sources hold connections");
+    drop((held, other, open));
+}
+
+/// A full listener closes the connection that has waited longest for its hello, so that a
+/// client with a hello is served at once, not after `hello_timeout`.
+#[tokio::test]
+async fn a_full_listener_evicts_the_longest_waiting_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy =
+        start_proxy(dir.path(), echo_backend().await, RULES, "", "max_connections = 3\nhello_timeout = 30").await;
+    let partial = &hello(&[sni(b"acme.my.salesforce.com")])[..9];
+    let mut waiting = Vec::new();
+    for source in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        waiting.push(from(source, proxy.addr, partial).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = hello(&[sni(b"acme.my.salesforce.com")]);
+    let started = Instant::now();
+    let mut served = from("127.0.0.4", proxy.addr, &h).await;
+    let mut back = vec![0; h.len()];
+    tokio::time::timeout(Duration::from_secs(2), served.read_exact(&mut back)).await.expect("served").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+    assert!(closed_within(&mut waiting[0], Duration::from_secs(1)).await, "the oldest was evicted");
+    let metrics = samples(&scrape(&proxy).await);
+    let evicted =
+        key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", "hello_timeout")]);
+    assert_eq!(metrics[&evicted], 1.0);
+}

@@ -106,6 +106,8 @@ pub struct Metrics {
     /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
     /// answers from it.
     ready: IntGauge,
+    /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
+    sources_tracked: IntGauge,
 }
 
 impl Metrics {
@@ -200,6 +202,10 @@ impl Metrics {
             &["listener", "cause"],
         );
         let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
+        let sources_tracked = int_gauge(
+            "snigate_sources_tracked",
+            "Sources (IPv4 addresses, IPv6 /64s) with connections open, as tracked for the per-source limits.",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
@@ -224,6 +230,7 @@ impl Metrics {
             last_reload,
             log_suppressed,
             ready,
+            sources_tracked,
             registry,
         }
     }
@@ -275,6 +282,11 @@ impl Metrics {
     /// Marks the server ready (every listener accepting) or not (starting, draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// The `snigate_sources_tracked` gauge, for the per-source table to keep.
+    pub fn sources_tracked(&self) -> IntGauge {
+        self.sources_tracked.clone()
     }
 
     /// Whether the server is ready: what `/readyz` answers.

@@ -28,7 +28,8 @@ use super::explicit;
 use super::http::Target;
 use super::listener::Listener;
 use super::proxy_protocol::{self, ProxyError};
-use super::reject::{Denied, Speaks, answer};
+use super::reject::{Denied, Reply, Speaks, answer};
+use super::sources::SourceSlot;
 use super::splice::{End, Moved, splice};
 use super::upstream;
 use crate::config::{EchPolicy, Mode, VerifyDestination};
@@ -41,10 +42,10 @@ use crate::reason::Reason;
 use crate::rules::rule::Verdict;
 
 /// Most bytes a connection's task may hold ([`serve`]'s future, as the test build lays it out):
-/// the memory of an idle connection, beside its sockets. It is 3,000 bytes now; the rare stages
-/// are boxed to keep it there.
+/// the memory of an idle connection, beside its sockets. It is 3,088 bytes now (the per-source
+/// slot and the destination guard's state included); the rare stages are boxed to keep it there.
 #[cfg(test)]
-pub(super) const TASK_BUDGET: usize = 3072;
+pub(super) const TASK_BUDGET: usize = 3136;
 
 /// The error of a connection cut at the drain deadline.
 const CUT: &str = "cut at the drain deadline";
@@ -95,6 +96,7 @@ async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, s
         deadline: start + listener.limits.hello_timeout(),
         speaks: Speaks::Tls,
         proxied_dst: None,
+        source: None,
     };
     if let Err(denied) = conn.pipeline(&mut client, start).await {
         conn.deny(client, denied).await;
@@ -135,11 +137,17 @@ struct Conn<'a> {
     /// The destination a PROXY header named: the original destination in transparent mode,
     /// and what a PROXY header sent upstream names.
     proxied_dst: Option<SocketAddr>,
+    /// The connection's place in its source's counts, released when it ends.
+    source: Option<SourceSlot>,
 }
 
 impl Conn<'_> {
     /// Every stage in order; `Err` ends the connection before the splice.
     async fn pipeline(&mut self, client: &mut Client, start: Instant) -> Result<(), Denied> {
+        // Behind PROXY protocol the source is the header's, counted once it is read.
+        if self.listener.config.proxy_protocol_trusted.is_empty() {
+            self.count_source()?;
+        }
         let ask = match self.hello_now(client, start) {
             Some(ask) => ask?,
             // Boxed at the dispatch point: waiting, the PROXY header and the explicit modes are
@@ -171,9 +179,22 @@ impl Conn<'_> {
     /// Registers the client, then the stages that wait: the PROXY header, the mode prelude and
     /// the hello.
     async fn awaited(&mut self, client: &mut Client) -> Result<Ask, Denied> {
+        let (_waiting, evicted) = self.listener.waiting.enter();
+        tokio::select! {
+            ask = self.wait(client) => ask,
+            _ = evicted => {
+                let error = "evicted: the listener is full and this connection had waited longest for its hello";
+                Err(Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent))
+            }
+        }
+    }
+
+    /// The stages that wait for the client, in order.
+    async fn wait(&mut self, client: &mut Client) -> Result<Ask, Denied> {
         let stream = client.register().map_err(|e| unregistered(self.record.reason, e))?;
         if !self.listener.config.proxy_protocol_trusted.is_empty() {
             self.proxy_header(stream).await?;
+            self.count_source()?;
         }
         match self.listener.config.mode {
             Mode::Http => self.http_prelude(stream).await,
@@ -330,8 +351,18 @@ impl Conn<'_> {
         }
     }
 
+    /// Counts the connection against its source's limits; beyond them it is refused at once.
+    fn count_source(&mut self) -> Result<(), Denied> {
+        let slot = self.listener.sources.admit(self.record.client.ip());
+        self.source = Some(slot.map_err(|e| Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent))?);
+        Ok(())
+    }
+
     /// Asks the rule snapshot and records the decision; a deny is `Err`.
     fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>) -> Result<(), Denied> {
+        if let Some(source) = &mut self.source {
+            source.decided();
+        }
         let rules = self.listener.rules.load();
         let decision = rules.decide(name, self.record.client.ip(), dst);
         self.record.verdict = decision.verdict;
@@ -497,5 +528,5 @@ impl Conn<'_> {
 /// The runtime could not register the client's socket (epoll out of memory): the connection
 /// ends as it stands, with nothing sent.
 fn unregistered(reason: Reason, e: std::io::Error) -> Denied {
-    Denied::failed(reason, format!("cannot register the client socket: {e}")).answered(super::reject::Reply::Silent)
+    Denied::failed(reason, format!("cannot register the client socket: {e}")).answered(Reply::Silent)
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Notify, Semaphore};
 
 use super::resolver::Resolver;
+use super::sources::{Sources, Waiting};
 use crate::access_log::ListenerLog;
 use crate::config::{EchPolicy, LimitsConfig, ListenerConfig};
 use crate::hello::HelloLimits;
@@ -43,6 +44,10 @@ pub struct Listener {
     pub resolver: Arc<Resolver>,
     /// Where connections may go (shared by all listeners).
     pub guard: Arc<DestinationGuard>,
+    /// Every source's connections (shared by all listeners).
+    pub sources: Arc<Sources>,
+    /// This listener's connections waiting for their hello, oldest first.
+    pub waiting: Waiting,
     /// `connect` and `http` modes: the ports a request may name.
     pub ports: Vec<u16>,
     /// When open connections are cut (shared by all listeners).

@@ -9,6 +9,7 @@
 //! - [`reject`]: how a denial reaches the wire.
 //! - [`resolver`] and [`upstream`]: finding and reaching the upstream.
 //! - [`splice`]: moving bytes both ways once allowed.
+//! - [`sources`]: per-source limits, and the queue of connections waiting for their hello.
 
 pub(crate) mod client;
 pub(crate) mod connection;
@@ -19,5 +20,6 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod reject;
 pub(crate) mod resolver;
 pub(crate) mod server;
+pub(crate) mod sources;
 pub(crate) mod splice;
 pub(crate) mod upstream;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use super::connection;
 use super::listener::{DrainDeadline, Listener};
 use super::resolver::Resolver;
+use super::sources::{Sources, Waiting};
 use super::upstream;
 use crate::access_log::AccessLog;
 use crate::config::{Config, listens_on};
@@ -68,6 +69,9 @@ impl Server {
         own.extend(config.metrics.address());
         let destinations = &config.destinations;
         let guard = Arc::new(DestinationGuard::new(destinations.allow.clone(), destinations.deny.clone(), own.clone()));
+        let limits = &config.limits;
+        let (per_source, hellos) = (limits.max_connections_per_source, limits.max_hellos_per_source);
+        let sources = Arc::new(Sources::new(per_source, hellos, metrics.sources_tracked()));
         let mut listeners = Vec::new();
         for (l, socket) in config.listeners.iter().zip(sockets) {
             let l = l.get_ref();
@@ -104,6 +108,8 @@ impl Server {
                 rules: rules.clone(),
                 resolver: resolver.clone(),
                 guard: guard.clone(),
+                sources: sources.clone(),
+                waiting: Waiting::default(),
                 ports: config.destination_ports(l),
                 drain: drain_deadline.clone(),
             };
@@ -185,13 +191,24 @@ fn accept(listener: &Socket) -> io::Result<(Socket, socket2::SockAddr)> {
 async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+        let free = listener.slots.clone().try_acquire_owned().ok();
         // Accepted sockets are left unregistered: the connection registers its socket only
         // if it has to wait on it (see `connection::handle`).
         let accepted = socket.async_io(Interest::READABLE, accept).await;
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                let permit = match free {
+                    Some(permit) => permit,
+                    // Full: the connection that has waited longest for its hello makes room
+                    // for this one. When none is waiting for a hello, this one waits for a slot
+                    // (and the next ones in the kernel's accept queue).
+                    None => {
+                        listener.waiting.evict_oldest();
+                        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+                        permit
+                    }
+                };
                 let Some(peer) = peer.as_socket() else { continue };
                 let active = listener.metrics.accepted();
                 tokio::spawn(connection::serve(listener.clone(), stream.into(), peer, (permit, active)));

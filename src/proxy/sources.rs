@@ -1,0 +1,215 @@
+//! Per-source limits, and the queue of connections waiting for their hello: one client cannot
+//! hold every slot, and a slow one cannot starve a full listener.
+//!
+//! A source is an IPv4 address or an IPv6 /64 (what one host or one customer usually holds);
+//! behind PROXY protocol, the header's source. The table holds an entry only while its source
+//! has connections open, so it is never larger than the connections themselves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus::IntGauge;
+use tokio::sync::oneshot;
+
+/// What one source holds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    /// Connections open.
+    connections: usize,
+    /// Connections not decided yet (waiting for a PROXY header, a request head or a hello).
+    hellos: usize,
+}
+
+/// Every source's connections, shared by all listeners.
+#[derive(Debug)]
+pub struct Sources {
+    /// Sources with connections open.
+    table: Mutex<HashMap<IpAddr, Held>>,
+    /// `[limits] max_connections_per_source`.
+    max_connections: usize,
+    /// `[limits] max_hellos_per_source`.
+    max_hellos: usize,
+    /// `snigate_sources_tracked`.
+    tracked: IntGauge,
+}
+
+/// One connection's place in its source's counts; dropping it gives the place back.
+#[derive(Debug)]
+pub struct SourceSlot {
+    /// The table.
+    sources: Arc<Sources>,
+    /// The source.
+    key: IpAddr,
+    /// Still counted as undecided.
+    undecided: bool,
+}
+
+impl Sources {
+    /// A table enforcing these limits, counting its sources in `tracked`.
+    pub fn new(max_connections: usize, max_hellos: usize, tracked: IntGauge) -> Sources {
+        Sources { table: Mutex::new(HashMap::new()), max_connections, max_hellos, tracked }
+    }
+
+    /// Counts a new, undecided connection from `ip`, or says which limit it would pass.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SourceSlot, String> {
+        let key = source_of(ip);
+        let mut table = self.lock();
+        let held = table.entry(key).or_default();
+        if held.connections >= self.max_connections {
+            let n = held.connections;
+            drop_if_empty(&mut table, key);
+            return Err(format!("source {key} holds {n} connections (max_connections_per_source)"));
+        }
+        if held.hellos >= self.max_hellos {
+            let n = held.hellos;
+            drop_if_empty(&mut table, key);
+            return Err(format!("source {key} has {n} connections waiting for their hello (max_hellos_per_source)"));
+        }
+        held.connections += 1;
+        held.hellos += 1;
+        self.tracked.set(table.len() as i64);
+        Ok(SourceSlot { sources: self.clone(), key, undecided: true })
+    }
+
+    /// Sources with connections open.
+    #[cfg(test)]
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn drop_if_empty(table: &mut HashMap<IpAddr, Held>, key: IpAddr) {
+    if table.get(&key).is_some_and(|h| h.connections == 0) {
+        table.remove(&key);
+    }
+}
+
+impl SourceSlot {
+    /// The connection has been decided: it no longer counts against `max_hellos_per_source`.
+    pub fn decided(&mut self) {
+        if std::mem::replace(&mut self.undecided, false)
+            && let Some(held) = self.sources.lock().get_mut(&self.key)
+        {
+            held.hellos -= 1;
+        }
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut table = self.sources.lock();
+        if let Some(held) = table.get_mut(&self.key) {
+            held.connections -= 1;
+            held.hellos -= usize::from(self.undecided);
+            if held.connections == 0 {
+                table.remove(&self.key);
+            }
+        }
+        self.sources.tracked.set(table.len() as i64);
+    }
+}
+
+/// The source an address belongs to: IPv4 (IPv4-mapped included) as it is, IPv6 by its /64.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// A listener's connections that are waiting for their hello, oldest first: when every slot is
+/// taken, the oldest of them is closed to make room, so that slow or silent clients cannot
+/// keep the listener from accepting.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    /// By arrival number; the sender's message (or drop) closes the connection.
+    open: Mutex<BTreeMap<u64, oneshot::Sender<()>>>,
+    /// Numbers arrivals.
+    next: AtomicU64,
+}
+
+/// A connection's place in [`Waiting`]; dropping it leaves the queue.
+#[derive(Debug)]
+pub struct WaitingSlot<'a> {
+    /// The queue.
+    waiting: &'a Waiting,
+    /// The connection's arrival number.
+    id: u64,
+}
+
+impl Waiting {
+    /// Queues a connection that starts waiting; the receiver resolves when it is evicted.
+    pub fn enter(&self) -> (WaitingSlot<'_>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, tx);
+        (WaitingSlot { waiting: self, id }, rx)
+    }
+
+    /// Closes the connection that has waited longest; `false` when none is waiting.
+    pub fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().pop_first();
+        oldest.is_some_and(|(_, tx)| tx.send(()).is_ok())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, oneshot::Sender<()>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for WaitingSlot<'_> {
+    fn drop(&mut self) {
+        self.waiting.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(connections: usize, hellos: usize) -> Arc<Sources> {
+        Arc::new(Sources::new(connections, hellos, IntGauge::new("t", "t").unwrap()))
+    }
+
+    #[test]
+    fn limits_hold_per_source_and_entries_go_with_their_last_connection() {
+        let s = sources(3, 2);
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let mut a = s.admit(ip("10.0.0.1")).unwrap();
+        let _b = s.admit(ip("::ffff:10.0.0.1")).unwrap();
+        assert!(s.admit(ip("10.0.0.1")).unwrap_err().contains("max_hellos_per_source"));
+        a.decided();
+        let _c = s.admit(ip("10.0.0.1")).unwrap();
+        assert!(s.admit(ip("10.0.0.1")).unwrap_err().contains("max_connections_per_source"));
+        let _other = s.admit(ip("10.0.0.2")).unwrap();
+        assert_eq!(s.tracked(), 2);
+        let _v6 = s.admit(ip("2001:db8::1")).unwrap();
+        let _v6b = s.admit(ip("2001:db8::ffff:2")).unwrap();
+        assert!(s.admit(ip("2001:db8::3")).is_err(), "one /64 is one source");
+        assert!(s.admit(ip("2001:db8:0:1::1")).is_ok(), "another /64");
+        drop((a, _b, _c, _other, _v6, _v6b));
+        assert_eq!(s.tracked(), 0, "no entry outlives its connections");
+    }
+
+    #[test]
+    fn the_oldest_waiting_connection_is_evicted_first() {
+        let w = Waiting::default();
+        let (first, mut first_rx) = w.enter();
+        let (_second, mut second_rx) = w.enter();
+        assert!(w.evict_oldest());
+        assert!(first_rx.try_recv().is_ok());
+        assert!(second_rx.try_recv().is_err());
+        drop(first);
+        drop(_second);
+        assert!(!w.evict_oldest(), "none left");
+    }
+}
