@@ -14,10 +14,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 mod support;
 
 use support::{Proc, free_port};
@@ -54,7 +56,7 @@ fn main() {
         drop((nine, whole, proc));
 
         // Delay: default limits; one source floods, another connects.
-        let echo = echo_backend().await;
+        let echo = harness::echo_backend().await;
         let (_proc, addr) = start(dir.path(), "delay", echo, "hello_timeout = 120\n");
         let rounds = if bench { 500 } else { 50 };
         let quiet = latencies(addr, &hello, rounds).await;
@@ -172,21 +174,6 @@ async fn latencies(addr: SocketAddr, hello: &[u8], n: usize) -> Vec<f64> {
 
 fn pct(sorted: &[f64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// Echoes every connection until EOF.
-async fn echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
 }
 
 /// A listening socket that answers no SYN: its accept queue is full and nothing accepts.

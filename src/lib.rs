@@ -58,10 +58,11 @@ pub use crate::metrics::registry::{
 pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
 pub use crate::outcome::{Outcome, Stage};
 pub use crate::policy::decide::{Decision, Matched, RuleSet, Rules};
+pub use crate::proxy::listener::SharedCredentials;
 pub use crate::proxy::server::Server;
 pub use crate::proxy::splice::{End, Moved, splice};
 pub use crate::reason::Reason;
-pub use crate::reload::{DEBOUNCE, ReloadTrigger, reload_rules, watch_rules, watched_dirs};
+pub use crate::reload::{DEBOUNCE, ReloadTrigger, reload_credentials, reload_rules, watch_rules, watched_dirs};
 pub use crate::rules::check::{Counts, Finding, Report, check};
 pub use crate::rules::file::{PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, preset_rules};
 pub use crate::rules::list::{List, ListSpec, load_list, parse_list};

@@ -1,8 +1,10 @@
-//! Rule reloads: on SIGHUP and when a rule file or list changes on disk.
+//! Reloads: on SIGHUP and when a rule file, list or credentials file changes on disk.
 //!
 //! A reload compiles a new snapshot off the accept path (on a blocking thread) and swaps it in
 //! whole; connections already open keep the snapshot they were decided with. A reload that
-//! fails keeps the running rules and logs every error with its file, line and reason.
+//! fails keeps the running rules and logs every error with its file, line and reason. The
+//! `connect` listeners' credentials files are read again at the same time, so that revoking a
+//! user needs no restart.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,9 +14,10 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, Credentials};
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::Rules;
+use crate::proxy::listener::SharedCredentials;
 use crate::rules::file::RuleErrors;
 
 /// Quiet time after the last file event before reloading: editors and ConfigMap updates
@@ -47,6 +50,23 @@ pub async fn reload_rules(config: &Config, rules: &Rules, metrics: &Metrics) -> 
     }
 }
 
+/// Reads every credentials file again and swaps in those that parse; a file that does not
+/// keeps its running credentials, and each error is returned (and logged).
+pub fn reload_credentials(credentials: &[SharedCredentials]) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    for slot in credentials {
+        let path = slot.load().path.clone();
+        match Credentials::load(&path) {
+            Ok(fresh) => slot.store(Arc::new(fresh)),
+            Err(e) => {
+                tracing::error!(error = %e, "credentials reload failed; keeping the running credentials");
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadTrigger {
@@ -60,9 +80,7 @@ pub enum ReloadTrigger {
 /// path, and the parent of every file. Watching parents also sees files replaced by rename
 /// (editors) or by a symlink swap (Kubernetes ConfigMaps).
 pub fn watched_dirs(config: &Config) -> BTreeSet<PathBuf> {
-    let files = config.rules.files.iter().flatten();
-    let lists = config.rules.lists.iter().map(|l| &l.path);
-    files.chain(lists).map(|p| if p.is_dir() { p.clone() } else { parent(p) }).collect()
+    in_use(config).map(|p| if p.is_dir() { p.clone() } else { parent(p) }).collect()
 }
 
 fn parent(p: &Path) -> PathBuf {
@@ -104,6 +122,14 @@ pub fn watch_rules(
     Ok(Some(watcher))
 }
 
+/// The paths a reload reads: rule files and directories, lists, credentials files.
+fn in_use(config: &Config) -> impl Iterator<Item = &PathBuf> {
+    let files = config.rules.files.iter().flatten();
+    let lists = config.rules.lists.iter().map(|l| &l.path);
+    let credentials = config.listeners.iter().filter_map(|l| l.get_ref().credentials.as_ref()).map(|c| &c.path);
+    files.chain(lists).chain(credentials)
+}
+
 /// The files a configuration's rules come from, to tell their changes from those of other
 /// files in the same directories (a log written there must not recompile the rules).
 struct InUse {
@@ -116,8 +142,7 @@ struct InUse {
 
 impl InUse {
     fn of(config: &Config) -> InUse {
-        let paths = config.rules.files.iter().flatten().chain(config.rules.lists.iter().map(|l| &l.path));
-        let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.partition(|p| p.is_dir());
+        let (dirs, files): (Vec<&PathBuf>, Vec<&PathBuf>) = in_use(config).partition(|p| p.is_dir());
         InUse {
             files: files.into_iter().filter_map(|p| Some(parent(p).join(p.file_name()?))).collect(),
             dirs: dirs.into_iter().cloned().collect(),
@@ -144,8 +169,9 @@ impl InUse {
     }
 }
 
-/// Reloads on SIGHUP and on rule-file changes until the process ends.
-pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
+/// Reloads the rules and the credentials on SIGHUP and when their files change, until the
+/// process ends.
+pub async fn run(config: Config, rules: Rules, credentials: Vec<SharedCredentials>, metrics: Arc<Metrics>) {
     let (tx, mut triggers) = mpsc::channel(4);
     let _watcher = match watch_rules(&config, tx.clone()) {
         Ok(w) => w,
@@ -168,5 +194,6 @@ pub async fn run(config: Config, rules: Rules, metrics: Arc<Metrics>) {
         while triggers.try_recv().is_ok() {}
         tracing::info!(?trigger, "reloading rules");
         let _ = reload_rules(&config, &rules, &metrics).await;
+        let _ = reload_credentials(&credentials);
     }
 }

@@ -23,8 +23,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts snigate with one listener (`listener`: TOML lines), `rules`, `extra` sections, and a
-/// JSON access log in `dir`.
+/// Starts snigate with one listener (`listener`: TOML lines), `rules`, and a JSON access log in
+/// `dir`. `extra` follows the rule files: more `[rules]` keys, then other sections.
 async fn start(dir: &Path, listener: &str, rules: &str, extra: &str) -> Proxy {
     let rules_file = dir.join("test.rules");
     std::fs::write(&rules_file, rules).unwrap();
@@ -169,16 +169,9 @@ async fn ech_is_denied_in_connect_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _received) = recording_backend(b"ok".to_vec()).await;
     let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"connect\"\nports = [{}]", backend.port());
-    let extra = "[destinations]\nallow = [\"127.0.0.0/8\"]";
-    let rules_file = dir.path().join("test.rules");
-    std::fs::write(&rules_file, "allow localhost\n").unwrap();
-    let text = format!(
-        "[[listener]]\nname = \"test\"\n{listener}\n[rules]\nfiles = [\"{}\"]\nech = \"deny\"\n{extra}\n\
-         [log]\nformat = \"json\"\npath = \"{}\"\n",
-        rules_file.display(),
-        dir.path().join("access.log").display()
-    );
-    let proxy = start_config(&text, rules_file).await;
+    let proxy =
+        start(dir.path(), &listener, "allow localhost\n", "ech = \"deny\"\n[destinations]\nallow = [\"127.0.0.0/8\"]")
+            .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", backend.port()).as_bytes()).await.unwrap();
     let mut head = [0u8; 39];
@@ -197,14 +190,8 @@ async fn no_sni_deny_overrides_ip_rules() {
     for (setting, allowed) in [("", true), ("no_sni = \"deny\"", false)] {
         let dir = tempfile::tempdir().unwrap();
         let (backend, _received) = recording_backend(b"ok".to_vec()).await;
-        let rules_file = dir.path().join("test.rules");
-        std::fs::write(&rules_file, "allow ip 127.0.0.0/8\n").unwrap();
-        let text = format!(
-            "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n{setting}\n[log]\nformat = \"off\"\n",
-            rules_file.display()
-        );
-        let proxy = start_config(&text, rules_file).await;
+        let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"");
+        let proxy = start(dir.path(), &listener, "allow ip 127.0.0.0/8\n", setting).await;
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(&hello(&[])).await.unwrap();
         s.shutdown().await.unwrap();

@@ -210,7 +210,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
             tracing::info!(listen = %addr, mode = l.get_ref().mode.as_str(), threads, "listening");
         }
-        tokio::spawn(crate::reload::run(config.clone(), server.rules(), metrics));
+        tokio::spawn(crate::reload::run(config.clone(), server.rules(), server.credentials(), metrics));
         server.run(terminated()).await;
         ExitCode::SUCCESS
     });

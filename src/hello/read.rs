@@ -4,25 +4,25 @@ use std::io::{self, Read};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Poll, ready};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
+
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::parse::{ClientHello, HelloError, HelloLimits, HelloParser, Parse};
 use crate::reason::Reason;
 
-/// Most bytes reserved ahead of what the client has sent while awaiting its hello. A record
-/// header may declare 16 KiB that never come: the buffer grows with what arrives, not with
-/// what is announced, so a silent client holds little.
-const RESERVE_AHEAD: usize = 512;
-
-/// The most one read takes when nothing has to be awaited (the hello is there at accept).
+/// The most one read takes. A record header may declare 16 KiB that never come: reads land in
+/// a per-thread scratch buffer and only what arrived is kept, so a silent client holds little.
 const READ_NOW: usize = 16 * 1024;
 /// The least: a hello that arrived in one segment is read in one call.
 const MIN_READ: usize = 4096;
 
 thread_local! {
-    /// Where [`read_client_hello_now`] reads: the bytes are then copied into the connection's
-    /// buffer, sized by what arrived.
+    /// Where reads land: the bytes are then copied into the connection's buffer, sized by what
+    /// arrived. It is never borrowed across an await.
     static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_NOW].into_boxed_slice());
 }
 
@@ -70,7 +70,7 @@ impl ReadError {
 /// On success `buf` holds every byte read, the hello and anything the client sent after it,
 /// to be replayed to the upstream unchanged. At most `limits.max_hello_bytes` plus one read's
 /// worth of bytes are buffered, and the buffer holds at most about twice what the client has
-/// sent, plus [`RESERVE_AHEAD`]. `buf` may already hold the first bytes (from
+/// sent. `buf` may already hold the first bytes (from
 /// [`read_client_hello_now`]); they are parsed before anything is read.
 pub async fn read_client_hello<R>(
     io: &mut R,
@@ -88,9 +88,18 @@ where
                 Step::Done(answer) => return answer,
                 Step::Read(want) => want,
             };
-            buf.reserve(want.min(RESERVE_AHEAD));
             let before = buf.len();
-            if let Some(end) = ended(io.read_buf(buf).await, before) {
+            // Read through the thread's scratch buffer: what arrived is copied, so the buffer
+            // grows with the client's bytes, never with what a record header announced.
+            let read = poll_fn(|cx| {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let mut into = ReadBuf::new(&mut scratch[..want.clamp(MIN_READ, READ_NOW)]);
+                    ready!(Pin::new(&mut *io).poll_read(cx, &mut into))?;
+                    buf.extend_from_slice(into.filled());
+                    Poll::Ready(Ok(into.filled().len()))
+                })
+            });
+            if let Some(end) = ended(read.await, before) {
                 return Err(end);
             }
         }
@@ -172,7 +181,7 @@ mod tests {
         let got = read_client_hello(&mut server, &mut buf, HelloLimits::default(), Duration::from_millis(50)).await;
         assert!(matches!(got, Err(ReadError::Timeout(_))), "{got:?}");
         assert_eq!(buf.len(), 9);
-        assert!(buf.capacity() <= 2 * (9 + RESERVE_AHEAD), "{} bytes held for 9 received", buf.capacity());
+        assert!(buf.capacity() < 64, "{} bytes held for 9 received", buf.capacity());
     }
 
     /// The same from a socket read without waiting.

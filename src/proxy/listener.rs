@@ -5,15 +5,19 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
 
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use crate::access_log::ListenerLog;
-use crate::config::{EchPolicy, LimitsConfig, ListenerConfig};
+use crate::config::{Credentials, EchPolicy, LimitsConfig, ListenerConfig};
 use crate::hello::HelloLimits;
 use crate::metrics::registry::ListenerMetrics;
 use crate::policy::decide::Rules;
+
+/// Credentials every connection of a listener reads; a reload swaps them whole.
+pub type SharedCredentials = Arc<ArcSwap<Credentials>>;
 use crate::policy::destination::DestinationGuard;
 
 /// One listener's settings, shared by its connections.
@@ -48,6 +52,8 @@ pub struct Listener {
     pub sources: Arc<Sources>,
     /// This listener's connections waiting for their hello, oldest first.
     pub waiting: Waiting,
+    /// `connect` mode: the accepted credentials, swapped whole when the file is reloaded.
+    pub credentials: Option<SharedCredentials>,
     /// `connect` and `http` modes: the ports a request may name.
     pub ports: Vec<u16>,
     /// When open connections are cut (shared by all listeners).

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::connection;
-use super::listener::{DrainDeadline, Listener};
+use super::listener::{DrainDeadline, Listener, SharedCredentials};
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use super::upstream;
@@ -110,6 +110,7 @@ impl Server {
                 guard: guard.clone(),
                 sources: sources.clone(),
                 waiting: Waiting::default(),
+                credentials: l.credentials.clone().map(|c| Arc::new(ArcSwap::from_pointee(c))),
                 ports: config.destination_ports(l),
                 drain: drain_deadline.clone(),
             };
@@ -126,6 +127,11 @@ impl Server {
     /// The rule snapshot, to swap in a reloaded one.
     pub fn rules(&self) -> Rules {
         self.rules.clone()
+    }
+
+    /// The `connect` listeners' credentials, to swap in reloaded ones.
+    pub fn credentials(&self) -> Vec<SharedCredentials> {
+        self.listeners.iter().filter_map(|(_, l)| l.credentials.clone()).collect()
     }
 
     /// Accepts on every listener until `shutdown` resolves, then stops accepting and waits up to
@@ -277,9 +283,12 @@ mod tests {
         let _client = std::net::TcpStream::connect(backend.local_addr().unwrap()).unwrap();
         let (accepted, peer) = backend.accept().unwrap();
         let slot = (listener.slots.clone().try_acquire_owned().unwrap(), listener.metrics.accepted());
+        let waiting = connection::waiting_size(&listener, accepted.try_clone().unwrap(), peer);
         let task = connection::serve(listener.clone(), accepted, peer, slot);
         let size = std::mem::size_of_val(&task);
         println!("connection task: {size} bytes (budget {})", connection::TASK_BUDGET);
         assert!(size <= connection::TASK_BUDGET, "the connection task grew to {size} bytes");
+        println!("waiting for a hello, boxed: {waiting} bytes (budget {})", connection::WAITING_BUDGET);
+        assert!(waiting <= connection::WAITING_BUDGET, "the waiting stages grew to {waiting} bytes");
     }
 }

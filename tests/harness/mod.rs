@@ -38,6 +38,8 @@ pub struct Proxy {
     pub config: Config,
     /// Its rule snapshot.
     pub rules: Rules,
+    /// Its `connect` listeners' credentials.
+    pub credentials: Vec<snigate::SharedCredentials>,
     /// The rule file it loaded.
     pub rules_file: PathBuf,
     /// Dropping this (or sending) shuts it down.
@@ -86,6 +88,7 @@ pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
     let addrs = server.local_addrs();
     let addr = addrs[0];
     let rules = server.rules();
+    let credentials = server.credentials();
     let (stop, stopped) = oneshot::channel::<()>();
     let (finished, done) = oneshot::channel();
     tokio::spawn(async move {
@@ -96,7 +99,7 @@ pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
             .await;
         let _ = finished.send(());
     });
-    Proxy { addr, addrs, metrics_addr, metrics, log, config, rules, rules_file, stop, done }
+    Proxy { addr, addrs, metrics_addr, metrics, log, config, rules, credentials, rules_file, stop, done }
 }
 
 /// One HTTP/1.1 GET: the status code and the body.
