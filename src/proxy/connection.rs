@@ -244,12 +244,9 @@ impl Conn<'_> {
         }
         let max = self.listener.limits.max_hello_bytes;
         let read = tokio::time::timeout_at(self.deadline, proxy_protocol::read_header(client, &mut self.buf, max));
-        match read.await.unwrap_or(Err(ProxyError::Io("timed out".into()))).map_err(denied)? {
-            Some(addresses) => {
-                self.record.client = addresses.source;
-                self.proxied_dst = Some(addresses.destination);
-            }
-            None => {}
+        if let Some(addresses) = read.await.unwrap_or(Err(ProxyError::Io("timed out".into()))).map_err(denied)? {
+            self.record.client = addresses.source;
+            self.proxied_dst = Some(addresses.destination);
         }
         Ok(())
     }
