@@ -1,7 +1,7 @@
 //! The crate's only `unsafe`: the Linux calls that std, tokio and socket2 do not wrap
-//! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`) and tokio's
-//! registration of a raw listening socket, each behind a safe wrapper over owned or borrowed
-//! file descriptors.
+//! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`), tokio's
+//! registration of a raw listening socket, and taking the listening sockets a service manager
+//! passed, each behind a safe wrapper over owned or borrowed file descriptors.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -104,6 +104,37 @@ pub fn set_defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()
         )
     };
     if set == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: libc::c_int = 3;
+
+/// The listening sockets a service manager passed to this process (systemd's socket
+/// activation, `sd_listen_fds(3)`: descriptors 3 and up, `LISTEN_FDS` of them, named by
+/// `LISTEN_FDNAMES`), each with its name. Only when `LISTEN_PID` is this process; only once
+/// per process (a second call returns none), so that no descriptor is owned twice. Each is
+/// made close-on-exec.
+pub fn listen_fds() -> Vec<(String, socket2::Socket)> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let var = |name: &str| std::env::var(name).ok();
+    let ours = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let count = var("LISTEN_FDS").and_then(|n| n.parse::<libc::c_int>().ok()).unwrap_or(0);
+    if !ours || count <= 0 || TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Vec::new();
+    }
+    let names: Vec<String> =
+        var("LISTEN_FDNAMES").map(|n| n.split(':').map(str::to_string).collect()).unwrap_or_default();
+    (0..count)
+        .filter_map(|i| {
+            let fd = LISTEN_FDS_START + i;
+            // SAFETY: the service manager opened descriptors 3..3+LISTEN_FDS for this process
+            // (LISTEN_PID), and TAKEN makes this the only place that takes ownership of them.
+            let socket = unsafe { socket2::Socket::from_raw_fd(fd) };
+            socket.set_cloexec(true).ok()?;
+            let name = names.get(i as usize).cloned().unwrap_or_else(|| "unknown".into());
+            Some((name, socket))
+        })
+        .collect()
 }
 
 /// Registers a listening socket with the runtime's reactor, for readability (incoming

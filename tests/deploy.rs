@@ -30,7 +30,8 @@ fn nftables_rule_sets_check() {
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The systemd unit passes `systemd-analyze verify` (with ExecStart pointed at this build).
+/// The systemd units (the service and its socket) pass `systemd-analyze verify` (with
+/// ExecStart pointed at this build).
 #[test]
 fn systemd_unit_verifies() {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
@@ -42,7 +43,9 @@ fn systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snigate.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/snigate", env!("CARGO_BIN_EXE_snigate"))).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let socket = dir.path().join("snigate.socket");
+    std::fs::copy(format!("{ROOT}/deploy/systemd/snigate.socket"), &socket).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).arg(&socket).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
 }

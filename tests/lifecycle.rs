@@ -369,3 +369,66 @@ async fn a_full_listener_evicts_the_longest_waiting_hello() {
         key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", "hello_timeout")]);
     assert_eq!(metrics[&evicted], 1.0);
 }
+
+/// Socket activation: the binary adopts a listening socket passed as systemd passes it
+/// (descriptor 3, `LISTEN_FDS`, `LISTEN_PID`), instead of binding its address, which this test
+/// keeps bound, so that binding it again would fail.
+#[tokio::test]
+async fn a_passed_listening_socket_is_adopted() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(128).unwrap();
+    socket.set_cloexec(false).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
+    let config = dir.path().join("snigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"passed\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
+            dir.path().join("t.rules").display()
+        ),
+    )
+    .unwrap();
+    // bash puts the socket on descriptor 3 and names itself in LISTEN_PID, then becomes
+    // snigate (exec keeps the pid).
+    let script = format!(
+        "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run --config {cfg}",
+        fd = socket.as_raw_fd(),
+        bin = env!("CARGO_BIN_EXE_snigate"),
+        cfg = config.display()
+    );
+    let mut child = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut open = loop {
+        assert!(child.try_wait().unwrap().is_none(), "snigate exited: it did not adopt the socket");
+        if let Some(s) = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            let h = hello(&[sni(b"acme.my.salesforce.com")]);
+            s.write_all(&h).await.ok()?;
+            let mut back = vec![0; h.len()];
+            s.read_exact(&mut back).await.ok()?;
+            Some(s)
+        })
+        .await
+        .ok()
+        .flatten()
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never spliced through the passed socket");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    echoes(&mut open, b"through the adopted socket").await;
+    let _ = child.kill().await;
+}

@@ -58,10 +58,24 @@ impl Server {
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
+        // Sockets a service manager passed are adopted by name or address; the rest are bound.
+        let mut passed = crate::sys::listen_fds();
         let mut sockets = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            sockets.push(listen(l.listen, l.tproxy).map_err(|e| with_context(e, &format!("bind {}", l.listen)))?);
+            let context = |e| with_context(e, &format!("bind {}", l.listen));
+            let adopted = passed.iter().position(|(name, s)| {
+                *name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen)
+            });
+            let socket = match adopted {
+                Some(i) => adopt(passed.swap_remove(i).1).map_err(context)?,
+                None => listen(l.listen, l.tproxy).map_err(context)?,
+            };
+            sockets.push(socket);
+        }
+        for (name, socket) in passed {
+            let addr = socket.local_addr().ok().and_then(|a| a.as_socket());
+            tracing::warn!(%name, ?addr, "a passed socket matches no listener; closing it");
         }
         // snigate's own addresses, as bound (port 0 resolved), are never a destination.
         let mut own: Vec<SocketAddr> =
@@ -186,6 +200,18 @@ fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
     crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
+    crate::sys::register_listener(socket)
+}
+
+/// A listening socket a service manager passed: set up like one snigate binds itself (the
+/// manager's unit chose the address, the backlog and, for TPROXY, `Transparent=`).
+fn adopt(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+    if !socket.is_listener()? {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the passed socket is not listening"));
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
     crate::sys::register_listener(socket)
 }
 
