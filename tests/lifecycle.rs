@@ -432,3 +432,27 @@ async fn a_passed_listening_socket_is_adopted() {
     echoes(&mut open, b"through the adopted socket").await;
     let _ = child.kill().await;
 }
+
+/// A CONNECT tunnel that has its `200` but not yet its hello still counts as waiting for its
+/// hello: `max_hellos_per_source` bounds tunnels opened and left silent.
+#[tokio::test]
+async fn silent_tunnels_count_against_the_hello_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let listener = format!("mode = \"connect\"\nports = [{}]", backend.port());
+    let proxy = start_listener(dir.path(), &listener, "allow localhost\n", "max_hellos_per_source = 2").await;
+    let request = format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", backend.port());
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 39];
+        s.read_exact(&mut head).await.unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 200 "));
+        open.push(s);
+    }
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third.write_all(request.as_bytes()).await.unwrap();
+    let (got, took) = read_until_closed(&mut third, Duration::from_secs(2)).await;
+    assert!(got.is_empty() && took < Duration::from_secs(1), "refused at once: {got:?} after {took:?}");
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+use super::destination::canonical;
 use super::table::{Action, Found, Origin, SuffixTable, walk_hashed};
 use crate::name::Name;
 use crate::reason::Reason;
@@ -132,9 +133,10 @@ impl RuleSet {
 
     /// The `deny ip` rule that refuses destination `dst` to client `src`, if one does: `ip`
     /// rules decide connections without SNI, and a `deny ip` rule also bars every connection
-    /// from that destination, whatever name led there.
+    /// from that destination, whatever name led there. NAT64 addresses are judged as the IPv4
+    /// address they stand for.
     pub fn denies_destination(&self, src: IpAddr, dst: IpAddr) -> Option<&RuleRef> {
-        let rule = self.ip_rule(src.to_canonical(), dst)?;
+        let rule = self.ip_rule(src.to_canonical(), canonical(dst))?;
         let origin = &self.compiled.origins[rule.action.origin()];
         (origin.verdict == Verdict::Deny).then_some(&origin.rule)
     }
@@ -184,5 +186,24 @@ impl RuleSet {
     /// Approximate heap bytes held by the name index (the bulk of a large snapshot).
     pub fn heap_bytes(&self) -> usize {
         self.compiled.table.heap_bytes() + self.compiled.origins.capacity() * std::mem::size_of::<Origin>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::file::parse_rules;
+
+    /// A `deny ip` rule bars its destinations in every form: plain, IPv4-mapped and NAT64.
+    #[test]
+    fn deny_ip_rules_bar_every_form_of_their_destinations() {
+        let rules = parse_rules("t.rules", "deny ip 203.0.113.0/24\nallow ip 198.51.100.0/24\n").unwrap();
+        let set = RuleSet::new(rules, Vec::new(), Verdict::Deny);
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
+        for dst in ["203.0.113.1", "::ffff:203.0.113.1", "64:ff9b::cb00:7101"] {
+            assert!(set.denies_destination(src, dst.parse().unwrap()).is_some(), "{dst}");
+        }
+        assert!(set.denies_destination(src, "198.51.100.1".parse().unwrap()).is_none(), "an allow ip rule");
+        assert!(set.denies_destination(src, "192.0.2.1".parse().unwrap()).is_none(), "no rule");
     }
 }

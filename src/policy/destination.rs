@@ -55,6 +55,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("fe80::/10", "link-local"),
     ("ff00::/8", "multicast"),
     ("fc00::/7", "unique local (private)"),
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215): the IPv4 address it stands for is not known"),
 ];
 
 /// The ranges that still apply to a destination the client chose.
@@ -100,10 +101,7 @@ impl DestinationGuard {
     pub fn check(&self, addr: SocketAddr, chosen: Chosen, is_local: impl Fn(IpAddr) -> bool) -> Result<(), Refused> {
         let ip = canonical(addr.ip());
         let refuse = |why: String| Err(Refused { addr, why });
-        if let Some(own) = self.own.iter().find(|o| {
-            o.port() == addr.port()
-                && (canonical(o.ip()) == ip || (o.ip().is_unspecified() && (is_always(ip) || is_local(ip))))
-        }) {
+        if let Some(own) = self.own_listener(addr, &is_local) {
             return refuse(format!("snigate itself listens there ({own})"));
         }
         if let Some(net) = self.deny.iter().find(|n| n.contains(&ip)) {
@@ -125,13 +123,29 @@ impl DestinationGuard {
     }
 }
 
+impl DestinationGuard {
+    /// The address of snigate's own that accepts connections to `addr`, if any: the same
+    /// address, or, on a listener bound to every address, any address of this machine on its
+    /// port (`is_local` says which are).
+    pub fn own_listener(&self, addr: SocketAddr, is_local: impl Fn(IpAddr) -> bool) -> Option<SocketAddr> {
+        let ip = canonical(addr.ip());
+        self.own
+            .iter()
+            .find(|o| {
+                o.port() == addr.port()
+                    && (canonical(o.ip()) == ip || (o.ip().is_unspecified() && (is_always(ip) || is_local(ip))))
+            })
+            .copied()
+    }
+}
+
 /// Loopback or unspecified: addresses that always mean this machine.
 fn is_always(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified()
 }
 
-/// IPv4-mapped and NAT64 addresses as the IPv4 address they stand for.
-fn canonical(ip: IpAddr) -> IpAddr {
+/// IPv4-mapped and NAT64 (64:ff9b::/96) addresses as the IPv4 address they stand for.
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) if v6.segments()[..6] == NAT64.segments()[..6] => {
             let [.., a, b, c, d] = v6.octets();
@@ -237,5 +251,14 @@ mod tests {
         let local =
             g.check(addr("192.0.2.1:8443"), Chosen::BySnigate, |ip| ip == "192.0.2.1".parse::<IpAddr>().unwrap());
         assert!(local.is_err(), "a local address on a wildcard listener's port");
+    }
+
+    #[test]
+    fn nat64_forms_are_judged_as_their_ipv4_address() {
+        assert_eq!(canonical("64:ff9b::cb00:7101".parse().unwrap()), "203.0.113.1".parse::<IpAddr>().unwrap());
+        let g = guard(&[], &["203.0.113.0/24"], &[]);
+        assert!(refused(&g, "[64:ff9b::cb00:7101]:443", Chosen::BySnigate).unwrap().contains("deny"));
+        let why = refused(&g, "[64:ff9b:1::a00:1]:443", Chosen::BySnigate).unwrap();
+        assert!(why.contains("local-use NAT64"), "{why}");
     }
 }

@@ -91,10 +91,18 @@ pub async fn read_head<R: AsyncRead + Unpin>(
 ) -> Result<Head, HeadError> {
     let read = async {
         let (mut scanned, mut started) = (0usize, false);
+        // Where the request line starts: httparse skips empty lines before it, which must not
+        // count as the blank line that ends the head.
+        let mut content: Option<usize> = None;
         loop {
+            if content.is_none() {
+                content = buf[scanned..].iter().position(|b| !matches!(b, b'\r' | b'\n')).map(|at| scanned + at);
+            }
             // A blank line ends the head: `\n\n` or `\n\r\n` (httparse accepts bare LF too).
-            let new = &buf[scanned.saturating_sub(2)..];
-            let ended = new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
+            let ended = content.is_some_and(|start| {
+                let new = &buf[scanned.saturating_sub(2).max(start)..];
+                new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n")
+            });
             scanned = buf.len();
             if (ended || !started) && !buf.is_empty() {
                 started = true;
@@ -322,5 +330,10 @@ mod tests {
         client.write_all(b"GET / HTTP/1.1\nHost: a.com\n\n").await.unwrap();
         let mut buf = BytesMut::new();
         assert!(read_head(&mut server, &mut buf, deadline).await.is_ok(), "bare LF line ends");
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"\r\n\r\n\nGET / HTTP/1.1\r\nHost: a.com\r\n\r\n").await.unwrap();
+        let mut buf = BytesMut::new();
+        let head = read_head(&mut server, &mut buf, deadline).await.unwrap();
+        assert_eq!(head.host.as_deref(), Some("a.com"), "empty lines before the request line are skipped");
     }
 }

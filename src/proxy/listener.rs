@@ -1,9 +1,11 @@
 //! One listener's settings, shared by its connections, and the server's drain deadline.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore};
@@ -78,12 +80,27 @@ impl DrainDeadline {
     }
 
     /// Resolves once the deadline has passed.
+    ///
+    /// Every connection polls this on every wake-up, so only its first poll touches the shared
+    /// `Notify` (whose waiter list is behind a lock): that registers the task's waker, which
+    /// `pass` wakes; later polls read the flag only.
     pub async fn passed(&self) {
         let mut notified = pin!(self.notify.notified());
         // Registered before the flag is read, so that a `pass` in between is not missed.
         notified.as_mut().enable();
-        if !self.passed.load(Ordering::SeqCst) {
-            notified.await;
-        }
+        let mut registered = false;
+        poll_fn(|cx| {
+            if self.passed.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            if !registered {
+                registered = true;
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }

@@ -24,7 +24,7 @@ use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use super::upstream;
 use crate::access_log::AccessLog;
-use crate::config::{Config, listens_on};
+use crate::config::Config;
 use crate::hello::HelloLimits;
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::{RuleSet, Rules};
@@ -98,7 +98,7 @@ impl Server {
                 tracing::warn!(listener = %l.label(), %path, "the credentials file is readable by group or others");
             }
             if let Some(upstream) = upstream
-                && let Some(listen) = own.iter().find(|&&o| listens_on(o, upstream))
+                && let Some(listen) = guard.own_listener(upstream, upstream::is_local)
             {
                 let why = format!("upstream {upstream} is snigate's own address {listen}: it would loop");
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
@@ -235,11 +235,15 @@ async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
                     // Full: the connection that has waited longest for its hello makes room
                     // for this one. When none is waiting for a hello, this one waits for a slot
                     // (and the next ones in the kernel's accept queue).
-                    None => {
-                        listener.waiting.evict_oldest();
-                        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
-                        permit
-                    }
+                    None => match listener.slots.clone().try_acquire_owned() {
+                        // A slot freed while this connection was awaited.
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            listener.waiting.evict_oldest();
+                            let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+                            permit
+                        }
+                    },
                 };
                 let Some(peer) = peer.as_socket() else { continue };
                 let active = listener.metrics.accepted();

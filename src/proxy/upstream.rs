@@ -30,9 +30,34 @@ pub fn original_destination(stream: &impl AsFd, tproxy: bool, listen: SocketAddr
     Ok(redirected.ok().and_then(|a| a.as_socket()).filter(|&dst| dst != local))
 }
 
-/// Whether `ip` is one of this machine's addresses: binding to it succeeds only then.
+/// How long an answer of [`is_local`] is reused: addresses come and go rarely.
+const LOCAL_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `ip` is one of this machine's addresses. The kernel's route to a local address
+/// leaves from that very address; to any other, from an interface's. A route lookup (a UDP
+/// socket connected, nothing sent) answers that whatever `ip_nonlocal_bind` says, and the
+/// answer is kept for [`LOCAL_TTL`].
 pub fn is_local(ip: std::net::IpAddr) -> bool {
-    std::net::UdpSocket::bind((ip, 0)).is_ok()
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SEEN: Mutex<Option<HashMap<std::net::IpAddr, (bool, std::time::Instant)>>> = Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashMap::new);
+    if let Some(&(local, at)) = seen.get(&ip)
+        && now.duration_since(at) < LOCAL_TTL
+    {
+        return local;
+    }
+    let unspecified: std::net::IpAddr = if ip.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
+    let local = std::net::UdpSocket::bind((unspecified, 0))
+        .and_then(|s| s.connect((ip, 9)).and_then(|()| s.local_addr()))
+        .is_ok_and(|from| from.ip() == ip);
+    if seen.len() >= 4096 {
+        seen.clear();
+    }
+    seen.insert(ip, (local, now));
+    local
 }
 
 /// Resolves `host` (a name or an address) with the system resolver; the first answer wins.
@@ -275,5 +300,12 @@ mod tests {
             a("192.0.2.3:443"),
         ];
         assert_eq!(got, want);
+    }
+
+    /// A route lookup tells this machine's addresses from others, whatever binding allows.
+    #[test]
+    fn local_addresses_are_told_by_their_route() {
+        assert!(is_local("127.0.0.1".parse().unwrap()));
+        assert!(!is_local("192.0.2.1".parse().unwrap()), "TEST-NET-1 is nobody's own address");
     }
 }
