@@ -26,7 +26,7 @@ pub const EMBEDDED: &str = include_str!("../deploy/snigate.toml");
 pub const EMBEDDED_NAME: &str = "(embedded default config)";
 
 /// A whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// One or more listeners, each with its own mode.
@@ -54,7 +54,7 @@ pub struct Config {
 
 /// `[destinations]`: the destination guard's exceptions and additions, and the ports explicit
 /// requests may name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationsConfig {
     /// Ranges carved out of the built-in denied set (an internal next hop).
@@ -88,7 +88,7 @@ impl Config {
 }
 
 /// `[runtime]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Worker threads; absent or 0: one per CPU this process may run on. One thread runs the
@@ -96,6 +96,10 @@ pub struct RuntimeConfig {
     /// one-worker multi-threaded runtime (no hand-off between the main and the worker thread).
     #[serde(default)]
     pub threads: usize,
+    /// Where a new snigate started with `--takeover PATH` can take over this one's listening
+    /// sockets (a Unix socket this process serves). Absent: only SIGUSR2 hands over, through a
+    /// temporary socket.
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -253,7 +257,7 @@ impl<'de> Deserialize<'de> for Credentials {
 }
 
 /// One `[[listener]]` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// The `listener` metric label and log field; defaults to the listen address.
@@ -322,7 +326,7 @@ pub enum EchPolicy {
 }
 
 /// `[rules]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     /// Rule files, or directories of `*.rules`. Absent: the embedded Salesforce preset.
@@ -375,7 +379,7 @@ fn default_verdict() -> Verdict {
 }
 
 /// One `[[rules.list]]`: a large list file tied to one action.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListConfig {
     /// The list file.
@@ -399,7 +403,7 @@ impl ListConfig {
 }
 
 /// `[limits]`. Durations are in seconds (fractions allowed).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Open connections per listener; beyond it, the connection that has waited longest for its
@@ -477,7 +481,7 @@ pub enum LogFormat {
 keywords!(LogFormat { Json => "json", Text => "text", Off => "off" });
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// The format of the access log.
@@ -504,7 +508,7 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
 
 /// `[metrics]`: the HTTP endpoint serving `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Whether to serve the endpoint at all.
@@ -681,6 +685,28 @@ impl Config {
             err(key_span(text, "max_hello_bytes"), "limits.max_hello_bytes must be at least 512".into());
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// What differs from `fresh` that only a new process can apply (a handover: SIGUSR2):
+    /// everything but the rule files, the lists, the default verdict and `no_sni`, which a
+    /// reload applies in place.
+    pub fn needs_handover(&self, fresh: &Config) -> Vec<&'static str> {
+        let listeners = |c: &Config| c.listeners.iter().map(|l| l.get_ref().clone()).collect::<Vec<_>>();
+        let rules = &self.rules;
+        let fresh_rules = &fresh.rules;
+        [
+            ("[[listener]]", listeners(self) != listeners(fresh)),
+            ("[limits]", self.limits != fresh.limits),
+            ("[log]", self.log != fresh.log),
+            ("[metrics]", self.metrics != fresh.metrics),
+            ("[runtime]", self.runtime != fresh.runtime),
+            ("[destinations]", self.destinations != fresh.destinations),
+            ("[rules] ech", rules.ech != fresh_rules.ech),
+            ("[rules] sni_allow_underscore", rules.sni_allow_underscore != fresh_rules.sni_allow_underscore),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
     }
 
     /// Loads and compiles the configured rules and lists into a snapshot.

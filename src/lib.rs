@@ -21,8 +21,9 @@
 //!    finished connection, written off the connection's path).
 //! 8. `proxy`: the [`Server`], its listeners, and each connection as named stages: accept,
 //!    PROXY header, mode prelude, hello, decide, resolve, connect, replay, splice, finish.
-//! 9. `reload` (rule reloads on SIGHUP and file changes) and [`cli`] (the command line;
-//!    `main.rs` only parses arguments and calls into it).
+//! 9. `reload` (rule and credentials reloads on SIGHUP and file changes), `handover` (the
+//!    listening sockets passed to a new process) and [`cli`] (the command line; `main.rs` only
+//!    parses arguments and calls into it).
 //!
 //! Every public item is reachable by one path: the modules are private, and this one block
 //! re-exports what they offer. [`hello`], [`salesforce`] and [`cli`] are namespaces of their
@@ -33,6 +34,7 @@
 mod access_log;
 pub mod cli;
 mod config;
+mod handover;
 pub mod hello;
 mod metrics;
 mod name;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Credentials};
+use crate::config::{Config, ConfigError, Credentials};
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::Rules;
 use crate::proxy::listener::SharedCredentials;
@@ -170,8 +170,16 @@ impl InUse {
 }
 
 /// Reloads the rules and the credentials on SIGHUP and when their files change, until the
-/// process ends.
-pub async fn run(config: Config, rules: Rules, credentials: Vec<SharedCredentials>, metrics: Arc<Metrics>) {
+/// process ends. On SIGHUP the configuration is read again with `reread` first: its rule
+/// settings apply in place, and what only a new process can apply is named in the log (a
+/// handover, SIGUSR2, applies it); a configuration that does not validate keeps the running one.
+pub async fn run(
+    mut config: Config,
+    rules: Rules,
+    credentials: Vec<SharedCredentials>,
+    metrics: Arc<Metrics>,
+    reread: impl Fn() -> Result<Config, Vec<ConfigError>> + Send + 'static,
+) {
     let (tx, mut triggers) = mpsc::channel(4);
     let _watcher = match watch_rules(&config, tx.clone()) {
         Ok(w) => w,
@@ -193,6 +201,21 @@ pub async fn run(config: Config, rules: Rules, credentials: Vec<SharedCredential
         // Triggers that queued up meanwhile are served by this one reload.
         while triggers.try_recv().is_ok() {}
         tracing::info!(?trigger, "reloading rules");
+        if trigger == ReloadTrigger::Signal {
+            match reread() {
+                Ok(fresh) => {
+                    for section in config.needs_handover(&fresh) {
+                        tracing::warn!(section, "changed in the configuration; a handover (SIGUSR2) applies it");
+                    }
+                    config.rules = fresh.rules;
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+                    }
+                }
+            }
+        }
         let _ = reload_rules(&config, &rules, &metrics).await;
         let _ = reload_credentials(&credentials);
     }

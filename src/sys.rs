@@ -137,6 +137,91 @@ pub fn listen_fds() -> Vec<(String, socket2::Socket)> {
         .collect()
 }
 
+/// Most descriptors one handover message carries.
+pub const MAX_PASSED_FDS: usize = 64;
+
+/// Sends `payload` over a Unix stream socket with `fds` attached (SCM_RIGHTS): the receiver
+/// gets its own descriptors for the same open sockets.
+pub fn send_fds(socket: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > MAX_PASSED_FDS || payload.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "1..=64 descriptors and a payload"));
+    }
+    let raw: Vec<libc::c_int> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let data_len = std::mem::size_of_val(raw.as_slice()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: payload.as_ptr() as *mut libc::c_void, iov_len: payload.len() };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points to `space` bytes, enough for one header and `raw` (CMSG_SPACE),
+    // so CMSG_FIRSTHDR is non-null and CMSG_DATA has room for `data_len` bytes; sendmsg reads
+    // the iovec (payload, borrowed for the call) and the control buffer, both alive.
+    let sent = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(data_len) as _;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(header), data_len as usize);
+        libc::sendmsg(socket.as_raw_fd(), &raw const msg, libc::MSG_NOSIGNAL)
+    };
+    match sent {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n if (n as usize) < payload.len() => {
+            Err(io::Error::new(io::ErrorKind::WriteZero, "handover message cut short"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Receives one message sent by [`send_fds`] into `payload`: the bytes read and the
+/// descriptors that came with them, owned (close-on-exec).
+pub fn recv_fds(socket: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let data_len = (MAX_PASSED_FDS * std::mem::size_of::<libc::c_int>()) as libc::c_uint;
+    // SAFETY: CMSG_SPACE only computes a size from its argument.
+    let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec { iov_base: payload.as_mut_ptr().cast(), iov_len: payload.len() };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: recvmsg writes at most iov_len bytes into `payload` and msg_controllen bytes into
+    // `control`, both alive and writable for the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR walk them and return null at the end. An SCM_RIGHTS header's
+    // data holds (cmsg_len - CMSG_LEN(0)) / sizeof(int) descriptors, each newly opened for this
+    // process and owned by nobody else, so wrapping each in an OwnedFd is sound.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(header).cast::<libc::c_int>();
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&raw const msg, header);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "more descriptors than a handover carries"));
+    }
+    Ok((n as usize, fds))
+}
+
 /// Registers a listening socket with the runtime's reactor, for readability (incoming
 /// connections). Must be called within the runtime.
 pub fn register_listener(socket: socket2::Socket) -> io::Result<AsyncFd<socket2::Socket>> {
@@ -198,5 +283,19 @@ mod tests {
     fn a_resized_pipe_reports_its_capacity() {
         let pipe = Pipe::new(Some(256 * 1024)).unwrap();
         assert_eq!(pipe.capacity(), 256 * 1024);
+    }
+
+    #[test]
+    fn descriptors_cross_a_unix_socket() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        send_fds(a.as_fd(), b"one", &[listener.as_fd()]).unwrap();
+        let mut payload = [0u8; 16];
+        let (n, fds) = recv_fds(b.as_fd(), &mut payload).unwrap();
+        assert_eq!(&payload[..n], b"one");
+        assert_eq!(fds.len(), 1);
+        let received = std::net::TcpListener::from(fds.into_iter().next().unwrap());
+        assert_eq!(received.local_addr().unwrap(), addr, "the same listening socket");
     }
 }

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["access_log"],
     &["proxy"],
-    &["reload"],
+    &["reload", "handover"],
     &["cli"],
 ];
 

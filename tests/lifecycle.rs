@@ -456,3 +456,157 @@ async fn silent_tunnels_count_against_the_hello_limit() {
     let (got, took) = read_until_closed(&mut third, Duration::from_secs(2)).await;
     assert!(got.is_empty() && took < Duration::from_secs(1), "refused at once: {got:?} after {took:?}");
 }
+
+/// SIGUSR2: the process starts its binary again with the same arguments, hands it the
+/// listening sockets (the metrics endpoint's too), and drains. A client connecting all along
+/// is never refused, an open connection keeps working until the old process's drain ends, and
+/// a new process whose configuration is invalid never takes over.
+#[tokio::test]
+async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (addr, metrics) = (free(), free());
+    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
+    let handover = dir.path().join("handover.sock");
+    let config = dir.path().join("snigate.toml");
+    let text = format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+         [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n\
+         [metrics]\nlisten = \"{metrics}\"\n[runtime]\nhandover_socket = \"{}\"\n",
+        dir.path().join("t.rules").display(),
+        handover.display()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let mut old = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(old.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(metrics).await.is_err()
+        || http_get(metrics, "/readyz").await != (200, "ready\n".to_string())
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A new process with an invalid configuration is refused before it takes anything over.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("mode = \"upstream\"", "mode = \"bogus\"")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .arg("--takeover")
+        .arg(&handover)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(64));
+
+    let mut open = spliced(addr, b"acme.my.salesforce.com").await;
+    let prober = tokio::spawn(async move {
+        let (mut served, mut refused) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            match tokio::time::timeout(Duration::from_secs(2), async {
+                let mut s = TcpStream::connect(addr).await.ok()?;
+                let h = hello(&[sni(b"acme.my.salesforce.com")]);
+                s.write_all(&h).await.ok()?;
+                let mut back = vec![0; h.len()];
+                s.read_exact(&mut back).await.ok()
+            })
+            .await
+            {
+                Ok(Some(_)) => served += 1,
+                _ => refused += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (served, refused)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = old.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
+    let new_pid = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
+        if line.contains("the new process is taking over") {
+            break line
+                .split("pid=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    echoes(&mut open, b"still served by the old process while it drains").await;
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let (served, refused) = prober.await.unwrap();
+    assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    assert_eq!(http_get(metrics, "/healthz").await.0, 200, "the new process serves the metrics endpoint");
+    let _ = Command::new("kill").arg(&new_pid).status();
+}
+
+/// SIGHUP reads the configuration again: its rule settings apply at once, and a change only a
+/// new process can apply is named in the log.
+#[tokio::test]
+async fn sighup_rereads_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(dir.path().join("a.rules"), "allow a.example.com\n").unwrap();
+    std::fs::write(dir.path().join("b.rules"), "allow b.example.com\n").unwrap();
+    let config = dir.path().join("snigate.toml");
+    let text = |rules: &str, hello_timeout: u32| {
+        format!(
+            "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [rules]\nfiles = [\"{}\"]\n[limits]\nhello_timeout = {hello_timeout}\n[log]\nformat = \"off\"\n\
+             [metrics]\nenabled = false\n",
+            dir.path().join(rules).display()
+        )
+    };
+    std::fs::write(&config, text("a.rules", 10)).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
+        if line.contains("listening") {
+            break;
+        }
+    }
+    assert!(is_denied(addr, b"b.example.com").await);
+    std::fs::write(&config, text("b.rules", 20)).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let mut named = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
+        if line.contains("rules reloaded") {
+            break;
+        }
+        if line.contains("changed in the configuration") {
+            named.push(line);
+        }
+    }
+    assert!(named.len() == 1 && named[0].contains("[limits]"), "{named:?}");
+    let _allowed = spliced(addr, b"b.example.com").await;
+    let _ = child.kill().await;
+}

@@ -53,6 +53,17 @@ impl Endpoint {
         Ok(Endpoint { socket, metrics })
     }
 
+    /// The endpoint on a listening socket handed over by a running snigate.
+    pub fn adopt(socket: socket2::Socket, metrics: Arc<Metrics>) -> io::Result<Endpoint> {
+        socket.set_nonblocking(true)?;
+        Ok(Endpoint { socket: TcpListener::from_std(std::net::TcpListener::from(socket))?, metrics })
+    }
+
+    /// A duplicate of the listening socket, to hand over to a new process.
+    pub fn socket(&self) -> io::Result<socket2::Socket> {
+        socket2::SockRef::from(&self.socket).try_clone()
+    }
+
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()

@@ -52,14 +52,26 @@ const CUT_GRACE: Duration = Duration::from_secs(1);
 
 impl Server {
     /// Binds every listener of `config`, with `rules` as the first snapshot, reporting to
-    /// `metrics` and logging finished connections to `log`.
+    /// `metrics` and logging finished connections to `log`. Listening sockets a service
+    /// manager passed (systemd socket activation) are adopted instead of bound.
     pub async fn bind(config: &Config, rules: RuleSet, metrics: Arc<Metrics>, log: &AccessLog) -> io::Result<Server> {
+        Server::bind_adopting(config, rules, metrics, log, crate::sys::listen_fds()).await
+    }
+
+    /// [`bind`](Self::bind), adopting `passed` listening sockets (each with a listener name)
+    /// by name or address: those a running snigate handed over, or a service manager passed.
+    pub async fn bind_adopting(
+        config: &Config,
+        rules: RuleSet,
+        metrics: Arc<Metrics>,
+        log: &AccessLog,
+        mut passed: Vec<(String, Socket)>,
+    ) -> io::Result<Server> {
         metrics.rules_loaded(&rules);
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
-        // Sockets a service manager passed are adopted by name or address; the rest are bound.
-        let mut passed = crate::sys::listen_fds();
+        // Passed sockets are adopted by name or address; the rest are bound.
         let mut sockets = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
@@ -141,6 +153,12 @@ impl Server {
     /// The rule snapshot, to swap in a reloaded one.
     pub fn rules(&self) -> Rules {
         self.rules.clone()
+    }
+
+    /// Every listening socket with its listener name, duplicated: what a new process takes
+    /// over (the duplicates keep the sockets open until handed over).
+    pub fn handover_sockets(&self) -> io::Result<Vec<(String, Socket)>> {
+        self.listeners.iter().map(|(s, l)| Ok((l.name.to_string(), s.get_ref().try_clone()?))).collect()
     }
 
     /// The `connect` listeners' credentials, to swap in reloaded ones.

@@ -1,0 +1,111 @@
+//! Handing the listening sockets from a running snigate to a new one, so that a binary upgrade
+//! or a configuration change that needs new sockets refuses no connection.
+//!
+//! The running process serves a Unix socket (`[runtime] handover_socket`, or a temporary one
+//! for SIGUSR2). A new process started with `--takeover PATH` validates its own configuration
+//! first, connects, and receives every listening socket with its listener name (SCM_RIGHTS).
+//! It adopts those its listeners name or listen on, binds the others, and once it accepts it
+//! writes `accepting`. Only then does the old process stop accepting and drain; until then
+//! both hold the sockets, so connections queue in the kernel and none is refused. A new
+//! process that fails (a bad configuration, a crash) never confirms, and the old one keeps
+//! serving.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::sys::{recv_fds, send_fds};
+
+/// What the new process writes once it accepts.
+const ACCEPTING: &str = "accepting";
+
+/// How long each side waits for the other.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The new process's side: the running process's listening sockets, each with its listener
+/// name, and the connection to confirm on once the new process accepts.
+pub fn take_over(path: &Path) -> io::Result<(Vec<(String, Socket)>, Confirm)> {
+    let stream = UnixStream::connect(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
+    stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+    let mut payload = vec![0u8; 16 * 1024];
+    let (n, fds) = recv_fds(stream.as_fd(), &mut payload)?;
+    let names: Vec<String> = std::str::from_utf8(&payload[..n])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handover names are not UTF-8"))?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if names.len() != fds.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "handover names and sockets disagree"));
+    }
+    let sockets = names.into_iter().zip(fds).map(|(name, fd)| (name, Socket::from(fd))).collect();
+    Ok((sockets, Confirm(stream)))
+}
+
+/// The new process's promise to say when it accepts.
+#[derive(Debug)]
+pub struct Confirm(UnixStream);
+
+impl Confirm {
+    /// Tells the old process that this one accepts: it stops accepting and drains.
+    pub fn accepting(mut self) -> io::Result<()> {
+        writeln!(self.0, "{ACCEPTING}")
+    }
+}
+
+/// The running process's side, for one new process connected on `stream`: sends `sockets`
+/// with their names and waits until the new process accepts. `Err` when it does not (it failed
+/// or went away): the caller keeps serving.
+pub fn hand_over(stream: UnixStream, sockets: &[(String, BorrowedFd<'_>)]) -> io::Result<()> {
+    let names: String = sockets.iter().map(|(name, _)| format!("{name}\n")).collect();
+    let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
+    send_fds(stream.as_fd(), names.as_bytes(), &fds)?;
+    stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line)?;
+    match line.trim() {
+        ACCEPTING => Ok(()),
+        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the new process went away before accepting")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_and_names_cross_and_the_new_side_confirms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handover.sock");
+        let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let old = std::thread::spawn(move || {
+            let (stream, _) = server.accept().unwrap();
+            hand_over(stream, &[("edge".to_string(), listener.as_fd())])
+        });
+        let (sockets, confirm) = take_over(&path).unwrap();
+        assert_eq!(sockets.len(), 1);
+        assert_eq!(sockets[0].0, "edge");
+        assert_eq!(sockets[0].1.local_addr().unwrap().as_socket(), Some(addr));
+        confirm.accepting().unwrap();
+        old.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_new_process_that_goes_away_does_not_take_over() {
+        let (old, new) = UnixStream::pair().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taker = std::thread::spawn(move || {
+            let mut payload = [0u8; 64];
+            let _ = recv_fds(new.as_fd(), &mut payload);
+            drop(new);
+        });
+        assert!(hand_over(old, &[("edge".to_string(), listener.as_fd())]).is_err());
+        taker.join().unwrap();
+    }
+}
