@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -44,6 +44,8 @@ pub struct AccessLog {
     deny_per_second: u32,
     /// The writer thread, joined by [`finish`](AccessLog::finish).
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Every listener's denial budget, to change on reload.
+    limiters: Mutex<Vec<Arc<Limiter>>>,
 }
 
 impl AccessLog {
@@ -51,7 +53,13 @@ impl AccessLog {
     /// so that an unwritable path is a startup error.
     pub fn open(config: &LogConfig) -> io::Result<AccessLog> {
         if config.format == LogFormat::Off {
-            return Ok(AccessLog { format: LogFormat::Off, tx: None, deny_per_second: 0, writer: Mutex::new(None) });
+            return Ok(AccessLog {
+                format: LogFormat::Off,
+                tx: None,
+                deny_per_second: 0,
+                writer: Mutex::new(None),
+                limiters: Mutex::default(),
+            });
         }
         let out: Box<dyn Write + Send> = match &config.path {
             Some(path) => Box::new(
@@ -73,16 +81,30 @@ impl AccessLog {
             .name("snigate-access-log".into())
             .spawn(move || write_loop(rx, out, format))
             .expect("spawn the access-log writer");
-        AccessLog { format, tx: Some(tx), deny_per_second, writer: Mutex::new(Some(writer)) }
+        AccessLog {
+            format,
+            tx: Some(tx),
+            deny_per_second,
+            writer: Mutex::new(Some(writer)),
+            limiters: Mutex::default(),
+        }
     }
 
     /// The handle one listener logs through.
     pub fn listener(&self, name: &str) -> ListenerLog {
         let limiter = Arc::new(Limiter::new(name, self.deny_per_second));
+        self.limiters.lock().unwrap_or_else(|e| e.into_inner()).push(limiter.clone());
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Listener(limiter.clone()));
         }
         ListenerLog { tx: self.tx.clone(), limiter }
+    }
+
+    /// A new `[log] deny_lines_per_second`, for every listener, from now on.
+    pub fn set_deny_lines_per_second(&self, per_second: u32) {
+        for l in self.limiters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            l.per_second.store(per_second, Ordering::Relaxed);
+        }
     }
 
     /// The configured format.
@@ -155,8 +177,8 @@ impl ListenerLog {
 struct Limiter {
     /// The listener's name, for the summary line.
     name: Arc<str>,
-    /// Lines per window; 0 is no limit.
-    per_second: u32,
+    /// Lines per window; 0 is no limit (a SIGHUP may change it).
+    per_second: AtomicU32,
     /// Window numbers count seconds from here.
     epoch: Instant,
     /// The current window.
@@ -173,7 +195,7 @@ impl Limiter {
     fn new(name: &str, per_second: u32) -> Limiter {
         Limiter {
             name: name.into(),
-            per_second,
+            per_second: AtomicU32::new(per_second),
             epoch: Instant::now(),
             window: AtomicU64::new(0),
             used: AtomicU64::new(0),
@@ -184,7 +206,8 @@ impl Limiter {
 
     /// Takes one line from the current window's budget.
     fn admit(&self) -> bool {
-        if self.per_second == 0 {
+        let per_second = self.per_second.load(Ordering::Relaxed);
+        if per_second == 0 {
             return true;
         }
         let now = self.epoch.elapsed().as_secs();
@@ -194,7 +217,7 @@ impl Limiter {
         if window != now && self.window.compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             self.used.store(0, Ordering::Relaxed);
         }
-        self.used.fetch_add(1, Ordering::Relaxed) < u64::from(self.per_second)
+        self.used.fetch_add(1, Ordering::Relaxed) < u64::from(per_second)
     }
 }
 
@@ -253,7 +276,7 @@ fn summarise(listeners: &[Arc<Limiter>], format: LogFormat, out: &mut impl Write
         if suppressed > 0 {
             message.push(format!(
                 "suppressed {suppressed} denial lines in the last second (limit {} per second)",
-                l.per_second
+                l.per_second.load(Ordering::Relaxed)
             ));
         }
         if dropped > 0 {

@@ -687,17 +687,19 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// What differs from `fresh` that only a new process can apply (a handover: SIGUSR2):
-    /// everything but the rule files, the lists, the default verdict and `no_sni`, which a
-    /// reload applies in place.
+    /// What differs from `fresh` that only a new process can apply (a handover: SIGUSR2).
+    /// A reload applies the rest in place: the rule files, the lists, the default verdict and
+    /// `no_sni`, the `[limits]` timeouts, `max_hello_bytes` and per-source limits, and
+    /// `[log] deny_lines_per_second`.
     pub fn needs_handover(&self, fresh: &Config) -> Vec<&'static str> {
         let listeners = |c: &Config| c.listeners.iter().map(|l| l.get_ref().clone()).collect::<Vec<_>>();
         let rules = &self.rules;
         let fresh_rules = &fresh.rules;
         [
             ("[[listener]]", listeners(self) != listeners(fresh)),
-            ("[limits]", self.limits != fresh.limits),
-            ("[log]", self.log != fresh.log),
+            ("[limits] max_connections", self.limits.max_connections != fresh.limits.max_connections),
+            ("[limits] drain_timeout", self.limits.drain_timeout != fresh.limits.drain_timeout),
+            ("[log] format and path", (self.log.format, &self.log.path) != (fresh.log.format, &fresh.log.path)),
             ("[metrics]", self.metrics != fresh.metrics),
             ("[runtime]", self.runtime != fresh.runtime),
             ("[destinations]", self.destinations != fresh.destinations),

@@ -171,14 +171,16 @@ impl InUse {
 
 /// Reloads the rules and the credentials on SIGHUP and when their files change, until the
 /// process ends. On SIGHUP the configuration is read again with `reread` first: its rule
-/// settings apply in place, and what only a new process can apply is named in the log (a
-/// handover, SIGUSR2, applies it); a configuration that does not validate keeps the running one.
+/// settings apply, `apply` takes what else can change in place (limits, the log's denial rate),
+/// and what only a new process can apply is named in the log (a handover, SIGUSR2, applies it);
+/// a configuration that does not validate keeps the running one.
 pub async fn run(
     mut config: Config,
     rules: Rules,
     credentials: Vec<SharedCredentials>,
     metrics: Arc<Metrics>,
     reread: impl Fn() -> Result<Config, Vec<ConfigError>> + Send + 'static,
+    apply: impl Fn(&Config) + Send + 'static,
 ) {
     let (tx, mut triggers) = mpsc::channel(4);
     let _watcher = match watch_rules(&config, tx.clone()) {
@@ -207,7 +209,10 @@ pub async fn run(
                     for section in config.needs_handover(&fresh) {
                         tracing::warn!(section, "changed in the configuration; a handover (SIGUSR2) applies it");
                     }
+                    apply(&fresh);
                     config.rules = fresh.rules;
+                    config.limits = fresh.limits;
+                    config.log.deny_lines_per_second = fresh.log.deny_lines_per_second;
                 }
                 Err(errors) => {
                     for e in errors {

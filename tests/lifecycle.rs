@@ -558,8 +558,8 @@ async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
     let _ = Command::new("kill").arg(&new_pid).status();
 }
 
-/// SIGHUP reads the configuration again: its rule settings apply at once, and a change only a
-/// new process can apply is named in the log.
+/// SIGHUP reads the configuration again: its rule settings and limits apply at once, and a
+/// change only a new process can apply is named in the log.
 #[tokio::test]
 async fn sighup_rereads_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
@@ -568,15 +568,15 @@ async fn sighup_rereads_the_configuration() {
     std::fs::write(dir.path().join("a.rules"), "allow a.example.com\n").unwrap();
     std::fs::write(dir.path().join("b.rules"), "allow b.example.com\n").unwrap();
     let config = dir.path().join("snigate.toml");
-    let text = |rules: &str, hello_timeout: u32| {
+    let text = |rules: &str, hello_timeout: f64, max_connections: u32| {
         format!(
             "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\nhello_timeout = {hello_timeout}\n[log]\nformat = \"off\"\n\
-             [metrics]\nenabled = false\n",
+             [rules]\nfiles = [\"{}\"]\n[limits]\nhello_timeout = {hello_timeout}\nmax_connections = {max_connections}\n\
+             [log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
             dir.path().join(rules).display()
         )
     };
-    std::fs::write(&config, text("a.rules", 10)).unwrap();
+    std::fs::write(&config, text("a.rules", 10.0, 1000)).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
         .args(["run", "--config"])
         .arg(&config)
@@ -593,7 +593,7 @@ async fn sighup_rereads_the_configuration() {
         }
     }
     assert!(is_denied(addr, b"b.example.com").await);
-    std::fs::write(&config, text("b.rules", 20)).unwrap();
+    std::fs::write(&config, text("b.rules", 0.5, 2000)).unwrap();
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let mut named = Vec::new();
@@ -606,7 +606,174 @@ async fn sighup_rereads_the_configuration() {
             named.push(line);
         }
     }
-    assert!(named.len() == 1 && named[0].contains("[limits]"), "{named:?}");
+    assert!(named.len() == 1 && named[0].contains("[limits] max_connections"), "{named:?}");
     let _allowed = spliced(addr, b"b.example.com").await;
+    // The new hello_timeout applies to new connections.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(&hello(&[sni(b"b.example.com")])[..9]).await.unwrap();
+    let (_, took) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(2), "cut after {took:?}");
     let _ = child.kill().await;
+}
+
+/// `--takeover` with a changed configuration, under a steady stream of connections and with a
+/// transfer open: no connection is refused, the open transfer completes byte for byte through
+/// the old process, and new connections follow the new configuration.
+#[tokio::test]
+async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(dir.path().join("a.rules"), "allow a.example.com\n").unwrap();
+    std::fs::write(dir.path().join("b.rules"), "allow a.example.com\nallow b.example.com\n").unwrap();
+    let handover = dir.path().join("handover.sock");
+    let config = |rules: &str| {
+        let path = dir.path().join(format!("{rules}.toml"));
+        let text = format!(
+            "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 5\n[log]\nformat = \"off\"\n\
+             [metrics]\nenabled = false\n[runtime]\nhandover_socket = \"{}\"\n",
+            dir.path().join(rules).display(),
+            handover.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let start = |config: std::path::PathBuf, takeover: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"));
+        cmd.args(["run", "--config"]).arg(config).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+        if takeover {
+            cmd.arg("--takeover").arg(&handover);
+        }
+        cmd.spawn().unwrap()
+    };
+    let mut old = start(config("a.rules"), false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !handover.exists() || TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the old process never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(is_denied(addr, b"b.example.com").await, "the old rules deny b");
+
+    // A transfer open across the handover: 4 MiB up, echoed back, byte for byte.
+    let transfer = tokio::spawn(async move {
+        let s = spliced(addr, b"a.example.com").await;
+        let (mut r, mut w) = s.into_split();
+        let data = pseudo_random(4 << 20);
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(64 * 1024) {
+                w.write_all(chunk).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            w
+        });
+        let mut back = vec![0; data.len()];
+        tokio::time::timeout(Duration::from_secs(20), r.read_exact(&mut back)).await.unwrap().unwrap();
+        drop(writer.await.unwrap());
+        back == data
+    });
+    let prober = tokio::spawn(async move {
+        let (mut served, mut refused) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let ok = tokio::time::timeout(Duration::from_secs(2), async {
+                let mut s = TcpStream::connect(addr).await.ok()?;
+                let h = hello(&[sni(b"a.example.com")]);
+                s.write_all(&h).await.ok()?;
+                let mut back = vec![0; h.len()];
+                s.read_exact(&mut back).await.ok()
+            })
+            .await;
+            if matches!(ok, Ok(Some(_))) {
+                served += 1
+            } else {
+                refused += 1
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (served, refused)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut new = start(config("b.rules"), true);
+    let (served, refused) = prober.await.unwrap();
+    assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
+    assert!(transfer.await.unwrap(), "the open transfer completes byte for byte");
+    let _b = spliced(addr, b"b.example.com").await;
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = new.kill().await;
+}
+
+/// Socket activation across a restart, with the test standing in for systemd: it holds the
+/// listening socket, stops one process and starts the next on the same socket while clients
+/// keep connecting; none is refused.
+#[tokio::test]
+async fn a_restart_on_a_held_socket_refuses_nothing() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(1024).unwrap();
+    socket.set_cloexec(false).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
+    let config = dir.path().join("snigate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"passed\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 0.3\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
+            dir.path().join("t.rules").display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let script = format!(
+            "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run --config {cfg}",
+            fd = socket.as_raw_fd(),
+            bin = env!("CARGO_BIN_EXE_snigate"),
+            cfg = config.display()
+        );
+        tokio::process::Command::new("bash")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    let prober = tokio::spawn(async move {
+        let (mut served, mut refused) = (0, 0);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            let ok = tokio::time::timeout(Duration::from_secs(3), async {
+                let mut s = TcpStream::connect(addr).await.ok()?;
+                let h = hello(&[sni(b"acme.my.salesforce.com")]);
+                s.write_all(&h).await.ok()?;
+                let mut back = vec![0; h.len()];
+                s.read_exact(&mut back).await.ok()
+            })
+            .await;
+            if matches!(ok, Ok(Some(_))) {
+                served += 1
+            } else {
+                refused += 1
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (served, refused)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // systemctl restart: stop (SIGTERM, wait for the exit), then start on the same socket.
+    assert!(Command::new("kill").args(["-TERM", &first.id().unwrap().to_string()]).status().unwrap().success());
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.wait()).await.expect("the first process exits");
+    let mut second = start();
+    let (served, refused) = prober.await.unwrap();
+    assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
+    let _ = second.kill().await;
 }

@@ -176,7 +176,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         }
     };
     let log = match AccessLog::open(&config.log) {
-        Ok(log) => log,
+        Ok(log) => Arc::new(log),
         Err(e) => {
             eprintln!("snigate run: {e}");
             return ExitCode::from(EXIT_USAGE);
@@ -242,7 +242,14 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             let args = args.clone();
             move || configuration(&args)
         };
-        tokio::spawn(crate::reload::run(config.clone(), server.rules(), server.credentials(), metrics, reread));
+        let apply = {
+            let (in_place, log) = (server.in_place(), log.clone());
+            move |fresh: &Config| {
+                in_place.apply(&fresh.limits);
+                log.set_deny_lines_per_second(fresh.log.deny_lines_per_second);
+            }
+        };
+        tokio::spawn(crate::reload::run(config.clone(), server.rules(), server.credentials(), metrics, reread, apply));
         let mut sockets = match server.handover_sockets() {
             Ok(sockets) => sockets,
             Err(e) => {

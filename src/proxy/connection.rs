@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -117,7 +116,7 @@ async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, s
         listener,
         record,
         buf: BytesMut::new(),
-        deadline: start + listener.limits.hello_timeout(),
+        deadline: start + listener.limits.load().hello_timeout(),
         speaks: Speaks::Tls,
         proxied_dst: None,
         source: None,
@@ -203,7 +202,7 @@ impl Conn<'_> {
         if !hello_first {
             return None;
         }
-        let read = read_client_hello_now(stream, &mut self.buf, self.listener.hello_limits)?;
+        let read = read_client_hello_now(stream, &mut self.buf, self.listener.hello_limits())?;
         Some(self.hello(read, start).and_then(|hello| self.ask(stream, hello)))
     }
 
@@ -251,7 +250,7 @@ impl Conn<'_> {
         if !proxy_protocol::trusted(peer.ip(), &self.listener.config.proxy_protocol_trusted) {
             return Err(denied(ProxyError::Untrusted(peer.ip())));
         }
-        let max = self.listener.limits.max_hello_bytes;
+        let max = self.listener.limits.load().max_hello_bytes;
         let read = tokio::time::timeout_at(self.deadline, proxy_protocol::read_header(client, &mut self.buf, max));
         if let Some(addresses) = read.await.unwrap_or(Err(ProxyError::Io("timed out".into()))).map_err(denied)? {
             self.record.client = addresses.source;
@@ -304,7 +303,7 @@ impl Conn<'_> {
     async fn await_hello(&mut self, client: &mut TcpStream) -> Result<ClientHello, Denied> {
         let reading = Instant::now();
         let remaining = self.deadline.saturating_duration_since(reading);
-        let read = read_client_hello(client, &mut self.buf, self.listener.hello_limits, remaining).await;
+        let read = read_client_hello(client, &mut self.buf, self.listener.hello_limits(), remaining).await;
         self.hello(read, reading)
     }
 
@@ -501,7 +500,7 @@ impl Conn<'_> {
         };
         let connecting = Instant::now();
         let (mut up, sent) =
-            upstream::connect_any(candidates, listener.limits.connect_timeout(), listener.config.mark, &first)
+            upstream::connect_any(candidates, listener.limits.load().connect_timeout(), listener.config.mark, &first)
                 .await
                 .map_err(|e| Denied::failed(Reason::UpstreamError, e))?;
         listener.metrics.connected(connecting.elapsed().as_secs_f64());
@@ -513,7 +512,7 @@ impl Conn<'_> {
         record.stage = Stage::Splice;
         // An upstream that does not read must not hold the connection: the replay has the
         // connect's deadline.
-        let replay = tokio::time::timeout(listener.limits.connect_timeout(), up.write_all(&first[sent..]));
+        let replay = tokio::time::timeout(listener.limits.load().connect_timeout(), up.write_all(&first[sent..]));
         if let Err(e) = replay.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             record.error = Some(format!("replaying the first bytes to the upstream: {e}"));
             return Ok(None);
@@ -527,14 +526,14 @@ impl Conn<'_> {
     async fn splice(&mut self, client: &mut Client, upstream: Option<TcpStream>) {
         self.buf = BytesMut::new();
         let (Some(up), Client::Registered(client)) = (upstream, client) else { return };
-        let idle = self.listener.limits.idle_timeout();
+        let idle = self.listener.limits.load().idle_timeout();
         let (moved, end) = splice(client, &up, idle, self.listener.config.splice, self.listener.drain.passed()).await;
         let Moved { upstream, downstream } = moved;
         self.record.bytes_up += upstream;
         self.record.bytes_down = downstream;
         self.record.error = match end {
             End::Closed => None,
-            End::Idle => Some(format!("idle for {:?}", Duration::from_secs_f64(self.listener.limits.idle_timeout))),
+            End::Idle => Some(format!("idle for {idle:?}")),
             End::Error(e) => Some(e.to_string()),
             End::Stopped => Some(CUT.into()),
         };

@@ -28,10 +28,12 @@ pub struct Listener {
     pub name: Arc<str>,
     /// The listener's configuration block.
     pub config: ListenerConfig,
-    /// Limits and timeouts.
-    pub limits: LimitsConfig,
-    /// The parser's limits, derived from `limits` and `[rules]`.
-    pub hello_limits: HelloLimits,
+    /// Limits and timeouts (shared by all listeners; a SIGHUP swaps in new ones).
+    pub limits: Arc<ArcSwap<LimitsConfig>>,
+    /// `max_connections` as bound: the slots cannot change size.
+    pub max_connections: usize,
+    /// `[rules] sni_allow_underscore`.
+    pub allow_underscore: bool,
     /// ECH handling.
     pub ech: EchPolicy,
     /// `upstream` mode: the resolved upstream address.
@@ -60,6 +62,13 @@ pub struct Listener {
     pub ports: Vec<u16>,
     /// When open connections are cut (shared by all listeners).
     pub drain: Arc<DrainDeadline>,
+}
+
+impl Listener {
+    /// The hello parser's limits now.
+    pub fn hello_limits(&self) -> HelloLimits {
+        HelloLimits { max_hello_bytes: self.limits.load().max_hello_bytes, allow_underscore: self.allow_underscore }
+    }
 }
 
 /// The moment a draining server stops waiting for open connections: every connection still

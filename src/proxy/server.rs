@@ -24,8 +24,7 @@ use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use super::upstream;
 use crate::access_log::AccessLog;
-use crate::config::Config;
-use crate::hello::HelloLimits;
+use crate::config::{Config, LimitsConfig};
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::{RuleSet, Rules};
 use crate::policy::destination::DestinationGuard;
@@ -45,6 +44,29 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// Passed when the drain deadline is: connections still open are cut.
     drain_deadline: Arc<DrainDeadline>,
+}
+
+/// The settings a running server takes from a reloaded configuration: the `[limits]` that
+/// every connection reads when it needs them (the timeouts, `max_hello_bytes`, the per-source
+/// limits). `max_connections` and `drain_timeout` are fixed when the server is bound.
+#[derive(Clone)]
+pub struct InPlace {
+    /// The limits every listener reads.
+    limits: Option<Arc<ArcSwap<LimitsConfig>>>,
+    /// The per-source table.
+    sources: Option<Arc<Sources>>,
+}
+
+impl InPlace {
+    /// Applies `limits` to the connections that start from now on.
+    pub fn apply(&self, limits: &LimitsConfig) {
+        if let Some(shared) = &self.limits {
+            shared.store(Arc::new(limits.clone()));
+        }
+        if let Some(sources) = &self.sources {
+            sources.set_limits(limits.max_connections_per_source, limits.max_hellos_per_source);
+        }
+    }
 }
 
 /// How long connections cut at the drain deadline have to write their log lines.
@@ -98,6 +120,7 @@ impl Server {
         let limits = &config.limits;
         let (per_source, hellos) = (limits.max_connections_per_source, limits.max_hellos_per_source);
         let sources = Arc::new(Sources::new(per_source, hellos, metrics.sources_tracked()));
+        let shared_limits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
         let mut listeners = Vec::new();
         for (l, socket) in config.listeners.iter().zip(sockets) {
             let l = l.get_ref();
@@ -115,19 +138,17 @@ impl Server {
                 let why = format!("upstream {upstream} is snigate's own address {listen}: it would loop");
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
             }
-            let limits = config.limits.clone();
+            let max_connections = config.limits.max_connections;
             let name = l.label();
             let listener = Listener {
                 access_log: log.listener(&name),
-                metrics: metrics.listener(&name, limits.max_connections),
+                metrics: metrics.listener(&name, max_connections),
                 name: name.into(),
                 config: l.clone(),
-                hello_limits: HelloLimits {
-                    max_hello_bytes: limits.max_hello_bytes,
-                    allow_underscore: config.rules.sni_allow_underscore,
-                },
-                slots: Arc::new(Semaphore::new(limits.max_connections)),
-                limits,
+                allow_underscore: config.rules.sni_allow_underscore,
+                slots: Arc::new(Semaphore::new(max_connections)),
+                limits: shared_limits.clone(),
+                max_connections,
                 ech: config.rules.ech,
                 upstream,
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
@@ -155,6 +176,13 @@ impl Server {
         self.rules.clone()
     }
 
+    /// What a reload may change without new sockets.
+    pub fn in_place(&self) -> InPlace {
+        let limits = self.listeners.first().map(|(_, l)| l.limits.clone());
+        let sources = self.listeners.first().map(|(_, l)| l.sources.clone());
+        InPlace { limits, sources }
+    }
+
     /// Every listening socket with its listener name, duplicated: what a new process takes
     /// over (the duplicates keep the sockets open until handed over).
     pub fn handover_sockets(&self) -> io::Result<Vec<(String, Socket)>> {
@@ -173,7 +201,7 @@ impl Server {
         let mut accepting = JoinSet::new();
         let mut slots = Vec::new();
         for (socket, listener) in self.listeners {
-            slots.push((listener.slots.clone(), listener.limits.max_connections));
+            slots.push((listener.slots.clone(), listener.max_connections));
             accepting.spawn(accept_loop(socket, listener));
         }
         self.metrics.set_ready(true);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus::IntGauge;
@@ -27,10 +27,10 @@ struct Held {
 pub struct Sources {
     /// Sources with connections open.
     table: Mutex<HashMap<IpAddr, Held>>,
-    /// `[limits] max_connections_per_source`.
-    max_connections: usize,
-    /// `[limits] max_hellos_per_source`.
-    max_hellos: usize,
+    /// `[limits] max_connections_per_source` (a SIGHUP may change it).
+    max_connections: AtomicUsize,
+    /// `[limits] max_hellos_per_source` (a SIGHUP may change it).
+    max_hellos: AtomicUsize,
     /// `snigate_sources_tracked`.
     tracked: IntGauge,
 }
@@ -49,7 +49,14 @@ pub struct SourceSlot {
 impl Sources {
     /// A table enforcing these limits, counting its sources in `tracked`.
     pub fn new(max_connections: usize, max_hellos: usize, tracked: IntGauge) -> Sources {
+        let (max_connections, max_hellos) = (AtomicUsize::new(max_connections), AtomicUsize::new(max_hellos));
         Sources { table: Mutex::new(HashMap::new()), max_connections, max_hellos, tracked }
+    }
+
+    /// New limits, for the connections admitted from now on.
+    pub fn set_limits(&self, max_connections: usize, max_hellos: usize) {
+        self.max_connections.store(max_connections, Ordering::Relaxed);
+        self.max_hellos.store(max_hellos, Ordering::Relaxed);
     }
 
     /// Counts a new, undecided connection from `ip`, or says which limit it would pass.
@@ -57,12 +64,12 @@ impl Sources {
         let key = source_of(ip);
         let mut table = self.lock();
         let held = table.entry(key).or_default();
-        if held.connections >= self.max_connections {
+        if held.connections >= self.max_connections.load(Ordering::Relaxed) {
             let n = held.connections;
             drop_if_empty(&mut table, key);
             return Err(format!("source {key} holds {n} connections (max_connections_per_source)"));
         }
-        if held.hellos >= self.max_hellos {
+        if held.hellos >= self.max_hellos.load(Ordering::Relaxed) {
             let n = held.hellos;
             drop_if_empty(&mut table, key);
             return Err(format!("source {key} has {n} connections waiting for their hello (max_hellos_per_source)"));
