@@ -14,6 +14,7 @@ use toml::Spanned;
 
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::decide::RuleSet;
+use crate::policy::destination::accepts;
 use crate::rules::file::{RuleErrors, load_rules, preset_rules};
 use crate::rules::list::{ListSpec, load_list};
 use crate::rules::rule::Verdict;
@@ -636,7 +637,8 @@ impl Config {
                 err(span.clone(), "`ports` is only used in mode = \"connect\" or \"http\"".into());
             }
             if let Some(upstream) = l.upstream.as_deref().and_then(|u| u.parse::<SocketAddr>().ok())
-                && let Some(own) = self.listeners.iter().map(|o| o.get_ref()).find(|o| listens_on(o.listen, upstream))
+                && let Some(own) =
+                    self.listeners.iter().map(|o| o.get_ref()).find(|o| accepts(o.listen, upstream, |_| false))
             {
                 err(
                     span.clone(),
@@ -730,14 +732,6 @@ impl Config {
             NoSni::Deny => set.deny_no_sni(),
         })
     }
-}
-
-/// Whether a socket listening on `listen` accepts connections to `addr`: the same address, or
-/// any loopback or unspecified address on a listener bound to every address.
-pub fn listens_on(listen: SocketAddr, addr: SocketAddr) -> bool {
-    let (listen_ip, ip) = (listen.ip().to_canonical(), addr.ip().to_canonical());
-    listen.port() == addr.port()
-        && (listen_ip == ip || (listen_ip.is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
 }
 
 /// 1-based line of byte offset `at`.

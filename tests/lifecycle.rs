@@ -191,15 +191,7 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut stderr) = run_binary(&config);
     let mut metrics = None;
     let addr: std::net::SocketAddr = loop {
         let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
@@ -279,6 +271,31 @@ async fn connections_cut_at_the_drain_deadline_are_logged_and_counted() {
     let allowed = key("snigate_connections_total", &[("listener", "test"), ("verdict", "allow"), ("reason", "rule")]);
     assert_eq!(metrics[&allowed], 1.0);
     assert_eq!(metrics[&key("snigate_active_connections", &[("listener", "test")])], 0.0);
+}
+
+/// Connects to `addr` every 20 ms for `lasting`, each time sending a hello for `name` and
+/// reading it echoed within `patience`; returns how many connections were served and how many
+/// were refused, cut or too slow.
+async fn probe(addr: std::net::SocketAddr, name: &'static [u8], lasting: Duration, patience: Duration) -> (u32, u32) {
+    let (mut served, mut refused) = (0, 0);
+    let until = Instant::now() + lasting;
+    while Instant::now() < until {
+        let answered = tokio::time::timeout(patience, async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            let h = hello(&[sni(name)]);
+            s.write_all(&h).await.ok()?;
+            let mut back = vec![0; h.len()];
+            s.read_exact(&mut back).await.ok()
+        })
+        .await;
+        if matches!(answered, Ok(Some(_))) {
+            served += 1
+        } else {
+            refused += 1
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (served, refused)
 }
 
 /// A connection from `source` (a 127.0.0.0/8 address) to `proxy` that sends `bytes`.
@@ -370,45 +387,77 @@ async fn a_full_listener_evicts_the_longest_waiting_hello() {
     assert_eq!(metrics[&evicted], 1.0);
 }
 
-/// Socket activation: the binary adopts a listening socket passed as systemd passes it
-/// (descriptor 3, `LISTEN_FDS`, `LISTEN_PID`), instead of binding its address, which this test
-/// keeps bound, so that binding it again would fail.
-#[tokio::test]
-async fn a_passed_listening_socket_is_adopted() {
-    use std::os::fd::AsRawFd;
-    let dir = tempfile::tempdir().unwrap();
-    let backend = echo_backend().await;
+/// The binary on `config`, its log lines (stderr) to read.
+fn run_binary(
+    config: &std::path::Path,
+) -> (tokio::process::Child, tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, stderr)
+}
+
+/// A listening socket on 127.0.0.1 that children inherit, as a service manager holds one, and
+/// a configuration whose one listener (`passed`, in `upstream` mode to `backend`) is on it, with
+/// `limits`.
+fn held_socket(
+    dir: &std::path::Path,
+    backend: std::net::SocketAddr,
+    limits: &str,
+) -> (socket2::Socket, std::path::PathBuf) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    socket.listen(128).unwrap();
+    socket.listen(1024).unwrap();
     socket.set_cloexec(false).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
-    let config = dir.path().join("snigate.toml");
+    std::fs::write(dir.join("t.rules"), RULES).unwrap();
+    let config = dir.join("snigate.toml");
     std::fs::write(
         &config,
         format!(
             "[[listener]]\nname = \"passed\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
-            dir.path().join("t.rules").display()
+             [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
+            dir.join("t.rules").display()
         ),
     )
     .unwrap();
-    // bash puts the socket on descriptor 3 and names itself in LISTEN_PID, then becomes
-    // snigate (exec keeps the pid).
+    (socket, config)
+}
+
+/// The binary on `config`, passed `socket` as systemd passes it: bash puts it on descriptor 3
+/// and names itself in LISTEN_PID, then becomes snigate (exec keeps the pid).
+fn start_activated(socket: &socket2::Socket, config: &std::path::Path) -> tokio::process::Child {
+    use std::os::fd::AsRawFd;
     let script = format!(
         "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run --config {cfg}",
         fd = socket.as_raw_fd(),
         bin = env!("CARGO_BIN_EXE_snigate"),
         cfg = config.display()
     );
-    let mut child = tokio::process::Command::new("bash")
+    tokio::process::Command::new("bash")
         .args(["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Socket activation: the binary adopts a listening socket passed as systemd passes it
+/// (descriptor 3, `LISTEN_FDS`, `LISTEN_PID`), instead of binding its address, which this test
+/// keeps bound, so that binding it again would fail.
+#[tokio::test]
+async fn a_passed_listening_socket_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, config) = held_socket(dir.path(), echo_backend().await, "");
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut child = start_activated(&socket, &config);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut open = loop {
         assert!(child.try_wait().unwrap().is_none(), "snigate exited: it did not adopt the socket");
@@ -478,15 +527,7 @@ async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
         handover.display()
     );
     std::fs::write(&config, &text).unwrap();
-    let mut old = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(old.stderr.take().unwrap()).lines();
+    let (mut old, mut stderr) = run_binary(&config);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(metrics).await.is_err()
         || http_get(metrics, "/readyz").await != (200, "ready\n".to_string())
@@ -509,26 +550,7 @@ async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
     assert_eq!(status.code(), Some(64));
 
     let mut open = spliced(addr, b"acme.my.salesforce.com").await;
-    let prober = tokio::spawn(async move {
-        let (mut served, mut refused) = (0, 0);
-        let until = Instant::now() + Duration::from_secs(4);
-        while Instant::now() < until {
-            match tokio::time::timeout(Duration::from_secs(2), async {
-                let mut s = TcpStream::connect(addr).await.ok()?;
-                let h = hello(&[sni(b"acme.my.salesforce.com")]);
-                s.write_all(&h).await.ok()?;
-                let mut back = vec![0; h.len()];
-                s.read_exact(&mut back).await.ok()
-            })
-            .await
-            {
-                Ok(Some(_)) => served += 1,
-                _ => refused += 1,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (served, refused)
-    });
+    let prober = tokio::spawn(probe(addr, b"acme.my.salesforce.com", Duration::from_secs(4), Duration::from_secs(2)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = old.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
@@ -577,15 +599,7 @@ async fn sighup_rereads_the_configuration() {
         )
     };
     std::fs::write(&config, text("a.rules", 10.0, 1000)).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut stderr) = run_binary(&config);
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
         if line.contains("listening") {
@@ -673,27 +687,7 @@ async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() 
         drop(writer.await.unwrap());
         back == data
     });
-    let prober = tokio::spawn(async move {
-        let (mut served, mut refused) = (0, 0);
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until {
-            let ok = tokio::time::timeout(Duration::from_secs(2), async {
-                let mut s = TcpStream::connect(addr).await.ok()?;
-                let h = hello(&[sni(b"a.example.com")]);
-                s.write_all(&h).await.ok()?;
-                let mut back = vec![0; h.len()];
-                s.read_exact(&mut back).await.ok()
-            })
-            .await;
-            if matches!(ok, Ok(Some(_))) {
-                served += 1
-            } else {
-                refused += 1
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (served, refused)
-    });
+    let prober = tokio::spawn(probe(addr, b"a.example.com", Duration::from_secs(3), Duration::from_secs(2)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut new = start(config("b.rules"), true);
     let (served, refused) = prober.await.unwrap();
@@ -711,63 +705,13 @@ async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() 
 /// keep connecting; none is refused.
 #[tokio::test]
 async fn a_restart_on_a_held_socket_refuses_nothing() {
-    use std::os::fd::AsRawFd;
     let dir = tempfile::tempdir().unwrap();
-    let backend = echo_backend().await;
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    socket.listen(1024).unwrap();
-    socket.set_cloexec(false).unwrap();
+    let (socket, config) = held_socket(dir.path(), echo_backend().await, "drain_timeout = 0.3");
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
-    let config = dir.path().join("snigate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nname = \"passed\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 0.3\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
-            dir.path().join("t.rules").display()
-        ),
-    )
-    .unwrap();
-    let start = || {
-        let script = format!(
-            "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run --config {cfg}",
-            fd = socket.as_raw_fd(),
-            bin = env!("CARGO_BIN_EXE_snigate"),
-            cfg = config.display()
-        );
-        tokio::process::Command::new("bash")
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let start = || start_activated(&socket, &config);
     let mut first = start();
     let _ = spliced(addr, b"acme.my.salesforce.com").await;
-    let prober = tokio::spawn(async move {
-        let (mut served, mut refused) = (0, 0);
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until {
-            let ok = tokio::time::timeout(Duration::from_secs(3), async {
-                let mut s = TcpStream::connect(addr).await.ok()?;
-                let h = hello(&[sni(b"acme.my.salesforce.com")]);
-                s.write_all(&h).await.ok()?;
-                let mut back = vec![0; h.len()];
-                s.read_exact(&mut back).await.ok()
-            })
-            .await;
-            if matches!(ok, Ok(Some(_))) {
-                served += 1
-            } else {
-                refused += 1
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (served, refused)
-    });
+    let prober = tokio::spawn(probe(addr, b"acme.my.salesforce.com", Duration::from_secs(3), Duration::from_secs(3)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     // systemctl restart: stop (SIGTERM, wait for the exit), then start on the same socket.
     assert!(Command::new("kill").args(["-TERM", &first.id().unwrap().to_string()]).status().unwrap().success());

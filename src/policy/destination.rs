@@ -128,15 +128,17 @@ impl DestinationGuard {
     /// address, or, on a listener bound to every address, any address of this machine on its
     /// port (`is_local` says which are).
     pub fn own_listener(&self, addr: SocketAddr, is_local: impl Fn(IpAddr) -> bool) -> Option<SocketAddr> {
-        let ip = canonical(addr.ip());
-        self.own
-            .iter()
-            .find(|o| {
-                o.port() == addr.port()
-                    && (canonical(o.ip()) == ip || (o.ip().is_unspecified() && (is_always(ip) || is_local(ip))))
-            })
-            .copied()
+        self.own.iter().find(|&&own| accepts(own, addr, &is_local)).copied()
     }
+}
+
+/// Whether a socket listening on `listen` accepts connections to `addr`: the same address, or,
+/// on a listener bound to every address, any address of this machine on its port (`is_local`
+/// says which are, beside loopback and unspecified).
+pub fn accepts(listen: SocketAddr, addr: SocketAddr, is_local: impl Fn(IpAddr) -> bool) -> bool {
+    let ip = canonical(addr.ip());
+    listen.port() == addr.port()
+        && (canonical(listen.ip()) == ip || (listen.ip().is_unspecified() && (is_always(ip) || is_local(ip))))
 }
 
 /// Loopback or unspecified: addresses that always mean this machine.

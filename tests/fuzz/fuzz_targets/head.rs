@@ -15,58 +15,23 @@
 //! - `TooLarge` only for inputs of at least `MAX_HEAD` bytes.
 #![no_main]
 
-use std::cell::RefCell;
-use std::io;
+#[path = "chunked.rs"]
+mod chunked;
+
 use std::mem::{Discriminant, discriminant};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use chunked::{Chunked, block_on};
 use libfuzzer_sys::fuzz_target;
 use snigate::internal::{Head, HeadError, MAX_HEAD, parse_head, read_head};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
-/// An in-memory stream: hands out `data` in chunks, then end of file.
-struct Chunked<'a> {
-    data: &'a [u8],
-    pos: usize,
-    /// Everything left per read (as much as the reader's buffer takes) rather than chunks.
-    whole: bool,
-}
-
-impl AsyncRead for Chunked<'_> {
-    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let rest = &this.data[this.pos..];
-        let n = match rest.first() {
-            None => 0,
-            Some(_) if this.whole => rest.len(),
-            Some(&b) => 1 + usize::from(b) % 64,
-        };
-        let n = n.min(rest.len()).min(out.remaining());
-        out.put_slice(&rest[..n]);
-        this.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-thread_local! {
-    static RUNTIME: RefCell<Runtime> = RefCell::new(
-        tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime"),
-    );
-}
-
 fn read(data: &[u8], whole: bool) -> (Result<Head, HeadError>, BytesMut, usize) {
-    let mut io = Chunked { data, pos: 0, whole };
+    let mut io = Chunked::new(data, whole);
     let mut buf = BytesMut::new();
-    let result = RUNTIME.with(|rt| {
-        let rt = rt.borrow();
-        let deadline = Instant::now() + Duration::from_secs(86_400);
-        rt.block_on(read_head(&mut io, &mut buf, deadline))
-    });
+    let deadline = Instant::now() + Duration::from_secs(86_400);
+    let result = block_on(read_head(&mut io, &mut buf, deadline));
     (result, buf, io.pos)
 }
 

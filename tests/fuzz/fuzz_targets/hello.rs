@@ -15,7 +15,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use snigate::Reason;
-use snigate::hello::{ClientHello, HelloParser, HelloLimits, Parse, parse};
+use snigate::hello::{ClientHello, HelloLimits, HelloParser, Parse, parse};
 
 /// `Parse` with errors reduced to their reason: the messages are diagnostics, not contract.
 #[derive(Debug, PartialEq)]

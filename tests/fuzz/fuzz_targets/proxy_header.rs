@@ -15,49 +15,17 @@
 //! The cap is 512 bytes.
 #![no_main]
 
-use std::cell::RefCell;
-use std::io;
+#[path = "chunked.rs"]
+mod chunked;
+
 use std::mem::discriminant;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use chunked::{Chunked, block_on};
 use libfuzzer_sys::fuzz_target;
 use snigate::internal::{Addresses, ProxyError, read_proxy_header};
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::runtime::Runtime;
 
 const MAX: usize = 512;
-
-/// An in-memory stream: hands out `data` in chunks, then end of file.
-struct Chunked<'a> {
-    data: &'a [u8],
-    pos: usize,
-    /// Everything left per read (as much as the reader's buffer takes) rather than chunks.
-    whole: bool,
-}
-
-impl AsyncRead for Chunked<'_> {
-    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let rest = &this.data[this.pos..];
-        let n = match rest.first() {
-            None => 0,
-            Some(_) if this.whole => rest.len(),
-            Some(&b) => 1 + usize::from(b) % 64,
-        };
-        let n = n.min(rest.len()).min(out.remaining());
-        out.put_slice(&rest[..n]);
-        this.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-thread_local! {
-    static RUNTIME: RefCell<Runtime> = RefCell::new(
-        tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime"),
-    );
-}
 
 /// What one read gave: the answer, what the buffer holds, and how much of the input was read.
 struct Outcome {
@@ -67,9 +35,9 @@ struct Outcome {
 }
 
 fn read(data: &[u8], whole: bool) -> Outcome {
-    let mut io = Chunked { data, pos: 0, whole };
+    let mut io = Chunked::new(data, whole);
     let mut buf = BytesMut::new();
-    let result = RUNTIME.with(|rt| rt.borrow().block_on(read_proxy_header(&mut io, &mut buf, MAX)));
+    let result = block_on(read_proxy_header(&mut io, &mut buf, MAX));
     Outcome { result, buffered: buf.to_vec(), read: io.pos }
 }
 
@@ -86,7 +54,10 @@ fn check(data: &[u8], o: &Outcome, how: &str) -> Option<usize> {
         Err(ProxyError::TooLong(max)) => {
             assert_eq!(*max, MAX);
             // Only a v2 header that declares more than the cap.
-            assert!(data.starts_with(b"\r\n\r\n\0\r\nQUIT\n") && data.len() >= 16, "{how}: TooLong without a v2 header");
+            assert!(
+                data.starts_with(b"\r\n\r\n\0\r\nQUIT\n") && data.len() >= 16,
+                "{how}: TooLong without a v2 header"
+            );
             assert!(16 + usize::from(u16::from_be_bytes([data[14], data[15]])) > MAX, "{how}: TooLong within the cap");
             assert_eq!(&o.buffered[..], &data[..o.read], "{how}: the buffer is what was read");
             None
