@@ -48,11 +48,13 @@ pub enum Reason {
     /// The client's source already holds `max_connections_per_source` connections, or
     /// `max_hellos_per_source` that are not decided yet: refused at once.
     SourceLimit,
+    /// QUIC: the client's Initial uses a version snigate cannot read, so cannot filter.
+    QuicVersion,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -71,6 +73,7 @@ impl Reason {
         Reason::ProxyAuth,
         Reason::DstDenied,
         Reason::SourceLimit,
+        Reason::QuicVersion,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -94,6 +97,7 @@ impl Reason {
             Reason::ProxyAuth => "proxy_auth",
             Reason::DstDenied => "dst_denied",
             Reason::SourceLimit => "source_limit",
+            Reason::QuicVersion => "quic_version",
         }
     }
 }

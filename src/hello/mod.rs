@@ -1,6 +1,8 @@
-//! The ClientHello: the pure parser ([`parse`]) and the stream reader ([`read`]).
+//! The ClientHello: the pure parser ([`parse`]), the stream reader ([`read`]), and the QUIC
+//! Initial inspector ([`quic`]).
 
 mod parse;
+pub mod quic;
 mod read;
 
 pub use parse::{

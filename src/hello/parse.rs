@@ -311,7 +311,22 @@ fn reassemble(wire: &[u8], records: usize) -> Cow<'_, [u8]> {
 
 /// Decodes the complete hello carried by `wire` (its records, nothing more).
 fn decode(wire: &[u8], records: usize, limits: HelloLimits) -> Result<ClientHello, HelloError> {
-    let msg = reassemble(wire, records);
+    decode_message(&reassemble(wire, records), wire.len(), records, limits)
+}
+
+/// Decodes one complete ClientHello handshake message (its 4-byte header included), however it
+/// was carried: TLS records over TCP, or QUIC CRYPTO frames. `wire_bytes` and `pieces` say
+/// what carried it (record bytes and records; datagram bytes and CRYPTO frames).
+pub(crate) fn decode_message(
+    msg: &[u8],
+    wire_bytes: usize,
+    pieces: usize,
+    limits: HelloLimits,
+) -> Result<ClientHello, HelloError> {
+    let [a, b, c, d, ..] = *msg else { return Err(HelloError::Malformed("truncated handshake header")) };
+    if check_head([a, b, c, d], limits)? != msg.len() {
+        return Err(HelloError::Malformed("handshake length does not match the message"));
+    }
     let body = &msg[HANDSHAKE_HEADER_LEN..];
     let (trailing, ch) =
         parse_tls_handshake_client_hello(body).map_err(|_| HelloError::Malformed("ClientHello body"))?;
@@ -326,8 +341,8 @@ fn decode(wire: &[u8], records: usize, limits: HelloLimits) -> Result<ClientHell
         ech: false,
         extensions: Vec::new(),
         hello_bytes: msg.len(),
-        wire_bytes: wire.len(),
-        records,
+        wire_bytes,
+        records: pieces,
     };
     let mut server_name: Option<&[u8]> = None;
     let mut exts = ch.ext.unwrap_or_default();
