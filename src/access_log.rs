@@ -325,11 +325,12 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
             let alpn = o.alpn.join(",");
             let _ = write!(
                 line,
-                "{} {} {} dst={} {} {} sni={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
+                "{} {} {} dst={} proto={} {} {} sni={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
                 rfc3339(o.time),
                 text_value(&o.listener),
                 o.client,
                 dash(o.original_dst.map(|a| a.to_string())),
+                o.protocol.as_str(),
                 o.verdict.as_str(),
                 o.reason,
                 text_value(o.sni.as_deref().unwrap_or("-")),
@@ -361,6 +362,7 @@ mod tests {
             listener: "edge".into(),
             client: "127.0.0.1:40000".parse().unwrap(),
             original_dst: None,
+            protocol: crate::outcome::Seen::Tls,
             sni: Some("acme.my.salesforce.com".into()),
             alpn: vec!["h2".into(), "http/1.1".into()],
             tls_version: Some("TLSv1.3".into()),
@@ -393,7 +395,7 @@ mod tests {
         format_line(LogFormat::Text, &outcome(), &mut line);
         assert_eq!(
             line,
-            "2024-02-29T23:59:59.999Z edge 127.0.0.1:40000 dst=- allow rule sni=acme.my.salesforce.com \
+            "2024-02-29T23:59:59.999Z edge 127.0.0.1:40000 dst=- proto=tls allow rule sni=acme.my.salesforce.com \
              alpn=h2,http/1.1 tls=TLSv1.3 ech=false rule=salesforce.rules:3 upstream=10.0.0.1:443 stage=splice \
              up=517 down=4096 0.250s\n"
         );

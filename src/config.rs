@@ -167,6 +167,19 @@ pub enum RejectStyle {
     Close,
 }
 
+/// What a listener receives: TCP connections, or QUIC over UDP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP: a TLS ClientHello (or, in the explicit modes, an HTTP request) first.
+    #[default]
+    Tcp,
+    /// UDP: QUIC, decided by the ClientHello in the client's Initial packets.
+    Quic,
+}
+
+keywords!(Protocol { Tcp => "tcp", Quic => "quic" });
+
 keywords!(RejectStyle { Alert => "alert", Rst => "rst", Close => "close" });
 
 /// How a listener moves the bytes of allowed connections (`splice = "auto" | "copy"`).
@@ -265,6 +278,9 @@ pub struct ListenerConfig {
     pub name: Option<String>,
     /// Address and port to accept on.
     pub listen: SocketAddr,
+    /// `tcp` (the default) or `quic` (UDP; modes `upstream`, `sni` and `transparent`).
+    #[serde(default)]
+    pub protocol: Protocol,
     /// How the upstream is chosen.
     pub mode: Mode,
     /// `upstream` mode: where every allowed connection goes (`host:port` or `ip:port`).
@@ -426,6 +442,11 @@ pub struct LimitsConfig {
     pub max_hello_bytes: usize,
     /// On SIGTERM, how long open connections may take to finish.
     pub drain_timeout: f64,
+    /// QUIC flows per listener (being decided, allowed or recently denied); beyond it the
+    /// oldest flow still being decided makes room, else the new flow's datagram is dropped.
+    pub max_flows: usize,
+    /// A QUIC flow with no datagram either way for this long is forgotten.
+    pub flow_idle_timeout: f64,
 }
 
 impl Default for LimitsConfig {
@@ -439,6 +460,8 @@ impl Default for LimitsConfig {
             idle_timeout: 600.0,
             max_hello_bytes: DEFAULT_MAX_HELLO_BYTES,
             drain_timeout: 30.0,
+            max_flows: 10_000,
+            flow_idle_timeout: 60.0,
         }
     }
 }
@@ -459,6 +482,10 @@ impl LimitsConfig {
     /// `drain_timeout` as a duration.
     pub fn drain_timeout(&self) -> Duration {
         secs(self.drain_timeout)
+    }
+    /// `flow_idle_timeout` as a duration.
+    pub fn flow_idle_timeout(&self) -> Duration {
+        secs(self.flow_idle_timeout)
     }
 }
 
@@ -609,7 +636,7 @@ impl Config {
             let l = l.get_ref();
             // Port 0 asks the kernel for a fresh port each time: never a clash.
             if l.listen.port() != 0
-                && let Some(previous) = seen.insert(l.listen, l.label())
+                && let Some(previous) = seen.insert((l.listen, l.protocol), l.label())
             {
                 err(span.clone(), format!("listen address {} is also used by listener {previous:?}", l.listen));
             }
@@ -632,6 +659,18 @@ impl Config {
             }
             if l.upstream_port.is_some() && l.mode != Mode::Sni {
                 err(span.clone(), "`upstream_port` is only used in mode = \"sni\"".into());
+            }
+            if l.protocol == Protocol::Quic {
+                if matches!(l.mode, Mode::Connect | Mode::Http) {
+                    let mode = l.mode.as_str();
+                    err(
+                        span.clone(),
+                        format!("protocol = \"quic\" takes mode upstream, sni or transparent, not {mode:?}"),
+                    );
+                }
+                if !l.proxy_protocol_trusted.is_empty() || l.proxy_protocol_out.is_some() {
+                    err(span.clone(), "PROXY protocol is for TCP listeners, not protocol = \"quic\"".into());
+                }
             }
             if l.ports.is_some() && !matches!(l.mode, Mode::Connect | Mode::Http) {
                 err(span.clone(), "`ports` is only used in mode = \"connect\" or \"http\"".into());
@@ -669,6 +708,7 @@ impl Config {
             ("connect_timeout", limits.connect_timeout),
             ("idle_timeout", limits.idle_timeout),
             ("drain_timeout", limits.drain_timeout),
+            ("flow_idle_timeout", limits.flow_idle_timeout),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 err(key_span(text, name), format!("limits.{name} must be a positive number of seconds"));
@@ -678,6 +718,7 @@ impl Config {
             ("max_connections", limits.max_connections),
             ("max_connections_per_source", limits.max_connections_per_source),
             ("max_hellos_per_source", limits.max_hellos_per_source),
+            ("max_flows", limits.max_flows),
         ] {
             if value == 0 {
                 err(key_span(text, name), format!("limits.{name} must be at least 1"));

@@ -39,6 +39,30 @@ impl Stage {
     }
 }
 
+/// What a connection spoke, as its first bytes showed: the access log's `protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seen {
+    /// A TLS ClientHello over TCP (or nothing yet).
+    #[default]
+    Tls,
+    /// An HTTP/1 request.
+    Http,
+    /// QUIC over UDP.
+    Quic,
+}
+
+impl Seen {
+    /// The log value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Seen::Tls => "tls",
+            Seen::Http => "http",
+            Seen::Quic => "quic",
+        }
+    }
+}
+
 /// What happened to one connection: the access-log record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -51,6 +75,8 @@ pub struct Outcome {
     pub client: SocketAddr,
     /// The original destination (transparent mode).
     pub original_dst: Option<SocketAddr>,
+    /// What the connection spoke.
+    pub protocol: Seen,
     /// The normalised SNI.
     pub sni: Option<String>,
     /// ALPN protocols offered (escaped).
@@ -115,6 +141,7 @@ impl Outcome {
             listener,
             client,
             original_dst: None,
+            protocol: Seen::Tls,
             sni: None,
             alpn: Vec::new(),
             tls_version: None,

@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use tokio::io::Interest;
@@ -220,6 +221,94 @@ pub fn recv_fds(socket: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(usize
         return Err(io::Error::new(io::ErrorKind::InvalidData, "more descriptors than a handover carries"));
     }
     Ok((n as usize, fds))
+}
+
+/// Asks the kernel to report each datagram's original destination (IP_RECVORIGDSTADDR,
+/// IPV6_RECVORIGDSTADDR): with TPROXY, the address the client sent to.
+pub fn set_recv_original_dst(socket: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    let (level, name) =
+        if ipv6 { (libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR) } else { (libc::SOL_IP, libc::IP_RECVORIGDSTADDR) };
+    // SAFETY: setsockopt reads an int from a live local for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Receives one datagram into `buf`: its length, its source, and its original destination
+/// when the socket reports it (see [`set_recv_original_dst`]).
+pub fn recv_from_to(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<SocketAddr>)> {
+    // Room for one sockaddr_in6 header, the larger of the two.
+    let mut control = [0u64; 16];
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point to live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut from).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg writes at most iov_len bytes into `buf`, msg_namelen into `from` and
+    // msg_controllen into `control`, all alive and writable for the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote a sockaddr of msg_namelen bytes into `from`, whose family says
+    // which: sockaddr_storage is large and aligned enough for either.
+    let source = unsafe { from_sockaddr((&raw const from).cast()) }
+        .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+    let mut original = None;
+    // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR walk them and return null at the end. IP_ORIGDSTADDR carries a
+    // sockaddr_in and IPV6_ORIGDSTADDR a sockaddr_in6, read unaligned.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !header.is_null() {
+            let (level, kind) = ((*header).cmsg_level, (*header).cmsg_type);
+            let data = libc::CMSG_DATA(header);
+            if (level, kind) == (libc::SOL_IP, libc::IP_ORIGDSTADDR) {
+                original = Some(v4(data.cast::<libc::sockaddr_in>().read_unaligned()));
+            } else if (level, kind) == (libc::SOL_IPV6, libc::IPV6_ORIGDSTADDR) {
+                original = Some(v6(data.cast::<libc::sockaddr_in6>().read_unaligned()));
+            }
+            header = libc::CMSG_NXTHDR(&raw const msg, header);
+        }
+    }
+    Ok((n as usize, source, original))
+}
+
+fn v4(a: libc::sockaddr_in) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port)))
+}
+
+fn v6(a: libc::sockaddr_in6) -> SocketAddr {
+    SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+}
+
+/// The IP socket address at `addr`, by its family.
+///
+/// # Safety
+/// `addr` points to a sockaddr of its family's size, aligned for a sockaddr_in6.
+unsafe fn from_sockaddr(addr: *const libc::sockaddr) -> Option<SocketAddr> {
+    // SAFETY: the caller vouches for the pointer, and the family says which struct is there.
+    unsafe {
+        match i32::from((*addr).sa_family) {
+            libc::AF_INET => Some(v4(addr.cast::<libc::sockaddr_in>().read())),
+            libc::AF_INET6 => Some(v6(addr.cast::<libc::sockaddr_in6>().read())),
+            _ => None,
+        }
+    }
 }
 
 /// Registers a listening socket with the runtime's reactor, for readability (incoming

@@ -44,6 +44,32 @@ pub const DURATION_SECONDS_BUCKETS: &[f64] = &[
     86400.0,
 ];
 
+/// Why a QUIC datagram was dropped (the `cause` label of
+/// `snigate_quic_datagrams_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// A datagram of a flow that was denied (until the flow is forgotten).
+    Denied,
+    /// Beyond what a flow buffers while it is decided.
+    Buffer,
+    /// The flow table is full and no flow being decided could make room.
+    Full,
+    /// It does not start a flow: not a client Initial, or from a source beyond its limits.
+    NotInitial,
+}
+
+impl Dropped {
+    /// The `cause` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Dropped::Denied => "denied_flow",
+            Dropped::Buffer => "buffer_full",
+            Dropped::Full => "flows_full",
+            Dropped::NotInitial => "not_initial",
+        }
+    }
+}
+
 /// Why an access-log line was not written (the `cause` label of `snigate_log_suppressed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suppressed {
@@ -103,6 +129,8 @@ pub struct Metrics {
     last_reload: Gauge,
     /// `snigate_log_suppressed_total{listener, cause}`.
     log_suppressed: IntCounterVec,
+    /// `snigate_quic_datagrams_dropped_total`.
+    quic_dropped: IntCounterVec,
     /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
     /// answers from it.
     ready: IntGauge,
@@ -201,6 +229,12 @@ impl Metrics {
              was behind.",
             &["listener", "cause"],
         );
+        let quic_dropped = counter_vec(
+            "snigate_quic_datagrams_dropped_total",
+            "QUIC datagrams dropped without a new verdict: for a denied flow, beyond a flow's buffer while it is \
+             decided, with the flow table full, or not starting a flow (not a client Initial).",
+            &["listener", "cause"],
+        );
         let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
         let sources_tracked = int_gauge(
             "snigate_sources_tracked",
@@ -229,6 +263,7 @@ impl Metrics {
             reloads_failed: reloads.with_label_values(&["failure"]),
             last_reload,
             log_suppressed,
+            quic_dropped,
             ready,
             sources_tracked,
             registry,
@@ -253,6 +288,7 @@ impl Metrics {
             ech_hellos: self.ech_hellos.with_label_values(&[name]),
             log_rate_limited: self.log_suppressed.with_label_values(&[name, Suppressed::RateLimit.as_str()]),
             log_queue_full: self.log_suppressed.with_label_values(&[name, Suppressed::QueueFull.as_str()]),
+            quic_dropped: self.quic_dropped.clone(),
             rule_hits: self.rule_hits.clone(),
             bytes_upstream: self.bytes_upstream.clone(),
             bytes_downstream: self.bytes_downstream.clone(),
@@ -334,6 +370,8 @@ pub struct ListenerMetrics {
     log_rate_limited: IntCounter,
     /// `snigate_log_suppressed_total{listener, cause="queue_full"}`.
     log_queue_full: IntCounter,
+    /// `snigate_quic_datagrams_dropped_total`, labelled per drop.
+    quic_dropped: IntCounterVec,
     /// `snigate_rule_hits_total`: the ruleset label is looked up per decision by a rule; its
     /// values are configured names.
     rule_hits: IntCounterVec,
@@ -390,6 +428,11 @@ impl ListenerMetrics {
         self.bytes_upstream.inc_by(o.bytes_up);
         self.bytes_downstream.inc_by(o.bytes_down);
         self.duration[v].observe(o.duration);
+    }
+
+    /// A QUIC datagram was dropped for `cause`.
+    pub fn quic_dropped(&self, cause: Dropped) {
+        self.quic_dropped.with_label_values(&[&self.name, cause.as_str()]).inc();
     }
 
     /// An access-log line was not written.

@@ -28,6 +28,7 @@ use super::http::Target;
 use super::listener::Listener;
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::{Denied, Reply, Speaks, answer};
+use super::route;
 use super::sources::SourceSlot;
 use super::splice::{End, Moved, splice};
 use super::upstream;
@@ -35,8 +36,7 @@ use crate::config::{EchPolicy, Mode, VerifyDestination};
 use crate::hello::{ClientHello, ReadError, read_client_hello, read_client_hello_now};
 use crate::metrics::registry::ActiveGuard;
 use crate::name::Name;
-use crate::outcome::{Outcome, Stage};
-use crate::policy::destination::Chosen;
+use crate::outcome::{Outcome, Seen, Stage};
 use crate::reason::Reason;
 use crate::rules::rule::Verdict;
 
@@ -282,6 +282,7 @@ impl Conn<'_> {
     /// replayed to it unchanged.
     async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Ask, Denied> {
         self.speaks = Speaks::Http;
+        self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
         let target = explicit::http_target(&head)?;
         if let Target::Name(name, _) = &target {
@@ -424,59 +425,7 @@ impl Conn<'_> {
         verify: bool,
     ) -> Result<Vec<SocketAddr>, Denied> {
         self.record.stage = Stage::Resolve;
-        let candidates = match (dst, name) {
-            (Some(dst), Some(name)) if verify => self.verify_destination(name, dst).await.map(|()| vec![dst]),
-            (Some(dst), _) => Ok(vec![dst]),
-            (None, Some(name)) => self.lookup(name, port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e)),
-            (None, None) => Err(Denied::by(Reason::UpstreamError)),
-        }?;
-        self.guard(candidates, verify)
-    }
-
-    /// The destination guard: the candidates that are neither snigate itself, nor in a range
-    /// the guard refuses, nor refused by a `deny ip` rule. `upstream` mode's fixed upstream is
-    /// the operator's own setting, and passes.
-    fn guard(&self, candidates: Vec<SocketAddr>, verified: bool) -> Result<Vec<SocketAddr>, Denied> {
-        let chosen = match self.listener.config.mode {
-            Mode::Upstream => return Ok(candidates),
-            Mode::Transparent if !verified => Chosen::ByClient,
-            _ => Chosen::BySnigate,
-        };
-        let rules = self.listener.rules.load();
-        let client = self.record.client.ip();
-        let mut refused = Vec::new();
-        let mut check = |addr: SocketAddr| {
-            let verdict = match rules.denies_destination(client, addr.ip()) {
-                Some(rule) => Err(format!("destination {addr} refused: denied by rule {rule}")),
-                None => self.listener.guard.check(addr, chosen, upstream::is_local).map_err(|r| r.to_string()),
-            };
-            verdict.map_err(|e| refused.push(e)).is_ok()
-        };
-        let allowed: Vec<SocketAddr> = candidates.into_iter().filter(|&addr| check(addr)).collect();
-        match allowed.is_empty() {
-            true => Err(Denied::failed(Reason::DstDenied, refused.join("; "))),
-            false => Ok(allowed),
-        }
-    }
-
-    /// `verify_destination = "dns"`: the original destination must be one of the SNI's
-    /// addresses, or the SNI is a lie (spoofing, domain fronting to another address). A lookup
-    /// that fails cannot vouch for the destination, so it denies too.
-    async fn verify_destination(&mut self, sni: &Name, dst: SocketAddr) -> Result<(), Denied> {
-        match self.lookup(sni, dst.port()).await {
-            Ok(addrs) if addrs.iter().any(|a| a.ip() == dst.ip()) => Ok(()),
-            Ok(addrs) => {
-                let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-                let error = format!("{} is not among {sni}'s addresses ({})", dst.ip(), shown.join(", "));
-                Err(Denied::failed(Reason::DstMismatch, error))
-            }
-            Err(e) => Err(Denied::failed(Reason::DstMismatch, format!("cannot verify {}: {e}", dst.ip()))),
-        }
-    }
-
-    /// A DNS lookup, boxed: the resolver's future is large and a cache hit is quick.
-    async fn lookup(&self, name: &Name, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        Box::pin(self.listener.resolver.lookup(name.as_str(), port)).await
+        route::destinations(self.listener, self.record.client.ip(), name, dst, port, verify).await
     }
 
     /// Stages connect and replay: the first candidate that answers gets the PROXY header, when

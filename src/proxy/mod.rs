@@ -4,10 +4,11 @@
 //! - [`listener`]: one listener's settings, shared by its connections; the drain deadline.
 //! - [`connection`]: one connection as its named stages, and its one exit.
 //! - [`client`]: the accepted socket, registered with the runtime only when a stage waits.
+//! - [`quic`]: QUIC listeners: UDP flows decided by their Initial packets, then forwarded.
 //! - [`proxy_protocol`]: PROXY headers in (from trusted load balancers) and out.
 //! - [`explicit`] and [`http`]: the `connect` and `http` modes' requests and answers.
 //! - [`reject`]: how a denial reaches the wire.
-//! - [`resolver`] and [`upstream`]: finding and reaching the upstream.
+//! - [`resolver`], [`route`] and [`upstream`]: finding, vetting and reaching the upstream.
 //! - [`splice`]: moving bytes both ways once allowed.
 //! - [`sources`]: per-source limits, and the queue of connections waiting for their hello.
 
@@ -17,8 +18,10 @@ pub(crate) mod explicit;
 pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod proxy_protocol;
+pub(crate) mod quic;
 pub(crate) mod reject;
 pub(crate) mod resolver;
+pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod sources;
 pub(crate) mod splice;

@@ -20,11 +20,12 @@ use tokio::task::JoinSet;
 
 use super::connection;
 use super::listener::{DrainDeadline, Listener, SharedCredentials};
+use super::quic;
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use super::upstream;
 use crate::access_log::AccessLog;
-use crate::config::{Config, LimitsConfig};
+use crate::config::{Config, LimitsConfig, Protocol};
 use crate::metrics::registry::Metrics;
 use crate::policy::decide::{RuleSet, Rules};
 use crate::policy::destination::DestinationGuard;
@@ -32,10 +33,27 @@ use crate::policy::destination::DestinationGuard;
 /// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// A listener's bound socket.
+enum Bound {
+    /// TCP, listening, registered for accepts.
+    Stream(AsyncFd<Socket>),
+    /// UDP (`protocol = "quic"`).
+    Datagram(Socket),
+}
+
+impl Bound {
+    fn socket(&self) -> &Socket {
+        match self {
+            Bound::Stream(s) => s.get_ref(),
+            Bound::Datagram(s) => s,
+        }
+    }
+}
+
 /// Bound listeners, ready to run.
 pub struct Server {
     /// Each listener's socket and settings.
-    listeners: Vec<(AsyncFd<Socket>, Arc<Listener>)>,
+    listeners: Vec<(Bound, Arc<Listener>)>,
     /// The shared rule snapshot (swapped on reload).
     rules: Rules,
     /// How long open connections may take to finish after shutdown.
@@ -101,9 +119,11 @@ impl Server {
             let adopted = passed.iter().position(|(name, s)| {
                 *name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen)
             });
-            let socket = match adopted {
-                Some(i) => adopt(passed.swap_remove(i).1).map_err(context)?,
-                None => listen(l.listen, l.tproxy).map_err(context)?,
+            let socket = match (adopted, l.protocol) {
+                (Some(i), Protocol::Tcp) => Bound::Stream(adopt(passed.swap_remove(i).1).map_err(context)?),
+                (None, Protocol::Tcp) => Bound::Stream(listen(l.listen, l.tproxy).map_err(context)?),
+                (Some(i), Protocol::Quic) => Bound::Datagram(quic::adopt(passed.swap_remove(i).1).map_err(context)?),
+                (None, Protocol::Quic) => Bound::Datagram(quic::bind(l.listen, l.tproxy).map_err(context)?),
             };
             sockets.push(socket);
         }
@@ -113,7 +133,7 @@ impl Server {
         }
         // snigate's own addresses, as bound (port 0 resolved), are never a destination.
         let mut own: Vec<SocketAddr> =
-            sockets.iter().filter_map(|s| s.get_ref().local_addr().ok()?.as_socket()).collect();
+            sockets.iter().filter_map(|s| s.socket().local_addr().ok()?.as_socket()).collect();
         own.extend(config.metrics.address());
         let destinations = &config.destinations;
         let guard = Arc::new(DestinationGuard::new(destinations.allow.clone(), destinations.deny.clone(), own.clone()));
@@ -168,7 +188,7 @@ impl Server {
 
     /// The bound addresses, in configuration order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(s, _)| s.get_ref().local_addr().ok()?.as_socket()).collect()
+        self.listeners.iter().filter_map(|(s, _)| s.socket().local_addr().ok()?.as_socket()).collect()
     }
 
     /// The rule snapshot, to swap in a reloaded one.
@@ -186,7 +206,7 @@ impl Server {
     /// Every listening socket with its listener name, duplicated: what a new process takes
     /// over (the duplicates keep the sockets open until handed over).
     pub fn handover_sockets(&self) -> io::Result<Vec<(String, Socket)>> {
-        self.listeners.iter().map(|(s, l)| Ok((l.name.to_string(), s.get_ref().try_clone()?))).collect()
+        self.listeners.iter().map(|(s, l)| Ok((l.name.to_string(), s.socket().try_clone()?))).collect()
     }
 
     /// The `connect` listeners' credentials, to swap in reloaded ones.
@@ -202,7 +222,10 @@ impl Server {
         let mut slots = Vec::new();
         for (socket, listener) in self.listeners {
             slots.push((listener.slots.clone(), listener.max_connections));
-            accepting.spawn(accept_loop(socket, listener));
+            match socket {
+                Bound::Stream(socket) => accepting.spawn(accept_loop(socket, listener)),
+                Bound::Datagram(socket) => accepting.spawn(quic::serve(socket, listener)),
+            };
         }
         self.metrics.set_ready(true);
         shutdown.await;

@@ -1,0 +1,589 @@
+//! QUIC listeners (`protocol = "quic"`): UDP flows decided by the ClientHello in their Initial
+//! packets, then forwarded both ways as opaque datagrams.
+//!
+//! A flow is a client address and the address it sent to (the original destination, with
+//! TPROXY). One task per listener owns the flow table: it inspects the datagrams of flows being
+//! decided (buffering them, bounded), decides with the same rules, destination guard, limits,
+//! metrics and log as TCP, and forwards the client's datagrams of allowed flows. Each allowed
+//! flow has a task that relays the upstream's datagrams back, until the flow is idle for
+//! `flow_idle_timeout`. Denied flows get a CONNECTION_CLOSE with `reject = "alert"` (so that
+//! clients fall back to TCP at once), and their later datagrams are dropped until forgotten.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, SockRef, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+
+use super::listener::Listener;
+use super::reject::{Denied, Reply};
+use super::route;
+use super::sources::SourceSlot;
+use crate::config::{EchPolicy, Mode, RejectStyle, VerifyDestination};
+use crate::hello::quic::{
+    ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Initial, Inspect, Inspector, QuicLimits, Version, close_datagram,
+    long_header,
+};
+use crate::metrics::registry::{ActiveGuard, Dropped};
+use crate::name::Name;
+use crate::outcome::{Outcome, Seen, Stage};
+use crate::reason::Reason;
+use crate::rules::rule::Verdict;
+
+/// Largest datagram relayed; a larger one is dropped (path MTU discovery then settles below it).
+pub(super) const MAX_DATAGRAM: usize = 2048;
+/// Most datagrams a flow holds while it is decided.
+const MAX_BUFFERED: usize = DEFAULT_MAX_DATAGRAMS * 2;
+/// How often flows past their deadlines are looked for.
+const SWEEP: Duration = Duration::from_millis(250);
+/// Most server connection IDs remembered per flow (a server picks one, maybe a few).
+const MAX_SERVER_CIDS: usize = 4;
+
+/// A flow: the client, and the address it sent to.
+type Key = (SocketAddr, SocketAddr);
+
+/// What the listener's task knows of a flow.
+enum Flow {
+    /// Its hello is being read, or its upstream opened.
+    Deciding(Box<Deciding>),
+    /// Allowed: forwarded both ways.
+    Open(Arc<Open>),
+    /// Denied: its datagrams are dropped until then.
+    Denied(Instant),
+}
+
+/// A flow not decided yet.
+struct Deciding {
+    inspector: Inspector,
+    /// Every datagram received so far: sent upstream, in order, once allowed.
+    buffered: Vec<Vec<u8>>,
+    record: Outcome,
+    started: Instant,
+    /// The upstream is being opened (the rules allowed the flow).
+    opening: bool,
+    held: Held,
+}
+
+/// What a flow holds while it lives: a slot of the listener, the `active` gauge, and its place
+/// in its source's counts.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _active: ActiveGuard,
+    source: SourceSlot,
+}
+
+/// An allowed flow, shared by the listener's task (client → upstream) and the flow's relay
+/// (upstream → client).
+struct Open {
+    upstream: UdpSocket,
+    /// The client's first Destination Connection ID.
+    original_dcid: Cid,
+    /// The Source Connection IDs of the server's long-header packets: the client's later
+    /// Initials are addressed to one of them.
+    server_cids: Mutex<Vec<Cid>>,
+    born: Instant,
+    /// Milliseconds from `born` to the last datagram either way.
+    last: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Open {
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// A client datagram of the flow, forwarded unless it is an Initial packet of another
+    /// connection: one the server would read as a new hello that snigate never saw.
+    fn client_sent(&self, datagram: &[u8]) -> Result<(), Dropped> {
+        if let Ok(header) = long_header(datagram)
+            && header.is_initial()
+            && header.dcid != self.original_dcid.as_bytes()
+            && !self.server_cids.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c.as_bytes() == header.dcid)
+        {
+            return Err(Dropped::NotInitial);
+        }
+        // Sent on the descriptor: tokio's `try_send` refuses until the reactor has seen the new
+        // socket writable, and a flow's first datagrams go out right after the socket opens.
+        if SockRef::from(&self.upstream).send(datagram).is_ok() {
+            self.up.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        }
+        self.touch();
+        Ok(())
+    }
+
+    /// A server datagram of the flow: its connection IDs are learned.
+    fn server_sent(&self, datagram: &[u8]) {
+        if let Ok(header) = long_header(datagram)
+            && let Some(cid) = Cid::new(header.scid)
+        {
+            let mut cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
+            if !cids.contains(&cid) && cids.len() < MAX_SERVER_CIDS {
+                cids.push(cid);
+            }
+        }
+        self.down.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        self.touch();
+    }
+}
+
+/// What the flows' tasks tell the listener's task.
+enum Event {
+    /// The upstream of an allowed flow is open, or could not be.
+    Opened(Key, Result<(UdpSocket, SocketAddr), Denied>),
+    /// An allowed flow ended.
+    Ended(Key),
+}
+
+/// A QUIC listener's socket: bound (IP_TRANSPARENT with `tproxy`), reporting each datagram's
+/// original destination.
+pub(super) fn bind(addr: SocketAddr, tproxy: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), None)?;
+    prepare(&socket, addr.is_ipv6(), tproxy)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A passed UDP socket (a handover), set up like one snigate binds.
+pub(super) fn adopt(socket: Socket) -> io::Result<Socket> {
+    if socket.r#type()? != Type::DGRAM {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the passed socket is not a UDP socket"));
+    }
+    let ipv6 = socket.local_addr()?.is_ipv6();
+    socket.set_nonblocking(true)?;
+    crate::sys::set_recv_original_dst(socket.as_fd(), ipv6)?;
+    Ok(socket)
+}
+
+fn prepare(socket: &Socket, ipv6: bool, tproxy: bool) -> io::Result<()> {
+    if tproxy && !ipv6 {
+        socket.set_ip_transparent_v4(true)?;
+    } else if tproxy {
+        socket.set_ip_transparent_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    crate::sys::set_recv_original_dst(socket.as_fd(), ipv6)
+}
+
+/// Serves one QUIC listener until the task is stopped.
+pub(super) async fn serve(socket: Socket, listener: Arc<Listener>) {
+    let socket = match UdpSocket::from_std(std::net::UdpSocket::from(socket)) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return tracing::error!(listener = %listener.name, error = %e, "cannot register the QUIC socket"),
+    };
+    let (events, mut incoming) = mpsc::unbounded_channel();
+    let mut table = Table { flows: HashMap::new(), listener, socket: socket.clone(), events };
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        tokio::select! {
+            received = socket.async_io(Interest::READABLE, || crate::sys::recv_from_to(socket.as_fd(), &mut buf)) => {
+                match received {
+                    Ok((n, _, _)) if n > MAX_DATAGRAM => table.listener.metrics.quic_dropped(Dropped::Buffer),
+                    Ok((n, client, to)) => table.datagram(&buf[..n], client, to),
+                    Err(e) => {
+                        table.listener.metrics.accept_failed();
+                        tracing::warn!(listener = %table.listener.name, error = %e, "receiving a datagram failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            Some(event) = incoming.recv() => table.event(event),
+            _ = sweep.tick() => table.sweep(),
+        }
+    }
+}
+
+/// A listener's flows, owned by its task.
+struct Table {
+    flows: HashMap<Key, Flow>,
+    listener: Arc<Listener>,
+    socket: Arc<UdpSocket>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Table {
+    fn datagram(&mut self, datagram: &[u8], client: SocketAddr, to: Option<SocketAddr>) {
+        let key = (client, to.unwrap_or(self.listener.config.listen));
+        let metrics = &self.listener.metrics;
+        match self.flows.get_mut(&key) {
+            None => self.start(key, datagram),
+            Some(Flow::Open(open)) => {
+                if let Err(cause) = open.client_sent(datagram) {
+                    metrics.quic_dropped(cause);
+                }
+            }
+            Some(Flow::Denied(_)) => metrics.quic_dropped(Dropped::Denied),
+            Some(Flow::Deciding(flow)) if flow.buffered.len() >= MAX_BUFFERED => metrics.quic_dropped(Dropped::Buffer),
+            Some(Flow::Deciding(flow)) => {
+                flow.buffered.push(datagram.to_vec());
+                if !flow.opening {
+                    let answer = flow.inspector.push(datagram);
+                    self.inspected(key, answer);
+                }
+            }
+        }
+    }
+
+    /// A datagram from a new flow: a client's Initial (or a version snigate cannot read,
+    /// which is denied and logged) starts one; anything else is dropped.
+    fn start(&mut self, key: Key, datagram: &[u8]) {
+        let listener = self.listener.clone();
+        let starts = long_header(datagram)
+            .is_ok_and(|h| h.is_initial() || (h.version != 0 && Version::from_wire(h.version).is_none()));
+        if !starts {
+            return listener.metrics.quic_dropped(Dropped::NotInitial);
+        }
+        if self.flows.len() >= listener.limits.load().max_flows && !self.evict_oldest() {
+            return listener.metrics.quic_dropped(Dropped::Full);
+        }
+        let Ok(permit) = listener.slots.clone().try_acquire_owned() else {
+            return listener.metrics.quic_dropped(Dropped::Full);
+        };
+        let active = listener.metrics.accepted();
+        let mut record = Outcome::accepted(listener.name.clone(), key.0);
+        record.protocol = Seen::Quic;
+        if listener.config.mode == Mode::Transparent {
+            record.original_dst = Some(key.1);
+        }
+        let source = match listener.sources.admit(key.0.ip()) {
+            Ok(source) => source,
+            Err(e) => {
+                let denied = Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent);
+                drop((permit, active));
+                return finish(&listener, record, Instant::now(), Some(denied));
+            }
+        };
+        let limits = QuicLimits { hello: listener.hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
+        let mut inspector = Inspector::new(limits);
+        let answer = inspector.push(datagram);
+        let held = Held { _permit: permit, _active: active, source };
+        let flow = Deciding {
+            inspector,
+            buffered: vec![datagram.to_vec()],
+            record,
+            started: Instant::now(),
+            opening: false,
+            held,
+        };
+        self.flows.insert(key, Flow::Deciding(Box::new(flow)));
+        self.inspected(key, answer);
+    }
+
+    /// Acts on the inspector's answer for flow `key`.
+    fn inspected(&mut self, key: Key, answer: Inspect) {
+        match answer {
+            Inspect::Incomplete => {}
+            Inspect::Invalid(e) => self.deny(key, Denied::failed(e.reason(), e)),
+            Inspect::Complete(hello) => {
+                let Some(Flow::Deciding(flow)) = self.flows.get_mut(&key) else { return };
+                let listener = &self.listener;
+                listener.metrics.hello(flow.started.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
+                let record = &mut flow.record;
+                record.stage = Stage::Decide;
+                record.ech = hello.ech;
+                if listener.access_log.is_on() {
+                    record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
+                    record.alpn = hello.alpn.clone();
+                    record.tls_version = Some(hello.highest_version());
+                }
+                if hello.ech && listener.ech == EchPolicy::Deny {
+                    return self.deny(key, Denied::by(Reason::Ech));
+                }
+                let dst = match listener.config.mode {
+                    Mode::Transparent => Some(key.1),
+                    Mode::Upstream => listener.upstream,
+                    _ => None,
+                };
+                let rules = listener.rules.load();
+                let decision = rules.decide(hello.sni.as_ref(), key.0.ip(), dst);
+                record.verdict = decision.verdict;
+                record.reason = decision.reason;
+                record.ruleset = decision.rule.map(|r| r.ruleset_label());
+                if listener.access_log.is_on() {
+                    record.rule = decision.rule.map(ToString::to_string);
+                }
+                if decision.verdict == Verdict::Deny {
+                    return self.deny(key, Denied::by(decision.reason));
+                }
+                flow.held.source.decided();
+                flow.opening = true;
+                record.stage = Stage::Resolve;
+                let verify = listener.config.verify_destination == Some(VerifyDestination::Dns);
+                let (listener, events, client) = (listener.clone(), self.events.clone(), key.0.ip());
+                tokio::spawn(async move {
+                    let opened = open_upstream(&listener, client, hello.sni, dst, verify).await;
+                    let _ = events.send(Event::Opened(key, opened));
+                });
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Ended(key) => {
+                self.flows.remove(&key);
+            }
+            Event::Opened(key, Err(denied)) => self.deny(key, denied),
+            Event::Opened(key, Ok((upstream, addr))) => {
+                let Some(Flow::Deciding(flow)) = self.flows.remove(&key) else { return };
+                let Deciding { inspector, buffered, mut record, started, held, .. } = *flow;
+                let Some(initial) = inspector.initial() else { return };
+                self.listener.metrics.connected(started.elapsed().as_secs_f64());
+                record.upstream = Some(addr);
+                record.stage = Stage::Splice;
+                let open = Arc::new(Open {
+                    upstream,
+                    original_dcid: initial.dcid,
+                    server_cids: Mutex::new(Vec::new()),
+                    born: Instant::now(),
+                    last: AtomicU64::new(0),
+                    up: AtomicU64::new(0),
+                    down: AtomicU64::new(0),
+                });
+                for datagram in &buffered {
+                    let _ = open.client_sent(datagram);
+                }
+                let reply = match self.listener.config.mode {
+                    Mode::Transparent => match Replies::transparent(key) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            record.error = Some(format!("cannot answer from {}: {e}", key.1));
+                            return finish(&self.listener, record, started, None);
+                        }
+                    },
+                    _ => Replies::Shared(self.socket.clone(), key.0),
+                };
+                self.flows.insert(key, Flow::Open(open.clone()));
+                let (listener, events) = (self.listener.clone(), self.events.clone());
+                tokio::spawn(async move {
+                    relay(&listener, &open, &reply).await.map_or_else(|e| record.error = Some(e), |()| ());
+                    record.bytes_up = open.up.load(Ordering::Relaxed);
+                    record.bytes_down = open.down.load(Ordering::Relaxed);
+                    finish(&listener, record, started, None);
+                    drop(held);
+                    let _ = events.send(Event::Ended(key));
+                });
+            }
+        }
+    }
+
+    /// Ends flow `key` as denied: answers the client as configured, logs and counts the flow,
+    /// and drops its later datagrams until it is forgotten.
+    fn deny(&mut self, key: Key, denied: Denied) {
+        let listener = self.listener.clone();
+        let until = Instant::now() + listener.limits.load().flow_idle_timeout();
+        let Some(Flow::Deciding(flow)) = self.flows.insert(key, Flow::Denied(until)) else { return };
+        let Deciding { inspector, record, started, .. } = *flow;
+        if denied.reply == Reply::Usual
+            && listener.config.reject == RejectStyle::Alert
+            && let Some(initial) = inspector.initial()
+        {
+            self.refuse(key, initial, denied.reason);
+        }
+        finish(&listener, record, started, Some(denied));
+    }
+
+    /// Sends the client a server Initial with CONNECTION_CLOSE (crypto error access_denied),
+    /// from the address it sent to.
+    fn refuse(&self, key: Key, initial: Initial, reason: Reason) {
+        let (dcid, scid) = (initial.dcid.as_bytes(), initial.scid.as_bytes());
+        let close = close_datagram(initial.version, dcid, scid, ACCESS_DENIED, reason.as_str());
+        let sent = match self.listener.config.mode {
+            Mode::Transparent => Replies::transparent(key).and_then(|r| r.try_send(&close)),
+            _ => Replies::Shared(self.socket.clone(), key.0).try_send(&close),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(client = %key.0, error = %e, "cannot send the QUIC denial");
+        }
+    }
+
+    /// Makes room in a full table: the flow that has waited longest for its hello goes, as on
+    /// TCP. False when no flow is waiting for its hello.
+    fn evict_oldest(&mut self) -> bool {
+        let oldest = self
+            .flows
+            .iter()
+            .filter_map(|(k, f)| match f {
+                Flow::Deciding(d) if !d.opening => Some((d.started, *k)),
+                _ => None,
+            })
+            .min();
+        if let Some((_, key)) = oldest {
+            let error = "evicted: the flow table is full and this flow had waited longest for its hello";
+            self.deny(key, Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent));
+            self.flows.remove(&key);
+            return true;
+        }
+        // Denied flows are only remembered to drop their datagrams cheaply: they go first.
+        let denied = self.flows.iter().find_map(|(k, f)| matches!(f, Flow::Denied(_)).then_some(*k));
+        denied.is_some_and(|key| self.flows.remove(&key).is_some())
+    }
+
+    /// Flows past their hello deadline are denied; denied flows past their time are forgotten.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let hello_timeout = self.listener.limits.load().hello_timeout();
+        let mut late = Vec::new();
+        self.flows.retain(|key, flow| match flow {
+            Flow::Denied(until) => *until > now,
+            Flow::Deciding(d) => {
+                if !d.opening && now.duration_since(d.started) >= hello_timeout {
+                    late.push(*key);
+                }
+                true
+            }
+            Flow::Open(_) => true,
+        });
+        for key in late {
+            let error = format!("no complete ClientHello within {hello_timeout:?}");
+            self.deny(key, Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent));
+        }
+    }
+}
+
+/// Logs and counts a flow that ended, denied with `denied` or allowed.
+fn finish(listener: &Listener, mut record: Outcome, started: Instant, denied: Option<Denied>) {
+    if let Some(denied) = denied {
+        record.verdict = Verdict::Deny;
+        record.reason = denied.reason;
+        if denied.error.is_some() {
+            record.error = denied.error;
+        }
+    }
+    record.duration = started.elapsed().as_secs_f64();
+    listener.metrics.finished(&record);
+    if let Err(cause) = listener.access_log.write(record) {
+        listener.metrics.log_suppressed(cause);
+    }
+}
+
+/// Resolves an allowed flow's upstream, through the destination guard, and opens a UDP socket
+/// connected to the first candidate (with the listener's SO_MARK), within `connect_timeout`.
+async fn open_upstream(
+    listener: &Listener,
+    client: IpAddr,
+    name: Option<Name>,
+    dst: Option<SocketAddr>,
+    verify: bool,
+) -> Result<(UdpSocket, SocketAddr), Denied> {
+    let timeout = listener.limits.load().connect_timeout();
+    let resolving = route::destinations(listener, client, name.as_ref(), dst, listener.upstream_port, verify);
+    let candidates = tokio::time::timeout(timeout, resolving)
+        .await
+        .unwrap_or_else(|_| Err(Denied::failed(Reason::UpstreamError, "resolving timed out")))?;
+    let mut errors = Vec::new();
+    for addr in candidates {
+        match upstream_socket(addr, listener.config.mark) {
+            Ok(socket) => return Ok((socket, addr)),
+            Err(e) => errors.push(format!("{addr}: {e}")),
+        }
+    }
+    Err(Denied::failed(Reason::UpstreamError, errors.join("; ")))
+}
+
+fn upstream_socket(addr: SocketAddr, mark: Option<u32>) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM.nonblocking(), None)?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    socket.connect(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// How a flow's datagrams reach its client.
+enum Replies {
+    /// From the listener's own socket (its address is what the client sent to).
+    Shared(Arc<UdpSocket>, SocketAddr),
+    /// From a socket bound to the original destination (TPROXY: the client must see the
+    /// server's address) and connected to the client. The kernel then delivers the client's
+    /// later datagrams of the flow to it too.
+    Own(UdpSocket),
+}
+
+impl Replies {
+    /// A socket that answers as `key`'s destination: IP_TRANSPARENT, bound to it, connected
+    /// to the client.
+    fn transparent((client, dst): Key) -> io::Result<Replies> {
+        let socket = Socket::new(Domain::for_address(dst), Type::DGRAM.nonblocking(), None)?;
+        if dst.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?;
+        } else {
+            socket.set_ip_transparent_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.bind(&dst.into())?;
+        socket.connect(&client.into())?;
+        Ok(Replies::Own(UdpSocket::from_std(socket.into())?))
+    }
+
+    fn try_send(&self, datagram: &[u8]) -> io::Result<()> {
+        match self {
+            Replies::Shared(socket, client) => SockRef::from(&**socket).send_to(datagram, &(*client).into()).map(drop),
+            Replies::Own(socket) => SockRef::from(socket).send(datagram).map(drop),
+        }
+    }
+
+    async fn send(&self, datagram: &[u8]) {
+        let _ = match self {
+            Replies::Shared(socket, client) => socket.send_to(datagram, *client).await,
+            Replies::Own(socket) => socket.send(datagram).await,
+        };
+    }
+
+    /// The client's datagrams that reach the flow's own socket (TPROXY); never, for a shared one.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Replies::Shared(..) => std::future::pending().await,
+            Replies::Own(socket) => socket.recv(buf).await,
+        }
+    }
+}
+
+/// Relays an allowed flow until it is idle for `flow_idle_timeout` (no datagram either way) or
+/// the drain deadline passes: the upstream's datagrams to the client, and (TPROXY) the client's
+/// datagrams that reach the flow's own socket to the upstream.
+async fn relay(listener: &Listener, open: &Open, reply: &Replies) -> Result<(), String> {
+    let idle = listener.limits.load().flow_idle_timeout();
+    let mut down = vec![0u8; MAX_DATAGRAM];
+    let mut up = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let last = open.born + Duration::from_millis(open.last.load(Ordering::Relaxed));
+        tokio::select! {
+            received = open.upstream.recv(&mut down) => match received {
+                Ok(n) => {
+                    open.server_sent(&down[..n]);
+                    reply.send(&down[..n]).await;
+                }
+                // An ICMP error (port unreachable) is the upstream's answer: the flow goes on.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(format!("receiving from the upstream: {e}")),
+            },
+            received = reply.recv(&mut up) => match received {
+                Ok(n) => {
+                    if let Err(cause) = open.client_sent(&up[..n]) {
+                        listener.metrics.quic_dropped(cause);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(format!("receiving from the client: {e}")),
+            },
+            () = tokio::time::sleep_until(last + idle) => {
+                // QUIC has no close that snigate can read: a flow ends by going quiet.
+                if open.born + Duration::from_millis(open.last.load(Ordering::Relaxed)) + idle <= Instant::now() {
+                    return Ok(());
+                }
+            }
+            () = listener.drain.passed() => return Err("cut at the drain deadline".into()),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! QUIC listeners end to end: recorded Initials and a real QUIC stack (aioquic) through a real
+//! listener, allowed and denied, and the limits a flood of Initials meets.
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use harness::{Proxy, key, samples, scrape, start_listener};
+use snigate::hello::quic::{Side, Version, crypto_frame, long_header, padded, seal_initial};
+use tokio::net::UdpSocket;
+
+const RULES: &str = "allow acme.my.salesforce.com\ndeny *\n";
+
+/// The datagrams of a recorded capture under tests/data/quic/.
+fn capture(name: &str) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(format!("tests/data/quic/{name}"))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| hex::decode(l).unwrap())
+        .collect()
+}
+
+/// A QUIC listener in `upstream` mode in front of `upstream`.
+async fn quic_proxy(upstream: SocketAddr, limits: &str) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = format!("protocol = \"quic\"\nmode = \"upstream\"\nupstream = \"{upstream}\"");
+    (start_listener(dir.path(), &listener, RULES, limits).await, dir)
+}
+
+async fn counter(proxy: &Proxy, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(&scrape(proxy).await).get(&key(name, labels)).copied().unwrap_or(0.0)
+}
+
+async fn connections(proxy: &Proxy, verdict: &str, reason: &str) -> f64 {
+    let labels = [("listener", "test"), ("verdict", verdict), ("reason", reason)];
+    counter(proxy, "snigate_connections_total", &labels).await
+}
+
+/// Chromium's two recorded Initial datagrams, allowed: the upstream receives both, byte for
+/// byte, from one socket, and what it answers reaches the client.
+#[tokio::test]
+async fn an_allowed_chromium_flow_reaches_the_upstream_unchanged() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sent = capture("chromium.hex");
+    for d in &sent {
+        client.send_to(d, proxy.addr).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    let mut from = None;
+    for d in &sent {
+        let (n, peer) =
+            tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], &d[..], "datagrams pass unchanged and in order");
+        assert!(from.is_none_or(|f| f == peer), "one upstream socket per flow");
+        from = Some(peer);
+    }
+    upstream.send_to(b"server datagram", from.unwrap()).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"server datagram");
+}
+
+/// Denied: the client gets a server Initial (CONNECTION_CLOSE) addressed to its Source
+/// Connection ID at once, and the upstream gets nothing.
+#[tokio::test]
+async fn a_denied_flow_gets_a_connection_close_and_the_upstream_nothing() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dcid = [7u8; 8];
+    let scid = [5u8; 6];
+    let hello = hello_for("evil.my.salesforce.com");
+    let datagram = seal_initial(
+        Version::V2,
+        &dcid,
+        Side::Client,
+        (&dcid, &scid),
+        0,
+        &padded(&crypto_frame(0, &hello), &dcid, &scid),
+    );
+    client.send_to(&datagram, proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(1), client.recv(&mut buf))
+        .await
+        .expect("an answer within 1 s")
+        .unwrap();
+    let header = long_header(&buf[..n]).unwrap();
+    assert!(header.is_initial() && header.version == Version::V2.wire());
+    assert_eq!(header.dcid, scid, "addressed to the client's Source Connection ID");
+    // Later datagrams of the denied flow are dropped, and counted.
+    client.send_to(&datagram, proxy.addr).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), upstream.recv_from(&mut buf)).await;
+    assert!(quiet.is_err(), "the upstream received nothing");
+    assert_eq!(connections(&proxy, "deny", "rule").await, 1.0);
+    let dropped = [("listener", "test"), ("cause", "denied_flow")];
+    assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &dropped).await, 1.0);
+}
+
+/// A ClientHello for `sni`: the curl capture's, with its name replaced by one of equal length
+/// padded with a label, or (simpler) rebuilt by openssl's shape. The recorded TCP hello of the
+/// Chromium capture carries a different name, so the Initial is built from it with its SNI
+/// bytes rewritten in place (same length).
+fn hello_for(sni: &str) -> Vec<u8> {
+    let wire = std::fs::read("tests/data/hellos/openssl-tls13.bin").unwrap();
+    let mut msg = wire[5..].to_vec();
+    let old = b"acme.my.salesforce.com";
+    assert_eq!(sni.len(), old.len(), "same length, so that every length field stays right");
+    let at = msg.windows(old.len()).position(|w| w == old).unwrap();
+    msg[at..at + old.len()].copy_from_slice(sni.as_bytes());
+    msg
+}
+
+/// A source that sends Initials without ever completing a hello holds at most
+/// `max_hellos_per_source` flows; the rest are refused at once (`source_limit`), and another
+/// flow is still served.
+#[tokio::test]
+async fn a_flood_of_initials_from_one_source_is_bounded() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_hellos_per_source = 10").await;
+    let hello = hello_for("acme.my.salesforce.com");
+    let half = &hello[..hello.len() / 2];
+    let mut flood = Vec::new();
+    for i in 0..50u8 {
+        let dcid = [i; 8];
+        let d = seal_initial(
+            Version::V1,
+            &dcid,
+            Side::Client,
+            (&dcid, &[]),
+            0,
+            &padded(&crypto_frame(0, half), &dcid, &[]),
+        );
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.send_to(&d, proxy.addr).unwrap();
+        flood.push(socket);
+    }
+    let mut refused = 0.0;
+    for _ in 0..50 {
+        refused = connections(&proxy, "deny", "source_limit").await;
+        if refused >= 40.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused, 40.0, "ten flows held, forty refused");
+    let deciding = counter(&proxy, "snigate_active_connections", &[("listener", "test")]).await;
+    assert_eq!(deciding, 10.0);
+    // A datagram that is not an Initial starts nothing.
+    let stray = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stray.send_to(&[0x40; 1200], proxy.addr).unwrap();
+    let cause = [("listener", "test"), ("cause", "not_initial")];
+    for _ in 0..50 {
+        if counter(&proxy, "snigate_quic_datagrams_dropped_total", &cause).await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &cause).await, 1.0);
+    drop(flood);
+}
+
+/// Flows that never complete their hello end at `hello_timeout`, and free their slots.
+#[tokio::test]
+async fn an_unfinished_hello_times_out() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "hello_timeout = 0.3").await;
+    let hello = hello_for("acme.my.salesforce.com");
+    let dcid = [3u8; 8];
+    let d = seal_initial(
+        Version::V1,
+        &dcid,
+        Side::Client,
+        (&dcid, &[]),
+        0,
+        &padded(&crypto_frame(0, &hello[..50]), &dcid, &[]),
+    );
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&d, proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(connections(&proxy, "deny", "hello_timeout").await, 1.0);
+    assert_eq!(counter(&proxy, "snigate_active_connections", &[("listener", "test")]).await, 0.0);
+}
+
+/// aioquic, a real QUIC stack, through a real listener.
+mod aioquic {
+    use super::*;
+
+    /// The Python interpreter itself (not a wrapper script, so that its pid is the process's),
+    /// when aioquic can be imported; else why not.
+    fn python() -> Result<String, String> {
+        let out = Command::new("python3")
+            .args(["-c", "import sys, aioquic; print(sys.executable)"])
+            .output()
+            .map_err(|e| format!("python3: {e}"))?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            false => Err("python3 cannot import aioquic (pip install aioquic)".into()),
+        }
+    }
+
+    /// The echo server, stopped by pid when dropped.
+    struct Server(Child, SocketAddr);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn server(python: &str) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(python)
+            .args(["tests/quic/quic_server.py", "127.0.0.1", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().strip_prefix("READY ").expect("READY <port>").parse().unwrap();
+        Server(child, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// One client run: its JSON answer.
+    async fn client(python: &str, to: SocketAddr, sni: &str, version: &str) -> serde_json::Value {
+        let out = tokio::process::Command::new(python)
+            .args(["tests/quic/quic_client.py", &to.ip().to_string(), &to.port().to_string(), "--sni", sni])
+            .args(["--alpn", "echo", "--version", version, "--timeout", "5", "--message", "through snigate"])
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), out).await.unwrap().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    }
+
+    #[tokio::test]
+    async fn allowed_handshakes_complete_and_denied_ones_close_at_once() {
+        let python = match python() {
+            Ok(p) => p,
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let backend = server(&python);
+        let (proxy, _dir) = quic_proxy(backend.1, "flow_idle_timeout = 1").await;
+        for version in ["1", "2"] {
+            let allowed = client(&python, proxy.addr, "acme.my.salesforce.com", version).await;
+            assert_eq!(allowed["result"], "connected", "v{version}: {allowed}");
+            assert_eq!(allowed["echo"], "through snigate", "v{version}: {allowed}");
+            let denied = client(&python, proxy.addr, "other.my.salesforce.com", version).await;
+            assert_eq!(denied["result"], "closed", "v{version}: {denied}");
+            assert_eq!(denied["error_code"], 0x100 + 49, "access_denied: {denied}");
+            assert!(denied["elapsed"].as_f64().unwrap() < 1.0, "refused in under a second: {denied}");
+        }
+        assert_eq!(connections(&proxy, "deny", "rule").await, 2.0);
+        // Allowed flows are logged and counted when they go quiet.
+        let mut allowed = 0.0;
+        for _ in 0..40 {
+            allowed = connections(&proxy, "allow", "rule").await;
+            if allowed == 2.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(allowed, 2.0);
+        let up = counter(&proxy, "snigate_bytes_total", &[("direction", "upstream")]).await;
+        assert!(up > 2400.0, "the flows' bytes are counted ({up})");
+    }
+}
