@@ -1,5 +1,6 @@
-//! The deployment kit's nftables rule sets are valid for the kernel's nftables (`nft -c`),
-//! checked inside a network namespace this test creates and removes.
+//! The deployment kit's nftables rule sets are valid for the kernel's nftables (`nft -c`), as
+//! shipped (QUIC dropped) and with QUIC sent to its listener, and so are the rules
+//! `tproxy.sh` generates; checked inside a network namespace this test creates and removes.
 
 use std::process::Command;
 
@@ -11,21 +12,51 @@ fn nftables_rule_sets_check() {
         return;
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nftables");
+    let scratch = tempfile::tempdir().unwrap();
     let mut checked = 0;
     let mut failures = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "nft") {
-            match Command::new("ip").args(["netns", "exec", &ns, "nft", "-c", "-f"]).arg(&path).output() {
-                Ok(out) if out.status.success() => checked += 1,
-                Ok(out) => failures.push(format!("{}: {}", path.display(), String::from_utf8_lossy(&out.stderr))),
-                Err(e) => failures.push(format!("nft: {e}")),
+            let text = std::fs::read_to_string(&path).unwrap();
+            let shipped = "define QUIC = \"quic_drop\"";
+            if !text.contains(shipped) {
+                failures.push(format!("{}: no `{shipped}`", path.display()));
+                continue;
+            }
+            let quic = scratch.path().join(path.file_name().unwrap());
+            std::fs::write(&quic, text.replace(shipped, "define QUIC = \"quic_tproxy\"")).unwrap();
+            for file in [&path, &quic] {
+                let mut nft = Command::new("ip");
+                nft.args(["netns", "exec", &ns, "nft", "-c", "-f"]).arg(file);
+                checked += passes(&file.display().to_string(), &mut nft, &mut failures) as usize;
             }
         }
     }
+    let variants: [&[&str]; 2] = [&["check"], &["check", "15002", "0x1", "15443"]];
+    for args in variants {
+        let mut tproxy = Command::new("ip");
+        tproxy.args(["netns", "exec", &ns, "sh"]).arg(dir.join("tproxy.sh")).args(args);
+        checked += passes(&format!("tproxy.sh {}", args.join(" ")), &mut tproxy, &mut failures) as usize;
+    }
     let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     assert!(failures.is_empty(), "{failures:#?}");
-    assert!(checked >= 2, "expected the local-egress and gateway rule sets, checked {checked}");
+    assert!(checked >= 6, "expected local-egress and gateway (QUIC off and on) and tproxy.sh's two, checked {checked}");
+}
+
+/// Runs `cmd`; when it fails, says so in `failures`, with its standard error.
+fn passes(what: &str, cmd: &mut Command, failures: &mut Vec<String>) -> bool {
+    match cmd.output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            failures.push(format!("{what}: {}", String::from_utf8_lossy(&out.stderr)));
+            false
+        }
+        Err(e) => {
+            failures.push(format!("{what}: {e}"));
+            false
+        }
+    }
 }
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -102,7 +133,7 @@ fn static_binary_has_no_dynamic_dependencies() {
         .unwrap();
     let log = String::from_utf8_lossy(&build.stderr);
     if build.status.code() == Some(69) {
-        eprintln!("SKIPPED: the musl target cannot be installed here: {log}");
+        eprintln!("SKIPPED: the musl target or musl-gcc cannot be installed here: {log}");
         return;
     }
     assert!(build.status.success(), "{log}");

@@ -4,8 +4,9 @@
 #
 #   deploy/container/build-static.sh [OUT]      # default OUT: target/static/snigate
 #
-# Needs the musl target (`rustup target add x86_64-unknown-linux-musl`); snigate has no C
-# dependencies, so no musl C toolchain is needed. Exit 69 when the target cannot be installed.
+# Needs the musl target (`rustup target add x86_64-unknown-linux-musl`) and musl-gcc (Debian
+# package musl-tools), which compiles ring's C and assembly parts (QUIC's Initial keys). Exit 69
+# when either cannot be had.
 set -eu
 
 cd "$(dirname "$0")/../.."
@@ -18,6 +19,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
         exit 69
     fi
 fi
+if ! command -v musl-gcc >/dev/null; then
+    echo "build-static: musl-gcc is missing (Debian package musl-tools)" >&2
+    exit 69
+fi
+CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --locked --release --target "$target" --bin snigate
 mkdir -p "$(dirname "$out")"
