@@ -67,3 +67,23 @@ fn invalid_input_exits_1_with_its_reason() {
     assert_eq!(json(&out)["error"], "malformed");
     assert_eq!(snigate(&["hello", "does-not-exist.bin"], b"").status.code(), Some(64));
 }
+
+/// QUIC captures (hex, one datagram per line, `#` comments) are detected and read like TCP
+/// ones; a datagram cut short is refused with its reason.
+#[test]
+fn quic_captures_print_the_same_fields() {
+    let out = snigate(&["hello", "--json", "tests/data/quic/chromium.hex", "--rules", "rules/salesforce.rules"], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["sni"], "acme.my.salesforce.com");
+    assert_eq!(v["transport"], "quic");
+    assert_eq!(v["records"], 15, "the CRYPTO frames Chromium scattered");
+    assert_eq!(v["alpn"], serde_json::json!(["h3"]));
+    assert!(v["verdict"].is_string());
+    let text = std::fs::read_to_string("tests/data/quic/aioquic-v2.hex").unwrap();
+    let first = text.lines().find(|l| !l.starts_with('#')).unwrap();
+    let cut = &first[..1000];
+    let out = snigate(&["hello", "--json", "--quic", "-"], cut.as_bytes());
+    assert!(!out.status.success());
+    assert_eq!(json(&out)["error"], "malformed");
+}

@@ -9,7 +9,9 @@ use serde_json::json;
 use tls_parser::TlsExtensionType;
 
 use super::common::{EXIT_INVALID, EXIT_USAGE};
+use crate::hello::quic::{Inspect, Inspector, QuicLimits};
 use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
+use crate::reason::Reason;
 use crate::policy::decide::RuleSet;
 use crate::rules::file::load_rules;
 use crate::rules::rule::Verdict;
@@ -17,8 +19,13 @@ use crate::rules::rule::Verdict;
 /// Arguments of `snigate hello`.
 #[derive(Debug, clap::Args)]
 pub struct HelloArgs {
-    /// The capture: a file of raw bytes or hex text (auto-detected), or `-` for stdin.
+    /// The capture: a file of raw bytes or hex text (auto-detected), or `-` for stdin. A QUIC
+    /// capture is one raw datagram, or hex with one datagram per line; `#` starts a comment line.
     pub file: PathBuf,
+    /// Read the capture as QUIC client Initial datagrams (detected when the first byte is a
+    /// QUIC long header).
+    #[arg(long)]
+    pub quic: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -41,23 +48,16 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let bytes = match decode_capture(&input) {
-        Ok(bytes) => bytes,
+    let datagrams = match decode_datagrams(&input) {
+        Ok(datagrams) => datagrams,
         Err(e) => {
             eprintln!("snigate hello: {}: {e}", args.file.display());
             return ExitCode::from(EXIT_INVALID);
         }
     };
     let limits = HelloLimits { max_hello_bytes: args.max_hello_bytes, allow_underscore: args.sni_allow_underscore };
-    let result = match hello::parse(&bytes, limits) {
-        Parse::Complete(hello) => Ok(hello),
-        Parse::Invalid(e) => Err(e),
-        Parse::Incomplete { needed } => Err(HelloError::Malformed(if needed > bytes.len() {
-            "truncated: the capture ends before the ClientHello does"
-        } else {
-            "incomplete"
-        })),
-    };
+    let quic = args.quic || datagrams.first().and_then(|d| d.first()).is_some_and(|b| b & 0xc0 == 0xc0);
+    let result = if quic { read_quic(&datagrams, limits) } else { read_tls(&datagrams.concat(), limits) };
     let rules = if args.rules.is_empty() {
         None
     } else {
@@ -76,6 +76,7 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(ToString::to_string)));
             if json {
                 let mut v = hello_json(hello);
+                v["transport"] = json!(if quic { "quic" } else { "tcp" });
                 if let Some((verdict, reason, rule)) = verdict {
                     v["verdict"] = json!(verdict);
                     v["reason"] = json!(reason);
@@ -90,8 +91,8 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
                 write!(out, "{text}")
             }
         }
-        (Err(e), true) => writeln!(out, "{}", json!({ "error": e.reason().as_str(), "detail": e.to_string() })),
-        (Err(e), false) => writeln!(out, "invalid: {} ({e})", e.reason()),
+        (Err((reason, detail)), true) => writeln!(out, "{}", json!({ "error": reason.as_str(), "detail": detail })),
+        (Err((reason, detail)), false) => writeln!(out, "invalid: {reason} ({detail})"),
     };
     match (printed, result) {
         (Err(_), _) | (_, Err(_)) => ExitCode::from(EXIT_INVALID),
@@ -106,6 +107,51 @@ fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
         Ok(bytes)
     } else {
         std::fs::read(path)
+    }
+}
+
+/// The hello of a TCP capture.
+fn read_tls(bytes: &[u8], limits: HelloLimits) -> Result<ClientHello, (Reason, String)> {
+    let e = match hello::parse(bytes, limits) {
+        Parse::Complete(hello) => return Ok(hello),
+        Parse::Invalid(e) => e,
+        Parse::Incomplete { needed } => HelloError::Malformed(if needed > bytes.len() {
+            "truncated: the capture ends before the ClientHello does"
+        } else {
+            "incomplete"
+        }),
+    };
+    Err((e.reason(), e.to_string()))
+}
+
+/// The hello of a QUIC capture: its client Initial datagrams, in order.
+fn read_quic(datagrams: &[Vec<u8>], limits: HelloLimits) -> Result<ClientHello, (Reason, String)> {
+    let mut inspector = Inspector::new(QuicLimits { hello: limits, max_datagrams: datagrams.len().max(1) });
+    for d in datagrams {
+        match inspector.push(d) {
+            Inspect::Complete(hello) => return Ok(hello),
+            Inspect::Invalid(e) => return Err((e.reason(), e.to_string())),
+            Inspect::Incomplete => {}
+        }
+    }
+    Err((Reason::Malformed, "truncated: the capture ends before the ClientHello does".into()))
+}
+
+/// A capture's datagrams (or, for TCP, its pieces): hex text with one per line and `#` comment
+/// lines, or raw bytes as one.
+fn decode_datagrams(input: &[u8]) -> Result<Vec<Vec<u8>>, hex::FromHexError> {
+    let text = std::str::from_utf8(input).ok().filter(|t| {
+        let lines = t.lines().filter(|l| !l.trim_start().starts_with('#'));
+        let mut hex = lines.flat_map(str::bytes).filter(|b| !b.is_ascii_whitespace()).peekable();
+        hex.peek().is_some() && hex.all(|b| b.is_ascii_hexdigit())
+    });
+    match text {
+        Some(text) => text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| decode_capture(l.as_bytes()))
+            .collect(),
+        None => Ok(vec![input.to_vec()]),
     }
 }
 
