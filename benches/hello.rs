@@ -38,7 +38,7 @@ fn parse_and_decide(c: &mut Criterion) {
     let r = common::recording("chromium.bin");
     let src = std::net::IpAddr::from([10, 0, 0, 1]);
     let decide = |bytes: &[u8]| match parse(bytes, HelloLimits::default()) {
-        Parse::Complete(h) => rules.decide(h.sni.as_ref(), src, None).verdict,
+        Parse::Complete(h) => rules.decide(h.sni.as_ref(), src, None, 443).verdict,
         other => panic!("{other:?}"),
     };
     assert_eq!(decide(&r.bytes), snigate::Verdict::Allow);

@@ -169,6 +169,8 @@ fn misses() -> Vec<Name> {
 const WARM: usize = 16;
 
 const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+/// The destination port every query is for.
+const PORT: u16 = 443;
 
 /// Median ns per lookup over batches of `names.len()` lookups.
 fn median_ns(names: &[Name], mut f: impl FnMut(&Name) -> bool) -> f64 {
@@ -222,10 +224,11 @@ fn summary() -> Vec<Built> {
         let set = RuleSet::new(Vec::new(), vec![list], Verdict::Deny);
         let build = t.elapsed();
         let retained = LIVE.load(Ordering::Relaxed) + list_bytes - before;
-        assert!(set.decide(Some(&hits[0]), SRC, None).reason == snigate::Reason::Rule, "hit names must hit");
-        let hit_ns = median_ns(&hits, |name| set.decide(Some(name), SRC, None).verdict == Verdict::Allow);
-        let miss_ns = median_ns(&miss, |name| set.decide(Some(name), SRC, None).verdict == Verdict::Allow);
-        let warm_ns = median_ns(&hits[..WARM], |name| set.decide(Some(name), SRC, None).verdict == Verdict::Allow);
+        assert!(set.decide(Some(&hits[0]), SRC, None, PORT).reason == snigate::Reason::Rule, "hit names must hit");
+        let hit_ns = median_ns(&hits, |name| set.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+        let miss_ns = median_ns(&miss, |name| set.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+        let warm_ns =
+            median_ns(&hits[..WARM], |name| set.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
         println!(
             "| {n} | hash (production) | {} | {:.1} | {hit_ns:.0} ns | {miss_ns:.0} ns | {warm_ns:.0} ns |",
             fmt_dur(build),
@@ -239,9 +242,10 @@ fn summary() -> Vec<Built> {
         let ac_build = t.elapsed();
         let ac_bytes = LIVE.load(Ordering::Relaxed) - before;
         let ac_peak = PEAK.load(Ordering::Relaxed) - before;
-        let hit_ns = median_ns(&hits, |name| ac.decide(&set, Some(name), SRC, None).verdict == Verdict::Allow);
-        let miss_ns = median_ns(&miss, |name| ac.decide(&set, Some(name), SRC, None).verdict == Verdict::Allow);
-        let warm_ns = median_ns(&hits[..WARM], |name| ac.decide(&set, Some(name), SRC, None).verdict == Verdict::Allow);
+        let hit_ns = median_ns(&hits, |name| ac.decide(&set, Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+        let miss_ns = median_ns(&miss, |name| ac.decide(&set, Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+        let warm_ns =
+            median_ns(&hits[..WARM], |name| ac.decide(&set, Some(name), SRC, None, PORT).verdict == Verdict::Allow);
         println!(
             "| {n} | aho-corasick | {} + {} | {:.1} + {:.1} (peak {:.0}) | {hit_ns:.0} ns | {miss_ns:.0} ns | {warm_ns:.0} ns |",
             fmt_dur(build),
@@ -251,9 +255,10 @@ fn summary() -> Vec<Built> {
             ac_peak as f64 / input as f64,
         );
         if let Some(r) = &reference {
-            let hit_ns = median_ns(&hits, |name| r.decide(Some(name), SRC, None).verdict == Verdict::Allow);
-            let miss_ns = median_ns(&miss, |name| r.decide(Some(name), SRC, None).verdict == Verdict::Allow);
-            let warm_ns = median_ns(&hits[..WARM], |name| r.decide(Some(name), SRC, None).verdict == Verdict::Allow);
+            let hit_ns = median_ns(&hits, |name| r.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+            let miss_ns = median_ns(&miss, |name| r.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
+            let warm_ns =
+                median_ns(&hits[..WARM], |name| r.decide(Some(name), SRC, None, PORT).verdict == Verdict::Allow);
             println!("| {n} | naive loop | - | - | {hit_ns:.0} ns | {miss_ns:.0} ns | {warm_ns:.0} ns |");
         }
         built.push((n, set, ac, hits, reference));
@@ -293,14 +298,14 @@ fn lookups(c: &mut Criterion) {
             g.bench_function(format!("hash/{kind}"), |b| {
                 b.iter(|| {
                     i = (i + 1) % names.len();
-                    set.decide(Some(black_box(&names[i])), SRC, None)
+                    set.decide(Some(black_box(&names[i])), SRC, None, PORT)
                 })
             });
             let mut i = 0;
             g.bench_function(format!("aho-corasick/{kind}"), |b| {
                 b.iter(|| {
                     i = (i + 1) % names.len();
-                    ac.decide(&set, Some(black_box(&names[i])), SRC, None)
+                    ac.decide(&set, Some(black_box(&names[i])), SRC, None, PORT)
                 })
             });
             if let Some(r) = &reference {
@@ -308,7 +313,7 @@ fn lookups(c: &mut Criterion) {
                 g.bench_function(format!("naive/{kind}"), |b| {
                     b.iter(|| {
                         i = (i + 1) % names.len();
-                        r.decide(Some(black_box(&names[i])), SRC, None)
+                        r.decide(Some(black_box(&names[i])), SRC, None, PORT)
                     })
                 });
             }

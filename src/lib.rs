@@ -70,7 +70,7 @@ pub use crate::rules::file::{PRESET, RuleError, RuleErrorKind, RuleErrors, load_
 pub use crate::rules::list::{List, ListSpec, load_list, parse_list};
 pub use crate::rules::pattern::{Glob, Pattern, PatternError};
 pub use crate::rules::precedence::{Kind, Precedence};
-pub use crate::rules::rule::{Rule, RuleRef, Target, Verdict, canonical_ip};
+pub use crate::rules::rule::{PortRange, Rule, RuleRef, Target, Verdict, canonical_ip};
 pub use crate::rules::salesforce;
 
 /// For tests, benches and fuzz targets: the alternative and the naive matching engines the

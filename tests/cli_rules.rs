@@ -1,4 +1,5 @@
-//! `snigate check` and `snigate match` as operators run them, on the shipped rules.
+//! `snigate check` and `snigate match` as operators run them, on the shipped rules and on
+//! small rule files of their own.
 
 use std::process::Command;
 
@@ -81,4 +82,35 @@ fn match_tenant_example_and_defaults() {
     let (code, out) = snigate(&["match", "--no-sni", "--dst", "192.0.2.1:443", "--json"]);
     assert_eq!(code, 0);
     assert!(out.contains("\"reason\":\"no_sni\""), "{out}");
+}
+
+#[test]
+fn match_port_decides_port_scoped_rules() {
+    let dir = std::env::temp_dir().join(format!("snigate-cli-port-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ports.rules");
+    std::fs::write(&file, "allow *.p.example port 443, 8443\nallow ip 192.0.2.0/24 port 443\n").unwrap();
+    let f = file.to_str().unwrap();
+    let verdict = |args: &[&str]| {
+        let (code, out) = snigate(&[&["match", "--rules", f, "--json"][..], args].concat());
+        assert_eq!(code, 0, "{args:?}: {out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v["verdict"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap().to_string(), v["port"].clone())
+    };
+    let got = verdict(&["a.p.example", "--port", "8443"]);
+    assert_eq!(got, ("allow".into(), "rule".into(), serde_json::json!(8443)));
+    let got = verdict(&["a.p.example"]);
+    assert_eq!(got, ("deny".into(), "default".into(), serde_json::Value::Null), "no port");
+    assert_eq!(verdict(&["a.p.example", "--port", "80"]).0, "deny");
+    assert_eq!(verdict(&["--no-sni", "--dst", "192.0.2.1:443"]).0, "allow", "the port of --dst");
+    assert_eq!(verdict(&["--no-sni", "--dst", "192.0.2.1", "--port", "443"]).0, "allow");
+    assert_eq!(verdict(&["--no-sni", "--dst", "192.0.2.1"]).1, "no_sni", "a bare address has no port");
+    let (code, out) = snigate(&["match", "a.p.example", "--rules", f]);
+    assert_eq!(code, 0);
+    assert!(out.contains("note:   no --port: rules with `port` do not apply"), "{out}");
+    let (code, _) = snigate(&["match", "--no-sni", "--rules", f, "--dst", "192.0.2.1:443", "--port", "80"]);
+    assert_eq!(code, 64, "--port and --dst disagree");
+    let (code, _) = snigate(&["match", "a.p.example", "--rules", f, "--port", "0"]);
+    assert_eq!(code, 64, "port 0 is a usage error");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

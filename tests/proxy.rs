@@ -38,6 +38,29 @@ async fn allowed_bytes_arrive_unchanged_both_ways() {
     assert!(upstream_got == sent, "the upstream got {} bytes, not the {} sent", upstream_got.len(), sent.len());
 }
 
+/// In `upstream` mode a rule's `port` clause is matched against the fixed upstream's port.
+#[tokio::test]
+async fn upstream_mode_matches_ports_against_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, received) = recording_backend(b"reply".to_vec()).await;
+    let other = if backend.port() == 443 { 444 } else { 443 };
+    let rules = format!("allow *.p.example port {}\nallow *.q.example port {other}\n", backend.port());
+    let running = start_proxy(dir.path(), backend, &rules, "", "").await;
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(&hello(&[sni(b"a.q.example")])).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "another port: access_denied");
+    let allowed = hello(&[sni(b"a.p.example")]);
+    let mut c = TcpStream::connect(running.addr).await.unwrap();
+    c.write_all(&allowed).await.unwrap();
+    c.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"reply");
+    assert!(received.await.unwrap() == allowed, "the upstream gets the hello");
+}
+
 /// What a rejected client reads before the connection ends.
 async fn rejected_reads(bytes: &[u8], extra: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,20 @@ allow a..com
 allow bü*.example
 allow foo*
   deny   -bad.com   # indented
+allow a.com port 0
+allow a.com port 443, 8443, 443
+allow a.com port 8000-8999, 8443
+allow a.com port https
+allow a.com port 65536
+allow a.com port 9000-8000
+allow a.com port 8000-
+allow a.com port 443 8443
+allow a.com port
+allow a.com port 443,
+allow a.com port 443 port 8443
+allow a.com from 10.0.0.0/8 port 443 from 10.1.0.0/16
+allow a.com from 10.0.0.0/8, port 443
+allow a.com port 443 from 10.0.0.1/8
 ";
     let err = parse_rules("bad.rules", text).unwrap_err();
     let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
@@ -37,7 +51,7 @@ allow foo*
             "bad.rules:7:21: bad CIDR `10.0.0.0/33`: invalid IP address syntax",
             "bad.rules:8:21: bad CIDR `10.0.0.1/8`: host bits set (did you mean 10.0.0.0/8?)",
             "bad.rules:9:30: missing CIDR after `from`",
-            "bad.rules:10:14: unexpected `to` (expected `from` or end of line)",
+            "bad.rules:10:14: unexpected `to` (expected `from`, `port` or end of line)",
             "bad.rules:11:9: bad CIDR `nonsense`: invalid IP address syntax",
             "bad.rules:12:8: missing CIDR after `ip`",
             "bad.rules:13:7: bad pattern `10.0.0.1`: invalid name: IP literal",
@@ -45,6 +59,20 @@ allow foo*
             "bad.rules:15:7: bad pattern `bü*.example`: a glob label must be ASCII (write its punycode form)",
             "bad.rules:16:7: bad pattern `foo*`: a glob needs a parent domain (pre*suf.example.com)",
             "bad.rules:17:10: bad pattern `-bad.com`: invalid name: label starts or ends with '-'",
+            "bad.rules:18:18: bad port `0`: ports are 1 to 65535",
+            "bad.rules:19:29: duplicate port `443`: `443` already names it",
+            "bad.rules:20:29: duplicate port `8443`: `8000-8999` already names it",
+            "bad.rules:21:18: bad port `https`: not a port number or a range FIRST-LAST",
+            "bad.rules:22:18: bad port `65536`: ports are 1 to 65535",
+            "bad.rules:23:18: bad port `9000-8000`: the range ends before it starts",
+            "bad.rules:24:18: bad port `8000-`: not a port number or a range FIRST-LAST",
+            "bad.rules:25:18: bad port `443 8443`: not a port number or a range FIRST-LAST",
+            "bad.rules:26:17: missing port after `port`",
+            "bad.rules:27:22: missing port after `port`",
+            "bad.rules:28:22: second `port` clause (write one list: `port A, B`)",
+            "bad.rules:29:38: second `from` clause (write one list: `from A, B`)",
+            "bad.rules:30:30: missing CIDR after `from`",
+            "bad.rules:31:27: bad CIDR `10.0.0.1/8`: host bits set (did you mean 10.0.0.0/8?)",
         ]
     );
 }

@@ -1,6 +1,6 @@
 //! PRODUCT.md section 3 as a table: every example rule, plus the apex, depth, boundary,
-//! case, trailing-dot, glob, tie and scope cases, each with the verdict, the reason and the
-//! deciding line.
+//! case, trailing-dot, glob, tie, scope and port cases, each with the verdict, the reason and
+//! the deciding line.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -17,6 +17,16 @@ allow *.my.salesforce.com from 10.20.0.0/16, 10.30.0.0/16   # applies to these s
 allow ip 13.108.0.0/14                     # destination CIDR: decides connections without SNI
 ";
 
+/// The spec's port examples: both clauses on one rule, in either order, and a source-scoped
+/// deny to rank them against.
+const SPEC_PORTS: &str = "\
+allow *.my.salesforce.com port 443, 8443   # these destination ports only
+allow ip 13.108.0.0/14 port 443            # no-SNI and non-TLS traffic to these addresses and ports
+allow *.my.salesforce.com from 10.20.0.0/16 port 443   # both clauses, in either order
+allow *.my.salesforce.com port 443 from 10.30.0.0/16
+deny  *.my.salesforce.com from 10.20.0.0/16
+";
+
 const OUTSIDE: &str = "192.0.2.1";
 
 struct Case {
@@ -28,11 +38,26 @@ struct Case {
     reason: Reason,
     /// Deciding line, 0 for none.
     line: u32,
+    /// The destination port the connection asks for; 0 for unknown.
+    port: u16,
 }
 
 const fn case(what: &'static str, sni: &'static str, src: &'static str, verdict: Verdict, line: u32) -> Case {
     let reason = if line == 0 { Reason::Default } else { Reason::Rule };
-    Case { what, sni: Some(sni), src, dst: None, verdict, reason, line }
+    Case { what, sni: Some(sni), src, dst: None, verdict, reason, line, port: 443 }
+}
+
+/// A connection without SNI to `dst`, on `dst`'s port.
+const fn no_sni(what: &'static str, dst: &'static str, src: &'static str, verdict: Verdict, line: u32) -> Case {
+    let reason = if line == 0 { Reason::NoSni } else { Reason::Rule };
+    Case { what, sni: None, src, dst: Some(dst), verdict, reason, line, port: 0 }
+}
+
+impl Case {
+    /// The case on destination port `port`.
+    const fn on(self, port: u16) -> Case {
+        Case { port, ..self }
+    }
 }
 
 use Verdict::{Allow, Deny};
@@ -43,7 +68,8 @@ fn run(rules: &str, default: Verdict, cases: &[Case]) {
         let sni = c.sni.map(|s| Name::parse(s.as_bytes(), false).unwrap());
         let src: IpAddr = c.src.parse().unwrap();
         let dst: Option<SocketAddr> = c.dst.map(|d| d.parse().unwrap());
-        let d = set.decide(sni.as_ref(), src, dst);
+        let port = dst.map_or(c.port, |d| d.port());
+        let d = set.decide(sni.as_ref(), src, dst, port);
         let line = match d.rule {
             Some(RuleRef::Line { line, .. }) => *line,
             Some(other) => panic!("{}: unexpected rule {other}", c.what),
@@ -93,6 +119,7 @@ fn spec_examples() {
                 verdict: Allow,
                 reason: Reason::Rule,
                 line: 7,
+                port: 443,
             },
             Case {
                 what: "no SNI, other destination",
@@ -102,6 +129,7 @@ fn spec_examples() {
                 verdict: Deny,
                 reason: Reason::NoSni,
                 line: 0,
+                port: 443,
             },
             Case {
                 what: "no SNI, no destination",
@@ -111,6 +139,7 @@ fn spec_examples() {
                 verdict: Deny,
                 reason: Reason::NoSni,
                 line: 0,
+                port: 443,
             },
             Case {
                 what: "ip rules ignore SNI connections",
@@ -120,6 +149,7 @@ fn spec_examples() {
                 verdict: Deny,
                 reason: Reason::Default,
                 line: 0,
+                port: 443,
             },
         ],
     );
@@ -156,6 +186,60 @@ fn precedence() {
 }
 
 #[test]
+fn spec_port_examples() {
+    run(
+        SPEC_PORTS,
+        Deny,
+        &[
+            case("a listed port", "acme.my.salesforce.com", OUTSIDE, Allow, 1),
+            case("the other listed port", "acme.my.salesforce.com", OUTSIDE, Allow, 1).on(8443),
+            case("a port not listed", "acme.my.salesforce.com", OUTSIDE, Deny, 0).on(80),
+            case("unknown port: port-scoped rules do not apply", "acme.my.salesforce.com", OUTSIDE, Deny, 0).on(0),
+            no_sni("no SNI on the listed port", "13.108.1.1:443", OUTSIDE, Allow, 2),
+            no_sni("no SNI on another port", "13.108.1.1:8443", OUTSIDE, Deny, 0),
+            case("both clauses (from, then port) beat `from` alone", "acme.my.salesforce.com", "10.20.1.1", Allow, 3),
+            case("both clauses, port then from", "acme.my.salesforce.com", "10.30.1.1", Allow, 4),
+            case("`from` alone where the port is not listed", "acme.my.salesforce.com", "10.20.1.1", Deny, 5).on(8443),
+            case("`from` alone beats `port` alone", "acme.my.salesforce.com", "10.20.1.1", Deny, 5).on(80),
+        ],
+    );
+}
+
+#[test]
+fn port_precedence() {
+    run(
+        "deny *.p.com
+allow *.p.com port 8000-8999
+deny *.p.com port 8443
+         allow *.q.com port 443
+deny *.q.com from 10.0.0.0/8
+         deny .r.com port 443
+allow *.x.r.com
+         allow *.s.com port 443
+allow s.com
+         allow ip 10.0.0.0/8
+deny ip 10.0.0.0/8 port 25
+allow ip 10.1.0.0/16
+",
+        Deny,
+        &[
+            case("a port scope beats an unscoped rule", "a.p.com", OUTSIDE, Allow, 2).on(8080),
+            case("the unscoped rule on other ports", "a.p.com", OUTSIDE, Deny, 1).on(80),
+            case("two port-scoped rules tie: deny wins", "a.p.com", OUTSIDE, Deny, 3).on(8443),
+            case("a range includes both ends", "a.p.com", OUTSIDE, Allow, 2).on(8999),
+            case("just past the range", "a.p.com", OUTSIDE, Deny, 1).on(9000),
+            case("a source scope beats a port scope", "a.q.com", "10.1.1.1", Deny, 5),
+            case("the port scope for other sources", "a.q.com", OUTSIDE, Allow, 4),
+            case("a longer suffix beats a port scope", "a.x.r.com", OUTSIDE, Allow, 7),
+            case("exact beats a port-scoped suffix", "s.com", OUTSIDE, Allow, 9),
+            no_sni("ip: a port scope beats an unscoped rule", "10.9.0.1:25", OUTSIDE, Deny, 11),
+            no_sni("ip: the unscoped rule on other ports", "10.9.0.1:443", OUTSIDE, Allow, 10),
+            no_sni("ip: a longer prefix beats a port scope", "10.1.0.1:25", OUTSIDE, Allow, 12),
+        ],
+    );
+}
+
+#[test]
 fn catch_all_and_default() {
     run(
         "allow *\ndeny *.bad.com\n",
@@ -184,7 +268,7 @@ fn unicode_patterns_become_a_labels() {
 fn decision_reports_how_it_matched() {
     let set = RuleSet::new(parse_rules("t.rules", SPEC).unwrap(), Vec::new(), Deny);
     let name = Name::parse(b"acme--uat.sandbox.my.salesforce.com", false).unwrap();
-    let d = set.decide(Some(&name), OUTSIDE.parse().unwrap(), None);
+    let d = set.decide(Some(&name), OUTSIDE.parse().unwrap(), None, 443);
     let m = d.matched.unwrap();
     assert_eq!((m.kind, m.labels), (Kind::Glob, 4));
     assert_eq!(d.rule.unwrap().to_string(), "t.rules:4");

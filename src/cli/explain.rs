@@ -29,9 +29,14 @@ pub struct MatchArgs {
     /// The client address, for rules with `from`.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     pub from: IpAddr,
-    /// The destination, `IP:PORT` or `IP` (port 443), for `ip` rules.
+    /// The destination, `IP:PORT` or `IP`, for `ip` rules. Its port is the destination port
+    /// when `--port` is not given.
     #[arg(long, value_name = "IP:PORT", value_parser = parse_dst)]
     pub dst: Option<SocketAddr>,
+    /// The destination port, for rules with `port`. Without it (or a port in `--dst`), rules
+    /// with `port` do not apply.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
     /// Verdict for names no rule matches.
     #[arg(long, value_name = "allow|deny", default_value = "deny", value_parser = parse_verdict)]
     pub default: Verdict,
@@ -46,13 +51,30 @@ pub struct MatchArgs {
     pub lists: ListArgs,
 }
 
+/// `IP:PORT`, or `IP` with port 0: no port.
 fn parse_dst(text: &str) -> Result<SocketAddr, String> {
     text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 443)))
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
         .map_err(|_| format!("`{text}` is not IP:PORT or IP"))
 }
 
+/// The destination port to decide with: `--port`, else `--dst`'s, else 0 (unknown).
+fn port(args: &MatchArgs) -> Result<u16, String> {
+    match (args.port, args.dst.map(|d| d.port()).filter(|&p| p != 0)) {
+        (Some(port), Some(dst)) if port != dst => Err(format!("--port {port} and --dst port {dst} disagree")),
+        (Some(port), _) | (None, Some(port)) => Ok(port),
+        (None, None) => Ok(0),
+    }
+}
+
 pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
+    let port = match port(args) {
+        Ok(port) => port,
+        Err(usage) => {
+            eprintln!("snigate match: {usage}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let loaded = match load(&args.rules, &args.lists) {
         Ok(loaded) => loaded,
         Err(Ok(errors)) => {
@@ -80,9 +102,10 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
         Some(Ok(name)) => Some(name),
         None => None,
     };
+    let unported = port == 0 && loaded.rules.iter().any(|r| !r.ports.is_empty());
     let set = RuleSet::new(loaded.rules, loaded.lists, args.default);
-    let d = set.decide(name.as_ref(), args.from, args.dst);
-    let why = explain(&d, name.as_ref(), args.dst);
+    let d = set.decide(name.as_ref(), args.from, args.dst, port);
+    let why = explain(&d, name.as_ref(), args.dst, port);
     let text = d.rule.map(|r| match r {
         RuleRef::Line { text, .. } => text.to_string(),
         RuleRef::List { name } => format!("list {name}"),
@@ -96,6 +119,7 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
             "ruleset": d.rule.map(RuleRef::ruleset),
             "rule_text": text,
             "explanation": why,
+            "port": (port != 0).then_some(port),
         });
         println!("{v}");
     } else {
@@ -106,12 +130,15 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
             _ => println!("rule:   (none)"),
         }
         println!("why:    {why}");
+        if unported {
+            println!("note:   no --port: rules with `port` do not apply");
+        }
     }
     ExitCode::SUCCESS
 }
 
 /// One sentence on why `d` came out as it did.
-fn explain(d: &Decision<'_>, name: Option<&Name>, dst: Option<SocketAddr>) -> String {
+fn explain(d: &Decision<'_>, name: Option<&Name>, dst: Option<SocketAddr>, port: u16) -> String {
     let suffix = |labels: u8| {
         let n = name.map_or("", Name::as_str);
         let count = n.split('.').count();
@@ -119,6 +146,9 @@ fn explain(d: &Decision<'_>, name: Option<&Name>, dst: Option<SocketAddr>) -> St
     };
     match (d.reason, d.matched) {
         (Reason::NoSni, _) => match dst {
+            Some(dst) if port != 0 => {
+                format!("no SNI, and no `ip` rule matches the destination {} on port {port}", dst.ip())
+            }
             Some(dst) => format!("no SNI, and no `ip` rule matches the destination {}", dst.ip()),
             None => "no SNI and no destination to match `ip` rules against".to_string(),
         },

@@ -38,6 +38,10 @@ pub struct HelloArgs {
     /// Also print the verdict these rules give the hello (a file or a directory; repeatable).
     #[arg(long = "rules", value_name = "PATH")]
     pub rules: Vec<PathBuf>,
+    /// The destination port the verdict is for, for rules with `port`. Without it, rules with
+    /// `port` do not apply.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
 }
 
 pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
@@ -72,7 +76,9 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let printed = match (&result, args.json) {
         (Ok(hello), json) => {
-            let decision = rules.as_ref().map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None));
+            let decision = rules
+                .as_ref()
+                .map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None, args.port.unwrap_or(0)));
             let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(ToString::to_string)));
             if json {
                 let mut v = hello_json(hello);

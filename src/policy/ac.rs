@@ -53,8 +53,9 @@ impl AcMatcher {
         sni: Option<&Name>,
         src: IpAddr,
         dst: Option<SocketAddr>,
+        port: u16,
     ) -> Decision<'r> {
-        rules.decide_with(sni, src, dst, |compiled, name, src| {
+        rules.decide_with(sni, src, dst, port, |compiled, name, scope| {
             let mut found = [None; MAX_LABELS];
             let mut buf = [0u8; MAX_NAME_LEN + 1];
             let len = name.len();
@@ -73,7 +74,7 @@ impl AcMatcher {
                 found[labels as usize - 1] = Some(node);
             }
             let labels = label_count(name) as usize;
-            walk(&compiled.table, &compiled.origins, name, labels, src, |depth| found[depth - 1])
+            walk(&compiled.table, &compiled.origins, name, labels, scope, |depth| found[depth - 1])
         })
     }
 

@@ -16,7 +16,7 @@ impl RuleSet {
     ///
     /// # Panics
     ///
-    /// With more than 2^27 rules and lists (the origin index is 27 bits).
+    /// With more than 2^26 rules and lists (the origin index is 26 bits).
     pub fn new(rules: Vec<Rule>, lists: Vec<List>, default: Verdict) -> RuleSet {
         assert!(rules.len() + lists.len() < MAX_ORIGINS, "too many rules");
         let mut len = 0;
@@ -26,21 +26,28 @@ impl RuleSet {
         let mut ip = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             let deny = rule.verdict == Verdict::Deny;
-            let scoped = !rule.from.is_empty();
+            let (by_source, by_port) = (!rule.from.is_empty(), !rule.ports.is_empty());
+            let action = |kind| Action::new(kind, deny, by_source, by_port, i);
             let mut glob = None;
             match &rule.target {
-                Target::Ip(net) => ip.push(IpRule { net: *net, action: Action::new(Kind::Ip, deny, scoped, i) }),
-                Target::Name(Pattern::Any) => any.push(Action::new(Kind::Any, deny, scoped, i)),
+                Target::Ip(net) => ip.push(IpRule { net: *net, action: action(Kind::Ip) }),
+                Target::Name(Pattern::Any) => any.push(action(Kind::Any)),
                 Target::Name(p) => {
                     if let Pattern::Glob(g) = p {
                         glob = Some(g.clone());
                     }
                     let key = p.key().map(|k| k.as_str()).unwrap_or_default();
-                    entries.push((key, Action::new(p.kind(), deny, scoped, i)));
+                    entries.push((key, action(p.kind())));
                 }
             }
             len += 1;
-            origins.push(Origin { rule: rule.origin.clone(), verdict: rule.verdict, from: rule.from.clone(), glob });
+            origins.push(Origin {
+                rule: rule.origin.clone(),
+                verdict: rule.verdict,
+                from: rule.from.clone(),
+                ports: rule.ports.clone(),
+                glob,
+            });
         }
         for list in &lists {
             let i = origins.len();
@@ -49,12 +56,13 @@ impl RuleSet {
                 rule: RuleRef::List { name: list.name.clone() },
                 verdict: list.verdict,
                 from: Box::default(),
+                ports: Box::default(),
                 glob: None,
             });
             for p in &list.patterns {
                 match p.key() {
-                    Some(key) => entries.push((key.as_str(), Action::new(p.kind(), deny, false, i))),
-                    None => any.push(Action::new(Kind::Any, deny, false, i)),
+                    Some(key) => entries.push((key.as_str(), Action::new(p.kind(), deny, false, false, i))),
+                    None => any.push(Action::new(Kind::Any, deny, false, false, i)),
                 }
                 len += 1;
             }

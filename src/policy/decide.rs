@@ -13,7 +13,7 @@ use super::table::{Action, Found, Origin, SuffixTable, walk_hashed};
 use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::precedence::Kind;
-use crate::rules::rule::{RuleRef, Verdict, admits};
+use crate::rules::rule::{RuleRef, Verdict};
 
 /// The rule snapshot every listener reads; a reload swaps it whole, and connections already
 /// open keep the snapshot they were decided with.
@@ -90,10 +90,13 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Decides one connection: by the SNI when there is one, else by the `ip` rules against
-    /// the destination. `src` is the client address (for `from` scopes). Never allocates.
+    /// the destination. `src` is the client address (for `from` scopes); `port` is the
+    /// destination port the connection asks for (for `port` scopes: the original destination's,
+    /// the CONNECT or request port, the fixed upstream's, or `upstream_port`), 0 when unknown,
+    /// which only rules without `port` admit. Never allocates.
     #[inline]
-    pub fn decide(&self, sni: Option<&Name>, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
-        self.decide_with(sni, src, dst, |c, name, src| walk_hashed(&c.table, &c.origins, name, src))
+    pub fn decide(&self, sni: Option<&Name>, src: IpAddr, dst: Option<SocketAddr>, port: u16) -> Decision<'_> {
+        self.decide_with(sni, src, dst, port, |c, name, scope| walk_hashed(&c.table, &c.origins, name, scope))
     }
 
     /// `decide` with the suffix lookup supplied by an engine.
@@ -103,40 +106,44 @@ impl RuleSet {
         sni: Option<&Name>,
         src: IpAddr,
         dst: Option<SocketAddr>,
-        lookup: impl FnOnce(&Compiled, &str, IpAddr) -> Option<Found>,
+        port: u16,
+        lookup: impl FnOnce(&Compiled, &str, (IpAddr, u16)) -> Option<Found>,
     ) -> Decision<'_> {
         let src = src.to_canonical();
         let c = &self.compiled;
-        let Some(name) = sni else { return self.decide_ip(src, dst) };
-        if let Some(found) = lookup(c, name.as_str(), src) {
+        let Some(name) = sni else { return self.decide_ip(src, dst, port) };
+        if let Some(found) = lookup(c, name.as_str(), (src, port)) {
             return self.by_rule(found.action, found.labels);
         }
-        match c.any.iter().find(|a| self.admits(**a, src)) {
+        match c.any.iter().find(|a| a.admits(&c.origins, src, port)) {
             Some(&a) => self.by_rule(a, 0),
             None => Decision::default(self.default),
         }
     }
 
-    fn decide_ip(&self, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
+    fn decide_ip(&self, src: IpAddr, dst: Option<SocketAddr>, port: u16) -> Decision<'_> {
         let Some(dst) = dst.filter(|_| !self.no_sni_denied) else { return Decision::NO_SNI };
-        match self.ip_rule(src, dst.ip()) {
+        match self.ip_rule(src, dst.ip(), port) {
             Some(r) => self.by_rule(r.action, r.net.prefix_len()),
             None => Decision::NO_SNI,
         }
     }
 
-    /// The `ip` rule that decides destination `ip` for source `src` (canonical), if any.
-    fn ip_rule(&self, src: IpAddr, ip: IpAddr) -> Option<&IpRule> {
+    /// The `ip` rule that decides destination `ip` on `port` for source `src` (canonical), if
+    /// any.
+    fn ip_rule(&self, src: IpAddr, ip: IpAddr, port: u16) -> Option<&IpRule> {
         let ip = ip.to_canonical();
-        self.compiled.ip.iter().find(|r| r.net.contains(&ip) && self.admits(r.action, src))
+        let c = &self.compiled;
+        c.ip.iter().find(|r| r.net.contains(&ip) && r.action.admits(&c.origins, src, port))
     }
 
-    /// The `deny ip` rule that refuses destination `dst` to client `src`, if one does: `ip`
-    /// rules decide connections without SNI, and a `deny ip` rule also bars every connection
-    /// from that destination, whatever name led there. NAT64 addresses are judged as the IPv4
-    /// address they stand for.
-    pub fn denies_destination(&self, src: IpAddr, dst: IpAddr) -> Option<&RuleRef> {
-        let rule = self.ip_rule(src.to_canonical(), canonical(dst))?;
+    /// The `deny ip` rule that refuses destination `dst` (address and port) to client `src`,
+    /// if one does: `ip` rules decide connections without SNI, and a `deny ip` rule also bars
+    /// every connection to the destinations it decides, whatever name led there; a `deny ip …
+    /// port` rule bars them on its ports only. NAT64 addresses are judged as the IPv4 address
+    /// they stand for.
+    pub fn denies_destination(&self, src: IpAddr, dst: SocketAddr) -> Option<&RuleRef> {
+        let rule = self.ip_rule(src.to_canonical(), canonical(dst.ip()), dst.port())?;
         let origin = &self.compiled.origins[rule.action.origin()];
         (origin.verdict == Verdict::Deny).then_some(&origin.rule)
     }
@@ -146,10 +153,6 @@ impl RuleSet {
     pub fn deny_no_sni(mut self) -> RuleSet {
         self.no_sni_denied = true;
         self
-    }
-
-    fn admits(&self, a: Action, src: IpAddr) -> bool {
-        !a.scoped() || admits(&self.compiled.origins[a.origin()].from, src)
     }
 
     fn by_rule(&self, a: Action, labels: u8) -> Decision<'_> {
@@ -200,10 +203,28 @@ mod tests {
         let rules = parse_rules("t.rules", "deny ip 203.0.113.0/24\nallow ip 198.51.100.0/24\n").unwrap();
         let set = RuleSet::new(rules, Vec::new(), Verdict::Deny);
         let src: IpAddr = "10.0.0.1".parse().unwrap();
-        for dst in ["203.0.113.1", "::ffff:203.0.113.1", "64:ff9b::cb00:7101"] {
+        for dst in ["203.0.113.1:443", "[::ffff:203.0.113.1]:443", "[64:ff9b::cb00:7101]:443"] {
             assert!(set.denies_destination(src, dst.parse().unwrap()).is_some(), "{dst}");
         }
-        assert!(set.denies_destination(src, "198.51.100.1".parse().unwrap()).is_none(), "an allow ip rule");
-        assert!(set.denies_destination(src, "192.0.2.1".parse().unwrap()).is_none(), "no rule");
+        assert!(set.denies_destination(src, "198.51.100.1:443".parse().unwrap()).is_none(), "an allow ip rule");
+        assert!(set.denies_destination(src, "192.0.2.1:443".parse().unwrap()).is_none(), "no rule");
+    }
+
+    /// A `deny ip … port` rule bars its destinations on its ports only, and a port-scoped
+    /// `allow ip` opens a port of a denied network.
+    #[test]
+    fn deny_ip_rules_with_ports_bar_those_ports_only() {
+        let text = "deny ip 203.0.113.0/24 port 25, 6000-6999
+deny ip 198.51.100.0/24
+                    allow ip 198.51.100.7 port 443
+";
+        let set = RuleSet::new(parse_rules("t.rules", text).unwrap(), Vec::new(), Verdict::Deny);
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
+        let barred = |dst: &str| set.denies_destination(src, dst.parse().unwrap()).map(ToString::to_string);
+        assert_eq!(barred("203.0.113.1:25").as_deref(), Some("t.rules:1"));
+        assert_eq!(barred("203.0.113.1:6500").as_deref(), Some("t.rules:1"));
+        assert_eq!(barred("203.0.113.1:443"), None, "another port");
+        assert_eq!(barred("198.51.100.7:443"), None, "the port-scoped allow");
+        assert_eq!(barred("198.51.100.7:80").as_deref(), Some("t.rules:2"));
     }
 }

@@ -4,19 +4,17 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ipnet::IpNet;
-
 use super::decide::{Decision, Matched};
 use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::list::List;
 use crate::rules::precedence::{Kind, Precedence};
-use crate::rules::rule::{Rule, RuleRef, Target, Verdict, admits};
+use crate::rules::rule::{Rule, RuleRef, Target, Verdict};
 
 /// Every rule and list entry, flattened, in load order.
 pub struct Reference {
-    /// `(verdict, target, from, origin index)`.
-    rules: Vec<(Verdict, Target, Box<[IpNet]>, usize)>,
+    /// Each rule, list entries as rules without scopes, with its origin index.
+    rules: Vec<(Rule, usize)>,
     /// Rule references, indexed like `RuleSet`'s origins: rules, then one per list.
     origins: Vec<RuleRef>,
     /// Verdict when nothing matches.
@@ -29,37 +27,45 @@ impl Reference {
         let mut flat = Vec::new();
         let mut origins = Vec::new();
         for r in rules {
-            flat.push((r.verdict, r.target.clone(), r.from.clone(), origins.len()));
+            flat.push((r.clone(), origins.len()));
             origins.push(r.origin.clone());
         }
         for l in lists {
+            let origin = RuleRef::List { name: l.name.clone() };
             for p in &l.patterns {
-                flat.push((l.verdict, Target::Name(p.clone()), Box::default(), origins.len()));
+                let entry = Rule {
+                    verdict: l.verdict,
+                    target: Target::Name(p.clone()),
+                    from: Box::default(),
+                    ports: Box::default(),
+                    origin: origin.clone(),
+                };
+                flat.push((entry, origins.len()));
             }
-            origins.push(RuleRef::List { name: l.name.clone() });
+            origins.push(origin);
         }
         Reference { rules: flat, origins, default }
     }
 
     /// Same contract as [`RuleSet::decide`](super::decide::RuleSet::decide).
-    pub fn decide(&self, sni: Option<&Name>, src: IpAddr, dst: Option<SocketAddr>) -> Decision<'_> {
+    pub fn decide(&self, sni: Option<&Name>, src: IpAddr, dst: Option<SocketAddr>, port: u16) -> Decision<'_> {
         let src = src.to_canonical();
         let mut best: Option<(Precedence, usize, Matched)> = None;
         let mut best_ip: Option<(Precedence, usize, Matched)> = None;
-        for (verdict, target, from, origin) in &self.rules {
-            if !admits(from, src) {
+        for (rule, origin) in &self.rules {
+            if !rule.admits(src) || !rule.admits_port(port) {
                 continue;
             }
-            let (scoped, deny) = (!from.is_empty(), *verdict == Verdict::Deny);
-            match (target, sni) {
+            let (scoped, ports, deny) = (!rule.from.is_empty(), !rule.ports.is_empty(), rule.verdict == Verdict::Deny);
+            match (&rule.target, sni) {
                 (Target::Name(p), Some(name)) if p.matches(name) => {
-                    let prec = Precedence::new(p.kind(), p.labels(), scoped, deny);
+                    let prec = Precedence::new(p.kind(), p.labels(), scoped, ports, deny);
                     if best.as_ref().is_none_or(|(b, _, _)| prec > *b) {
                         best = Some((prec, *origin, Matched { kind: p.kind(), labels: p.labels() }));
                     }
                 }
                 (Target::Ip(net), None) if dst.is_some_and(|d| net.contains(&d.ip().to_canonical())) => {
-                    let prec = Precedence::new(Kind::Ip, net.prefix_len(), scoped, deny);
+                    let prec = Precedence::new(Kind::Ip, net.prefix_len(), scoped, ports, deny);
                     if best_ip.as_ref().is_none_or(|(b, _, _)| prec > *b) {
                         let m = Matched { kind: Kind::Ip, labels: net.prefix_len() };
                         best_ip = Some((prec, *origin, m));
@@ -74,7 +80,7 @@ impl Reference {
         };
         match won {
             Some((origin, m)) => {
-                let verdict = self.rules.iter().find(|r| r.3 == origin).map_or(Verdict::Deny, |r| r.0);
+                let verdict = self.rules.iter().find(|r| r.1 == origin).map_or(Verdict::Deny, |r| r.0.verdict);
                 Decision { verdict, reason: Reason::Rule, rule: Some(&self.origins[origin]), matched: Some(m) }
             }
             None => none,

@@ -8,10 +8,11 @@
 //! - an open-addressing table of 8-byte slots (32 bits of the key's hash beside its arena
 //!   offset, linear probing, at most half full) maps a key to its arena offset: a probe
 //!   touches one cache line of the table and, only when the hash bits agree, the arena;
-//! - an action is a packed `u32` (kind, deny, scoped, origin index), and the actions under a
-//!   key are stored best first, in [`Precedence`] order; what is rare (the
-//!   rule's file and line, its `from` networks, a glob's fixed parts) lives in the origin
-//!   table, which large lists share: one origin per list, not per entry.
+//! - an action is a packed `u32` (kind, deny, source scope, port scope, origin index), and the
+//!   actions under a key are stored best first, in [`Precedence`] order; what is rare (the
+//!   rule's file and line, its `from` networks and ports, a glob's fixed parts) lives in the
+//!   origin table, which large lists share: one origin per list, not per entry. Only an action
+//!   with a scope bit set reads its origin to be admitted: unscoped rules stay on the fast path.
 //!
 //! The key hash is computed label by label from the right, so one pass over the SNI yields
 //! the hash of every suffix; the table is probed once per label at most.
@@ -24,23 +25,29 @@ use ipnet::IpNet;
 
 use crate::rules::pattern::{Glob, label_count};
 use crate::rules::precedence::{Kind, Precedence};
-use crate::rules::rule::{RuleRef, Verdict, admits};
+use crate::rules::rule::{PortRange, RuleRef, Verdict, admits, admits_port};
 
 /// Most labels a valid name can have (253 bytes: 127 one-byte labels).
 pub(crate) const MAX_LABELS: usize = 127;
 
-/// One rule's entry under a key: `kind:3 | deny:1 | scoped:1 | origin:27`, the kind being
-/// [`Kind`]'s packed form.
+/// One rule's entry under a key: `kind:3 | deny:1 | by_source:1 | by_port:1 | origin:26`, the
+/// kind being [`Kind`]'s packed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Action(u32);
 
-/// Origins are 27-bit indices.
-pub(crate) const MAX_ORIGINS: usize = 1 << 27;
+/// Origins are 26-bit indices.
+pub(crate) const MAX_ORIGINS: usize = 1 << 26;
+
+/// The bits of [`Action::by_source`] and [`Action::by_port`].
+const SCOPES: u32 = 16 | 32;
 
 impl Action {
-    pub(crate) fn new(kind: Kind, deny: bool, scoped: bool, origin: usize) -> Action {
+    /// `by_source`: the rule has a `from` clause; `by_port`: a `port` clause.
+    pub(crate) fn new(kind: Kind, deny: bool, by_source: bool, by_port: bool, origin: usize) -> Action {
         debug_assert!(origin < MAX_ORIGINS);
-        Action(kind as u32 | (deny as u32) << 3 | (scoped as u32) << 4 | (origin as u32) << 5)
+        Action(
+            kind as u32 | (deny as u32) << 3 | (by_source as u32) << 4 | (by_port as u32) << 5 | (origin as u32) << 6,
+        )
     }
     pub(crate) fn kind(self) -> Kind {
         Kind::from_bits(self.0)
@@ -48,15 +55,29 @@ impl Action {
     pub(crate) fn deny(self) -> bool {
         self.0 & 8 != 0
     }
-    pub(crate) fn scoped(self) -> bool {
+    pub(crate) fn by_source(self) -> bool {
         self.0 & 16 != 0
     }
+    pub(crate) fn by_port(self) -> bool {
+        self.0 & 32 != 0
+    }
+    /// Either scope: the origin decides whether the rule applies.
+    #[inline]
+    pub(crate) fn scoped(self) -> bool {
+        self.0 & SCOPES != 0
+    }
     pub(crate) fn origin(self) -> usize {
-        (self.0 >> 5) as usize
+        (self.0 >> 6) as usize
     }
     /// The rule's precedence, where its key has `labels` labels.
     pub(crate) fn precedence(self, labels: u8) -> Precedence {
-        Precedence::new(self.kind(), labels, self.scoped(), self.deny())
+        Precedence::new(self.kind(), labels, self.by_source(), self.by_port(), self.deny())
+    }
+    /// Whether the rule applies to client `src` (canonical) on destination port `port`: only a
+    /// scoped action reads its origin.
+    #[inline]
+    pub(crate) fn admits(self, origins: &[Origin], src: IpAddr, port: u16) -> bool {
+        !self.scoped() || origins[self.origin()].admits(src, port)
     }
 }
 
@@ -69,8 +90,17 @@ pub(crate) struct Origin {
     pub verdict: Verdict,
     /// The `from` networks (empty: every source).
     pub from: Box<[IpNet]>,
+    /// The `port` ranges (empty: every port).
+    pub ports: Box<[PortRange]>,
     /// A glob's fixed parts, checked against the SNI's leftmost label.
     pub glob: Option<Box<Glob>>,
+}
+
+impl Origin {
+    /// Whether both scopes admit the connection.
+    pub(crate) fn admits(&self, src: IpAddr, port: u16) -> bool {
+        admits(&self.from, src) && admits_port(&self.ports, port)
+    }
 }
 
 /// How a compiled rule matched: its kind and how many labels its key has.
@@ -348,18 +378,19 @@ fn dedup_in_place(actions: &mut [Action]) -> usize {
 
 /// The precedence walk, shared by both engines: it visits the candidates in descending
 /// [`Precedence`] (exact, glob, then suffixes longest first; `*` is the caller's) and stops at
-/// the first admitted one. `node_at(d)` returns the node of the
-/// suffix with `d` labels, if any. Returns the deciding action and its key's label count.
+/// the first admitted one (for client `src` on destination port `port`). `node_at(d)` returns
+/// the node of the suffix with `d` labels, if any. Returns the deciding action and its key's
+/// label count.
 pub(crate) fn walk(
     table: &SuffixTable,
     origins: &[Origin],
     name: &str,
     labels: usize,
-    src: IpAddr,
+    (src, port): (IpAddr, u16),
     mut node_at: impl FnMut(usize) -> Option<u32>,
 ) -> Option<Found> {
     let pick = |node: u32, want: fn(Kind) -> bool, extra: &dyn Fn(Action) -> bool| {
-        pick(table, origins, src, node, want, extra)
+        pick(table, origins, (src, port), node, want, extra)
     };
     let all = |_: Action| true;
     let found = |action: Action, labels: usize| Some(Found { action, labels: labels as u8 });
@@ -403,7 +434,7 @@ pub(crate) fn walk(
 fn pick(
     table: &SuffixTable,
     origins: &[Origin],
-    src: IpAddr,
+    (src, port): (IpAddr, u16),
     node: u32,
     want: fn(Kind) -> bool,
     extra: &dyn Fn(Action) -> bool,
@@ -412,18 +443,18 @@ fn pick(
         .actions(node)
         .skip_while(|a| !want(a.kind()))
         .take_while(|a| want(a.kind()))
-        .find(|&a| extra(a) && (!a.scoped() || admits(&origins[a.origin()].from, src)))
+        .find(|&a| extra(a) && a.admits(origins, src, port))
 }
 
 /// The production lookup: probe the table for each suffix, longest first, lazily.
-pub(crate) fn walk_hashed(table: &SuffixTable, origins: &[Origin], name: &str, src: IpAddr) -> Option<Found> {
+pub(crate) fn walk_hashed(table: &SuffixTable, origins: &[Origin], name: &str, scope: (IpAddr, u16)) -> Option<Found> {
     let suffixes = Suffixes::new(name);
     let fast = suffixes.labels.min(FAST_LABELS);
     let mut first = [EMPTY; FAST_LABELS];
     for (slot, &hash) in first.iter_mut().zip(&suffixes.hashes[..fast]) {
         *slot = table.first_slot(hash);
     }
-    walk(table, origins, name, suffixes.labels, src, |depth| {
+    walk(table, origins, name, suffixes.labels, scope, |depth| {
         let (hash, key) = suffixes.get(name, depth);
         match first.get(depth - 1) {
             Some(&slot) if depth <= fast => table.get_from(hash, key, slot),
@@ -462,10 +493,21 @@ mod tests {
     }
 
     #[test]
+    fn actions_round_trip_their_packed_fields() {
+        for bits in 0..16 {
+            let (deny, by_source, by_port) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            let origin = if bits & 8 != 0 { MAX_ORIGINS - 1 } else { 0 };
+            let a = Action::new(Kind::Glob, deny, by_source, by_port, origin);
+            assert_eq!((a.kind(), a.deny(), a.by_source(), a.by_port()), (Kind::Glob, deny, by_source, by_port));
+            assert_eq!((a.origin(), a.scoped()), (origin, by_source || by_port));
+        }
+    }
+
+    #[test]
     fn arena_round_trips_many_actions() {
         let entries: Vec<(&str, Action)> = (0..300)
-            .map(|i| ("x.com", Action::new(Kind::Exact, i % 2 == 0, false, i)))
-            .chain([("com", Action::new(Kind::Below, true, false, 7))])
+            .map(|i| ("x.com", Action::new(Kind::Exact, i % 2 == 0, false, false, i)))
+            .chain([("com", Action::new(Kind::Below, true, false, false, 7))])
             .collect();
         let t = SuffixTable::build(entries.into_iter());
         assert_eq!(t.len(), 2);
@@ -482,8 +524,9 @@ mod tests {
         let mut entries = Vec::new();
         let mut origin = 0;
         for kind in [Kind::Below, Kind::Exact, Kind::Apex, Kind::Glob] {
-            for (deny, scoped) in [(false, false), (true, false), (false, true), (true, true)] {
-                entries.push(("a.example", Action::new(kind, deny, scoped, origin)));
+            for scope in 0..8 {
+                let (deny, by_source, by_port) = (scope & 1 != 0, scope & 2 != 0, scope & 4 != 0);
+                entries.push(("a.example", Action::new(kind, deny, by_source, by_port, origin)));
                 origin += 1;
             }
         }
@@ -493,7 +536,7 @@ mod tests {
         let ranks: Vec<Precedence> = stored.iter().map(|a| a.precedence(2)).collect();
         assert!(ranks.windows(2).all(|w| w[0] >= w[1]), "{stored:?}");
         let kinds: Vec<Kind> = stored.iter().map(|a| a.kind()).collect();
-        assert_eq!(&kinds[..8], [Kind::Exact; 4].iter().chain(&[Kind::Glob; 4]).copied().collect::<Vec<_>>());
-        assert!(kinds[8..].iter().all(|k| k.is_suffix()));
+        assert_eq!(&kinds[..16], [Kind::Exact; 8].iter().chain(&[Kind::Glob; 8]).copied().collect::<Vec<_>>());
+        assert!(kinds[16..].iter().all(|k| k.is_suffix()));
     }
 }

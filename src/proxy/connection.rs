@@ -136,7 +136,8 @@ struct Ask {
     /// The rules still have to decide (`connect` mode decided on the CONNECT target already,
     /// unless the tunnel's hello names a host the address literal did not).
     undecided: bool,
-    /// The port `name` is reached on when there is no destination.
+    /// The port `name` is reached on when there is no destination (`upstream_port`, or the
+    /// port the request or the CONNECT named); with one, the rules match its port instead.
     port: u16,
     /// `verify_destination`: `dst` must be among `name`'s addresses.
     verify: bool,
@@ -270,7 +271,7 @@ impl Conn<'_> {
         self.record.stage = Stage::Decide;
         explicit::check_port(&target, &self.listener.ports)?;
         let (name, dst) = target.parts();
-        self.rules(name, dst)?;
+        self.rules(name, dst, target.port())?;
         let candidates = self.resolve_to(name, dst, target.port(), false).await?;
         explicit::establish(client).await?;
         self.speaks = Speaks::Tls;
@@ -377,7 +378,7 @@ impl Conn<'_> {
     /// Stage decide, where the rules have not decided yet.
     fn decide(&mut self, ask: &Ask) -> Result<(), Denied> {
         match ask.undecided {
-            true => self.rules(ask.name.as_ref(), ask.dst),
+            true => self.rules(ask.name.as_ref(), ask.dst, ask.dst.map_or(ask.port, |dst| dst.port())),
             false => Ok(()),
         }
     }
@@ -389,10 +390,11 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Asks the rule snapshot and records the decision; a deny is `Err`.
-    fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>) -> Result<(), Denied> {
+    /// Asks the rule snapshot and records the decision; a deny is `Err`. `port` is the
+    /// destination port the connection asks for.
+    fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>, port: u16) -> Result<(), Denied> {
         let rules = self.listener.rules.load();
-        let decision = rules.decide(name, self.record.client.ip(), dst);
+        let decision = rules.decide(name, self.record.client.ip(), dst, port);
         self.record.verdict = decision.verdict;
         self.record.reason = decision.reason;
         self.record.ruleset = decision.rule.map(|r| r.ruleset_label());

@@ -305,7 +305,9 @@ impl Table {
                     _ => None,
                 };
                 let rules = listener.rules.load();
-                let decision = rules.decide(hello.sni.as_ref(), key.0.ip(), dst);
+                // The port the flow asks for: its destination's, or the one its name is reached on.
+                let port = dst.map_or(listener.upstream_port, |d| d.port());
+                let decision = rules.decide(hello.sni.as_ref(), key.0.ip(), dst, port);
                 record.verdict = decision.verdict;
                 record.reason = decision.reason;
                 record.ruleset = decision.rule.map(|r| r.ruleset_label());

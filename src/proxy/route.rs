@@ -48,7 +48,7 @@ fn guard(
     let rules = listener.rules.load();
     let mut refused = Vec::new();
     let mut check = |addr: SocketAddr| {
-        let verdict = match rules.denies_destination(client, addr.ip()) {
+        let verdict = match rules.denies_destination(client, addr) {
             Some(rule) => Err(format!("destination {addr} refused: denied by rule {rule}")),
             None => listener.guard.check(addr, chosen, upstream::is_local).map_err(|r| r.to_string()),
         };

@@ -3,11 +3,15 @@
 //! A rule can only be overruled everywhere by a rule over the same match set or a larger
 //! one at the same specificity, so the analysis groups rules by key and precedence group
 //! (exact name, one glob, one suffix, `*`, one `ip` network) and compares within a group:
-//! - **duplicate**: the same action, pattern and sources as an earlier rule;
+//! - **duplicate**: the same action, pattern, sources and ports as an earlier rule;
 //! - **shadowed**: never decides, because a rule in its group matches every name it does,
-//!   applies to every source it does, and wins (deny over allow; the first of equals);
-//! - **conflict**: an `allow` and a `deny` that both decide some names for some sources at
-//!   the same specificity (deny wins there); not repeated when one shadows the other.
+//!   applies to every source and port it does, and wins (deny over allow; the first of equals);
+//! - **conflict**: an `allow` and a `deny` that both decide some names for some sources on
+//!   some ports at the same precedence (deny wins there); not repeated when one shadows the
+//!   other.
+//!
+//! A `from` or `port` clause raises a rule's precedence where it applies and removes the rule
+//! elsewhere, so a rule is only found to shadow or meet another with the same clauses.
 //!
 //! Large lists are counted; their entries are not compared (blocklists repeat themselves).
 
@@ -19,7 +23,7 @@ use ipnet::IpNet;
 use super::list::List;
 use super::pattern::Pattern;
 use super::precedence::{Kind, Precedence};
-use super::rule::{Rule, RuleRef, Target, Verdict};
+use super::rule::{PortRange, Rule, RuleRef, Target, Verdict};
 use super::salesforce::FAMILIES;
 
 /// Rules by kind.
@@ -39,6 +43,8 @@ pub struct Counts {
     pub ip: usize,
     /// Rules with a `from` clause (also counted under their kind).
     pub scoped: usize,
+    /// Rules with a `port` clause (also counted under their kind).
+    pub ports: usize,
     /// `allow` rules.
     pub allow: usize,
     /// `deny` rules.
@@ -107,6 +113,7 @@ pub fn check(rules: &[Rule], lists: &[List]) -> Report {
             Target::Name(Pattern::Any) => counts.any += 1,
         }
         counts.scoped += usize::from(!r.from.is_empty());
+        counts.ports += usize::from(!r.ports.is_empty());
         match r.verdict {
             Verdict::Allow => counts.allow += 1,
             Verdict::Deny => counts.deny += 1,
@@ -148,7 +155,12 @@ fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
             if i == j {
                 continue;
             }
-            if i < j && a.verdict == b.verdict && a.target == b.target && same_nets(&a.from, &b.from) {
+            if i < j
+                && a.verdict == b.verdict
+                && a.target == b.target
+                && same_nets(&a.from, &b.from)
+                && a.ports == b.ports
+            {
                 out.push(Finding::Duplicate { rule: b.origin.clone(), first: a.origin.clone() });
                 silenced[j] = true;
                 break;
@@ -172,7 +184,7 @@ fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
 }
 
 /// `a` decides everywhere `b` would: `a` matches a superset of `b`'s names, applies to a
-/// superset of its sources at the same scoped-ness, and wins the tie.
+/// superset of its sources and of its ports at the same scoped-ness, and wins the tie.
 fn overrules(a: &Rule, b: &Rule, a_first: bool) -> bool {
     let covers_names = match (&a.target, &b.target) {
         (Target::Name(Pattern::Apex(x)), Target::Name(Pattern::Below(y))) => x == y,
@@ -184,12 +196,29 @@ fn overrules(a: &Rule, b: &Rule, a_first: bool) -> bool {
         // A scoped rule outranks an unscoped one for its sources and is absent elsewhere.
         _ => false,
     };
+    let covers_ports = match (a.ports.is_empty(), b.ports.is_empty()) {
+        (true, true) => true,
+        (false, false) => b.ports.iter().all(|&pb| covered(&a.ports, pb)),
+        // Likewise for ports.
+        _ => false,
+    };
     let (pa, pb) = (precedence(a), precedence(b));
     let wins = pa > pb || (pa == pb && a_first);
-    covers_names && covers_sources && wins
+    covers_names && covers_sources && covers_ports && wins
 }
 
-/// Both rules decide some name for some source at the same precedence level.
+/// Every port of `range` is in one of `ranges` (sorted and disjoint, as parsed).
+fn covered(ranges: &[PortRange], range: PortRange) -> bool {
+    let mut next = u32::from(range.first);
+    for r in ranges {
+        if u32::from(r.first) <= next && next <= u32::from(r.last) {
+            next = u32::from(r.last) + 1;
+        }
+    }
+    next > u32::from(range.last)
+}
+
+/// Both rules decide some name for some source on some port at the same precedence level.
 fn same_reach(a: &Rule, b: &Rule) -> bool {
     let names = match (&a.target, &b.target) {
         (Target::Name(Pattern::Apex(x) | Pattern::Below(x)), Target::Name(Pattern::Apex(y) | Pattern::Below(y))) => {
@@ -202,16 +231,21 @@ fn same_reach(a: &Rule, b: &Rule) -> bool {
         (false, false) => a.from.iter().any(|na| b.from.iter().any(|nb| na.contains(nb) || nb.contains(na))),
         _ => false,
     };
-    names && sources
+    let ports = match (a.ports.is_empty(), b.ports.is_empty()) {
+        (true, true) => true,
+        (false, false) => a.ports.iter().any(|pa| b.ports.iter().any(|&pb| pa.overlaps(pb))),
+        _ => false,
+    };
+    names && sources && ports
 }
 
-/// A rule's precedence where it matches (its sources admitted).
+/// A rule's precedence where it matches (its sources and port admitted).
 fn precedence(r: &Rule) -> Precedence {
-    let scoped = !r.from.is_empty();
+    let (scoped, ports) = (!r.from.is_empty(), !r.ports.is_empty());
     let deny = r.verdict == Verdict::Deny;
     match &r.target {
-        Target::Name(p) => Precedence::new(p.kind(), p.labels(), scoped, deny),
-        Target::Ip(net) => Precedence::new(Kind::Ip, net.prefix_len(), scoped, deny),
+        Target::Name(p) => Precedence::new(p.kind(), p.labels(), scoped, ports, deny),
+        Target::Ip(net) => Precedence::new(Kind::Ip, net.prefix_len(), scoped, ports, deny),
     }
 }
 
@@ -277,7 +311,7 @@ impl fmt::Display for Counts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} rules: {} exact, {} *.suffix, {} .suffix, {} glob, {} catch-all, {} ip; {} scoped; {} allow, {} deny",
+            "{} rules: {} exact, {} *.suffix, {} .suffix, {} glob, {} catch-all, {} ip; {} from-scoped, {} port-scoped; {} allow, {} deny",
             self.exact + self.below + self.apex + self.glob + self.any + self.ip,
             self.exact,
             self.below,
@@ -286,6 +320,7 @@ impl fmt::Display for Counts {
             self.any,
             self.ip,
             self.scoped,
+            self.ports,
             self.allow,
             self.deny,
         )?;
@@ -327,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn port_scopes_are_compared_with_port_scopes() {
+        let got = findings(
+            "allow *.p.com port 443
+allow *.p.com port 443, 8443
+             allow *.q.com port 443, 8000-8999
+allow *.q.com port 8443
+             allow *.r.com port 443
+deny *.r.com port 8443
+             allow *.s.com port 8000-8999
+deny .s.com port 8443
+             allow *.t.com
+deny *.t.com port 443
+             allow u.com port 443, 80
+allow u.com port 80,443
+             allow v.com port 443, 444
+allow v.com port 443-444
+             deny ip 10.0.0.0/8 port 25
+allow ip 10.0.0.0/8 from 10.1.0.0/16 port 25
+",
+        );
+        assert_eq!(
+            got,
+            [
+                "shadowed: t.rules:4 `allow *.q.com port 8443` never decides: t.rules:3 `allow *.q.com port 443, 8000-8999` always wins",
+                "conflict: t.rules:7 `allow *.s.com port 8000-8999` and t.rules:8 `deny .s.com port 8443` meet; deny wins",
+                "duplicate: t.rules:12 `allow u.com port 80,443` repeats t.rules:11",
+                "shadowed: t.rules:14 `allow v.com port 443-444` never decides: t.rules:13 `allow v.com port 443, 444` always wins",
+            ]
+        );
+    }
+
+    #[test]
     fn warns_when_connections_without_sni_bypass_an_org_restriction() {
         let restricted = "allow acme.my.salesforce.com\ndeny *.my.salesforce.com\n";
         assert!(findings(restricted).is_empty());
@@ -344,13 +411,13 @@ mod tests {
     fn counts_by_kind() {
         let rules = parse_rules(
             "t.rules",
-            "allow a.com\ndeny *.b.com\nallow .c.com\nallow x*.d.com\nallow *\nallow ip 10.0.0.0/8 from 10.1.0.0/16\n",
+            "allow a.com port 443\ndeny *.b.com\nallow .c.com\nallow x*.d.com\nallow *\nallow ip 10.0.0.0/8 from 10.1.0.0/16\n",
         )
         .unwrap();
         let c = check(&rules, &[]).counts;
         assert_eq!(
-            (c.exact, c.below, c.apex, c.glob, c.any, c.ip, c.scoped, c.allow, c.deny),
-            (1, 1, 1, 1, 1, 1, 1, 5, 1)
+            (c.exact, c.below, c.apex, c.glob, c.any, c.ip, c.scoped, c.ports, c.allow, c.deny),
+            (1, 1, 1, 1, 1, 1, 1, 1, 5, 1)
         );
     }
 }

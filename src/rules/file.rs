@@ -4,12 +4,17 @@
 //! Grammar (one rule a line; `#` starts a comment; blank lines are ignored):
 //!
 //! ```text
-//! rule    = action target [ "from" cidr { "," cidr } ]
+//! rule    = action target [ clause [ clause ] ]   (each clause at most once, in either order)
 //! action  = "allow" | "deny"
 //! target  = "ip" cidr | pattern
+//! clause  = "from" cidr { "," cidr } | "port" ports
 //! pattern = "*" | "*." name | "." name | pre "*" suf "." name | name
 //! cidr    = ADDR "/" LEN | ADDR        (a bare address is a host route)
+//! ports   = range { "," range }        (no port twice)
+//! range   = PORT | PORT "-" PORT       (1 to 65535; a range's first port is not above its last)
 //! ```
+//!
+//! A clause's list runs to the next clause keyword or the end of the line.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,7 +25,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use super::pattern::{Pattern, PatternError};
-use super::rule::{Rule, RuleRef, Target, Verdict};
+use super::rule::{PortRange, Rule, RuleRef, Target, Verdict};
 
 /// One problem in a rule file or list, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +68,30 @@ pub enum RuleErrorKind {
     /// `from` (or `ip`) not followed by a CIDR, or an empty item in a CIDR list.
     #[error("missing CIDR after `{0}`")]
     MissingCidr(&'static str),
-    /// Something other than `from` after the pattern.
-    #[error("unexpected `{0}` (expected `from` or end of line)")]
+    /// `port` not followed by a port, or an empty item in a port list.
+    #[error("missing port after `port`")]
+    MissingPort,
+    /// A port or port range that is not 1 to 65535, not a number, or runs backwards.
+    #[error("bad port `{text}`: {why}")]
+    Port {
+        /// The port or range as written.
+        text: String,
+        /// Why it is rejected.
+        why: &'static str,
+    },
+    /// A port already in an earlier item of the same list.
+    #[error("duplicate port `{text}`: `{first}` already names it")]
+    DuplicatePort {
+        /// The later port or range, as written.
+        text: String,
+        /// The earlier item it repeats or overlaps.
+        first: String,
+    },
+    /// `from` or `port` a second time on one line.
+    #[error("second `{0}` clause (write one list: `{0} A, B`)")]
+    RepeatedClause(&'static str),
+    /// Something other than a clause after the pattern.
+    #[error("unexpected `{0}` (expected `from`, `port` or end of line)")]
     Unexpected(String),
     /// A list line that is neither a domain, a hosts-file line nor an `||domain^` line.
     #[error("malformed list line: {0}")]
@@ -111,10 +138,11 @@ pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, RuleErrors> {
         let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
         match parse_line(raw) {
             Ok(None) => {}
-            Ok(Some((verdict, target, from))) => rules.push(Rule {
+            Ok(Some(Parsed { verdict, target, from, ports })) => rules.push(Rule {
                 verdict,
                 target,
                 from,
+                ports,
                 origin: RuleRef::Line {
                     file: file.clone(),
                     line,
@@ -177,7 +205,20 @@ pub(crate) fn strip_comment(line: &str) -> &str {
     line.split_once('#').map_or(line, |(rule, _)| rule)
 }
 
-type Parsed = (Verdict, Target, Box<[IpNet]>);
+/// One rule line, before its origin is attached: the fields of [`Rule`] the line gives.
+struct Parsed {
+    /// `allow` or `deny`.
+    verdict: Verdict,
+    /// The pattern or `ip` CIDR.
+    target: Target,
+    /// The `from` clause; empty without one.
+    from: Box<[IpNet]>,
+    /// The `port` clause, sorted; empty without one.
+    ports: Box<[PortRange]>,
+}
+
+/// The keywords that start a clause, and so end the list of the clause before.
+const CLAUSES: [&str; 2] = ["from", "port"];
 
 /// One line: `Ok(None)` for blank or comment lines; errors carry a 1-based column.
 fn parse_line(raw: &str) -> Result<Option<Parsed>, (u32, RuleErrorKind)> {
@@ -200,29 +241,93 @@ fn parse_line(raw: &str) -> Result<Option<Parsed>, (u32, RuleErrorKind)> {
     } else {
         Target::Name(Pattern::parse(word).map_err(|error| (col, RuleErrorKind::Pattern { text: word.into(), error }))?)
     };
-    let from = match tokens.next() {
-        None => Box::default(),
-        Some((_, "from")) => parse_cidr_list(body, tokens.pos)?,
-        Some((col, other)) => return Err((col, RuleErrorKind::Unexpected(other.to_string()))),
-    };
-    Ok(Some((verdict, target, from)))
+    let (mut from, mut ports) = (None, None);
+    while let Some((col, word)) = tokens.next() {
+        let (start, end) = (tokens.pos, clause_end(body, tokens.pos));
+        match word {
+            "from" if from.is_none() => from = Some(parse_cidr_list(body, start, end)?),
+            "port" if ports.is_none() => ports = Some(parse_port_list(body, start, end)?),
+            "from" => return Err((col, RuleErrorKind::RepeatedClause("from"))),
+            "port" => return Err((col, RuleErrorKind::RepeatedClause("port"))),
+            other => return Err((col, RuleErrorKind::Unexpected(other.to_string()))),
+        }
+        tokens.pos = end;
+    }
+    Ok(Some(Parsed { verdict, target, from: from.unwrap_or_default(), ports: ports.unwrap_or_default() }))
 }
 
-/// `CIDR[, CIDR…]` from byte offset `start` to the end of the line.
-fn parse_cidr_list(body: &str, start: usize) -> Result<Box<[IpNet]>, (u32, RuleErrorKind)> {
-    let mut nets = Vec::new();
+/// Where the clause whose list starts at byte `start` ends: at the next clause keyword, or at
+/// the end of the line.
+fn clause_end(body: &str, start: usize) -> usize {
+    let mut tokens = Tokens { line: body, pos: start };
+    while let Some((_, word)) = tokens.next() {
+        if CLAUSES.contains(&word) {
+            return tokens.pos - word.len();
+        }
+    }
+    body.len()
+}
+
+/// The items of a comma-separated list in `body[start..end]`, trimmed, each with its column.
+fn list_items(body: &str, start: usize, end: usize) -> impl Iterator<Item = (u32, &str)> {
     let mut offset = start;
-    for item in body[start..].split(',') {
-        let trimmed = item.trim();
+    body[start..end].split(',').map(move |item| {
         let lead = item.len() - item.trim_start().len();
         let col = column_of(body, offset + lead);
-        if trimmed.is_empty() {
+        offset += item.len() + 1;
+        (col, item.trim())
+    })
+}
+
+/// `CIDR[, CIDR…]` in `body[start..end]`.
+fn parse_cidr_list(body: &str, start: usize, end: usize) -> Result<Box<[IpNet]>, (u32, RuleErrorKind)> {
+    let mut nets = Vec::new();
+    for (col, item) in list_items(body, start, end) {
+        if item.is_empty() {
             return Err((col, RuleErrorKind::MissingCidr("from")));
         }
-        nets.push(parse_cidr(trimmed).map_err(|why| (col, why))?);
-        offset += item.len() + 1;
+        nets.push(parse_cidr(item).map_err(|why| (col, why))?);
     }
     Ok(nets.into())
+}
+
+/// `PORT[-PORT][, …]` in `body[start..end]`: sorted, and no port named twice.
+fn parse_port_list(body: &str, start: usize, end: usize) -> Result<Box<[PortRange]>, (u32, RuleErrorKind)> {
+    let mut ranges: Vec<(PortRange, &str)> = Vec::new();
+    for (col, item) in list_items(body, start, end) {
+        if item.is_empty() {
+            return Err((col, RuleErrorKind::MissingPort));
+        }
+        let range = parse_port_range(item).map_err(|why| (col, RuleErrorKind::Port { text: item.into(), why }))?;
+        if let Some((_, first)) = ranges.iter().find(|(r, _)| r.overlaps(range)) {
+            return Err((col, RuleErrorKind::DuplicatePort { text: item.into(), first: (*first).into() }));
+        }
+        ranges.push((range, item));
+    }
+    let mut ranges: Vec<PortRange> = ranges.into_iter().map(|(r, _)| r).collect();
+    ranges.sort_unstable();
+    Ok(ranges.into())
+}
+
+/// `PORT` or `FIRST-LAST`.
+fn parse_port_range(text: &str) -> Result<PortRange, &'static str> {
+    let (first, last) = text.split_once('-').unwrap_or((text, text));
+    let (first, last) = (parse_port(first)?, parse_port(last)?);
+    if first > last {
+        return Err("the range ends before it starts");
+    }
+    Ok(PortRange { first, last })
+}
+
+/// A decimal port, 1 to 65535.
+fn parse_port(text: &str) -> Result<u16, &'static str> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a port number or a range FIRST-LAST");
+    }
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err("ports are 1 to 65535"),
+    }
 }
 
 /// `ADDR/LEN` with no host bits set, or a bare address (a host route).

@@ -1,7 +1,7 @@
 //! The rule language: what operators write, parsed and checked, but not yet compiled.
 //!
-//! - [`rule`]: one parsed rule (verdict, target, source scope, origin), and the verdict and
-//!   rule-reference vocabulary every later layer reports in.
+//! - [`rule`]: one parsed rule (verdict, target, source and port scopes, origin), and the
+//!   verdict and rule-reference vocabulary every later layer reports in.
 //! - [`pattern`]: a domain pattern.
 //! - [`precedence`]: the kinds of rule and the precedence between them, stated once.
 //! - [`file`]: the rule-file parser, which reports every error with file, line and column.

@@ -52,8 +52,14 @@ impl Kind {
 /// 1. how specific the pattern is: exact > leftmost-label glob > suffix > `*`;
 /// 2. among suffixes, the one with more labels (`*.my.salesforce.com` and
 ///    `.my.salesforce.com` tie); among `ip` rules, the longer prefix;
-/// 3. a source-scoped rule (`from`) over an unscoped one;
-/// 4. `deny` over `allow`.
+/// 3. a source-scoped rule (`from`) over one without;
+/// 4. a port-scoped rule (`port`) over one without;
+/// 5. `deny` over `allow`.
+///
+/// A rule with both clauses therefore outranks one with `from` only, which outranks one with
+/// `port` only. The source scope comes first because it names who a rule is for, and an
+/// exception written for some clients should hold on every port they use; a port scope
+/// describes the destination service and usually applies to every client.
 ///
 /// `ip` rules are only ever compared with each other: they decide connections without SNI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -64,21 +70,24 @@ pub struct Precedence {
     length: u8,
     /// The rule has a `from` clause (that admitted the source).
     scoped: bool,
+    /// The rule has a `port` clause (that admitted the destination port).
+    ports: bool,
     /// The rule denies.
     deny: bool,
 }
 
 impl Precedence {
     /// The precedence of a rule of `kind` whose key has `labels` labels (the prefix length for
-    /// `ip` rules).
-    pub const fn new(kind: Kind, labels: u8, scoped: bool, deny: bool) -> Precedence {
+    /// `ip` rules), with a `from` clause (`scoped`) or not, with a `port` clause (`ports`) or
+    /// not, that denies or not.
+    pub const fn new(kind: Kind, labels: u8, scoped: bool, ports: bool, deny: bool) -> Precedence {
         let (tier, length) = match kind {
             Kind::Any => (0, 0),
             Kind::Apex | Kind::Below | Kind::Ip => (1, labels),
             Kind::Glob => (2, 0),
             Kind::Exact => (3, 0),
         };
-        Precedence { tier, length, scoped, deny }
+        Precedence { tier, length, scoped, ports, deny }
     }
 }
 
@@ -87,7 +96,7 @@ mod tests {
     use super::*;
 
     fn p(kind: Kind, labels: u8) -> Precedence {
-        Precedence::new(kind, labels, false, false)
+        Precedence::new(kind, labels, false, false, false)
     }
 
     #[test]
@@ -98,11 +107,30 @@ mod tests {
         assert_eq!(p(Kind::Below, 3), p(Kind::Apex, 3));
         assert!(p(Kind::Below, 1) > p(Kind::Any, 0));
         assert!(p(Kind::Ip, 24) > p(Kind::Ip, 16));
-        let scoped = Precedence::new(Kind::Apex, 2, true, false);
-        let deny = Precedence::new(Kind::Apex, 2, false, true);
+        let scoped = Precedence::new(Kind::Apex, 2, true, false, false);
+        let deny = Precedence::new(Kind::Apex, 2, false, false, true);
         assert!(scoped > deny, "scope outranks deny");
         assert!(deny > p(Kind::Apex, 2), "deny wins ties");
         assert!(p(Kind::Apex, 3) > scoped, "a longer suffix outranks scope");
+    }
+
+    #[test]
+    fn source_scope_then_port_scope_then_deny() {
+        let r = |scoped, ports, deny| Precedence::new(Kind::Below, 3, scoped, ports, deny);
+        // Best first: both clauses, `from` only, `port` only, neither; deny breaks each tie.
+        let order = [
+            r(true, true, true),
+            r(true, true, false),
+            r(true, false, true),
+            r(true, false, false),
+            r(false, true, true),
+            r(false, true, false),
+            r(false, false, true),
+            r(false, false, false),
+        ];
+        assert!(order.windows(2).all(|w| w[0] > w[1]), "{order:?}");
+        assert!(p(Kind::Exact, 2) > r(true, true, true), "a port scope does not outrank a more specific pattern");
+        assert!(Precedence::new(Kind::Ip, 24, false, false, false) > Precedence::new(Kind::Ip, 16, true, true, true));
     }
 
     #[test]

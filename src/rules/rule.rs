@@ -1,5 +1,5 @@
-//! One parsed rule: an action, what it matches, which sources it applies to, and where it
-//! was written; and the verdict vocabulary every later layer reports in.
+//! One parsed rule: an action, what it matches, which sources and destination ports it applies
+//! to, and where it was written; and the verdict vocabulary every later layer reports in.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -113,6 +113,9 @@ pub struct Rule {
     pub target: Target,
     /// The `from` clause: source networks the rule applies to. Empty means every source.
     pub from: Box<[IpNet]>,
+    /// The `port` clause: destination ports the rule applies to, sorted and disjoint. Empty
+    /// means every port.
+    pub ports: Box<[PortRange]>,
     /// Where the rule was written, reported with every decision it makes.
     pub origin: RuleRef,
 }
@@ -126,17 +129,60 @@ pub enum Target {
     Ip(IpNet),
 }
 
+/// Destination ports `first..=last` of a `port` clause; one port is a range of one. Ports
+/// are 1 to 65535: port 0 stands for "unknown", which no range contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    /// The lowest port of the range (at least 1).
+    pub first: u16,
+    /// The highest port of the range (at least `first`).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Whether `port` is in the range.
+    pub const fn contains(self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+
+    /// Whether the two ranges share a port.
+    pub const fn overlaps(self, other: PortRange) -> bool {
+        self.first <= other.last && other.first <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    /// `443`, or `8000-8999`: as written in rule files.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.first == self.last {
+            true => write!(f, "{}", self.first),
+            false => write!(f, "{}-{}", self.first, self.last),
+        }
+    }
+}
+
 impl Rule {
     /// Whether the `from` clause admits `src` (always true without one). `src` should be
     /// canonical (see [`canonical_ip`]).
     pub fn admits(&self, src: IpAddr) -> bool {
         admits(&self.from, src)
     }
+
+    /// Whether the `port` clause admits destination port `port` (always true without one;
+    /// port 0, unknown, is admitted only then).
+    pub fn admits_port(&self, port: u16) -> bool {
+        admits_port(&self.ports, port)
+    }
 }
 
 /// Shared by the rule, the compiled matcher and the reference: an empty scope admits all.
 pub(crate) fn admits(from: &[IpNet], src: IpAddr) -> bool {
     from.is_empty() || from.iter().any(|net| net.contains(&src))
+}
+
+/// [`admits`] for the `port` clause: an empty clause admits every port, 0 included.
+pub(crate) fn admits_port(ports: &[PortRange], port: u16) -> bool {
+    ports.is_empty() || ports.iter().any(|r| r.contains(port))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, as dual-stack sockets report IPv4 peers)
