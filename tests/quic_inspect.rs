@@ -120,6 +120,9 @@ fn a_large_hello_reordered_across_datagrams() {
     assert_eq!(sni(&answer), "acme--dev.sandbox.lightning.force.com");
 }
 
+/// A hostile case: its name, its datagrams, and the answer (a hello, or the reason it is refused).
+type Case = (&'static str, Vec<Vec<u8>>, Result<(), Reason>);
+
 #[test]
 fn the_hostile_table() {
     let msg = hello_message("curl.bin");
@@ -143,7 +146,7 @@ fn the_hostile_table() {
     stream.extend_from_slice(&[0x08, 0x00, 0x01, 0x61]);
     let mut after = crypto_frame(0, &msg);
     after.extend_from_slice(&crypto_frame(msg.len() as u64, b"extra"));
-    let cases: Vec<(&str, Vec<Vec<u8>>, Result<(), Reason>)> = vec![
+    let cases: Vec<Case> = vec![
         ("duplicate identical frames", vec![v1(&[a.clone(), a.clone(), b.clone()].concat())], Ok(())),
         ("overlap, identical bytes", vec![v1(&[b.clone(), a.clone()].concat())], Ok(())),
         (
