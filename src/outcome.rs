@@ -50,6 +50,8 @@ pub enum Seen {
     Http,
     /// QUIC over UDP.
     Quic,
+    /// Anything else (transparent mode), or nothing yet when the destination alone decided.
+    Other,
 }
 
 impl Seen {
@@ -59,6 +61,7 @@ impl Seen {
             Seen::Tls => "tls",
             Seen::Http => "http",
             Seen::Quic => "quic",
+            Seen::Other => "other",
         }
     }
 }

@@ -50,11 +50,14 @@ pub enum Reason {
     SourceLimit,
     /// QUIC: the client's Initial uses a version snigate cannot read, so cannot filter.
     QuicVersion,
+    /// Transparent mode: the first bytes are neither a TLS ClientHello nor an HTTP/1 request,
+    /// and no `ip` rule allows the original destination on its port.
+    UnknownProtocol,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -74,6 +77,7 @@ impl Reason {
         Reason::DstDenied,
         Reason::SourceLimit,
         Reason::QuicVersion,
+        Reason::UnknownProtocol,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -98,6 +102,7 @@ impl Reason {
             Reason::DstDenied => "dst_denied",
             Reason::SourceLimit => "source_limit",
             Reason::QuicVersion => "quic_version",
+            Reason::UnknownProtocol => "unknown_protocol",
         }
     }
 }

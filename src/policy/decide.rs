@@ -148,6 +148,21 @@ impl RuleSet {
         (origin.verdict == Verdict::Deny).then_some(&origin.rule)
     }
 
+    /// The decision of the `allow ip … port` rule that lets destination `dst` (address and
+    /// port) through on its own for client `src`, if one does. A transparent connection to such
+    /// a destination is spliced at accept, before its client says anything, so that protocols
+    /// where the server speaks first work. Only a port-scoped rule does this: an `ip` rule
+    /// without `port` decides connections without SNI, not every connection to its addresses.
+    pub fn allows_destination(&self, src: IpAddr, dst: SocketAddr) -> Option<Decision<'_>> {
+        if self.no_sni_denied {
+            return None;
+        }
+        let rule = self.ip_rule(src.to_canonical(), canonical(dst.ip()), dst.port())?;
+        let origin = &self.compiled.origins[rule.action.origin()];
+        let alone = origin.verdict == Verdict::Allow && !origin.ports.is_empty();
+        alone.then(|| self.by_rule(rule.action, rule.net.prefix_len()))
+    }
+
     /// This snapshot with hellos without SNI denied whatever the `ip` rules say
     /// (`[rules] no_sni = "deny"`).
     pub fn deny_no_sni(mut self) -> RuleSet {
@@ -208,6 +223,19 @@ mod tests {
         }
         assert!(set.denies_destination(src, "198.51.100.1:443".parse().unwrap()).is_none(), "an allow ip rule");
         assert!(set.denies_destination(src, "192.0.2.1:443".parse().unwrap()).is_none(), "no rule");
+    }
+
+    /// Only an `allow ip … port` rule lets a destination through on its own.
+    #[test]
+    fn only_port_scoped_allow_ip_rules_decide_at_accept() {
+        let text = "allow ip 192.0.2.0/24 port 25\nallow ip 198.51.100.0/24\ndeny ip 203.0.113.0/24 port 22\n";
+        let set = RuleSet::new(parse_rules("t.rules", text).unwrap(), Vec::new(), Verdict::Deny);
+        let src: IpAddr = "10.0.0.1".parse().unwrap();
+        let at = |dst: &str| set.allows_destination(src, dst.parse().unwrap()).map(|d| d.verdict);
+        assert_eq!(at("192.0.2.7:25"), Some(Verdict::Allow));
+        assert_eq!(at("192.0.2.7:26"), None, "another port");
+        assert_eq!(at("198.51.100.1:25"), None, "no port clause: decides connections without SNI only");
+        assert_eq!(at("203.0.113.1:22"), None, "a deny rule");
     }
 
     /// A `deny ip … port` rule bars its destinations on its ports only, and a port-scoped

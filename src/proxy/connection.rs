@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::client::Client;
 use super::explicit;
-use super::http::Target;
+use super::http::{self, Target};
 use super::listener::Listener;
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::{Denied, Reply, Speaks, answer};
@@ -32,11 +32,12 @@ use super::route;
 use super::sources::SourceSlot;
 use super::splice::{End, Moved, splice};
 use super::upstream;
-use crate::config::{EchPolicy, Mode, VerifyDestination};
-use crate::hello::{ClientHello, ReadError, read_client_hello, read_client_hello_now};
+use crate::config::{EchPolicy, HTTP_PORT, Mode, VerifyDestination};
+use crate::hello::{ClientHello, HelloError, ReadError, read_client_hello, read_client_hello_now};
 use crate::metrics::registry::ActiveGuard;
 use crate::name::Name;
 use crate::outcome::{Outcome, Seen, Stage};
+use crate::policy::decide::Decision;
 use crate::reason::Reason;
 use crate::rules::rule::Verdict;
 
@@ -172,11 +173,14 @@ impl Conn<'_> {
         if self.listener.config.proxy_protocol_trusted.is_empty() {
             self.count_source()?;
         }
-        let ask = match self.hello_now(client, start) {
-            Some(ask) => ask?,
-            // Boxed at the dispatch point: waiting, the PROXY header and the explicit modes are
-            // rare, and their futures would otherwise size every connection's task.
-            None => Box::pin(self.awaited(client)).await?,
+        let ask = match self.at_accept(client) {
+            Some(ask) => ask,
+            None => match self.hello_now(client, start) {
+                Some(ask) => ask?,
+                // Boxed at the dispatch point: waiting, the PROXY header, the explicit modes and
+                // what is not TLS are rare, and their futures would otherwise size every task.
+                None => Box::pin(self.awaited(client)).await?,
+            },
         };
         self.decide(&ask)?;
         // Decided: no longer waiting for its hello (a CONNECT tunnel is decided once its hello
@@ -192,6 +196,72 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// Stage accept, transparent mode: a destination that an `allow ip … port` rule lets
+    /// through on its own is decided now, before the client says anything, so that protocols
+    /// where the server speaks first (SMTP, databases) work. `None`: the first bytes decide.
+    fn at_accept(&mut self, client: &Client) -> Option<Ask> {
+        let config = &self.listener.config;
+        let Client::Fresh(stream) = client else { return None };
+        if config.mode != Mode::Transparent || !config.proxy_protocol_trusted.is_empty() {
+            return None;
+        }
+        let dst = self.original_dst(stream).ok()?;
+        let listener = self.listener;
+        let rules = listener.rules.load();
+        let decision = rules.allows_destination(self.record.client.ip(), dst)?;
+        self.record.protocol = Seen::Other;
+        self.record.stage = Stage::Decide;
+        self.record_decision(&decision);
+        Some(Ask { name: None, dst: Some(dst), undecided: false, port: dst.port(), verify: false, resolved: None })
+    }
+
+    /// Stage hello, transparent mode, for a client whose first bytes are not TLS: an HTTP/1
+    /// request is decided by its host (its first request only, as in `http` mode), anything
+    /// else by the `ip` rules on its destination and port, else denied (`unknown_protocol`).
+    async fn not_tls(&mut self, stream: &mut TcpStream) -> Result<Ask, Denied> {
+        let dst = self.original_dst(stream)?;
+        let verify = self.listener.config.verify_destination == Some(VerifyDestination::Dns);
+        let port = dst.port();
+        if http::may_be_request(&self.buf) {
+            self.record.protocol = Seen::Http;
+            self.speaks = Speaks::Http;
+            let head = explicit::read_request(stream, &mut self.buf, self.deadline).await?;
+            let target = explicit::http_target(&head, port)?;
+            self.record.stage = Stage::Decide;
+            return Ok(match target {
+                Target::Name(name, _) => {
+                    self.record.sni = Some(name.as_str().to_string());
+                    Ask { name: Some(name), dst: Some(dst), undecided: true, port, verify, resolved: None }
+                }
+                Target::Addr(_) => {
+                    Ask { name: None, dst: Some(dst), undecided: true, port, verify: false, resolved: None }
+                }
+            });
+        }
+        self.record.protocol = Seen::Other;
+        self.record.stage = Stage::Decide;
+        let listener = self.listener;
+        if listener.rules.load().decide(None, self.record.client.ip(), Some(dst), port).reason == Reason::NoSni {
+            let first = crate::hello::escape(&self.buf[..self.buf.len().min(16)]);
+            let error = format!("neither TLS nor HTTP (first bytes {first}), and no ip rule for {dst}");
+            return Err(Denied::failed(Reason::UnknownProtocol, error));
+        }
+        Ok(Ask { name: None, dst: Some(dst), undecided: true, port, verify: false, resolved: None })
+    }
+
+    /// The original destination of a transparent connection (from its PROXY header, SO_ORIGINAL_DST
+    /// or, with TPROXY, its own address), recorded.
+    fn original_dst(&mut self, client: &impl AsFd) -> Result<SocketAddr, Denied> {
+        let (tproxy, listen) = (self.listener.config.tproxy, self.listener.config.listen);
+        let dst = self.proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
+        let Some(dst) = dst else {
+            let error = "no original destination (not redirected, or addressed to snigate itself)";
+            return Err(Denied::failed(Reason::UpstreamError, error));
+        };
+        self.record.original_dst = Some(dst);
+        Ok(dst)
+    }
+
     /// Stage accept → hello, at once: a TLS listener's first bytes are the hello, and the
     /// listener defers accepts until they are there, so most hellos are read before the socket
     /// is registered. `None`: it has to be waited for.
@@ -204,6 +274,10 @@ impl Conn<'_> {
             return None;
         }
         let read = read_client_hello_now(stream, &mut self.buf, self.listener.hello_limits())?;
+        // A transparent listener receives every protocol: what is not TLS is read further.
+        if config.mode == Mode::Transparent && matches!(&read, Err(ReadError::Invalid(HelloError::NotTls(_)))) {
+            return None;
+        }
         Some(self.hello(read, start).and_then(|hello| self.ask(stream, hello)))
     }
 
@@ -236,7 +310,16 @@ impl Conn<'_> {
                 let hello = self.await_hello(stream).await?;
                 self.tunnel(target, hello, candidates)
             }
-            Mode::Sni | Mode::Upstream | Mode::Transparent => {
+            Mode::Transparent => {
+                // Every protocol comes here: what is not TLS is decided by its HTTP host or by
+                // its destination (boxed: the hello is no longer held while that waits).
+                match self.await_hello(stream).await {
+                    Err(denied) if denied.reason == Reason::NotTls => {}
+                    hello => return self.ask(stream, hello?),
+                }
+                Box::pin(self.not_tls(stream)).await
+            }
+            Mode::Sni | Mode::Upstream => {
                 let hello = self.await_hello(stream).await?;
                 self.ask(stream, hello)
             }
@@ -285,7 +368,7 @@ impl Conn<'_> {
         self.speaks = Speaks::Http;
         self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
-        let target = explicit::http_target(&head)?;
+        let target = explicit::http_target(&head, HTTP_PORT)?;
         if let Target::Name(name, _) = &target {
             self.record.sni = Some(name.as_str().to_string());
         }
@@ -333,17 +416,7 @@ impl Conn<'_> {
         self.ech(&hello)?;
         let listener = self.listener;
         let dst = match listener.config.mode {
-            Mode::Transparent => {
-                let (tproxy, listen) = (listener.config.tproxy, listener.config.listen);
-                let dst =
-                    self.proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
-                let Some(dst) = dst else {
-                    let error = "no original destination (not redirected, or addressed to snigate itself)";
-                    return Err(Denied::failed(Reason::UpstreamError, error));
-                };
-                self.record.original_dst = Some(dst);
-                Some(dst)
-            }
+            Mode::Transparent => Some(self.original_dst(client)?),
             Mode::Upstream => listener.upstream,
             Mode::Sni | Mode::Connect | Mode::Http => None,
         };
@@ -395,15 +468,20 @@ impl Conn<'_> {
     fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>, port: u16) -> Result<(), Denied> {
         let rules = self.listener.rules.load();
         let decision = rules.decide(name, self.record.client.ip(), dst, port);
+        self.record_decision(&decision);
+        match decision.verdict {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny => Err(Denied::by(decision.reason)),
+        }
+    }
+
+    /// Records what the rules decided.
+    fn record_decision(&mut self, decision: &Decision<'_>) {
         self.record.verdict = decision.verdict;
         self.record.reason = decision.reason;
         self.record.ruleset = decision.rule.map(|r| r.ruleset_label());
         if self.listener.access_log.is_on() {
             self.record.rule = decision.rule.map(ToString::to_string);
-        }
-        match decision.verdict {
-            Verdict::Allow => Ok(()),
-            Verdict::Deny => Err(Denied::by(decision.reason)),
         }
     }
 

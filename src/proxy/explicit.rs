@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::http::{self, Head, HeadError, Refusal, Target};
 use super::reject::{Denied, Reply};
-use crate::config::{Credentials, HTTP_PORT, HTTPS_PORT, MAX_CREDENTIAL};
+use crate::config::{Credentials, HTTPS_PORT, MAX_CREDENTIAL};
 use crate::name::Name;
 use crate::reason::Reason;
 
@@ -94,8 +94,10 @@ pub(super) fn check_port(target: &Target, ports: &[u16]) -> Result<(), Denied> {
 }
 
 /// `http` mode: the host the request names; a request without a usable one is answered `400`.
-pub(super) fn http_target(head: &Head) -> Result<Target, Denied> {
-    http::http_target(head, HTTP_PORT).map_err(|e| {
+/// The target of a plain-HTTP request; a host without a port is on `default_port` (80 in
+/// `http` mode, the original destination's port in `transparent` mode).
+pub(super) fn http_target(head: &Head, default_port: u16) -> Result<Target, Denied> {
+    http::http_target(head, default_port).map_err(|e| {
         Denied::failed(Reason::BadRequest, e)
             .answered(Reply::Http(Refusal::BadRequest("snigate: the request names no usable host\n")))
     })

@@ -78,6 +78,13 @@ pub enum HeadError {
     },
 }
 
+/// Whether `first`, the first bytes a client sent, may begin an HTTP/1 request: a method token
+/// (uppercase letters, at most 16) that is complete with its space, or still arriving.
+pub fn may_be_request(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (1..=16).contains(&method) && first.get(method).is_none_or(|&b| b == b' ')
+}
+
 /// Reads one request head into `buf` by `deadline`. On success `buf` holds the head and
 /// whatever the client sent after it.
 ///

@@ -165,6 +165,9 @@ pub(super) fn adopt(socket: Socket) -> io::Result<Socket> {
 }
 
 fn prepare(socket: &Socket, ipv6: bool, tproxy: bool) -> io::Result<()> {
+    if ipv6 {
+        socket.set_only_v6(true)?;
+    }
     if tproxy && !ipv6 {
         socket.set_ip_transparent_v4(true)?;
     } else if tproxy {

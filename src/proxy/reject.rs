@@ -100,6 +100,7 @@ impl Alert {
             Reason::InvalidSni | Reason::UpstreamError => Some(Alert::UnrecognizedName),
             Reason::Malformed | Reason::HelloTooLarge => Some(Alert::DecodeError),
             Reason::NotTls
+            | Reason::UnknownProtocol
             | Reason::HelloTimeout
             | Reason::ClientClosed
             | Reason::ProxyProtocol
@@ -174,9 +175,14 @@ async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes:
 
 /// The alert record a denial sends, if any.
 fn farewell(style: RejectStyle, reason: Reason, first_bytes: &[u8]) -> Option<[u8; 7]> {
+    // A TLS alert only to a client that speaks TLS, or has said nothing yet: not to one a
+    // transparent listener found speaking something else.
+    let speaks_tls = first_bytes.first().is_none_or(|&b| b == 0x16);
     match style {
-        RejectStyle::Alert => Alert::for_reason(reason).map(|alert| alert.record(alert_version(first_bytes))),
-        RejectStyle::Rst | RejectStyle::Close => None,
+        RejectStyle::Alert if speaks_tls => {
+            Alert::for_reason(reason).map(|alert| alert.record(alert_version(first_bytes)))
+        }
+        RejectStyle::Alert | RejectStyle::Rst | RejectStyle::Close => None,
     }
 }
 

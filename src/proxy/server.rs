@@ -120,8 +120,8 @@ impl Server {
                 *name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen)
             });
             let socket = match (adopted, l.protocol) {
-                (Some(i), Protocol::Tcp) => Bound::Stream(adopt(passed.swap_remove(i).1).map_err(context)?),
-                (None, Protocol::Tcp) => Bound::Stream(listen(l.listen, l.tproxy).map_err(context)?),
+                (Some(i), Protocol::Tcp) => Bound::Stream(adopt(passed.swap_remove(i).1, defers(l)).map_err(context)?),
+                (None, Protocol::Tcp) => Bound::Stream(listen(l.listen, l.tproxy, defers(l)).map_err(context)?),
                 (Some(i), Protocol::Quic) => Bound::Datagram(quic::adopt(passed.swap_remove(i).1).map_err(context)?),
                 (None, Protocol::Quic) => Bound::Datagram(quic::bind(l.listen, l.tproxy).map_err(context)?),
             };
@@ -253,20 +253,33 @@ const DEFER_ACCEPT_SECS: u32 = 1;
 /// Most connections waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 1024;
 
-/// A listening socket registered with the runtime: SO_REUSEADDR; TCP_NODELAY, which accepted
-/// sockets inherit (no setsockopt per connection); TCP_DEFER_ACCEPT, so that a connection is
-/// accepted with its hello already there; IP_TRANSPARENT with `tproxy`, to accept connections
-/// addressed to any address that policy routing delivers locally.
-fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
+/// Whether a listener defers accepts until the client has sent something: every mode but
+/// `transparent`, which receives every protocol, some of them server-speaks-first, and must
+/// accept those at once.
+fn defers(l: &crate::config::ListenerConfig) -> bool {
+    l.mode != crate::config::Mode::Transparent
+}
+
+/// A listening socket registered with the runtime: SO_REUSEADDR; IPV6_V6ONLY for an IPv6
+/// address (an IPv4 listener on the same port is a separate socket); TCP_NODELAY, which
+/// accepted sockets inherit (no setsockopt per connection); with `defer`, TCP_DEFER_ACCEPT, so
+/// that a connection is accepted with its hello already there; IP_TRANSPARENT with `tproxy`,
+/// to accept connections addressed to any address that policy routing delivers locally.
+fn listen(addr: SocketAddr, tproxy: bool, defer: bool) -> io::Result<AsyncFd<Socket>> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
     if tproxy && addr.is_ipv4() {
         socket.set_ip_transparent_v4(true)?;
     } else if tproxy {
         socket.set_ip_transparent_v6(true)?;
     }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
-    crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
+    if defer {
+        crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     crate::sys::register_listener(socket)
@@ -274,13 +287,13 @@ fn listen(addr: SocketAddr, tproxy: bool) -> io::Result<AsyncFd<Socket>> {
 
 /// A listening socket a service manager passed: set up like one snigate binds itself (the
 /// manager's unit chose the address, the backlog and, for TPROXY, `Transparent=`).
-fn adopt(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+fn adopt(socket: Socket, defer: bool) -> io::Result<AsyncFd<Socket>> {
     if !socket.is_listener()? {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the passed socket is not listening"));
     }
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
-    crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
+    crate::sys::set_defer_accept(socket.as_fd(), if defer { DEFER_ACCEPT_SECS } else { 0 })?;
     crate::sys::register_listener(socket)
 }
 
@@ -353,7 +366,7 @@ mod tests {
     /// client has sent something.
     #[tokio::test]
     async fn accepted_sockets_have_nodelay_and_their_first_bytes() {
-        let listener = listen("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let listener = listen("127.0.0.1:0".parse().unwrap(), false, true).unwrap();
         let addr = listener.get_ref().local_addr().unwrap().as_socket().unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
