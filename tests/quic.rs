@@ -164,6 +164,55 @@ async fn a_flood_of_initials_from_one_source_is_bounded() {
     drop(flood);
 }
 
+/// A full flow table makes room by closing the flow that has waited longest for its hello, as a
+/// full TCP listener does: a new client is never shut out by silent ones.
+#[tokio::test]
+async fn a_full_flow_table_evicts_the_oldest_undecided_flow() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_flows = 3").await;
+    let hello = hello_for("acme.my.salesforce.com");
+    let mut clients = Vec::new();
+    for i in 0..5u8 {
+        let dcid = [0x40 + i; 8];
+        let first = &hello[..60];
+        let d = seal_initial(
+            Version::V1,
+            &dcid,
+            Side::Client,
+            (&dcid, &[]),
+            0,
+            &padded(&crypto_frame(0, first), &dcid, &[]),
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&d, proxy.addr).await.unwrap();
+        clients.push((socket, dcid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut evicted = 0.0;
+    for _ in 0..50 {
+        evicted = connections(&proxy, "deny", "hello_timeout").await;
+        if evicted >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(evicted, 2.0, "the two oldest flows made room");
+    // The newest flow is still being decided: the rest of its hello completes it.
+    let (socket, dcid) = &clients[4];
+    let rest = seal_initial(
+        Version::V1,
+        dcid,
+        Side::Client,
+        (dcid, &[]),
+        1,
+        &padded(&crypto_frame(60, &hello[60..]), dcid, &[]),
+    );
+    socket.send_to(&rest, proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 1200, "the allowed flow's first datagram reached the upstream");
+}
+
 /// Flows that never complete their hello end at `hello_timeout`, and free their slots.
 #[tokio::test]
 async fn an_unfinished_hello_times_out() {
