@@ -53,18 +53,21 @@ pub enum End {
 ///
 /// A direction holds a pipe (`auto`) or a buffer (`copy`) only while it has data to move, so an
 /// idle connection holds neither: no memory and no descriptors beyond its two sockets.
-pub async fn splice(
-    client: &TcpStream,
-    upstream: &TcpStream,
+///
+/// Not an `async fn`: a wrapper would hold its arguments beside the relay's own copies, and
+/// this future is held for a spliced connection's whole life.
+pub fn splice<'a>(
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
     idle: Duration,
     mode: SpliceMode,
-    stop: impl Future<Output = ()>,
-) -> (Moved, End) {
+    stop: impl Future<Output = ()> + 'a,
+) -> impl Future<Output = (Moved, End)> + 'a {
     let pipes: Pipes = match mode {
         SpliceMode::Auto => Some(|| Pipe::new(PIPE_SIZE)),
         SpliceMode::Copy => None,
     };
-    relay(client, upstream, idle, pipes, stop).await
+    relay(client, upstream, idle, pipes, stop)
 }
 
 /// Where a direction gets its pipe; `None` copies in userspace.
@@ -84,7 +87,7 @@ async fn relay(
     let both = async {
         let to_upstream = Meter { moved: &up, last: &last, start, one_ended: &one_ended };
         let to_client = Meter { moved: &down, last: &last, start, one_ended: &one_ended };
-        tokio::try_join!(pump(client, upstream, to_upstream, pipes), pump(upstream, client, to_client, pipes))
+        tokio::try_join!(pump(client, upstream, &to_upstream, pipes), pump(upstream, client, &to_client, pipes))
     };
     let watchdog = async {
         loop {
@@ -132,11 +135,24 @@ impl Meter<'_> {
 }
 
 /// One direction: move everything until EOF, then shut down the write half of `to`.
-async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>, pipes: Pipes) -> io::Result<()> {
+async fn pump(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>, pipes: Pipes) -> io::Result<()> {
     match pipes {
         Some(new_pipe) => pump_pipe(from, to, meter, new_pipe).await,
-        None => pump_copy(from, to, meter).await,
+        // Boxed: `splice = "copy"` is the exception, and its state would size every task.
+        None => Box::pin(pump_copy(from, to, meter)).await,
     }
+}
+
+/// Waits until `stream` is readable. `TcpStream::readable` builds a 152-byte waiter; polling the
+/// readiness directly keeps one waker per direction in the socket's own slot, which is enough
+/// here (one task reads each socket), and keeps an idle connection's task smaller.
+fn readable(stream: &TcpStream) -> impl Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+}
+
+/// Waits until `stream` is writable, as [`readable`] does.
+fn writable(stream: &TcpStream) -> impl Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(|cx| stream.poll_write_ready(cx))
 }
 
 /// Zero copy: socket → pipe → socket, for bulk. A burst's first read goes through a small
@@ -148,11 +164,11 @@ async fn pump(from: &TcpStream, to: &TcpStream, meter: Meter<'_>, pipes: Pipes) 
 async fn pump_pipe(
     from: &TcpStream,
     to: &TcpStream,
-    meter: Meter<'_>,
+    meter: &Meter<'_>,
     new_pipe: fn() -> io::Result<Pipe>,
 ) -> io::Result<()> {
     loop {
-        from.readable().await?;
+        readable(from).await?;
         let mut rest = Vec::new();
         let n = match SCRATCH.with_borrow_mut(|buf| first_read(from, to, buf, &mut rest, meter))? {
             None => continue,
@@ -201,7 +217,7 @@ fn first_read(
     to: &TcpStream,
     buf: &mut [u8],
     rest: &mut Vec<u8>,
-    meter: Meter<'_>,
+    meter: &Meter<'_>,
 ) -> io::Result<Option<usize>> {
     let short = std::cell::Cell::new(0);
     let read = from.try_io(Interest::READABLE, || match from.try_read(buf) {
@@ -234,7 +250,7 @@ fn first_read(
 }
 
 /// Splices the `n` bytes in `pipe` into `to`, waiting while `to` cannot take more.
-async fn drain(pipe: &Pipe, mut n: usize, to: &TcpStream, meter: Meter<'_>) -> io::Result<()> {
+async fn drain(pipe: &Pipe, mut n: usize, to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
     while n > 0 {
         match to.try_io(Interest::WRITABLE, || sys::splice(pipe.reader(), to.as_fd(), n)) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -242,7 +258,7 @@ async fn drain(pipe: &Pipe, mut n: usize, to: &TcpStream, meter: Meter<'_>) -> i
                 n -= k;
                 meter.add(k);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(to).await?,
             Err(e) => return Err(e),
         }
     }
@@ -250,9 +266,9 @@ async fn drain(pipe: &Pipe, mut n: usize, to: &TcpStream, meter: Meter<'_>) -> i
 }
 
 /// Userspace copy. The buffer is allocated per burst, so an idle direction holds none.
-async fn pump_copy(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> io::Result<()> {
+async fn pump_copy(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
     loop {
-        from.readable().await?;
+        readable(from).await?;
         let mut buf = vec![0u8; CHUNK];
         loop {
             match from.try_read(&mut buf) {
@@ -265,7 +281,7 @@ async fn pump_copy(from: &TcpStream, to: &TcpStream, meter: Meter<'_>) -> io::Re
     }
 }
 
-async fn write_all(mut buf: &[u8], to: &TcpStream, meter: Meter<'_>) -> io::Result<()> {
+async fn write_all(mut buf: &[u8], to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
     while !buf.is_empty() {
         match to.try_write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -273,7 +289,7 @@ async fn write_all(mut buf: &[u8], to: &TcpStream, meter: Meter<'_>) -> io::Resu
                 buf = &buf[k..];
                 meter.add(k);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(to).await?,
             Err(e) => return Err(e),
         }
     }
