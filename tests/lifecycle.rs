@@ -721,3 +721,41 @@ async fn a_restart_on_a_held_socket_refuses_nothing() {
     assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
     let _ = second.kill().await;
 }
+
+/// A TLS client that sends its hello and leaves while the upstream does not answer frees its
+/// slot at once, not at `connect_timeout`; the connection is logged allowed, with the reason.
+#[tokio::test]
+async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
+    // An upstream that answers no SYN: its accept queue is full and nothing accepts.
+    let blackhole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    blackhole.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    blackhole.listen(0).unwrap();
+    let addr = blackhole.local_addr().unwrap().as_socket().unwrap();
+    let mut filled = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        filled.push(s);
+        assert!(filled.len() < 8, "the accept queue never filled");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), addr, RULES, "", "connect_timeout = 30").await;
+    let active = || async {
+        let text = scrape(&proxy).await;
+        samples(&text).get(&key("snigate_active_connections", &[("listener", "test")])).copied().unwrap_or(-1.0)
+    };
+    for leave in [|s: TcpStream| drop(s), |s: TcpStream| s.set_linger(Some(Duration::ZERO)).map(drop).unwrap()] {
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client.write_all(&hello(&[sni(b"acme.my.salesforce.com")])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(active().await, 1.0, "waiting at the connect");
+        leave(client);
+        let started = Instant::now();
+        while active().await != 0.0 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "freed in {:?}", started.elapsed());
+    }
+    let allowed = samples(&scrape(&proxy).await)
+        .get(&key("snigate_connections_total", &[("listener", "test"), ("reason", "rule"), ("verdict", "allow")]))
+        .copied();
+    assert_eq!(allowed, Some(2.0));
+}

@@ -528,10 +528,18 @@ impl Conn<'_> {
             None => Cow::Borrowed(&self.buf[..]),
         };
         let connecting = Instant::now();
-        let (mut up, sent) =
-            upstream::connect_any(candidates, listener.limits.load().connect_timeout(), listener.config.mark, &first)
-                .await
-                .map_err(|e| Denied::failed(Reason::UpstreamError, e))?;
+        let tls = record.protocol == Seen::Tls;
+        let timeout = listener.limits.load().connect_timeout();
+        // A client that has gone frees its slot at once, whatever the upstream does.
+        let (mut up, sent) = tokio::select! {
+            connected = upstream::connect_any(candidates, timeout, listener.config.mark, &first) => {
+                connected.map_err(|e| Denied::failed(Reason::UpstreamError, e))?
+            }
+            () = client_gone(stream, tls) => {
+                record.error = Some("the client left while the upstream was being connected".into());
+                return Ok(None);
+            }
+        };
         listener.metrics.connected(connecting.elapsed().as_secs_f64());
         // One candidate (upstream and transparent modes) is the address connected to: no getpeername.
         record.upstream = Some(match candidates {
@@ -541,8 +549,12 @@ impl Conn<'_> {
         record.stage = Stage::Splice;
         // An upstream that does not read must not hold the connection: the replay has the
         // connect's deadline.
-        let replay = tokio::time::timeout(listener.limits.load().connect_timeout(), up.write_all(&first[sent..]));
-        if let Err(e) = replay.await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
+        let replay = tokio::time::timeout(timeout, up.write_all(&first[sent..]));
+        let replayed = tokio::select! {
+            replayed = replay => replayed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            () = client_gone(stream, tls) => Err(std::io::Error::other("the client left")),
+        };
+        if let Err(e) = replayed {
             record.error = Some(format!("replaying the first bytes to the upstream: {e}"));
             return Ok(None);
         }
@@ -578,6 +590,20 @@ impl Conn<'_> {
         }
         answer(client, &denied, self.speaks, self.listener.config.reject, &self.buf).await;
         self.buf = BytesMut::new();
+    }
+}
+
+/// Resolves once the client has gone, while the upstream is connected and sent its first
+/// bytes: it reset the connection, or, for a TLS client, closed its sending side (a TLS client
+/// must still send its Finished, so one that sends a FIN before the upstream has answered can
+/// never complete its handshake). Other protocols may half-close and still wait for an answer,
+/// so for them only a reset counts. Bytes from the client stop the watch: the splice takes them.
+async fn client_gone(stream: &TcpStream, tls: bool) {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(0) if tls => {}
+        Err(_) => {}
+        _ => std::future::pending().await,
     }
 }
 
