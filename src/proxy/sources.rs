@@ -22,11 +22,15 @@ struct Held {
     hellos: usize,
 }
 
+/// Shards of the source table: connections from different sources rarely take the same lock,
+/// so workers on many cores do not queue on one mutex per connection.
+const SHARDS: usize = 64;
+
 /// Every source's connections, shared by all listeners.
 #[derive(Debug)]
 pub struct Sources {
-    /// Sources with connections open.
-    table: Mutex<HashMap<IpAddr, Held>>,
+    /// Sources with connections open, in [`SHARDS`] shards by source.
+    shards: Box<[Mutex<HashMap<IpAddr, Held>>]>,
     /// `[limits] max_connections_per_source` (a SIGHUP may change it).
     max_connections: AtomicUsize,
     /// `[limits] max_hellos_per_source` (a SIGHUP may change it).
@@ -50,7 +54,8 @@ impl Sources {
     /// A table enforcing these limits, counting its sources in `tracked`.
     pub fn new(max_connections: usize, max_hellos: usize, tracked: IntGauge) -> Sources {
         let (max_connections, max_hellos) = (AtomicUsize::new(max_connections), AtomicUsize::new(max_hellos));
-        Sources { table: Mutex::new(HashMap::new()), max_connections, max_hellos, tracked }
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Sources { shards, max_connections, max_hellos, tracked }
     }
 
     /// New limits, for the connections admitted from now on.
@@ -62,7 +67,8 @@ impl Sources {
     /// Counts a new, undecided connection from `ip`, or says which limit it would pass.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<SourceSlot, String> {
         let key = source_of(ip);
-        let mut table = self.lock();
+        let mut table = self.lock(key);
+        let before = table.len();
         let held = table.entry(key).or_default();
         if held.connections >= self.max_connections.load(Ordering::Relaxed) {
             let n = held.connections;
@@ -76,18 +82,27 @@ impl Sources {
         }
         held.connections += 1;
         held.hellos += 1;
-        self.tracked.set(table.len() as i64);
+        if table.len() > before {
+            self.tracked.inc();
+        }
         Ok(SourceSlot { sources: self.clone(), key, undecided: true })
     }
 
     /// Sources with connections open.
     #[cfg(test)]
     pub fn tracked(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shard that holds `key`.
+    fn lock(&self, key: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
+        let bits = match key {
+            IpAddr::V4(v4) => u64::from(v4.to_bits()),
+            IpAddr::V6(v6) => (v6.to_bits() >> 64) as u64,
+        };
+        // Fibonacci hashing: the top bits of the product spread neighbouring addresses.
+        let shard = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SHARDS;
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -101,7 +116,7 @@ impl SourceSlot {
     /// The connection has been decided: it no longer counts against `max_hellos_per_source`.
     pub fn decided(&mut self) {
         if std::mem::replace(&mut self.undecided, false)
-            && let Some(held) = self.sources.lock().get_mut(&self.key)
+            && let Some(held) = self.sources.lock(self.key).get_mut(&self.key)
         {
             held.hellos -= 1;
         }
@@ -110,15 +125,15 @@ impl SourceSlot {
 
 impl Drop for SourceSlot {
     fn drop(&mut self) {
-        let mut table = self.sources.lock();
+        let mut table = self.sources.lock(self.key);
         if let Some(held) = table.get_mut(&self.key) {
             held.connections -= 1;
             held.hellos -= usize::from(self.undecided);
             if held.connections == 0 {
                 table.remove(&self.key);
+                self.sources.tracked.dec();
             }
         }
-        self.sources.tracked.set(table.len() as i64);
     }
 }
 
@@ -183,13 +198,10 @@ impl Drop for WaitingSlot<'_> {
 mod tests {
     use super::*;
 
-    fn sources(connections: usize, hellos: usize) -> Arc<Sources> {
-        Arc::new(Sources::new(connections, hellos, IntGauge::new("t", "t").unwrap()))
-    }
-
     #[test]
     fn limits_hold_per_source_and_entries_go_with_their_last_connection() {
-        let s = sources(3, 2);
+        let gauge = IntGauge::new("t", "t").unwrap();
+        let s = Arc::new(Sources::new(3, 2, gauge.clone()));
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
         let mut a = s.admit(ip("10.0.0.1")).unwrap();
         let _b = s.admit(ip("::ffff:10.0.0.1")).unwrap();
@@ -199,12 +211,14 @@ mod tests {
         assert!(s.admit(ip("10.0.0.1")).unwrap_err().contains("max_connections_per_source"));
         let _other = s.admit(ip("10.0.0.2")).unwrap();
         assert_eq!(s.tracked(), 2);
+        assert_eq!(gauge.get(), 2, "the gauge follows the shards");
         let _v6 = s.admit(ip("2001:db8::1")).unwrap();
         let _v6b = s.admit(ip("2001:db8::ffff:2")).unwrap();
         assert!(s.admit(ip("2001:db8::3")).is_err(), "one /64 is one source");
         assert!(s.admit(ip("2001:db8:0:1::1")).is_ok(), "another /64");
         drop((a, _b, _c, _other, _v6, _v6b));
         assert_eq!(s.tracked(), 0, "no entry outlives its connections");
+        assert_eq!(gauge.get(), 0);
     }
 
     #[test]
