@@ -489,8 +489,11 @@ impl LimitsConfig {
     }
 }
 
+/// Seconds as a duration, at most a year: deadlines are added to instants, which must not
+/// overflow.
 fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    Duration::try_from_secs_f64(s).unwrap_or(YEAR).min(YEAR)
 }
 
 /// Access-log format.
@@ -667,6 +670,10 @@ impl Config {
                         span.clone(),
                         format!("protocol = \"quic\" takes mode upstream, sni or transparent, not {mode:?}"),
                     );
+                }
+                if l.mode == Mode::Transparent && !l.tproxy {
+                    let why = "protocol = \"quic\" in transparent mode needs tproxy = true (UDP has no REDIRECT that keeps the destination)";
+                    err(span.clone(), why.into());
                 }
                 if !l.proxy_protocol_trusted.is_empty() || l.proxy_protocol_out.is_some() {
                     err(span.clone(), "PROXY protocol is for TCP listeners, not protocol = \"quic\"".into());

@@ -271,15 +271,19 @@ pub fn recv_from_to(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize
     let mut original = None;
     // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
     // CMSG_FIRSTHDR/CMSG_NXTHDR walk them and return null at the end. IP_ORIGDSTADDR carries a
-    // sockaddr_in and IPV6_ORIGDSTADDR a sockaddr_in6, read unaligned.
+    // sockaddr_in and IPV6_ORIGDSTADDR a sockaddr_in6; each is read (unaligned) only when its
+    // header's length covers it.
     unsafe {
         let mut header = libc::CMSG_FIRSTHDR(&raw const msg);
         while !header.is_null() {
             let (level, kind) = ((*header).cmsg_level, (*header).cmsg_type);
             let data = libc::CMSG_DATA(header);
-            if (level, kind) == (libc::SOL_IP, libc::IP_ORIGDSTADDR) {
+            let fits = |size: usize| (*header).cmsg_len as usize >= libc::CMSG_LEN(size as libc::c_uint) as usize;
+            if (level, kind) == (libc::SOL_IP, libc::IP_ORIGDSTADDR) && fits(std::mem::size_of::<libc::sockaddr_in>()) {
                 original = Some(v4(data.cast::<libc::sockaddr_in>().read_unaligned()));
-            } else if (level, kind) == (libc::SOL_IPV6, libc::IPV6_ORIGDSTADDR) {
+            } else if (level, kind) == (libc::SOL_IPV6, libc::IPV6_ORIGDSTADDR)
+                && fits(std::mem::size_of::<libc::sockaddr_in6>())
+            {
                 original = Some(v6(data.cast::<libc::sockaddr_in6>().read_unaligned()));
             }
             header = libc::CMSG_NXTHDR(&raw const msg, header);
@@ -293,7 +297,8 @@ fn v4(a: libc::sockaddr_in) -> SocketAddr {
 }
 
 fn v6(a: libc::sockaddr_in6) -> SocketAddr {
-    SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+    let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+    std::net::SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id).into()
 }
 
 /// The IP socket address at `addr`, by its family.

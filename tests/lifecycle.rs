@@ -742,7 +742,9 @@ async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
         let text = scrape(&proxy).await;
         samples(&text).get(&key("snigate_active_connections", &[("listener", "test")])).copied().unwrap_or(-1.0)
     };
-    for leave in [|s: TcpStream| drop(s), |s: TcpStream| socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap()] {
+    for leave in
+        [|s: TcpStream| drop(s), |s: TcpStream| socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap()]
+    {
         let mut client = TcpStream::connect(proxy.addr).await.unwrap();
         client.write_all(&hello(&[sni(b"acme.my.salesforce.com")])).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -318,3 +318,91 @@ mod aioquic {
         assert!(up > 2400.0, "the flows' bytes are counted ({up})");
     }
 }
+
+/// On an allowed flow, a new Initial with the same connection ID and another hello (after the
+/// client closed the first connection, say) is not forwarded: the server would read a hello
+/// snigate never decided on. The allowed flow's own datagrams still pass.
+#[tokio::test]
+async fn a_second_hello_on_an_allowed_flow_is_dropped() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dcid = [0x21u8; 8];
+    let initial = |pn: u32, hello: &[u8]| {
+        seal_initial(Version::V1, &dcid, Side::Client, (&dcid, &[]), pn, &padded(&crypto_frame(0, hello), &dcid, &[]))
+    };
+    let allowed = hello_for("acme.my.salesforce.com");
+    client.send_to(&initial(0, &allowed), proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 1200);
+    client.send_to(&initial(1, &hello_for("evil.my.salesforce.com")), proxy.addr).await.unwrap();
+    client.send_to(&initial(2, &allowed), proxy.addr).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+    let header = long_header(&buf[..n]).unwrap();
+    assert!(header.is_initial());
+    let cause = [("listener", "test"), ("cause", "other_hello")];
+    assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &cause).await, 1.0);
+    // Only the retransmission came through: nothing else is waiting.
+    let quiet = tokio::time::timeout(Duration::from_millis(200), upstream.recv_from(&mut buf)).await;
+    assert!(quiet.is_err());
+}
+
+/// An Initial of a version snigate cannot read gets a Version Negotiation, is counted as
+/// denied (`quic_version`), and leaves nothing behind.
+#[tokio::test]
+async fn an_unknown_version_gets_a_version_negotiation() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut d = vec![0u8; 1200];
+    d[..5].copy_from_slice(&[0xc0, 0x1a, 0x2a, 0x3a, 0x4a]);
+    d[5] = 8;
+    d[6..14].copy_from_slice(&[4; 8]);
+    d[14] = 2;
+    d[15..17].copy_from_slice(&[6, 6]);
+    client.send_to(&d, proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(1), client.recv(&mut buf)).await.unwrap().unwrap();
+    let header = long_header(&buf[..n]).unwrap();
+    assert_eq!((header.version, header.dcid, header.scid), (0, &[6u8, 6][..], &[4u8; 8][..]));
+    assert_eq!(connections(&proxy, "deny", "quic_version").await, 1.0);
+    assert_eq!(counter(&proxy, "snigate_active_connections", &[("listener", "test")]).await, 0.0);
+}
+
+/// Denied flows are remembered apart from the flows being decided: however many a client makes,
+/// they take no room from another client's hello.
+#[tokio::test]
+async fn denied_flows_take_no_room_from_new_ones() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_flows = 2").await;
+    let denied = hello_for("evil.my.salesforce.com");
+    for i in 0..6u8 {
+        let dcid = [0x60 + i; 8];
+        let d = seal_initial(
+            Version::V1,
+            &dcid,
+            Side::Client,
+            (&dcid, &[]),
+            0,
+            &padded(&crypto_frame(0, &denied), &dcid, &[]),
+        );
+        UdpSocket::bind("127.0.0.1:0").await.unwrap().send_to(&d, proxy.addr).await.unwrap();
+    }
+    let allowed = hello_for("acme.my.salesforce.com");
+    let dcid = [0x77u8; 8];
+    let d = seal_initial(
+        Version::V1,
+        &dcid,
+        Side::Client,
+        (&dcid, &[]),
+        0,
+        &padded(&crypto_frame(0, &allowed), &dcid, &[]),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    UdpSocket::bind("127.0.0.1:0").await.unwrap().send_to(&d, proxy.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 1200, "the allowed flow reached the upstream");
+    assert_eq!(connections(&proxy, "deny", "rule").await, 6.0);
+}

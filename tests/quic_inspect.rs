@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use snigate::Reason;
 use snigate::hello::quic::{
-    DEFAULT_MAX_DATAGRAMS, Inspect, Inspector, QuicError, QuicLimits, Side, Version, close_datagram, crypto_frame,
-    long_header, padded, seal_initial,
+    Cid, DEFAULT_MAX_DATAGRAMS, Inspect, Inspector, QuicError, QuicLimits, Side, Version, close_datagram, crypto_frame,
+    long_header, padded, seal_initial, version_negotiation,
 };
 use snigate::hello::{HelloLimits, Parse, parse};
 
@@ -237,4 +237,52 @@ proptest! {
         prop_assume!(datagrams.iter().all(|d| d.len() < 1500));
         prop_assert_eq!(sni(&inspect(&datagrams)), "acme--dev.sandbox.lightning.force.com");
     }
+}
+
+/// Once a flow is allowed, its client's later Initials may only carry the decided hello again:
+/// a second hello, another connection's Initial or another version would reach the server
+/// unread.
+#[test]
+fn an_allowed_flow_carries_no_second_hello() {
+    let msg = hello_message("curl.bin");
+    let mut inspector = Inspector::new(limits());
+    assert!(matches!(inspector.push(&datagram(Version::V1, 0, &crypto_frame(0, &msg))), Inspect::Complete(_)));
+    let mut follower = inspector.into_follower().expect("a complete hello");
+    let server_cid = [0x5e; 8];
+    let server: Vec<Cid> = vec![Cid::new(&server_cid).unwrap()];
+    let mut other = hello_message("openssl-tls13.bin");
+    other.truncate(msg.len().min(other.len()));
+    let to = |dcid: &[u8], keys: &[u8], frames: &[u8]| {
+        seal_initial(Version::V1, keys, Side::Client, (dcid, SCID), 7, &padded(frames, dcid, SCID))
+    };
+    let ack = [0x02, 0x00, 0x00, 0x00, 0x00];
+    let mut wrong_version = datagram(Version::V1, 1, &ack);
+    wrong_version[1..5].copy_from_slice(&Version::V2.wire().to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("the hello retransmitted", datagram(Version::V1, 1, &crypto_frame(0, &msg)), true),
+        ("part of it again", datagram(Version::V1, 2, &crypto_frame(10, &msg[10..40])), true),
+        ("an acknowledgement", datagram(Version::V1, 3, &ack), true),
+        ("to the server's connection ID", to(&server_cid, DCID, &crypto_frame(0, &msg)), true),
+        ("after a Retry, with its keys", to(&server_cid, &server_cid, &crypto_frame(0, &msg)), true),
+        ("a 1-RTT packet", [&[0x40u8][..], &[0u8; 60]].concat(), true),
+        ("another hello, same DCID", datagram(Version::V1, 4, &crypto_frame(0, &other)), false),
+        ("bytes past the hello", datagram(Version::V1, 5, &crypto_frame(msg.len() as u64, b"more")), false),
+        ("another connection's Initial", to(&[9; 8], &[9; 8], &crypto_frame(0, &msg)), false),
+        ("another hello after a Retry", to(&server_cid, &server_cid, &crypto_frame(0, &other)), false),
+        ("another version", wrong_version, false),
+        ("garbage with the long-header bit", vec![0xc0, 1, 2], false),
+    ];
+    for (name, d, passes) in cases {
+        assert_eq!(follower.check(&d, &server).is_ok(), passes, "{name}");
+    }
+}
+
+/// Datagrams that only name a version snigate cannot read get the versions it can.
+#[test]
+fn version_negotiation_names_v1_and_v2() {
+    let vn = version_negotiation(DCID, SCID);
+    let header = long_header(&vn).unwrap();
+    assert_eq!((header.version, header.dcid, header.scid), (0, SCID, DCID));
+    let versions = &vn[vn.len() - 8..];
+    assert_eq!(versions, [0, 0, 0, 1, 0x6b, 0x33, 0x43, 0xcf]);
 }

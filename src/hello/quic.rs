@@ -380,6 +380,11 @@ fn open(keys: &Keys, packet: &mut [u8], header: &LongHeader<'_>) -> Result<std::
         packet.get(pn_offset + 4..pn_offset + 4 + TAG).ok_or(QuicError::Malformed("packet too short to sample"))?;
     let mask = keys.mask(sample)?;
     packet[0] ^= mask[0] & 0x0f;
+    // The reserved bits must be 0 (RFC 9000 §17.2): a server drops a packet where they are not,
+    // and would then read another hello than the one snigate decided on.
+    if packet[0] & 0x0c != 0 {
+        return Err(QuicError::Malformed("reserved header bits are set"));
+    }
     let pn_len = usize::from(packet[0] & 3) + 1;
     let mut pn = 0u64;
     for (i, m) in mask[1..=pn_len].iter().enumerate() {
@@ -414,9 +419,7 @@ pub fn seal_initial(
         out.extend_from_slice(id);
     }
     put_varint(&mut out, 0); // no token
-    // The Length field, as a 2-byte varint: packets here are under 16 KiB.
-    let len = u16::try_from(4 + payload.len() + TAG).expect("an Initial packet under 16 KiB");
-    out.extend_from_slice(&(len | 0x4000).to_be_bytes());
+    put_varint(&mut out, (4 + payload.len() + TAG) as u64);
     let pn_offset = out.len();
     out.extend_from_slice(&pn.to_be_bytes());
     let mut body = payload.to_vec();
@@ -444,6 +447,21 @@ pub fn close_datagram(version: Version, original_dcid: &[u8], client_scid: &[u8]
     seal_initial(version, original_dcid, Side::Server, (client_scid, original_dcid), 0, &frame)
 }
 
+/// A Version Negotiation packet (RFC 9000 §17.2.1) answering a client Initial of a version
+/// snigate cannot read: the versions it can, so that the client may try again in one of them.
+/// Send it only for a datagram of at least 1,200 bytes (no amplification).
+pub fn version_negotiation(client_dcid: &[u8], client_scid: &[u8]) -> Vec<u8> {
+    let mut out = vec![0xc0, 0, 0, 0, 0];
+    for id in [client_scid, client_dcid] {
+        out.push(u8::try_from(id.len()).unwrap_or(0));
+        out.extend_from_slice(id);
+    }
+    for v in [Version::V1, Version::V2] {
+        out.extend_from_slice(&v.wire().to_be_bytes());
+    }
+    out
+}
+
 /// Frames for a client Initial: `frames`, then PADDING up to a 1,200-byte datagram (for tests
 /// and benchmarks that build Initials).
 pub fn padded(frames: &[u8], dcid: &[u8], scid: &[u8]) -> Vec<u8> {
@@ -462,13 +480,14 @@ pub fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// CRYPTO data received so far: the bytes, and which ranges of them are filled.
+/// CRYPTO data received so far, as the pieces that arrived: what a flow holds grows with the
+/// bytes its client sent, never with the offsets it named.
 #[derive(Debug, Default)]
 struct Crypto {
-    /// Bytes by stream offset; zero where not received yet.
-    buf: Vec<u8>,
-    /// Received ranges, sorted, disjoint and not touching.
-    have: Vec<(usize, usize)>,
+    /// Received bytes by stream offset; pieces never overlap.
+    pieces: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// The highest offset received, plus one.
+    end: usize,
     /// CRYPTO frames received.
     frames: usize,
 }
@@ -481,25 +500,32 @@ impl Crypto {
         if data.is_empty() {
             return Ok(());
         }
-        for &(s, e) in &self.have {
-            if let Some(at) = (s.max(offset)..e.min(end)).find(|&i| self.buf[i] != data[i - offset]) {
+        // The pieces that overlap [offset, end), in order: their bytes must agree with `data`.
+        let mut covered = Vec::new();
+        for (&s, bytes) in self.pieces.range(..end) {
+            let e = s + bytes.len();
+            if e <= offset {
+                continue;
+            }
+            let (from, to) = (s.max(offset), e.min(end));
+            if let Some(at) = (from..to).find(|&i| bytes[i - s] != data[i - offset]) {
                 return Err(QuicError::Conflict(at as u64));
             }
+            covered.push((s, e));
         }
-        if self.buf.len() < end {
-            self.buf.resize(end, 0);
+        // Keep only what is new.
+        let mut cursor = offset;
+        for (s, e) in covered {
+            if s > cursor {
+                self.pieces.insert(cursor, data[cursor - offset..s - offset].to_vec());
+            }
+            cursor = cursor.max(e);
         }
-        self.buf[offset..end].copy_from_slice(data);
-        // Merge [offset, end) into the sorted ranges.
-        let first = self.have.partition_point(|&(_, e)| e < offset);
-        let last = self.have.partition_point(|&(s, _)| s <= end);
-        let (mut s, mut e) = (offset, end);
-        if first < last {
-            s = s.min(self.have[first].0);
-            e = e.max(self.have[last - 1].1);
+        if cursor < end {
+            self.pieces.insert(cursor, data[cursor - offset..].to_vec());
         }
-        self.have.splice(first..last, [(s, e)]);
-        if self.have.len() > MAX_RANGES {
+        self.end = self.end.max(end);
+        if self.pieces.len() > MAX_RANGES {
             return Err(QuicError::Malformed("CRYPTO data in too many pieces"));
         }
         Ok(())
@@ -507,10 +533,26 @@ impl Crypto {
 
     /// Bytes received without a gap from offset 0.
     fn contiguous(&self) -> usize {
-        match self.have.first() {
-            Some(&(0, e)) => e,
-            _ => 0,
+        let mut have = 0;
+        for (&s, bytes) in &self.pieces {
+            if s != have {
+                break;
+            }
+            have += bytes.len();
         }
+        have
+    }
+
+    /// The first `n` bytes (at most [`contiguous`](Self::contiguous)).
+    fn prefix(&self, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        for bytes in self.pieces.values() {
+            if out.len() >= n {
+                break;
+            }
+            out.extend_from_slice(&bytes[..bytes.len().min(n - out.len())]);
+        }
+        out
     }
 }
 
@@ -637,65 +679,194 @@ impl Inspector {
         }
     }
 
-    /// Walks a decrypted Initial payload: only PADDING, PING, ACK, CRYPTO and CONNECTION_CLOSE
-    /// may be there (RFC 9000 §17.2.2).
+    /// Walks a decrypted Initial payload: its CRYPTO data is kept.
     fn frames(&mut self, payload: &[u8]) -> Result<(), QuicError> {
-        const CUT: QuicError = QuicError::Malformed("truncated frame");
-        if payload.is_empty() {
-            return Err(QuicError::Malformed("an Initial packet without frames"));
-        }
         let cap = self.limits.hello.max_hello_bytes;
-        let mut pos = 0;
-        while pos < payload.len() {
-            let ty = varint(payload, &mut pos).ok_or(CUT)?;
-            match ty {
-                0x00 | 0x01 => {}
-                0x02 | 0x03 => {
-                    let _largest = varint(payload, &mut pos).ok_or(CUT)?;
-                    let _delay = varint(payload, &mut pos).ok_or(CUT)?;
-                    let ranges = varint(payload, &mut pos).ok_or(CUT)?;
-                    let _first = varint(payload, &mut pos).ok_or(CUT)?;
-                    // Each further range is two varints of at least a byte: bounded by the payload.
-                    if ranges > payload.len() as u64 {
-                        return Err(CUT);
-                    }
-                    let counts = if ty == 0x03 { 3 } else { 0 };
-                    for _ in 0..ranges * 2 + counts {
-                        varint(payload, &mut pos).ok_or(CUT)?;
-                    }
-                }
-                0x06 => {
-                    let offset = length(payload, &mut pos).ok_or(CUT)?;
-                    let len = length(payload, &mut pos).ok_or(CUT)?;
-                    let data = payload.get(pos..pos.checked_add(len).ok_or(CUT)?).ok_or(CUT)?;
-                    pos += len;
-                    self.crypto.insert(offset, data, cap)?;
-                }
-                0x1c => return Err(QuicError::Closed),
-                other => return Err(QuicError::Frame(other)),
-            }
+        for_each_frame(payload, |frame| match frame {
+            Frame::Crypto(offset, data) => self.crypto.insert(offset, data, cap),
+            Frame::Close => Err(QuicError::Closed),
+            Frame::Other => Ok(()),
+        })
+    }
+
+    /// The ClientHello's length, its 4-byte header included, once that header is here.
+    fn declared(&self) -> Result<Option<usize>, QuicError> {
+        if self.crypto.contiguous() < 4 {
+            return Ok(None);
         }
-        Ok(())
+        let head = self.crypto.prefix(4);
+        let declared = 4 + (usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]));
+        match declared > self.limits.hello.max_hello_bytes {
+            true => Err(HelloError::TooLarge { limit: self.limits.hello.max_hello_bytes }.into()),
+            false => Ok(Some(declared)),
+        }
     }
 
     /// The ClientHello, once its bytes are all here.
     fn complete(&self) -> Result<Option<ClientHello>, QuicError> {
-        let have = self.crypto.contiguous();
-        let buf = &self.crypto.buf;
-        if have < 4 {
-            return Ok(None);
-        }
-        let declared = 4 + (usize::from(buf[1]) << 16 | usize::from(buf[2]) << 8 | usize::from(buf[3]));
-        if declared > self.limits.hello.max_hello_bytes {
-            return Err(HelloError::TooLarge { limit: self.limits.hello.max_hello_bytes }.into());
-        }
-        if buf.len() > declared {
+        let Some(declared) = self.declared()? else { return Ok(None) };
+        if self.crypto.end > declared {
             return Err(QuicError::Malformed("CRYPTO data beyond the ClientHello"));
         }
-        if have < declared {
+        if self.crypto.contiguous() < declared {
             return Ok(None);
         }
-        Ok(Some(decode_message(&buf[..declared], self.wire, self.crypto.frames, self.limits.hello)?))
+        let msg = self.crypto.prefix(declared);
+        Ok(Some(decode_message(&msg, self.wire, self.crypto.frames, self.limits.hello)?))
+    }
+
+    /// After `Complete`: what watches the flow's later client packets, holding the hello's bytes
+    /// and the keys (the inspector's other state is freed).
+    pub fn into_follower(self) -> Option<Follower> {
+        let declared = self.declared().ok().flatten().filter(|&n| self.crypto.contiguous() >= n)?;
+        let hello = self.crypto.prefix(declared).into_boxed_slice();
+        let (initial, keys) = self.initial?;
+        Some(Follower { initial, keys, retry: None, hello, scratch: Vec::new() })
+    }
+}
+
+/// A frame of an Initial packet, as far as snigate reads it.
+enum Frame<'a> {
+    /// CRYPTO: stream offset and data.
+    Crypto(usize, &'a [u8]),
+    /// CONNECTION_CLOSE.
+    Close,
+    /// PADDING, PING or ACK.
+    Other,
+}
+
+/// Calls `each` for every frame of a decrypted Initial payload: only PADDING, PING, ACK, CRYPTO
+/// and CONNECTION_CLOSE may be there (RFC 9000 §17.2.2).
+fn for_each_frame<'a>(
+    payload: &'a [u8],
+    mut each: impl FnMut(Frame<'a>) -> Result<(), QuicError>,
+) -> Result<(), QuicError> {
+    const CUT: QuicError = QuicError::Malformed("truncated frame");
+    if payload.is_empty() {
+        return Err(QuicError::Malformed("an Initial packet without frames"));
+    }
+    let mut pos = 0;
+    while pos < payload.len() {
+        let ty = varint(payload, &mut pos).ok_or(CUT)?;
+        match ty {
+            0x00 | 0x01 => each(Frame::Other)?,
+            0x02 | 0x03 => {
+                let _largest = varint(payload, &mut pos).ok_or(CUT)?;
+                let _delay = varint(payload, &mut pos).ok_or(CUT)?;
+                let ranges = varint(payload, &mut pos).ok_or(CUT)?;
+                let _first = varint(payload, &mut pos).ok_or(CUT)?;
+                // Each further range is two varints of at least a byte: bounded by the payload.
+                if ranges > payload.len() as u64 {
+                    return Err(CUT);
+                }
+                let counts = if ty == 0x03 { 3 } else { 0 };
+                for _ in 0..ranges * 2 + counts {
+                    varint(payload, &mut pos).ok_or(CUT)?;
+                }
+                each(Frame::Other)?;
+            }
+            0x06 => {
+                let offset = length(payload, &mut pos).ok_or(CUT)?;
+                let len = length(payload, &mut pos).ok_or(CUT)?;
+                let data = payload.get(pos..pos.checked_add(len).ok_or(CUT)?).ok_or(CUT)?;
+                pos += len;
+                each(Frame::Crypto(offset, data))?;
+            }
+            0x1c => {
+                let _code = varint(payload, &mut pos).ok_or(CUT)?;
+                let _frame = varint(payload, &mut pos).ok_or(CUT)?;
+                let len = length(payload, &mut pos).ok_or(CUT)?;
+                pos = pos.checked_add(len).filter(|&p| p <= payload.len()).ok_or(CUT)?;
+                each(Frame::Close)?;
+            }
+            other => return Err(QuicError::Frame(other)),
+        }
+    }
+    Ok(())
+}
+
+/// Watches an allowed flow's later client packets, so that no second hello reaches the server
+/// unread: a client Initial may only carry the decided hello's bytes again (a retransmission)
+/// at their offsets, and acknowledgements, padding and pings; it must be addressed to the
+/// flow's first connection ID or one the server chose, in the flow's version. Everything
+/// else long-headed that could start a connection is refused.
+pub struct Follower {
+    initial: Initial,
+    /// The Initial keys of the client's first DCID.
+    keys: Keys,
+    /// After a Retry, the Initial keys of the connection ID it gave.
+    retry: Option<(Cid, Keys)>,
+    /// The decided ClientHello, as its CRYPTO bytes.
+    hello: Box<[u8]>,
+    /// Reused for decrypting.
+    scratch: Vec<u8>,
+}
+
+impl Follower {
+    /// The flow's first Initial packet's version and connection IDs.
+    pub fn initial(&self) -> Initial {
+        self.initial
+    }
+
+    /// Checks one client datagram of the allowed flow; `server_cids` are the connection IDs the
+    /// server's long-header packets carried as their source.
+    pub fn check(&mut self, datagram: &[u8], server_cids: &[Cid]) -> Result<(), QuicError> {
+        let mut pos = 0;
+        while pos < datagram.len() {
+            let packet = &datagram[pos..];
+            // A short-header packet (or padding after long ones) cannot start a connection.
+            if packet[0] & 0x80 == 0 {
+                return Ok(());
+            }
+            let header = long_header(packet)?;
+            if header.version != self.initial.version.wire() {
+                return Err(QuicError::Malformed("a packet of another version on the flow"));
+            }
+            let ty = header.packet_type();
+            if ty == (self.initial.version.initial_type() + 3) % 4 {
+                return Err(QuicError::Malformed("a Retry packet from the client"));
+            }
+            if ty == self.initial.version.initial_type() {
+                self.check_initial(packet, &header, server_cids)?;
+            }
+            pos += header.end;
+        }
+        Ok(())
+    }
+
+    fn check_initial(&mut self, packet: &[u8], header: &LongHeader<'_>, server_cids: &[Cid]) -> Result<(), QuicError> {
+        let dcid = header.dcid;
+        let to_server = server_cids.iter().any(|c| c.as_bytes() == dcid);
+        if dcid != self.initial.dcid.as_bytes() && !to_server {
+            return Err(QuicError::Malformed("another connection's Initial on the flow"));
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&packet[..header.end]);
+        let mut plain = open(&self.keys, &mut self.scratch, header);
+        if plain.is_err() && to_server {
+            // After a Retry the client's Initial keys come from the connection ID it gave.
+            let version = self.initial.version;
+            let keys = match self.retry.take() {
+                Some((cid, keys)) if cid.as_bytes() == dcid => keys,
+                _ => Keys::new(version, dcid, Side::Client),
+            };
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&packet[..header.end]);
+            plain = open(&keys, &mut self.scratch, header);
+            self.retry = Cid::new(dcid).map(|cid| (cid, keys));
+        }
+        let plain = plain?;
+        let hello = &self.hello;
+        for_each_frame(&self.scratch[plain], |frame| match frame {
+            Frame::Crypto(offset, data) => {
+                let expected = offset.checked_add(data.len()).and_then(|end| hello.get(offset..end));
+                match expected == Some(data) {
+                    true => Ok(()),
+                    false => Err(QuicError::Conflict(offset as u64)),
+                }
+            }
+            Frame::Close | Frame::Other => Ok(()),
+        })
     }
 }
 
@@ -777,10 +948,16 @@ mod tests {
         c.insert(0, b"abcd", 100).unwrap();
         assert_eq!(c.contiguous(), 8);
         c.insert(2, b"cdef", 100).unwrap();
-        assert_eq!(c.have, vec![(0, 8)]);
+        assert_eq!(c.prefix(8), b"abcdefgh");
         assert_eq!(c.insert(6, b"gX", 100), Err(QuicError::Conflict(7)));
         c.insert(20, b"z", 100).unwrap();
-        assert_eq!(c.have, vec![(0, 8), (20, 21)]);
+        c.insert(6, b"ghij", 100).unwrap();
+        assert_eq!((c.contiguous(), c.end), (10, 21));
+        assert_eq!(c.pieces.values().map(Vec::len).sum::<usize>(), 11, "each byte held once");
         assert!(matches!(c.insert(99, b"zz", 100), Err(QuicError::Hello(HelloError::TooLarge { .. }))));
+        // An offset near the cap holds the bytes that arrived, not the offset's worth.
+        let mut far = Crypto::default();
+        far.insert(60_000, b"x", 65_536).unwrap();
+        assert_eq!(far.pieces.values().map(Vec::capacity).sum::<usize>(), 1);
     }
 }

@@ -54,8 +54,11 @@ pub enum Dropped {
     Buffer,
     /// The flow table is full and no flow being decided could make room.
     Full,
-    /// It does not start a flow: not a client Initial, or from a source beyond its limits.
+    /// It does not start a flow: not a client Initial.
     NotInitial,
+    /// On an allowed flow, a long-header packet that could start a connection snigate has not
+    /// decided: another connection's Initial, another hello, another version.
+    OtherHello,
 }
 
 impl Dropped {
@@ -66,6 +69,7 @@ impl Dropped {
             Dropped::Buffer => "buffer_full",
             Dropped::Full => "flows_full",
             Dropped::NotInitial => "not_initial",
+            Dropped::OtherHello => "other_hello",
         }
     }
 }

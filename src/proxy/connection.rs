@@ -210,6 +210,7 @@ impl Conn<'_> {
         let rules = listener.rules.load();
         let decision = rules.allows_destination(self.record.client.ip(), dst)?;
         self.record.protocol = Seen::Other;
+        self.speaks = Speaks::Other;
         self.record.stage = Stage::Decide;
         self.record_decision(&decision);
         Some(Ask { name: None, dst: Some(dst), undecided: false, port: dst.port(), verify: false, resolved: None })
@@ -222,7 +223,11 @@ impl Conn<'_> {
         let dst = self.original_dst(stream)?;
         let verify = self.listener.config.verify_destination == Some(VerifyDestination::Dns);
         let port = dst.port();
+        // A verb first: an HTTP/1 request, or another line protocol (its first line tells).
         if http::may_be_request(&self.buf) {
+            self.first_line(stream).await?;
+        }
+        if http::is_request_line(&self.buf) {
             self.record.protocol = Seen::Http;
             self.speaks = Speaks::Http;
             let head = explicit::read_request(stream, &mut self.buf, self.deadline).await?;
@@ -239,6 +244,7 @@ impl Conn<'_> {
             });
         }
         self.record.protocol = Seen::Other;
+        self.speaks = Speaks::Other;
         self.record.stage = Stage::Decide;
         let listener = self.listener;
         if listener.rules.load().decide(None, self.record.client.ip(), Some(dst), port).reason == Reason::NoSni {
@@ -247,6 +253,23 @@ impl Conn<'_> {
             return Err(Denied::failed(Reason::UnknownProtocol, error));
         }
         Ok(Ask { name: None, dst: Some(dst), undecided: true, port, verify: false, resolved: None })
+    }
+
+    /// Reads until the client's first line is complete (or [`http::MAX_LINE`] bytes), by the
+    /// deadline. Scans only the new bytes.
+    async fn first_line(&mut self, stream: &mut TcpStream) -> Result<(), Denied> {
+        use tokio::io::AsyncReadExt;
+        let mut scanned = 0;
+        while !self.buf[scanned..].contains(&b'\n') && self.buf.len() < http::MAX_LINE {
+            scanned = self.buf.len();
+            match tokio::time::timeout_at(self.deadline, stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => return Err(Denied::by(Reason::ClientClosed).answered(Reply::Silent)),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Denied::failed(Reason::ClientClosed, e).answered(Reply::Silent)),
+                Err(_) => return Err(Denied::by(Reason::HelloTimeout).answered(Reply::Silent)),
+            }
+        }
+        Ok(())
     }
 
     /// The original destination of a transparent connection (from its PROXY header, SO_ORIGINAL_DST

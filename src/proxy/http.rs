@@ -85,6 +85,21 @@ pub fn may_be_request(first: &[u8]) -> bool {
     (1..=16).contains(&method) && first.get(method).is_none_or(|&b| b == b' ')
 }
 
+/// Most bytes read to find a client's first line, in transparent mode.
+pub const MAX_LINE: usize = 8192;
+
+/// Whether `first` starts with a complete HTTP/1 request line: `METHOD SP target SP HTTP/1.x`.
+pub fn is_request_line(first: &[u8]) -> bool {
+    let Some(end) = first.iter().position(|&b| b == b'\n') else { return false };
+    let line = first[..end].strip_suffix(b"\r").unwrap_or(&first[..end]);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    may_be_request(method) && !target.is_empty() && version.starts_with(b"HTTP/1.") && version.len() == 8
+}
+
 /// Reads one request head into `buf` by `deadline`. On success `buf` holds the head and
 /// whatever the client sent after it.
 ///
@@ -259,6 +274,18 @@ impl Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Transparent mode takes an HTTP/1 request line for HTTP, and other verb-first protocols
+    /// for what they are.
+    #[test]
+    fn request_lines_are_told_from_other_line_protocols() {
+        for line in ["GET / HTTP/1.1\r\n", "POST http://x/ HTTP/1.0\n", "OPTIONS * HTTP/1.1\r\nHost: x\r\n"] {
+            assert!(is_request_line(line.as_bytes()), "{line:?}");
+        }
+        for line in ["NICK alice\r\n", "EHLO mail.example\r\n", "GET / HTTP/2\r\n", "GET /\r\n", "GET / HTTP/1.1"] {
+            assert!(!is_request_line(line.as_bytes()), "{line:?}");
+        }
+    }
 
     fn head(text: &str) -> Head {
         parse_head(text.as_bytes()).unwrap().unwrap()

@@ -9,7 +9,7 @@
 //! `flow_idle_timeout`. Denied flows get a CONNECTION_CLOSE with `reject = "alert"` (so that
 //! clients fall back to TCP at once), and their later datagrams are dropped until forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
@@ -29,8 +29,8 @@ use super::route;
 use super::sources::SourceSlot;
 use crate::config::{EchPolicy, Mode, RejectStyle, VerifyDestination};
 use crate::hello::quic::{
-    ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Initial, Inspect, Inspector, QuicLimits, Version, close_datagram,
-    long_header,
+    ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Follower, Initial, Inspect, Inspector, MIN_INITIAL_DATAGRAM, QuicError,
+    QuicLimits, Version, close_datagram, long_header, version_negotiation,
 };
 use crate::metrics::registry::{ActiveGuard, Dropped};
 use crate::name::Name;
@@ -50,19 +50,20 @@ const MAX_SERVER_CIDS: usize = 4;
 /// A flow: the client, and the address it sent to.
 type Key = (SocketAddr, SocketAddr);
 
-/// What the listener's task knows of a flow.
+/// What the listener's task knows of a flow it has not denied.
 enum Flow {
     /// Its hello is being read, or its upstream opened.
     Deciding(Box<Deciding>),
     /// Allowed: forwarded both ways.
     Open(Arc<Open>),
-    /// Denied: its datagrams are dropped until then.
-    Denied(Instant),
 }
 
 /// A flow not decided yet.
 struct Deciding {
-    inspector: Inspector,
+    /// Reads the hello; `None` once it is complete.
+    inspector: Option<Inspector>,
+    /// Watches the client's later packets once the hello is complete.
+    follower: Option<Follower>,
     /// Every datagram received so far: sent upstream, in order, once allowed.
     buffered: Vec<Vec<u8>>,
     record: Outcome,
@@ -70,6 +71,13 @@ struct Deciding {
     /// The upstream is being opened (the rules allowed the flow).
     opening: bool,
     held: Held,
+}
+
+impl Deciding {
+    /// The flow's first Initial packet's version and connection IDs, once read.
+    fn initial(&self) -> Option<Initial> {
+        self.follower.as_ref().map(Follower::initial).or_else(|| self.inspector.as_ref()?.initial())
+    }
 }
 
 /// What a flow holds while it lives: a slot of the listener, the `active` gauge, and its place
@@ -84,8 +92,8 @@ struct Held {
 /// (upstream → client).
 struct Open {
     upstream: UdpSocket,
-    /// The client's first Destination Connection ID.
-    original_dcid: Cid,
+    /// Checks the client's long-header packets: no second hello reaches the server unread.
+    follower: Mutex<Follower>,
     /// The Source Connection IDs of the server's long-header packets: the client's later
     /// Initials are addressed to one of them.
     server_cids: Mutex<Vec<Cid>>,
@@ -102,15 +110,13 @@ impl Open {
         self.last.store(ms, Ordering::Relaxed);
     }
 
-    /// A client datagram of the flow, forwarded unless it is an Initial packet of another
-    /// connection: one the server would read as a new hello that snigate never saw.
+    /// A client datagram of the flow, forwarded unless a long-header packet in it could start
+    /// a connection snigate has not decided (see [`Follower`]).
     fn client_sent(&self, datagram: &[u8]) -> Result<(), Dropped> {
-        if let Ok(header) = long_header(datagram)
-            && header.is_initial()
-            && header.dcid != self.original_dcid.as_bytes()
-            && !self.server_cids.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|c| c.as_bytes() == header.dcid)
-        {
-            return Err(Dropped::NotInitial);
+        if datagram.first().is_some_and(|b| b & 0x80 != 0) {
+            let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+            follower.check(datagram, &cids).map_err(|_| Dropped::OtherHello)?;
         }
         // Sent on the descriptor: tokio's `try_send` refuses until the reactor has seen the new
         // socket writable, and a flow's first datagrams go out right after the socket opens.
@@ -173,7 +179,6 @@ fn prepare(socket: &Socket, ipv6: bool, tproxy: bool) -> io::Result<()> {
     } else if tproxy {
         socket.set_ip_transparent_v6(true)?;
     }
-    socket.set_reuse_address(true)?;
     crate::sys::set_recv_original_dst(socket.as_fd(), ipv6)
 }
 
@@ -184,7 +189,15 @@ pub(super) async fn serve(socket: Socket, listener: Arc<Listener>) {
         Err(e) => return tracing::error!(listener = %listener.name, error = %e, "cannot register the QUIC socket"),
     };
     let (events, mut incoming) = mpsc::unbounded_channel();
-    let mut table = Table { flows: HashMap::new(), listener, socket: socket.clone(), events };
+    let mut table = Table {
+        flows: HashMap::new(),
+        order: VecDeque::new(),
+        denied: HashMap::new(),
+        denied_order: VecDeque::new(),
+        listener,
+        socket: socket.clone(),
+        events,
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
@@ -208,7 +221,16 @@ pub(super) async fn serve(socket: Socket, listener: Arc<Listener>) {
 
 /// A listener's flows, owned by its task.
 struct Table {
+    /// Flows being decided and allowed flows: at most `max_flows`.
     flows: HashMap<Key, Flow>,
+    /// Flows in the order they started, for eviction (entries of flows since decided or gone
+    /// are skipped, and pruned by the sweep).
+    order: VecDeque<(Instant, Key)>,
+    /// Denied flows, until their datagrams are no longer dropped: at most `max_flows`, the
+    /// oldest forgotten first.
+    denied: HashMap<Key, Instant>,
+    /// `denied` in the order the flows were denied.
+    denied_order: VecDeque<(Instant, Key)>,
     listener: Arc<Listener>,
     socket: Arc<UdpSocket>,
     events: mpsc::UnboundedSender<Event>,
@@ -218,6 +240,9 @@ impl Table {
     fn datagram(&mut self, datagram: &[u8], client: SocketAddr, to: Option<SocketAddr>) {
         let key = (client, to.unwrap_or(self.listener.config.listen));
         let metrics = &self.listener.metrics;
+        if self.denied.contains_key(&key) {
+            return metrics.quic_dropped(Dropped::Denied);
+        }
         match self.flows.get_mut(&key) {
             None => self.start(key, datagram),
             Some(Flow::Open(open)) => {
@@ -225,61 +250,80 @@ impl Table {
                     metrics.quic_dropped(cause);
                 }
             }
-            Some(Flow::Denied(_)) => metrics.quic_dropped(Dropped::Denied),
             Some(Flow::Deciding(flow)) if flow.buffered.len() >= MAX_BUFFERED => metrics.quic_dropped(Dropped::Buffer),
             Some(Flow::Deciding(flow)) => {
                 flow.buffered.push(datagram.to_vec());
-                if !flow.opening {
-                    let answer = flow.inspector.push(datagram);
+                if let Some(inspector) = &mut flow.inspector {
+                    let answer = inspector.push(datagram);
                     self.inspected(key, answer);
                 }
             }
         }
     }
 
-    /// A datagram from a new flow: a client's Initial (or a version snigate cannot read,
-    /// which is denied and logged) starts one; anything else is dropped.
+    /// A datagram from a new flow: a client's Initial starts one; an Initial-sized datagram of
+    /// a version snigate cannot read gets a Version Negotiation naming the versions it reads
+    /// (the flow is denied, and nothing is kept); anything else is dropped.
     fn start(&mut self, key: Key, datagram: &[u8]) {
         let listener = self.listener.clone();
-        let starts = long_header(datagram)
-            .is_ok_and(|h| h.is_initial() || (h.version != 0 && Version::from_wire(h.version).is_none()));
-        if !starts {
+        let Ok(header) = long_header(datagram) else {
+            return listener.metrics.quic_dropped(Dropped::NotInitial);
+        };
+        if header.version != 0 && Version::from_wire(header.version).is_none() {
+            if datagram.len() >= MIN_INITIAL_DATAGRAM {
+                let answer = version_negotiation(header.dcid, header.scid);
+                let _ = Replies::answer(&self.socket, &listener, key, &answer);
+                let mut record = self.record(key);
+                record.stage = Stage::Hello;
+                let error = QuicError::Version(header.version);
+                finish(&listener, record, Instant::now(), Some(Denied::failed(error.reason(), error)));
+            }
             return listener.metrics.quic_dropped(Dropped::NotInitial);
         }
+        if !header.is_initial() {
+            return listener.metrics.quic_dropped(Dropped::NotInitial);
+        }
+        // The source first: one over its limits must not make others' flows room for it.
+        let source = match listener.sources.admit(key.0.ip()) {
+            Ok(source) => source,
+            Err(e) => {
+                let denied = Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent);
+                return finish(&listener, self.record(key), Instant::now(), Some(denied));
+            }
+        };
         if self.flows.len() >= listener.limits.load().max_flows && !self.evict_oldest() {
             return listener.metrics.quic_dropped(Dropped::Full);
         }
         let Ok(permit) = listener.slots.clone().try_acquire_owned() else {
             return listener.metrics.quic_dropped(Dropped::Full);
         };
-        let active = listener.metrics.accepted();
-        let mut record = Outcome::accepted(listener.name.clone(), key.0);
-        record.protocol = Seen::Quic;
-        if listener.config.mode == Mode::Transparent {
-            record.original_dst = Some(key.1);
-        }
-        let source = match listener.sources.admit(key.0.ip()) {
-            Ok(source) => source,
-            Err(e) => {
-                let denied = Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent);
-                drop((permit, active));
-                return finish(&listener, record, Instant::now(), Some(denied));
-            }
-        };
+        let held = Held { _permit: permit, _active: listener.metrics.accepted(), source };
         let limits = QuicLimits { hello: listener.hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
         let mut inspector = Inspector::new(limits);
         let answer = inspector.push(datagram);
-        let held = Held { _permit: permit, _active: active, source };
+        let started = Instant::now();
         let flow = Deciding {
-            inspector,
+            inspector: Some(inspector),
+            follower: None,
             buffered: vec![datagram.to_vec()],
-            record,
-            started: Instant::now(),
+            record: self.record(key),
+            started,
             opening: false,
             held,
         };
         self.flows.insert(key, Flow::Deciding(Box::new(flow)));
+        self.order.push_back((started, key));
         self.inspected(key, answer);
+    }
+
+    /// The record of a new flow.
+    fn record(&self, key: Key) -> Outcome {
+        let mut record = Outcome::accepted(self.listener.name.clone(), key.0);
+        record.protocol = Seen::Quic;
+        if self.listener.config.mode == Mode::Transparent {
+            record.original_dst = Some(key.1);
+        }
+        record
     }
 
     /// Acts on the inspector's answer for flow `key`.
@@ -289,6 +333,8 @@ impl Table {
             Inspect::Invalid(e) => self.deny(key, Denied::failed(e.reason(), e)),
             Inspect::Complete(hello) => {
                 let Some(Flow::Deciding(flow)) = self.flows.get_mut(&key) else { return };
+                // The inspector's state goes; what checks the client's later packets stays.
+                flow.follower = flow.inspector.take().and_then(Inspector::into_follower);
                 let listener = &self.listener;
                 listener.metrics.hello(flow.started.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
                 let record = &mut flow.record;
@@ -340,15 +386,34 @@ impl Table {
             }
             Event::Opened(key, Err(denied)) => self.deny(key, denied),
             Event::Opened(key, Ok((upstream, addr))) => {
+                if !matches!(self.flows.get(&key), Some(Flow::Deciding(_))) {
+                    return;
+                }
                 let Some(Flow::Deciding(flow)) = self.flows.remove(&key) else { return };
-                let Deciding { inspector, buffered, mut record, started, held, .. } = *flow;
-                let Some(initial) = inspector.initial() else { return };
+                let Deciding { follower, buffered, mut record, started, held, .. } = *flow;
+                let Some(follower) = follower else { return };
                 self.listener.metrics.connected(started.elapsed().as_secs_f64());
                 record.upstream = Some(addr);
+                // Where the upstream's datagrams go back: set up before anything is forwarded.
+                let reply = match self.listener.config.mode {
+                    Mode::Transparent => match Replies::transparent(key) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let error = format!("cannot answer from {}: {e}", key.1);
+                            return finish(
+                                &self.listener,
+                                record,
+                                started,
+                                Some(Denied::failed(Reason::UpstreamError, error)),
+                            );
+                        }
+                    },
+                    _ => Replies::Shared(self.socket.clone(), key.0),
+                };
                 record.stage = Stage::Splice;
                 let open = Arc::new(Open {
                     upstream,
-                    original_dcid: initial.dcid,
+                    follower: Mutex::new(follower),
                     server_cids: Mutex::new(Vec::new()),
                     born: Instant::now(),
                     last: AtomicU64::new(0),
@@ -356,18 +421,10 @@ impl Table {
                     down: AtomicU64::new(0),
                 });
                 for datagram in &buffered {
-                    let _ = open.client_sent(datagram);
+                    if let Err(cause) = open.client_sent(datagram) {
+                        self.listener.metrics.quic_dropped(cause);
+                    }
                 }
-                let reply = match self.listener.config.mode {
-                    Mode::Transparent => match Replies::transparent(key) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            record.error = Some(format!("cannot answer from {}: {e}", key.1));
-                            return finish(&self.listener, record, started, None);
-                        }
-                    },
-                    _ => Replies::Shared(self.socket.clone(), key.0),
-                };
                 self.flows.insert(key, Flow::Open(open.clone()));
                 let (listener, events) = (self.listener.clone(), self.events.clone());
                 tokio::spawn(async move {
@@ -382,73 +439,73 @@ impl Table {
         }
     }
 
-    /// Ends flow `key` as denied: answers the client as configured, logs and counts the flow,
-    /// and drops its later datagrams until it is forgotten.
+    /// Ends flow `key`, while it is being decided, as denied: answers the client as configured,
+    /// logs and counts the flow, and drops its later datagrams until it is forgotten.
     fn deny(&mut self, key: Key, denied: Denied) {
+        if !matches!(self.flows.get(&key), Some(Flow::Deciding(_))) {
+            return;
+        }
+        let Some(Flow::Deciding(flow)) = self.flows.remove(&key) else { return };
         let listener = self.listener.clone();
-        let until = Instant::now() + listener.limits.load().flow_idle_timeout();
-        let Some(Flow::Deciding(flow)) = self.flows.insert(key, Flow::Denied(until)) else { return };
-        let Deciding { inspector, record, started, .. } = *flow;
+        let limits = listener.limits.load();
+        let until = Instant::now() + limits.flow_idle_timeout();
+        while self.denied.len() >= limits.max_flows {
+            let Some((at, old)) = self.denied_order.pop_front() else { break };
+            if self.denied.get(&old) == Some(&at) {
+                self.denied.remove(&old);
+            }
+        }
+        self.denied.insert(key, until);
+        self.denied_order.push_back((until, key));
         if denied.reply == Reply::Usual
             && listener.config.reject == RejectStyle::Alert
-            && let Some(initial) = inspector.initial()
+            && let Some(initial) = flow.initial()
         {
-            self.refuse(key, initial, denied.reason);
+            let (dcid, scid) = (initial.dcid.as_bytes(), initial.scid.as_bytes());
+            let close = close_datagram(initial.version, dcid, scid, ACCESS_DENIED, denied.reason.as_str());
+            if let Err(e) = Replies::answer(&self.socket, &listener, key, &close) {
+                tracing::debug!(client = %key.0, error = %e, "cannot send the QUIC denial");
+            }
         }
+        let Deciding { record, started, .. } = *flow;
         finish(&listener, record, started, Some(denied));
-    }
-
-    /// Sends the client a server Initial with CONNECTION_CLOSE (crypto error access_denied),
-    /// from the address it sent to.
-    fn refuse(&self, key: Key, initial: Initial, reason: Reason) {
-        let (dcid, scid) = (initial.dcid.as_bytes(), initial.scid.as_bytes());
-        let close = close_datagram(initial.version, dcid, scid, ACCESS_DENIED, reason.as_str());
-        let sent = match self.listener.config.mode {
-            Mode::Transparent => Replies::transparent(key).and_then(|r| r.try_send(&close)),
-            _ => Replies::Shared(self.socket.clone(), key.0).try_send(&close),
-        };
-        if let Err(e) = sent {
-            tracing::debug!(client = %key.0, error = %e, "cannot send the QUIC denial");
-        }
     }
 
     /// Makes room in a full table: the flow that has waited longest for its hello goes, as on
     /// TCP. False when no flow is waiting for its hello.
     fn evict_oldest(&mut self) -> bool {
-        let oldest = self
-            .flows
-            .iter()
-            .filter_map(|(k, f)| match f {
-                Flow::Deciding(d) if !d.opening => Some((d.started, *k)),
-                _ => None,
-            })
-            .min();
-        if let Some((_, key)) = oldest {
-            let error = "evicted: the flow table is full and this flow had waited longest for its hello";
-            self.deny(key, Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent));
-            self.flows.remove(&key);
-            return true;
+        while let Some((started, key)) = self.order.pop_front() {
+            if matches!(self.flows.get(&key), Some(Flow::Deciding(d)) if !d.opening && d.started == started) {
+                let error = "evicted: the flow table is full and this flow had waited longest for its hello";
+                self.deny(key, Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent));
+                return true;
+            }
         }
-        // Denied flows are only remembered to drop their datagrams cheaply: they go first.
-        let denied = self.flows.iter().find_map(|(k, f)| matches!(f, Flow::Denied(_)).then_some(*k));
-        denied.is_some_and(|key| self.flows.remove(&key).is_some())
+        false
     }
 
     /// Flows past their hello deadline are denied; denied flows past their time are forgotten.
     fn sweep(&mut self) {
         let now = Instant::now();
         let hello_timeout = self.listener.limits.load().hello_timeout();
-        let mut late = Vec::new();
-        self.flows.retain(|key, flow| match flow {
-            Flow::Denied(until) => *until > now,
-            Flow::Deciding(d) => {
-                if !d.opening && now.duration_since(d.started) >= hello_timeout {
-                    late.push(*key);
-                }
-                true
+        while let Some(&(until, key)) = self.denied_order.front() {
+            if until > now {
+                break;
             }
-            Flow::Open(_) => true,
-        });
+            self.denied_order.pop_front();
+            if self.denied.get(&key) == Some(&until) {
+                self.denied.remove(&key);
+            }
+        }
+        let flows = &self.flows;
+        let waiting = |&(started, key): &(Instant, Key)| matches!(flows.get(&key), Some(Flow::Deciding(d)) if !d.opening && d.started == started);
+        self.order.retain(waiting);
+        let late: Vec<Key> = self
+            .order
+            .iter()
+            .take_while(|(started, _)| now.duration_since(*started) >= hello_timeout)
+            .map(|&(_, key)| key)
+            .collect();
         for key in late {
             let error = format!("no complete ClientHello within {hello_timeout:?}");
             self.deny(key, Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent));
@@ -516,6 +573,15 @@ enum Replies {
 }
 
 impl Replies {
+    /// Sends `datagram` to the client of flow `key` from the address it sent to: the
+    /// listener's own socket, or (transparent mode) a socket bound to the original destination.
+    fn answer(socket: &Arc<UdpSocket>, listener: &Listener, key: Key, datagram: &[u8]) -> io::Result<()> {
+        match listener.config.mode {
+            Mode::Transparent => Replies::transparent(key)?.try_send(datagram),
+            _ => Replies::Shared(socket.clone(), key.0).try_send(datagram),
+        }
+    }
+
     /// A socket that answers as `key`'s destination: IP_TRANSPARENT, bound to it, connected
     /// to the client.
     fn transparent((client, dst): Key) -> io::Result<Replies> {

@@ -43,8 +43,10 @@ pub(super) enum Reply {
 pub(super) enum Speaks {
     /// TLS (or nothing yet): the ClientHello is what is read.
     Tls,
-    /// An HTTP request (explicit modes, before a tunnel is open).
+    /// An HTTP request (explicit modes, before a tunnel is open; transparent mode).
     Http,
+    /// Something else (transparent mode): no TLS alert, no HTTP answer.
+    Other,
 }
 
 impl Denied {
@@ -68,7 +70,8 @@ impl Denied {
 pub(super) async fn answer(client: Client, denied: &Denied, speaks: Speaks, style: RejectStyle, first_bytes: &[u8]) {
     let refusal = match (denied.reply, speaks) {
         (Reply::Silent, _) => return,
-        (Reply::Usual, Speaks::Tls) => return reject(client, style, denied.reason, first_bytes).await,
+        (Reply::Usual, Speaks::Tls) => return reject(client, style, Some(denied.reason), first_bytes).await,
+        (Reply::Usual, Speaks::Other) => return reject(client, style, None, first_bytes).await,
         (Reply::Usual, Speaks::Http) => Refusal::for_reason(denied.reason),
         (Reply::Http(refusal), _) => refusal,
     };
@@ -140,7 +143,7 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// and discarded for up to a second first. A socket not yet registered with the runtime is
 /// answered at once, and when the client has sent nothing more it is closed then, without
 /// ever touching epoll.
-async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes: &[u8]) {
+async fn reject(client: Client, style: RejectStyle, reason: Option<Reason>, first_bytes: &[u8]) {
     if style == RejectStyle::Rst {
         if let Some(fd) = client.fd() {
             let _ = SockRef::from(&fd).set_linger(Some(Duration::ZERO));
@@ -174,15 +177,16 @@ async fn reject(client: Client, style: RejectStyle, reason: Reason, first_bytes:
 }
 
 /// The alert record a denial sends, if any.
-fn farewell(style: RejectStyle, reason: Reason, first_bytes: &[u8]) -> Option<[u8; 7]> {
-    // A TLS alert only to a client that speaks TLS, or has said nothing yet: not to one a
-    // transparent listener found speaking something else.
+/// The alert a denied client gets: with `reason` for a client that speaks TLS (`None`: one a
+/// transparent listener found speaking something else, or decided before it said anything),
+/// and only when its first bytes, if any, are a TLS handshake record.
+fn farewell(style: RejectStyle, reason: Option<Reason>, first_bytes: &[u8]) -> Option<[u8; 7]> {
     let speaks_tls = first_bytes.first().is_none_or(|&b| b == 0x16);
-    match style {
-        RejectStyle::Alert if speaks_tls => {
+    match (style, reason) {
+        (RejectStyle::Alert, Some(reason)) if speaks_tls => {
             Alert::for_reason(reason).map(|alert| alert.record(alert_version(first_bytes)))
         }
-        RejectStyle::Alert | RejectStyle::Rst | RejectStyle::Close => None,
+        _ => None,
     }
 }
 
