@@ -8,34 +8,16 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables); CI has them. Elsewhere they skip, saying why.
 
 mod common;
+mod netns;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use netns::{Namespaces, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The namespaces of one test run; removed on drop, whatever happened.
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
 
 /// Client namespace C (10.99.0.1, snigate and the nftables redirect) and "remote" namespace R
 /// (10.99.0.2), joined by a veth pair.
@@ -203,9 +185,7 @@ fn setup_gateway(tag: &str) -> Result<(Namespaces, [String; 3]), String> {
     let [c, g, r] = &names;
     let mut guard = Namespaces(Vec::new());
     for ns in &names {
-        run(&["ip", "netns", "add", ns])?;
-        guard.0.push(ns.clone());
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        guard.add(ns)?;
     }
     for cmd in [
         vec!["ip", "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", g],
