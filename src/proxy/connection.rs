@@ -551,15 +551,14 @@ impl Conn<'_> {
             None => Cow::Borrowed(&self.buf[..]),
         };
         let connecting = Instant::now();
-        let tls = record.protocol == Seen::Tls;
         let timeout = listener.limits.load().connect_timeout();
         // A client that has gone frees its slot at once, whatever the upstream does.
         let (mut up, sent) = tokio::select! {
             connected = upstream::connect_any(candidates, timeout, listener.config.mark, &first) => {
                 connected.map_err(|e| Denied::failed(Reason::UpstreamError, e))?
             }
-            () = client_gone(stream, tls) => {
-                record.error = Some("the client left while the upstream was being connected".into());
+            () = client_gone(stream) => {
+                record.error = Some("the client reset the connection while the upstream was being connected".into());
                 return Ok(None);
             }
         };
@@ -575,7 +574,7 @@ impl Conn<'_> {
         let replay = tokio::time::timeout(timeout, up.write_all(&first[sent..]));
         let replayed = tokio::select! {
             replayed = replay => replayed.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-            () = client_gone(stream, tls) => Err(std::io::Error::other("the client left")),
+            () = client_gone(stream) => Err(std::io::Error::other("the client reset the connection")),
         };
         if let Err(e) = replayed {
             record.error = Some(format!("replaying the first bytes to the upstream: {e}"));
@@ -616,17 +615,15 @@ impl Conn<'_> {
     }
 }
 
-/// Resolves once the client has gone, while the upstream is connected and sent its first
-/// bytes: it reset the connection, or, for a TLS client, closed its sending side (a TLS client
-/// must still send its Finished, so one that sends a FIN before the upstream has answered can
-/// never complete its handshake). Other protocols may half-close and still wait for an answer,
-/// so for them only a reset counts. Bytes from the client stop the watch: the splice takes them.
-async fn client_gone(stream: &TcpStream, tls: bool) {
+/// Resolves once the client has gone while the upstream is connected and sent its first
+/// bytes: it reset the connection. A FIN is not "gone": a client may close its sending side and
+/// still wait for the answer (a half-close, which the splice passes on), and a full close looks
+/// the same on the wire, so that waits for the connect's deadline. Bytes from the client stop
+/// the watch: the splice takes them.
+async fn client_gone(stream: &TcpStream) {
     let mut byte = [0u8; 1];
-    match stream.peek(&mut byte).await {
-        Ok(0) if tls => {}
-        Err(_) => {}
-        _ => std::future::pending().await,
+    if stream.peek(&mut byte).await.is_ok() {
+        std::future::pending().await
     }
 }
 
