@@ -628,6 +628,9 @@ impl Inspector {
                 if self.initial.is_none() && pos == 0 {
                     return Err(QuicError::NotInitial("the first packet is not an Initial"));
                 }
+                if header.packet_type() == (version.initial_type() + 3) % 4 {
+                    return Err(QuicError::Malformed("a Retry packet from the client"));
+                }
                 // 0-RTT and the like travel with the Initials; they are not read.
                 pos += header.end.max(1);
                 continue;

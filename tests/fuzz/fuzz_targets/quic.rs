@@ -10,7 +10,8 @@
 //! For any input: no panic; a verdict is final (after `Complete` or `Invalid` nothing more is
 //! pushed, and a fresh inspector fed the same datagrams answers the same); a `Complete` hello is
 //! sane (its SNI lowercase ASCII without a trailing dot, at most 253 bytes; its size within
-//! the cap).
+//! the cap); after `Complete`, the flow's `Follower` checks the remaining datagrams without
+//! panicking, and passes every datagram of the decided hello when it is sent again.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -31,15 +32,15 @@ fn pieces(mut data: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-fn run(datagrams: &[Vec<u8>]) -> (Inspect, usize) {
+fn run(datagrams: &[Vec<u8>]) -> (Inspect, usize, Option<Inspector>) {
     let mut inspector = Inspector::new(LIMITS);
     for (i, d) in datagrams.iter().enumerate() {
         match inspector.push(d) {
             Inspect::Incomplete => {}
-            done => return (done, i + 1),
+            done => return (done, i + 1, Some(inspector)),
         }
     }
-    (Inspect::Incomplete, datagrams.len())
+    (Inspect::Incomplete, datagrams.len(), None)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -53,8 +54,17 @@ fuzz_target!(|data: &[u8]| {
             .map(|(pn, frames)| seal_initial(version, DCID, Side::Client, (DCID, &[]), pn as u32, &padded(frames, DCID, &[])))
             .collect(),
     };
-    let (answer, used) = run(&datagrams);
+    let (answer, used, inspector) = run(&datagrams);
     assert_eq!(run(&datagrams[..used]).0, answer, "the same datagrams, the same answer");
+    if let (Inspect::Complete(_), Some(inspector)) = (&answer, inspector) {
+        let mut follower = inspector.into_follower().expect("a complete hello gives a follower");
+        for d in &datagrams[..used] {
+            assert!(follower.check(d, &[]).is_ok(), "a datagram of the decided hello, sent again");
+        }
+        for d in &datagrams[used..] {
+            let _ = follower.check(d, &[]);
+        }
+    }
     if let Inspect::Complete(hello) = &answer {
         assert!(hello.hello_bytes <= LIMITS.hello.max_hello_bytes);
         if let Some(name) = &hello.sni {
