@@ -11,8 +11,8 @@ use tls_parser::TlsExtensionType;
 use super::common::{EXIT_INVALID, EXIT_USAGE};
 use crate::hello::quic::{Inspect, Inspector, QuicLimits};
 use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
-use crate::reason::Reason;
 use crate::policy::decide::RuleSet;
+use crate::reason::Reason;
 use crate::rules::file::load_rules;
 use crate::rules::rule::Verdict;
 
