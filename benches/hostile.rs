@@ -22,7 +22,7 @@ mod common;
 mod harness;
 mod support;
 
-use support::{Proc, free_port};
+use support::{Proc, fd_budget, free_port};
 
 /// The start of a hello that announces a 16 KiB record: a record header and four bytes.
 const NINE_BYTES: [u8; 9] = [0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xf0];
@@ -84,20 +84,6 @@ fn main() {
             pct(&flooded, 99)
         );
     });
-}
-
-/// File descriptors this process may open (its soft limit, raised to the hard one).
-fn fd_budget() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    limit.rlim_cur.min(1 << 20) as usize
 }
 
 /// snigate in `upstream` mode to `upstream`, with `limits`; its listener.

@@ -1,6 +1,7 @@
 //! QUIC listeners end to end: recorded Initials and a real QUIC stack (aioquic) through a real
 //! listener, allowed and denied, and the limits a flood of Initials meets.
 
+mod common;
 mod harness;
 
 use std::net::SocketAddr;
@@ -12,17 +13,6 @@ use snigate::hello::quic::{Side, Version, crypto_frame, long_header, padded, sea
 use tokio::net::UdpSocket;
 
 const RULES: &str = "allow acme.my.salesforce.com\ndeny *\n";
-
-/// The datagrams of a recorded capture under tests/data/quic/.
-fn capture(name: &str) -> Vec<Vec<u8>> {
-    std::fs::read_to_string(format!("tests/data/quic/{name}"))
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| hex::decode(l).unwrap())
-        .collect()
-}
 
 /// A QUIC listener in `upstream` mode in front of `upstream`.
 async fn quic_proxy(upstream: SocketAddr, limits: &str) -> (Proxy, tempfile::TempDir) {
@@ -47,7 +37,7 @@ async fn an_allowed_chromium_flow_reaches_the_upstream_unchanged() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let sent = capture("chromium.hex");
+    let sent = common::quic_capture("chromium.hex");
     for d in &sent {
         client.send_to(d, proxy.addr).await.unwrap();
     }
@@ -74,7 +64,7 @@ async fn a_denied_flow_gets_a_connection_close_and_the_upstream_nothing() {
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let dcid = [7u8; 8];
     let scid = [5u8; 6];
-    let hello = hello_for("evil.my.salesforce.com");
+    let hello = common::hello_message_for("evil.my.salesforce.com");
     let datagram = seal_initial(
         Version::V2,
         &dcid,
@@ -101,20 +91,6 @@ async fn a_denied_flow_gets_a_connection_close_and_the_upstream_nothing() {
     assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &dropped).await, 1.0);
 }
 
-/// A ClientHello for `sni`: the curl capture's, with its name replaced by one of equal length
-/// padded with a label, or (simpler) rebuilt by openssl's shape. The recorded TCP hello of the
-/// Chromium capture carries a different name, so the Initial is built from it with its SNI
-/// bytes rewritten in place (same length).
-fn hello_for(sni: &str) -> Vec<u8> {
-    let wire = std::fs::read("tests/data/hellos/openssl-tls13.bin").unwrap();
-    let mut msg = wire[5..].to_vec();
-    let old = b"acme.my.salesforce.com";
-    assert_eq!(sni.len(), old.len(), "same length, so that every length field stays right");
-    let at = msg.windows(old.len()).position(|w| w == old).unwrap();
-    msg[at..at + old.len()].copy_from_slice(sni.as_bytes());
-    msg
-}
-
 /// A source that sends Initials without ever completing a hello holds at most
 /// `max_hellos_per_source` flows; the rest are refused at once (`source_limit`), and another
 /// flow is still served.
@@ -122,7 +98,7 @@ fn hello_for(sni: &str) -> Vec<u8> {
 async fn a_flood_of_initials_from_one_source_is_bounded() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_hellos_per_source = 10").await;
-    let hello = hello_for("acme.my.salesforce.com");
+    let hello = common::hello_message_for("acme.my.salesforce.com");
     let half = &hello[..hello.len() / 2];
     let mut flood = Vec::new();
     for i in 0..50u8 {
@@ -218,7 +194,7 @@ async fn a_full_flow_table_evicts_the_oldest_undecided_flow() {
 async fn an_unfinished_hello_times_out() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "hello_timeout = 0.3").await;
-    let hello = hello_for("acme.my.salesforce.com");
+    let hello = common::hello_message_for("acme.my.salesforce.com");
     let dcid = [3u8; 8];
     let d = seal_initial(
         Version::V1,

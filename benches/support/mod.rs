@@ -1,14 +1,20 @@
-//! Helpers shared by the process-level benches (`throughput`, `e2e`): CPU pinning, the process
-//! under test started on CPU 0, and its CPU time and memory read from `/proc`.
+//! Helpers shared by the process-level benches (`throughput`, `e2e`, `hostile`, `quic`): CPU
+//! pinning, the process under test started on CPU 0, and its CPU time and memory read from
+//! `/proc`.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// A UDP port that was free a moment ago.
+pub fn free_udp_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Pins this process (its threads to come included) to CPU 1, when `taskset` and a second
@@ -21,6 +27,20 @@ pub fn pin_self() -> bool {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
+}
+
+/// File descriptors this process may open (its soft limit, raised to the hard one).
+pub fn fd_budget() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur.min(1 << 20) as usize
 }
 
 /// `/proc/PID/stat` ticks per second.

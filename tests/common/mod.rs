@@ -94,6 +94,33 @@ pub fn splittings(wire: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+// ---- QUIC ----
+
+/// The datagrams of a recorded QUIC capture under `tests/data/quic/` (hex, one datagram per
+/// line, `#` comment lines).
+pub fn quic_capture(file: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/quic").join(file);
+    std::fs::read_to_string(&path)
+        .expect(file)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| hex::decode(l).expect(file))
+        .collect()
+}
+
+/// A ClientHello message (no record header) for `sni`, to seal into QUIC Initials: the OpenSSL
+/// TLS 1.3 capture with its name overwritten in place, so `sni` must have its 22 bytes.
+pub fn hello_message_for(sni: &str) -> Vec<u8> {
+    let wire = recording("openssl-tls13.bin").bytes;
+    let mut msg = wire[5..].to_vec();
+    let old = b"acme.my.salesforce.com";
+    assert_eq!(sni.len(), old.len(), "same length, so that every length field stays right");
+    let at = msg.windows(old.len()).position(|w| w == old).unwrap();
+    msg[at..at + old.len()].copy_from_slice(sni.as_bytes());
+    msg
+}
+
 // ---- hand-made hellos, field by field ----
 
 pub const TLS10: [u8; 2] = [0x03, 0x01];
