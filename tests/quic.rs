@@ -146,7 +146,7 @@ async fn a_flood_of_initials_from_one_source_is_bounded() {
 async fn a_full_flow_table_evicts_the_oldest_undecided_flow() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_flows = 3").await;
-    let hello = hello_for("acme.my.salesforce.com");
+    let hello = common::hello_message_for("acme.my.salesforce.com");
     let mut clients = Vec::new();
     for i in 0..5u8 {
         let dcid = [0x40 + i; 8];
@@ -307,12 +307,12 @@ async fn a_second_hello_on_an_allowed_flow_is_dropped() {
     let initial = |pn: u32, hello: &[u8]| {
         seal_initial(Version::V1, &dcid, Side::Client, (&dcid, &[]), pn, &padded(&crypto_frame(0, hello), &dcid, &[]))
     };
-    let allowed = hello_for("acme.my.salesforce.com");
+    let allowed = common::hello_message_for("acme.my.salesforce.com");
     client.send_to(&initial(0, &allowed), proxy.addr).await.unwrap();
     let mut buf = vec![0u8; 2048];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
     assert_eq!(n, 1200);
-    client.send_to(&initial(1, &hello_for("evil.my.salesforce.com")), proxy.addr).await.unwrap();
+    client.send_to(&initial(1, &common::hello_message_for("evil.my.salesforce.com")), proxy.addr).await.unwrap();
     client.send_to(&initial(2, &allowed), proxy.addr).await.unwrap();
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
     let header = long_header(&buf[..n]).unwrap();
@@ -352,7 +352,7 @@ async fn an_unknown_version_gets_a_version_negotiation() {
 async fn denied_flows_take_no_room_from_new_ones() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_flows = 2").await;
-    let denied = hello_for("evil.my.salesforce.com");
+    let denied = common::hello_message_for("evil.my.salesforce.com");
     for i in 0..6u8 {
         let dcid = [0x60 + i; 8];
         let d = seal_initial(
@@ -365,7 +365,7 @@ async fn denied_flows_take_no_room_from_new_ones() {
         );
         UdpSocket::bind("127.0.0.1:0").await.unwrap().send_to(&d, proxy.addr).await.unwrap();
     }
-    let allowed = hello_for("acme.my.salesforce.com");
+    let allowed = common::hello_message_for("acme.my.salesforce.com");
     let dcid = [0x77u8; 8];
     let d = seal_initial(
         Version::V1,
