@@ -401,6 +401,27 @@ fn open(keys: &Keys, packet: &mut [u8], header: &LongHeader<'_>) -> Result<std::
     Ok(payload..payload + len)
 }
 
+thread_local! {
+    /// Where packets are decrypted: one buffer per thread, so that a flow holds none.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decrypts a copy of `packet` (header protection removed) and hands `then` its payload: the
+/// outer error is the packet's (it does not open with `keys`), the inner one `then`'s.
+fn with_opened<T>(
+    keys: &Keys,
+    packet: &[u8],
+    header: &LongHeader<'_>,
+    then: impl FnOnce(&[u8]) -> Result<T, QuicError>,
+) -> Result<Result<T, QuicError>, QuicError> {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.extend_from_slice(packet);
+        let plain = open(keys, buf, header)?;
+        Ok(then(&buf[plain]))
+    })
+}
+
 /// Seals an Initial packet of `side` carrying `payload` (its frames), with a 4-byte packet
 /// number: the inverse of [`Inspector::push`]'s opening, for denials and tests.
 pub fn seal_initial(
@@ -484,8 +505,8 @@ pub fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
 /// bytes its client sent, never with the offsets it named.
 #[derive(Debug, Default)]
 struct Crypto {
-    /// Received bytes by stream offset; pieces never overlap.
-    pieces: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// Received bytes by stream offset, sorted; pieces never overlap.
+    pieces: Vec<(usize, Vec<u8>)>,
     /// The highest offset received, plus one.
     end: usize,
     /// CRYPTO frames received.
@@ -502,9 +523,9 @@ impl Crypto {
         }
         // The pieces that overlap [offset, end), in order: their bytes must agree with `data`.
         let mut covered = Vec::new();
-        for (&s, bytes) in self.pieces.range(..end) {
-            let e = s + bytes.len();
-            if e <= offset {
+        for (s, bytes) in &self.pieces {
+            let (s, e) = (*s, s + bytes.len());
+            if e <= offset || s >= end {
                 continue;
             }
             let (from, to) = (s.max(offset), e.min(end));
@@ -515,14 +536,18 @@ impl Crypto {
         }
         // Keep only what is new.
         let mut cursor = offset;
+        let mut add = |at: usize, bytes: &[u8]| {
+            let i = self.pieces.partition_point(|(s, _)| *s < at);
+            self.pieces.insert(i, (at, bytes.to_vec()));
+        };
         for (s, e) in covered {
             if s > cursor {
-                self.pieces.insert(cursor, data[cursor - offset..s - offset].to_vec());
+                add(cursor, &data[cursor - offset..s - offset]);
             }
             cursor = cursor.max(e);
         }
         if cursor < end {
-            self.pieces.insert(cursor, data[cursor - offset..].to_vec());
+            add(cursor, &data[cursor - offset..]);
         }
         self.end = self.end.max(end);
         if self.pieces.len() > MAX_RANGES {
@@ -534,8 +559,8 @@ impl Crypto {
     /// Bytes received without a gap from offset 0.
     fn contiguous(&self) -> usize {
         let mut have = 0;
-        for (&s, bytes) in &self.pieces {
-            if s != have {
+        for (s, bytes) in &self.pieces {
+            if *s != have {
                 break;
             }
             have += bytes.len();
@@ -546,7 +571,7 @@ impl Crypto {
     /// The first `n` bytes (at most [`contiguous`](Self::contiguous)).
     fn prefix(&self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n);
-        for bytes in self.pieces.values() {
+        for (_, bytes) in &self.pieces {
             if out.len() >= n {
                 break;
             }
@@ -577,14 +602,12 @@ pub struct Inspector {
     datagrams: usize,
     /// Their bytes.
     wire: usize,
-    /// Reused for decrypting.
-    scratch: Vec<u8>,
 }
 
 impl Inspector {
     /// An inspector for a new flow.
     pub fn new(limits: QuicLimits) -> Inspector {
-        Inspector { limits, initial: None, crypto: Crypto::default(), datagrams: 0, wire: 0, scratch: Vec::new() }
+        Inspector { limits, initial: None, crypto: Crypto::default(), datagrams: 0, wire: 0 }
     }
 
     /// The flow's first Initial packet's version and connection IDs, once read.
@@ -643,14 +666,16 @@ impl Inspector {
             }
             self.check_identity(version, &header)?;
             let end = header.end;
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&packet[..end]);
             let Some((_, keys)) = &self.initial else { unreachable!("set by check_identity") };
-            let plain = open(keys, &mut self.scratch, &header)?;
-            let payload = std::mem::take(&mut self.scratch);
-            let walked = self.frames(&payload[plain]);
-            self.scratch = payload;
-            walked?;
+            let crypto = &mut self.crypto;
+            let cap = self.limits.hello.max_hello_bytes;
+            with_opened(keys, &packet[..end], &header, |payload| {
+                for_each_frame(payload, |frame| match frame {
+                    Frame::Crypto(offset, data) => crypto.insert(offset, data, cap),
+                    Frame::Close => Err(QuicError::Closed),
+                    Frame::Other => Ok(()),
+                })
+            })??;
             pos += end;
         }
         if self.initial.is_none() {
@@ -680,16 +705,6 @@ impl Inspector {
             }
             Some(_) => Ok(()),
         }
-    }
-
-    /// Walks a decrypted Initial payload: its CRYPTO data is kept.
-    fn frames(&mut self, payload: &[u8]) -> Result<(), QuicError> {
-        let cap = self.limits.hello.max_hello_bytes;
-        for_each_frame(payload, |frame| match frame {
-            Frame::Crypto(offset, data) => self.crypto.insert(offset, data, cap),
-            Frame::Close => Err(QuicError::Closed),
-            Frame::Other => Ok(()),
-        })
     }
 
     /// The ClientHello's length, its 4-byte header included, once that header is here.
@@ -724,7 +739,7 @@ impl Inspector {
         let declared = self.declared().ok().flatten().filter(|&n| self.crypto.contiguous() >= n)?;
         let hello = self.crypto.prefix(declared).into_boxed_slice();
         let (initial, keys) = self.initial?;
-        Some(Follower { initial, keys, retry: None, hello, scratch: Vec::new() })
+        Some(Follower { initial, keys, retry: None, hello })
     }
 }
 
@@ -801,8 +816,6 @@ pub struct Follower {
     retry: Option<(Cid, Keys)>,
     /// The decided ClientHello, as its CRYPTO bytes.
     hello: Box<[u8]>,
-    /// Reused for decrypting.
-    scratch: Vec<u8>,
 }
 
 impl Follower {
@@ -843,33 +856,33 @@ impl Follower {
         if dcid != self.initial.dcid.as_bytes() && !to_server {
             return Err(QuicError::Malformed("another connection's Initial on the flow"));
         }
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&packet[..header.end]);
-        let mut plain = open(&self.keys, &mut self.scratch, header);
-        if plain.is_err() && to_server {
-            // After a Retry the client's Initial keys come from the connection ID it gave.
-            let version = self.initial.version;
-            let keys = match self.retry.take() {
-                Some((cid, keys)) if cid.as_bytes() == dcid => keys,
-                _ => Keys::new(version, dcid, Side::Client),
-            };
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&packet[..header.end]);
-            plain = open(&keys, &mut self.scratch, header);
-            self.retry = Cid::new(dcid).map(|cid| (cid, keys));
-        }
-        let plain = plain?;
         let hello = &self.hello;
-        for_each_frame(&self.scratch[plain], |frame| match frame {
-            Frame::Crypto(offset, data) => {
-                let expected = offset.checked_add(data.len()).and_then(|end| hello.get(offset..end));
-                match expected == Some(data) {
-                    true => Ok(()),
-                    false => Err(QuicError::Conflict(offset as u64)),
+        let repeats = |payload: &[u8]| {
+            for_each_frame(payload, |frame| match frame {
+                Frame::Crypto(offset, data) => {
+                    let expected = offset.checked_add(data.len()).and_then(|end| hello.get(offset..end));
+                    match expected == Some(data) {
+                        true => Ok(()),
+                        false => Err(QuicError::Conflict(offset as u64)),
+                    }
                 }
-            }
-            Frame::Close | Frame::Other => Ok(()),
-        })
+                Frame::Close | Frame::Other => Ok(()),
+            })
+        };
+        let packet = &packet[..header.end];
+        match with_opened(&self.keys, packet, header, repeats) {
+            Ok(judged) => return judged,
+            Err(e) if !to_server => return Err(e),
+            Err(_) => {}
+        }
+        // After a Retry the client's Initial keys come from the connection ID it gave.
+        let keys = match self.retry.take() {
+            Some((cid, keys)) if cid.as_bytes() == dcid => keys,
+            _ => Keys::new(self.initial.version, dcid, Side::Client),
+        };
+        let opened = with_opened(&keys, packet, header, repeats);
+        self.retry = Cid::new(dcid).map(|cid| (cid, keys));
+        opened?
     }
 }
 
@@ -956,11 +969,11 @@ mod tests {
         c.insert(20, b"z", 100).unwrap();
         c.insert(6, b"ghij", 100).unwrap();
         assert_eq!((c.contiguous(), c.end), (10, 21));
-        assert_eq!(c.pieces.values().map(Vec::len).sum::<usize>(), 11, "each byte held once");
+        assert_eq!(c.pieces.iter().map(|(_, b)| b.len()).sum::<usize>(), 11, "each byte held once");
         assert!(matches!(c.insert(99, b"zz", 100), Err(QuicError::Hello(HelloError::TooLarge { .. }))));
         // An offset near the cap holds the bytes that arrived, not the offset's worth.
         let mut far = Crypto::default();
         far.insert(60_000, b"x", 65_536).unwrap();
-        assert_eq!(far.pieces.values().map(Vec::capacity).sum::<usize>(), 1);
+        assert_eq!(far.pieces.iter().map(|(_, b)| b.capacity()).sum::<usize>(), 1);
     }
 }

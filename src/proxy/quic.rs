@@ -612,50 +612,59 @@ impl Replies {
         }
     }
 
-    async fn send(&self, datagram: &[u8]) {
-        let _ = match self {
-            Replies::Shared(socket, client) => socket.send_to(datagram, *client).await,
-            Replies::Own(socket) => socket.send(datagram).await,
-        };
-    }
-
-    /// The client's datagrams that reach the flow's own socket (TPROXY); never, for a shared one.
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// The flow's own socket (TPROXY), where the kernel also delivers the client's later
+    /// datagrams.
+    fn own(&self) -> Option<&UdpSocket> {
         match self {
-            Replies::Shared(..) => std::future::pending().await,
-            Replies::Own(socket) => socket.recv(buf).await,
+            Replies::Shared(..) => None,
+            Replies::Own(socket) => Some(socket),
         }
     }
 }
 
+/// Most datagrams relayed in one go before the relay lets other tasks run.
+const BURST: usize = 64;
+
+thread_local! {
+    /// Where relayed datagrams land: one buffer per runtime thread, so that a flow holds none
+    /// of its own. It is never held across an await.
+    static DATAGRAM: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; MAX_DATAGRAM].into_boxed_slice());
+}
+
 /// Relays an allowed flow until it is idle for `flow_idle_timeout` (no datagram either way) or
 /// the drain deadline passes: the upstream's datagrams to the client, and (TPROXY) the client's
-/// datagrams that reach the flow's own socket to the upstream.
+/// datagrams that reach the flow's own socket to the upstream. UDP all the way: a datagram the
+/// other side's socket cannot take now is dropped, as the network would.
 async fn relay(listener: &Listener, open: &Open, reply: &Replies) -> Result<(), String> {
     let idle = listener.limits.load().flow_idle_timeout();
-    let mut down = vec![0u8; MAX_DATAGRAM];
-    let mut up = vec![0u8; MAX_DATAGRAM];
+    let own = reply.own();
     loop {
         let last = open.born + Duration::from_millis(open.last.load(Ordering::Relaxed));
         tokio::select! {
-            received = open.upstream.recv(&mut down) => match received {
-                Ok(n) => {
-                    open.server_sent(&down[..n]);
-                    reply.send(&down[..n]).await;
+            ready = std::future::poll_fn(|cx| open.upstream.poll_recv_ready(cx)) => {
+                ready.map_err(|e| format!("receiving from the upstream: {e}"))?;
+                burst(&open.upstream, |datagram| {
+                    open.server_sent(datagram);
+                    let _ = reply.try_send(datagram);
+                })
+                .map_err(|e| format!("receiving from the upstream: {e}"))?;
+            }
+            ready = async {
+                match own {
+                    Some(socket) => std::future::poll_fn(|cx| socket.poll_recv_ready(cx)).await,
+                    None => std::future::pending().await,
                 }
-                // An ICMP error (port unreachable) is the upstream's answer: the flow goes on.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(format!("receiving from the upstream: {e}")),
-            },
-            received = reply.recv(&mut up) => match received {
-                Ok(n) => {
-                    if let Err(cause) = open.client_sent(&up[..n]) {
-                        listener.metrics.quic_dropped(cause);
-                    }
+            } => {
+                ready.map_err(|e| format!("receiving from the client: {e}"))?;
+                if let Some(socket) = own {
+                    burst(socket, |datagram| {
+                        if let Err(cause) = open.client_sent(datagram) {
+                            listener.metrics.quic_dropped(cause);
+                        }
+                    })
+                    .map_err(|e| format!("receiving from the client: {e}"))?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) => return Err(format!("receiving from the client: {e}")),
-            },
+            }
             () = tokio::time::sleep_until(last + idle) => {
                 // QUIC has no close that snigate can read: a flow ends by going quiet.
                 if open.born + Duration::from_millis(open.last.load(Ordering::Relaxed)) + idle <= Instant::now() {
@@ -664,5 +673,22 @@ async fn relay(listener: &Listener, open: &Open, reply: &Replies) -> Result<(), 
             }
             () = listener.drain.passed() => return Err("cut at the drain deadline".into()),
         }
+        tokio::task::yield_now().await;
     }
+}
+
+/// Takes up to [`BURST`] datagrams waiting on `socket`, through the thread's buffer. An ICMP
+/// error (port unreachable) is the peer's answer, not the flow's end.
+fn burst(socket: &UdpSocket, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    DATAGRAM.with_borrow_mut(|buf| {
+        for _ in 0..BURST {
+            match socket.try_recv(buf) {
+                Ok(n) => each(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
 }
