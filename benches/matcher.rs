@@ -20,6 +20,10 @@ use criterion::{Criterion, criterion_group};
 use snigate::internal::{AcMatcher, Reference};
 use snigate::{List, Name, Pattern, RuleSet, Verdict};
 
+mod support;
+
+use support::names::{self, Form, Rng, domain};
+
 /// Counts live and peak heap bytes, so that bytes per pattern are measured, not estimated.
 struct Counting;
 
@@ -54,84 +58,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// splitmix64: deterministic lists, the same on every run and machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// TLDs with a blocklist-like spread (weights in percent).
-const TLDS: &[(&str, u64)] = &[
-    ("com", 46),
-    ("net", 8),
-    ("org", 6),
-    ("de", 4),
-    ("co.uk", 4),
-    ("ru", 4),
-    ("info", 3),
-    ("io", 3),
-    ("xyz", 3),
-    ("fr", 3),
-    ("com.br", 3),
-    ("jp", 3),
-    ("nl", 2),
-    ("top", 2),
-    ("in", 2),
-    ("cn", 2),
-    ("pl", 2),
-];
-
-fn label(rng: &mut Rng) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let len = 3 + rng.below(10) as usize;
-    let mut s: String = (0..len).map(|_| CHARS[rng.below(26) as usize] as char).collect();
-    if len > 6 && rng.below(5) == 0 {
-        s.insert(len / 2, '-');
-    }
-    if rng.below(10) == 0 {
-        s.push(CHARS[26 + rng.below(10) as usize] as char);
-    }
-    s
-}
-
-/// A registrable domain plus 0–2 more labels: 2 to 5 labels with the TLD.
-fn domain(rng: &mut Rng) -> String {
-    let mut pick = rng.below(100);
-    let mut tld = TLDS[0].0;
-    for &(t, w) in TLDS {
-        if pick < w {
-            tld = t;
-            break;
-        }
-        pick -= w;
-    }
-    let sub = [0, 0, 1, 1, 1, 2][rng.below(6) as usize];
-    let mut parts: Vec<String> = (0..sub).map(|_| label(rng)).collect();
-    parts.push(label(rng));
-    parts.push(tld.to_string());
-    parts.join(".")
-}
-
 /// `n` patterns: 50% exact (hosts files), 30% `.name` (adblock, plain lists), 20% `*.name`.
 fn synthetic(n: usize, seed: u64) -> List {
     let mut rng = Rng(seed);
     let patterns = (0..n)
         .map(|_| {
-            let name = Name::parse(domain(&mut rng).as_bytes(), false).expect("generated names are valid");
-            match rng.below(10) {
-                0..=4 => Pattern::Exact(name),
-                5..=7 => Pattern::Apex(name),
-                _ => Pattern::Below(name),
+            let (name, form) = names::pattern(&mut rng);
+            let name = Name::parse(name.as_bytes(), false).expect("generated names are valid");
+            match form {
+                Form::Exact => Pattern::Exact(name),
+                Form::Apex => Pattern::Apex(name),
+                Form::Below => Pattern::Below(name),
             }
         })
         .collect();

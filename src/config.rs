@@ -15,8 +15,8 @@ use toml::Spanned;
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::policy::decide::RuleSet;
 use crate::policy::destination::accepts;
-use crate::rules::file::{RuleErrors, load_rules, preset_rules};
-use crate::rules::list::{ListSpec, load_list};
+use crate::rules::file::RuleErrors;
+use crate::rules::list::ListSpec;
 use crate::rules::rule::Verdict;
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -763,18 +763,8 @@ impl Config {
 
     /// Loads and compiles the configured rules and lists into a snapshot.
     pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
-        let rules = match &self.rules.files {
-            Some(paths) => load_rules(paths),
-            None => preset_rules(),
-        };
-        let lists: Vec<_> = self.rules.lists.iter().map(|l| load_list(&l.spec(), &l.path)).collect();
-        let mut errors = Vec::new();
-        let rules = rules.map_err(|e| errors.extend(e.0)).unwrap_or_default();
-        let lists = lists.into_iter().filter_map(|l| l.map_err(|e| errors.extend(e.0)).ok()).collect();
-        if !errors.is_empty() {
-            return Err(RuleErrors(errors));
-        }
-        let set = RuleSet::new(rules, lists, self.rules.default);
+        let lists: Vec<_> = self.rules.lists.iter().map(|l| (l.spec(), l.path.as_path())).collect();
+        let set = RuleSet::load(self.rules.files.as_deref(), &lists, self.rules.default)?;
         Ok(match self.rules.no_sni {
             NoSni::Ip => set,
             NoSni::Deny => set.deny_no_sni(),

@@ -60,17 +60,20 @@ pub use crate::metrics::registry::{
 pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
 pub use crate::outcome::{Outcome, Stage};
 pub use crate::policy::decide::{Decision, Matched, RuleSet, Rules};
+pub use crate::policy::origin::RuleRef;
 pub use crate::proxy::listener::SharedCredentials;
 pub use crate::proxy::server::Server;
 pub use crate::proxy::splice::{End, Moved, splice};
 pub use crate::reason::Reason;
 pub use crate::reload::{DEBOUNCE, ReloadTrigger, reload_credentials, reload_rules, watch_rules, watched_dirs};
 pub use crate::rules::check::{Counts, Finding, Report, check};
-pub use crate::rules::file::{PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, preset_rules};
+pub use crate::rules::file::{
+    PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, preset_rules, rule_text,
+};
 pub use crate::rules::list::{List, ListSpec, load_list, parse_list};
 pub use crate::rules::pattern::{Glob, Pattern, PatternError};
 pub use crate::rules::precedence::{Kind, Precedence};
-pub use crate::rules::rule::{PortRange, Rule, RuleRef, Target, Verdict, canonical_ip};
+pub use crate::rules::rule::{PortRange, Rule, Target, Verdict, canonical_ip};
 pub use crate::rules::salesforce;
 
 /// For tests, benches and fuzz targets: the alternative and the naive matching engines the

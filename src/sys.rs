@@ -1,7 +1,8 @@
 //! The crate's only `unsafe`: the Linux calls that std, tokio and socket2 do not wrap
 //! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`), tokio's
 //! registration of a raw listening socket, and taking the listening sockets a service manager
-//! passed, each behind a safe wrapper over owned or borrowed file descriptors.
+//! passed, each behind a safe wrapper over owned or borrowed file descriptors; and glibc's
+//! `mallopt`, so that a dropped rule snapshot goes back to the system.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -105,6 +106,43 @@ pub fn set_defer_accept(listener: BorrowedFd<'_>, seconds: u32) -> io::Result<()
         )
     };
     if set == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Allocations of this size and up get their own mapping, given back when freed.
+pub const OWN_MAPPING: usize = 128 << 10;
+
+/// Makes every allocation of [`OWN_MAPPING`] bytes or more a mapping of its own for the life of
+/// the process. glibc otherwise raises that threshold each time it frees such a mapping, up to
+/// 32 MiB, and serves later large allocations from its heap, which keeps what they free: a
+/// reload would then leave the old snapshot's size resident. musl always maps large
+/// allocations, so there this does nothing.
+pub fn map_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two ints and changes only the allocator's tuning; no pointers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING as libc::c_int);
+    }
+}
+
+/// Asks the kernel to back `data` with huge pages (2 MiB), now: for a large table read at
+/// random, one TLB entry then covers 512 times as much of it. Only the 2 MiB-aligned part of
+/// `data` can be; where transparent huge pages are off, or the kernel predates
+/// `MADV_COLLAPSE` (6.1), this does nothing, or only marks the range for `khugepaged`.
+pub fn huge_pages<T>(data: &[T]) {
+    const HUGE: usize = 2 << 20;
+    /// `MADV_COLLAPSE` (Linux 6.1): collapse the range into huge pages synchronously.
+    const MADV_COLLAPSE: libc::c_int = 25;
+    let start = data.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(data);
+    let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if first >= last {
+        return;
+    }
+    for advice in [libc::MADV_HUGEPAGE, MADV_COLLAPSE] {
+        // SAFETY: the range lies inside `data`, a live allocation this process owns; the
+        // advice changes how it is backed, never its contents.
+        unsafe { libc::madvise(first as *mut libc::c_void, last - first, advice) };
+    }
 }
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use snigate::{Kind, Name, Reason, RuleRef, RuleSet, Verdict, parse_rules};
+use snigate::{Kind, Name, Reason, RuleSet, Verdict, parse_rules};
 
 /// The spec's example block (the catch-all is tested on its own below).
 const SPEC: &str = "\
@@ -71,8 +71,7 @@ fn run(rules: &str, default: Verdict, cases: &[Case]) {
         let port = dst.map_or(c.port, |d| d.port());
         let d = set.decide(sni.as_ref(), src, dst, port);
         let line = match d.rule {
-            Some(RuleRef::Line { line, .. }) => *line,
-            Some(other) => panic!("{}: unexpected rule {other}", c.what),
+            Some(rule) => rule.line().unwrap_or_else(|| panic!("{}: unexpected rule {rule}", c.what)),
             None => 0,
         };
         assert_eq!((d.verdict, d.reason, line), (c.verdict, c.reason, c.line), "{}", c.what);

@@ -1,7 +1,9 @@
-//! Helpers shared by the process-level benches (`throughput`, `e2e`, `hostile`, `quic`): CPU
-//! pinning, the process under test started on CPU 0, and its CPU time and memory read from
-//! `/proc`.
+//! Helpers shared by the benches: CPU pinning, the process under test started on CPU 0, its
+//! CPU time and memory read from `/proc`, a command's CPU time and peak memory, and
+//! deterministic synthetic names ([`names`]).
 #![allow(dead_code)]
+
+pub mod names;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -62,19 +64,8 @@ impl Proc {
     /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
     /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
     pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {
-        let mut cmd = if pinned { Command::new("taskset") } else { Command::new(program) };
-        if pinned {
-            cmd.args(["-c", "0", program]);
-        }
         let log = std::fs::File::create(stderr).expect("stderr file");
-        let child = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{name}: cannot start {program}: {e}"));
-        let mut proc = Proc { child, name: name.to_string() };
+        let mut proc = Proc::spawn(name, program, args, pinned, log.into());
         for addr in addrs {
             let deadline = Instant::now() + Duration::from_secs(10);
             while TcpStream::connect(addr).is_err() {
@@ -87,6 +78,36 @@ impl Proc {
             }
         }
         proc
+    }
+
+    /// Starts `program args…` (on CPU 0 when `pinned`) without waiting for anything. Its stderr
+    /// goes to `stderr`, stdout is dropped.
+    pub fn spawn(name: &str, program: &str, args: &[&str], pinned: bool, stderr: Stdio) -> Proc {
+        let mut cmd = if pinned { Command::new("taskset") } else { Command::new(program) };
+        if pinned {
+            cmd.args(["-c", "0", program]);
+        }
+        let child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {program}: {e}"));
+        Proc { child, name: name.to_string() }
+    }
+
+    /// The process's stderr, when it was spawned with `Stdio::piped()`.
+    pub fn stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// Resets the tree's `VmHWM` to its current `VmRSS` (`clear_refs` 5), so that a later
+    /// `VmHWM` is the peak since now.
+    pub fn reset_peak(&self) {
+        for pid in tree(self.pid()) {
+            std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
+        }
     }
 
     /// The pid of the tree's root.
@@ -176,4 +197,35 @@ fn ticks(pid: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+}
+
+/// What a finished command used: its exit status, CPU time and peak resident memory.
+pub struct Usage {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// utime + stime, in seconds.
+    pub cpu: f64,
+    /// Peak resident memory (`ru_maxrss`), in bytes.
+    pub max_rss: u64,
+}
+
+/// Runs `cmd` to completion (stdout and stderr dropped) and reports its own rusage, from
+/// `wait4` on its pid.
+pub fn measured(cmd: &mut Command) -> Usage {
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid (plain integers).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unwaited child; both pointers are to live locals. The `Child` is
+    // dropped without a wait, so it never reaps the pid a second time.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Usage {
+        success: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
+        max_rss: usage.ru_maxrss as u64 * 1024,
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValue;
 
 use crate::config::{Keyword, LogFormat, Mode, RejectStyle};
+use crate::policy::decide::RuleSet;
 use crate::rules::file::{PRESET, RuleErrors, load_rules, preset_rules};
 use crate::rules::list::{List, ListSpec, load_list};
 use crate::rules::rule::{Rule, Verdict};
@@ -56,7 +57,23 @@ pub struct ListArgs {
     pub lenient: bool,
 }
 
-/// Everything `check` and `match` load, with every error of every file and list.
+/// The rules and lists of `snigate match` (and `hello`), compiled as they are read.
+/// `Err(Ok(errors))`: invalid input; `Err(Err(message))`: a usage error.
+pub(super) fn compile(
+    paths: &[PathBuf],
+    list_args: &ListArgs,
+    default: Verdict,
+) -> Result<RuleSet, Result<RuleErrors, String>> {
+    let specs = list_specs(list_args).map_err(Err)?;
+    let lists: Vec<_> = specs.iter().map(|(spec, path)| (spec.clone(), path.as_path())).collect();
+    RuleSet::load((!paths.is_empty()).then_some(paths), &lists, default).map_err(Ok)
+}
+
+fn list_specs(list_args: &ListArgs) -> Result<Vec<(ListSpec, PathBuf)>, String> {
+    list_args.lists.iter().map(|a| parse_list_arg(a, list_args.lenient)).collect()
+}
+
+/// Everything `check` loads, with every error of every file and list.
 pub(super) struct Loaded {
     pub rules: Vec<Rule>,
     pub lists: Vec<List>,
@@ -66,12 +83,7 @@ pub(super) struct Loaded {
 
 /// `Err(Ok(errors))`: invalid input; `Err(Err(message))`: a usage error.
 pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Result<RuleErrors, String>> {
-    let specs = list_args
-        .lists
-        .iter()
-        .map(|a| parse_list_arg(a, list_args.lenient))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Err)?;
+    let specs = list_specs(list_args).map_err(Err)?;
     let mut errors = Vec::new();
     let (rules, mut sources): (Vec<Rule>, Vec<String>) = if paths.is_empty() {
         let names = PRESET.iter().map(|(name, _)| format!("{name} (embedded)")).collect();

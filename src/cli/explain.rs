@@ -6,12 +6,13 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, load, parse_verdict};
+use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, parse_verdict};
 use crate::name::Name;
-use crate::policy::decide::{Decision, RuleSet};
+use crate::policy::decide::Decision;
 use crate::reason::Reason;
+use crate::rules::file::rule_text;
 use crate::rules::precedence::Kind;
-use crate::rules::rule::{RuleRef, Verdict};
+use crate::rules::rule::Verdict;
 
 /// Arguments of `snigate match`.
 #[derive(Debug, clap::Args)]
@@ -75,8 +76,8 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let loaded = match load(&args.rules, &args.lists) {
-        Ok(loaded) => loaded,
+    let set = match compile(&args.rules, &args.lists, args.default) {
+        Ok(set) => set,
         Err(Ok(errors)) => {
             eprintln!("snigate match: invalid rules:\n{errors}");
             return ExitCode::from(EXIT_USAGE);
@@ -102,21 +103,21 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
         Some(Ok(name)) => Some(name),
         None => None,
     };
-    let unported = port == 0 && loaded.rules.iter().any(|r| !r.ports.is_empty());
-    let set = RuleSet::new(loaded.rules, loaded.lists, args.default);
+    let unported = port == 0 && set.has_port_rules();
     let d = set.decide(name.as_ref(), args.from, args.dst, port);
     let why = explain(&d, name.as_ref(), args.dst, port);
-    let text = d.rule.map(|r| match r {
-        RuleRef::Line { text, .. } => text.to_string(),
-        RuleRef::List { name } => format!("list {name}"),
+    // The snapshot keeps the rule's line, not its text: read it again.
+    let text = d.rule.map(|r| match r.line() {
+        Some(line) => rule_text(r.ruleset(), line, args.rules.is_empty()).unwrap_or_default(),
+        None => format!("list {}", r.ruleset()),
     });
     if args.json {
         let v = json!({
             "name": name.as_ref().map(Name::as_str),
             "verdict": d.verdict.as_str(),
             "reason": d.reason.as_str(),
-            "rule": d.rule.map(ToString::to_string),
-            "ruleset": d.rule.map(RuleRef::ruleset),
+            "rule": d.rule.map(|r| r.to_string()),
+            "ruleset": d.rule.map(|r| r.ruleset()),
             "rule_text": text,
             "explanation": why,
             "port": (port != 0).then_some(port),

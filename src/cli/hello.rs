@@ -13,7 +13,6 @@ use crate::hello::quic::{Inspect, Inspector, QuicLimits};
 use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
 use crate::policy::decide::RuleSet;
 use crate::reason::Reason;
-use crate::rules::file::load_rules;
 use crate::rules::rule::Verdict;
 
 /// Arguments of `snigate hello`.
@@ -65,8 +64,8 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
     let rules = if args.rules.is_empty() {
         None
     } else {
-        match load_rules(&args.rules) {
-            Ok(rules) => Some(RuleSet::new(rules, Vec::new(), Verdict::Deny)),
+        match RuleSet::load(Some(&args.rules), &[], Verdict::Deny) {
+            Ok(rules) => Some(rules),
             Err(errors) => {
                 eprint!("snigate hello: invalid rules:\n{errors}");
                 return ExitCode::from(EXIT_USAGE);
@@ -79,7 +78,7 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             let decision = rules
                 .as_ref()
                 .map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None, args.port.unwrap_or(0)));
-            let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(ToString::to_string)));
+            let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(|r| r.to_string())));
             if json {
                 let mut v = hello_json(hello);
                 v["transport"] = json!(if quic { "quic" } else { "tcp" });

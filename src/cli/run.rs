@@ -139,6 +139,7 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
 
 /// Runs the proxy until SIGTERM or SIGINT, reloading the rules on SIGHUP.
 pub fn run_command(args: &RunArgs) -> ExitCode {
+    crate::sys::map_large_allocations();
     let mut config = match configuration(args) {
         Ok(config) => config,
         Err(errors) => {

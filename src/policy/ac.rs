@@ -36,7 +36,7 @@ impl AcMatcher {
             let mut pattern: Vec<u8> = key.iter().rev().copied().collect();
             pattern.push(b'.');
             patterns.push(pattern);
-            nodes.push((node, label_count(std::str::from_utf8(key).unwrap_or_default())));
+            nodes.push((node, label_count(key)));
         }
         let automaton = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::ContiguousNFA))

@@ -9,11 +9,12 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::destination::canonical;
-use super::table::{Action, Found, Origin, SuffixTable, walk_hashed};
+use super::origin::{Origins, RuleRef};
+use super::table::{Action, Found, SuffixTable, walk_hashed};
 use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::precedence::Kind;
-use crate::rules::rule::{RuleRef, Verdict};
+use crate::rules::rule::Verdict;
 
 /// The rule snapshot every listener reads; a reload swaps it whole, and connections already
 /// open keep the snapshot they were decided with.
@@ -29,8 +30,8 @@ pub struct Matched {
     pub labels: u8,
 }
 
-/// The outcome for one connection. Borrowing the rule reference from the snapshot keeps
-/// `decide` allocation-free.
+/// The outcome for one connection. The rule reference is a handle into the snapshot, which
+/// keeps `decide` allocation-free and leaves finding the rule's file and line to those who ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'r> {
     /// Allow or deny.
@@ -38,7 +39,7 @@ pub struct Decision<'r> {
     /// Why: `rule`, `default` or `no_sni`.
     pub reason: Reason,
     /// The deciding rule; `None` for `default` and `no_sni`.
-    pub rule: Option<&'r RuleRef>,
+    pub rule: Option<RuleRef<'r>>,
     /// How the deciding rule matched; `None` when no rule decided.
     pub matched: Option<Matched>,
 }
@@ -67,8 +68,9 @@ pub(crate) struct IpRule {
 pub(crate) struct Compiled {
     /// Exact, glob and suffix rules, by key.
     pub table: SuffixTable,
-    /// Rule origins; large lists share one each.
-    pub origins: Vec<Origin>,
+    /// Where each rule was written, and the scopes and globs of those that have them; large
+    /// lists share one origin each.
+    pub origins: Origins,
     /// `*` rules, best first.
     pub any: Vec<Action>,
     /// `ip` rules, best first.
@@ -84,6 +86,8 @@ pub struct RuleSet {
     pub(crate) default: Verdict,
     /// Patterns loaded (rules plus list entries), for the `snigate_rules_loaded` gauge.
     pub(crate) len: usize,
+    /// Whether some rule has a `port` clause.
+    pub(crate) port_scoped: bool,
     /// `[rules] no_sni = "deny"`: a hello without SNI is denied whatever the `ip` rules say.
     pub(crate) no_sni_denied: bool,
 }
@@ -142,10 +146,9 @@ impl RuleSet {
     /// every connection to the destinations it decides, whatever name led there; a `deny ip …
     /// port` rule bars them on its ports only. NAT64 addresses are judged as the IPv4 address
     /// they stand for.
-    pub fn denies_destination(&self, src: IpAddr, dst: SocketAddr) -> Option<&RuleRef> {
+    pub fn denies_destination(&self, src: IpAddr, dst: SocketAddr) -> Option<RuleRef<'_>> {
         let rule = self.ip_rule(src.to_canonical(), canonical(dst.ip()), dst.port())?;
-        let origin = &self.compiled.origins[rule.action.origin()];
-        (origin.verdict == Verdict::Deny).then_some(&origin.rule)
+        rule.action.deny().then(|| self.compiled.origins.rule(rule.action.origin()))
     }
 
     /// The decision of the `allow ip … port` rule that lets destination `dst` (address and
@@ -158,8 +161,7 @@ impl RuleSet {
             return None;
         }
         let rule = self.ip_rule(src.to_canonical(), canonical(dst.ip()), dst.port())?;
-        let origin = &self.compiled.origins[rule.action.origin()];
-        let alone = origin.verdict == Verdict::Allow && !origin.ports.is_empty();
+        let alone = !rule.action.deny() && rule.action.by_port();
         alone.then(|| self.by_rule(rule.action, rule.net.prefix_len()))
     }
 
@@ -171,11 +173,10 @@ impl RuleSet {
     }
 
     fn by_rule(&self, a: Action, labels: u8) -> Decision<'_> {
-        let origin = &self.compiled.origins[a.origin()];
         Decision {
-            verdict: origin.verdict,
+            verdict: if a.deny() { Verdict::Deny } else { Verdict::Allow },
             reason: Reason::Rule,
-            rule: Some(&origin.rule),
+            rule: Some(self.compiled.origins.rule(a.origin())),
             matched: Some(Matched { kind: a.kind(), labels }),
         }
     }
@@ -193,7 +194,12 @@ impl RuleSet {
 
     /// The `ruleset` labels this snapshot can report: its rule files and list names.
     pub fn rulesets(&self) -> BTreeSet<&str> {
-        self.compiled.origins.iter().map(|o| o.rule.ruleset()).collect()
+        self.compiled.origins.rulesets().collect()
+    }
+
+    /// Whether some rule has a `port` clause (and so does not apply where the port is unknown).
+    pub fn has_port_rules(&self) -> bool {
+        self.port_scoped
     }
 
     /// The verdict for names that match nothing.
@@ -201,9 +207,10 @@ impl RuleSet {
         self.default
     }
 
-    /// Approximate heap bytes held by the name index (the bulk of a large snapshot).
+    /// Approximate heap bytes held by the name index and the origins (the bulk of a large
+    /// snapshot).
     pub fn heap_bytes(&self) -> usize {
-        self.compiled.table.heap_bytes() + self.compiled.origins.capacity() * std::mem::size_of::<Origin>()
+        self.compiled.table.heap_bytes() + self.compiled.origins.heap_bytes()
     }
 }
 
@@ -248,7 +255,7 @@ deny ip 198.51.100.0/24
 ";
         let set = RuleSet::new(parse_rules("t.rules", text).unwrap(), Vec::new(), Verdict::Deny);
         let src: IpAddr = "10.0.0.1".parse().unwrap();
-        let barred = |dst: &str| set.denies_destination(src, dst.parse().unwrap()).map(ToString::to_string);
+        let barred = |dst: &str| set.denies_destination(src, dst.parse().unwrap()).map(|r| r.to_string());
         assert_eq!(barred("203.0.113.1:25").as_deref(), Some("t.rules:1"));
         assert_eq!(barred("203.0.113.1:6500").as_deref(), Some("t.rules:1"));
         assert_eq!(barred("203.0.113.1:443"), None, "another port");

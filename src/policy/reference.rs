@@ -5,18 +5,19 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::decide::{Decision, Matched};
+use super::origin::Origins;
 use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::list::List;
 use crate::rules::precedence::{Kind, Precedence};
-use crate::rules::rule::{Rule, RuleRef, Target, Verdict};
+use crate::rules::rule::{Rule, Target, Verdict};
 
 /// Every rule and list entry, flattened, in load order.
 pub struct Reference {
     /// Each rule, list entries as rules without scopes, with its origin index.
     rules: Vec<(Rule, usize)>,
-    /// Rule references, indexed like `RuleSet`'s origins: rules, then one per list.
-    origins: Vec<RuleRef>,
+    /// Where each rule was written, indexed like `RuleSet`'s origins: rules, then one per list.
+    origins: Origins,
     /// Verdict when nothing matches.
     default: Verdict,
 }
@@ -25,24 +26,25 @@ impl Reference {
     /// Flattens rules and lists, keeping load order.
     pub fn new(rules: &[Rule], lists: &[List], default: Verdict) -> Reference {
         let mut flat = Vec::new();
-        let mut origins = Vec::new();
+        let mut origins = Origins::default();
         for r in rules {
-            flat.push((r.clone(), origins.len()));
-            origins.push(r.origin.clone());
+            origins.file(r.file.clone());
+            flat.push((r.clone(), origins.push(r.line, Box::default(), Box::default(), None)));
         }
         for l in lists {
-            let origin = RuleRef::List { name: l.name.clone() };
+            let origin = origins.list(l.name.clone());
             for p in &l.patterns {
                 let entry = Rule {
                     verdict: l.verdict,
                     target: Target::Name(p.clone()),
                     from: Box::default(),
                     ports: Box::default(),
-                    origin: origin.clone(),
+                    file: l.name.clone(),
+                    line: 0,
+                    text: Box::default(),
                 };
-                flat.push((entry, origins.len()));
+                flat.push((entry, origin));
             }
-            origins.push(origin);
         }
         Reference { rules: flat, origins, default }
     }
@@ -81,7 +83,7 @@ impl Reference {
         match won {
             Some((origin, m)) => {
                 let verdict = self.rules.iter().find(|r| r.1 == origin).map_or(Verdict::Deny, |r| r.0.verdict);
-                Decision { verdict, reason: Reason::Rule, rule: Some(&self.origins[origin]), matched: Some(m) }
+                Decision { verdict, reason: Reason::Rule, rule: Some(self.origins.rule(origin)), matched: Some(m) }
             }
             None => none,
         }

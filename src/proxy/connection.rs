@@ -504,7 +504,7 @@ impl Conn<'_> {
         self.record.reason = decision.reason;
         self.record.ruleset = decision.rule.map(|r| r.ruleset_label());
         if self.listener.access_log.is_on() {
-            self.record.rule = decision.rule.map(ToString::to_string);
+            self.record.rule = decision.rule.map(|r| r.to_string());
         }
     }
 

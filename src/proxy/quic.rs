@@ -369,7 +369,7 @@ impl Table {
                 record.reason = decision.reason;
                 record.ruleset = decision.rule.map(|r| r.ruleset_label());
                 if listener.access_log.is_on() {
-                    record.rule = decision.rule.map(ToString::to_string);
+                    record.rule = decision.rule.map(|r| r.to_string());
                 }
                 if decision.verdict == Verdict::Deny {
                     return self.deny(key, Denied::by(decision.reason));

@@ -23,8 +23,9 @@ use ipnet::IpNet;
 use super::list::List;
 use super::pattern::Pattern;
 use super::precedence::{Kind, Precedence};
-use super::rule::{PortRange, Rule, RuleRef, Target, Verdict};
+use super::rule::{PortRange, Rule, Target, Verdict};
 use super::salesforce::FAMILIES;
+use crate::name::Name;
 
 /// Rules by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -55,54 +56,56 @@ pub struct Counts {
     pub list_entries: usize,
 }
 
-/// One observation about a valid rule set.
+/// One observation about a valid rule set, naming the rules it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
+pub enum Finding<'a> {
     /// `rule` repeats `first` exactly.
     Duplicate {
         /// The later rule.
-        rule: RuleRef,
+        rule: &'a Rule,
         /// The rule it repeats.
-        first: RuleRef,
+        first: &'a Rule,
     },
     /// `rule` can never decide: `by` always wins where it would match.
     Shadowed {
         /// The rule that never decides.
-        rule: RuleRef,
+        rule: &'a Rule,
         /// The rule that wins instead.
-        by: RuleRef,
+        by: &'a Rule,
     },
     /// An allow and a deny that meet at the same specificity; deny wins there.
     Conflict {
         /// The allow rule.
-        allow: RuleRef,
+        allow: &'a Rule,
         /// The deny rule.
-        deny: RuleRef,
+        deny: &'a Rule,
     },
     /// A restriction of Salesforce orgs by name that connections without SNI get around:
     /// `ip` rules decide those by address alone, and a Salesforce address serves every org.
     NoSniBypass {
         /// The deny rule that restricts orgs by name.
-        deny: RuleRef,
+        deny: &'a Rule,
         /// The `allow ip` rule that lets connections without SNI through.
-        ip: RuleRef,
+        ip: &'a Rule,
     },
 }
 
 /// The result of [`check`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Report {
+pub struct Report<'a> {
     /// Rules by kind.
     pub counts: Counts,
     /// Duplicates, shadowed rules and conflicts, in rule order.
-    pub findings: Vec<Finding>,
+    pub findings: Vec<Finding<'a>>,
 }
 
 /// Analyses parsed rules and lists.
-pub fn check(rules: &[Rule], lists: &[List]) -> Report {
+pub fn check<'a>(rules: &'a [Rule], lists: &[List]) -> Report<'a> {
     let mut counts = Counts { lists: lists.len(), ..Counts::default() };
     counts.list_entries = lists.iter().map(|l| l.patterns.len()).sum();
-    let mut groups: HashMap<String, Vec<&Rule>> = HashMap::new();
+    // Each rule's group, numbered in order of first appearance.
+    let mut numbers: HashMap<Group<'_>, u32> = HashMap::with_capacity(rules.len());
+    let mut group_of = Vec::with_capacity(rules.len());
     for r in rules {
         match &r.target {
             Target::Ip(_) => counts.ip += 1,
@@ -118,40 +121,59 @@ pub fn check(rules: &[Rule], lists: &[List]) -> Report {
             Verdict::Allow => counts.allow += 1,
             Verdict::Deny => counts.deny += 1,
         }
-        groups.entry(group_key(&r.target)).or_default().push(r);
+        let next = numbers.len() as u32;
+        group_of.push(*numbers.entry(Group::of(&r.target)).or_insert(next));
+    }
+    // Only groups of two rules or more are compared.
+    let mut sizes = vec![0u32; numbers.len()];
+    drop(numbers);
+    for &g in &group_of {
+        sizes[g as usize] += 1;
+    }
+    let mut slot = vec![u32::MAX; sizes.len()];
+    let mut groups: Vec<Vec<&Rule>> = Vec::new();
+    for (r, &g) in rules.iter().zip(&group_of) {
+        if sizes[g as usize] > 1 {
+            if slot[g as usize] == u32::MAX {
+                slot[g as usize] = groups.len() as u32;
+                groups.push(Vec::new());
+            }
+            groups[slot[g as usize] as usize].push(r);
+        }
     }
     let mut findings = Vec::new();
-    let mut order: Vec<&Vec<&Rule>> = groups.values().filter(|g| g.len() > 1).collect();
-    order.sort_by_key(|g| position(g[0]));
-    for group in order {
+    for group in &groups {
         analyse_group(group, &mut findings);
     }
     findings.sort_by_key(|f| match f {
-        Finding::Duplicate { rule, .. } | Finding::Shadowed { rule, .. } => (ref_position(rule), 0),
-        Finding::Conflict { allow, deny } => (std::cmp::max(ref_position(allow), ref_position(deny)), 1),
-        Finding::NoSniBypass { deny, ip } => (std::cmp::max(ref_position(deny), ref_position(ip)), 2),
+        Finding::Duplicate { rule, .. } | Finding::Shadowed { rule, .. } => (position(rule), 0),
+        Finding::Conflict { allow, deny } => (std::cmp::max(position(allow), position(deny)), 1),
+        Finding::NoSniBypass { deny, ip } => (std::cmp::max(position(deny), position(ip)), 2),
     });
     findings.extend(no_sni_bypass(rules));
     Report { counts, findings }
 }
 
 /// The first Salesforce-org restriction by name and the first `allow ip` rule, when both exist.
-fn no_sni_bypass(rules: &[Rule]) -> Option<Finding> {
+fn no_sni_bypass(rules: &[Rule]) -> Option<Finding<'_>> {
     let salesforce = |r: &&Rule| match &r.target {
         Target::Name(p) => p.key().is_some_and(|k| {
-            FAMILIES.iter().any(|f| k.as_str() == f.domain || k.as_str().ends_with(&format!(".{}", f.domain)))
+            let k = k.as_str();
+            FAMILIES
+                .iter()
+                .any(|f| k.strip_suffix(f.domain).is_some_and(|above| above.is_empty() || above.ends_with('.')))
         }),
         Target::Ip(_) => false,
     };
     let deny = rules.iter().filter(|r| r.verdict == Verdict::Deny).find(salesforce)?;
     let ip = rules.iter().find(|r| r.verdict == Verdict::Allow && matches!(r.target, Target::Ip(_)))?;
-    Some(Finding::NoSniBypass { deny: deny.origin.clone(), ip: ip.origin.clone() })
+    Some(Finding::NoSniBypass { deny, ip })
 }
 
-fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
+fn analyse_group<'a>(group: &[&'a Rule], out: &mut Vec<Finding<'a>>) {
     let mut silenced = vec![false; group.len()];
-    for (j, b) in group.iter().enumerate() {
-        for (i, a) in group.iter().enumerate() {
+    for (j, &b) in group.iter().enumerate() {
+        for (i, &a) in group.iter().enumerate() {
             if i == j {
                 continue;
             }
@@ -161,24 +183,24 @@ fn analyse_group(group: &[&Rule], out: &mut Vec<Finding>) {
                 && same_nets(&a.from, &b.from)
                 && a.ports == b.ports
             {
-                out.push(Finding::Duplicate { rule: b.origin.clone(), first: a.origin.clone() });
+                out.push(Finding::Duplicate { rule: b, first: a });
                 silenced[j] = true;
                 break;
             }
             if overrules(a, b, i < j) {
-                out.push(Finding::Shadowed { rule: b.origin.clone(), by: a.origin.clone() });
+                out.push(Finding::Shadowed { rule: b, by: a });
                 silenced[j] = true;
                 break;
             }
         }
     }
-    for (i, a) in group.iter().enumerate() {
-        for (j, b) in group.iter().enumerate().skip(i + 1) {
+    for (i, &a) in group.iter().enumerate() {
+        for (j, &b) in group.iter().enumerate().skip(i + 1) {
             if a.verdict == b.verdict || silenced[i] || silenced[j] || !same_reach(a, b) {
                 continue;
             }
             let (allow, deny) = if a.verdict == Verdict::Allow { (a, b) } else { (b, a) };
-            out.push(Finding::Conflict { allow: allow.origin.clone(), deny: deny.origin.clone() });
+            out.push(Finding::Conflict { allow, deny });
         }
     }
 }
@@ -260,51 +282,56 @@ fn same_nets(a: &[IpNet], b: &[IpNet]) -> bool {
 }
 
 /// Rules that can overrule each other share a group: the key plus the precedence group.
-fn group_key(target: &Target) -> String {
-    match target {
-        Target::Ip(net) => format!("ip {net}"),
-        Target::Name(Pattern::Apex(x) | Pattern::Below(x)) => format!("suffix {x}"),
-        Target::Name(p) => format!("name {p}"),
-    }
+#[derive(PartialEq, Eq, Hash)]
+enum Group<'a> {
+    /// `ip` rules on one network.
+    Ip(IpNet),
+    /// `.x` and `*.x`: the suffix rules on one name.
+    Suffix(&'a Name),
+    /// One exact name, one glob, or `*`.
+    Pattern(&'a Pattern),
 }
 
-fn position(r: &Rule) -> (String, u32) {
-    ref_position(&r.origin)
-}
-
-fn ref_position(r: &RuleRef) -> (String, u32) {
-    match r {
-        RuleRef::Line { file, line, .. } => (file.to_string(), *line),
-        RuleRef::List { name } => (name.to_string(), 0),
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Finding::Duplicate { rule, first } => {
-                write!(f, "duplicate: {rule} `{}` repeats {first}", text(rule))
-            }
-            Finding::Shadowed { rule, by } => {
-                write!(f, "shadowed: {rule} `{}` never decides: {by} `{}` always wins", text(rule), text(by))
-            }
-            Finding::Conflict { allow, deny } => {
-                write!(f, "conflict: {allow} `{}` and {deny} `{}` meet; deny wins", text(allow), text(deny))
-            }
-            Finding::NoSniBypass { deny, ip } => write!(
-                f,
-                "warning: {deny} `{}` restricts Salesforce orgs by name, but {ip} `{}` lets connections without \
-                 SNI through by address, and a Salesforce address serves every org: a hello without SNI \
-                 reaches any org. Set [rules] no_sni = \"deny\" unless a client needs to connect without SNI",
-                text(deny),
-                text(ip)
-            ),
+impl<'a> Group<'a> {
+    fn of(target: &'a Target) -> Group<'a> {
+        match target {
+            Target::Ip(net) => Group::Ip(*net),
+            Target::Name(Pattern::Apex(x) | Pattern::Below(x)) => Group::Suffix(x),
+            Target::Name(p) => Group::Pattern(p),
         }
     }
 }
 
-fn text(r: &RuleRef) -> &str {
-    r.text()
+/// Where a rule is, for ordering findings.
+fn position(r: &Rule) -> (&str, u32) {
+    (&r.file, r.line)
+}
+
+impl fmt::Display for Finding<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = Rule::location;
+        match self {
+            Finding::Duplicate { rule, first } => {
+                write!(f, "duplicate: {} `{}` repeats {}", at(rule), rule.text, at(first))
+            }
+            Finding::Shadowed { rule, by } => {
+                write!(f, "shadowed: {} `{}` never decides: {} `{}` always wins", at(rule), rule.text, at(by), by.text)
+            }
+            Finding::Conflict { allow, deny } => {
+                write!(f, "conflict: {} `{}` and {} `{}` meet; deny wins", at(allow), allow.text, at(deny), deny.text)
+            }
+            Finding::NoSniBypass { deny, ip } => write!(
+                f,
+                "warning: {} `{}` restricts Salesforce orgs by name, but {} `{}` lets connections without \
+                 SNI through by address, and a Salesforce address serves every org: a hello without SNI \
+                 reaches any org. Set [rules] no_sni = \"deny\" unless a client needs to connect without SNI",
+                at(deny),
+                deny.text,
+                at(ip),
+                ip.text
+            ),
+        }
+    }
 }
 
 impl fmt::Display for Counts {

@@ -17,6 +17,7 @@
 //! A clause's list runs to the next clause keyword or the end of the line.
 
 use std::fmt;
+use std::io::BufRead;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use super::pattern::{Pattern, PatternError};
-use super::rule::{PortRange, Rule, RuleRef, Target, Verdict};
+use super::rule::{PortRange, Rule, Target, Verdict};
 
 /// One problem in a rule file or list, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,44 +134,124 @@ impl fmt::Display for RuleErrors {
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, RuleErrors> {
     let file: Arc<str> = file.into();
     let mut rules = Vec::new();
-    let mut errors = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        match parse_line(raw) {
-            Ok(None) => {}
-            Ok(Some(Parsed { verdict, target, from, ports })) => rules.push(Rule {
-                verdict,
-                target,
-                from,
-                ports,
-                origin: RuleRef::Line {
-                    file: file.clone(),
-                    line,
-                    text: strip_comment(raw).split_whitespace().collect::<Vec<_>>().join(" ").into(),
-                },
-            }),
-            Err((column, kind)) => errors.push(RuleError { file: file.clone(), line, column, kind }),
-        }
-    }
-    if errors.is_empty() { Ok(rules) } else { Err(RuleErrors(errors)) }
+    read_rules(&file, text.as_bytes(), |line, raw, parsed| rules.push(parsed.into_rule(&file, line, raw)))
+        .map_err(RuleErrors)?;
+    Ok(rules)
 }
 
 /// Reads and parses rule files: each path is a file, or a directory whose `*.rules` files
 /// are read in name order. All errors of all files are returned together.
 pub fn load_rules(paths: &[PathBuf]) -> Result<Vec<Rule>, RuleErrors> {
     let mut rules = Vec::new();
+    for_each_rule(Some(paths), |file, line, raw, parsed| rules.push(parsed.into_rule(file, line, raw)))?;
+    Ok(rules)
+}
+
+/// Streams rules to `each` as they are read: the rule files at `paths` (see [`load_rules`]),
+/// or the embedded [`PRESET`] when `paths` is `None`. `each` gets the file's name (one `Arc`
+/// per file), the 1-based line, the line as written and the parsed rule; nothing else is
+/// kept, so that a million rules are never held twice. All errors of all files are returned
+/// together (`each` may have seen rules of a load that then fails).
+pub(crate) fn for_each_rule(
+    paths: Option<&[PathBuf]>,
+    mut each: impl FnMut(&Arc<str>, u32, &str, RuleLine),
+) -> Result<(), RuleErrors> {
     let mut errors = Vec::new();
-    for file in rule_files(paths, &mut errors) {
-        let shown = file.display().to_string();
-        match std::fs::read_to_string(&file) {
-            Ok(text) => match parse_rules(&shown, &text) {
-                Ok(mut r) => rules.append(&mut r),
-                Err(RuleErrors(mut e)) => errors.append(&mut e),
-            },
-            Err(e) => errors.push(io_error(&shown, &e)),
+    let Some(paths) = paths else {
+        for (name, text) in PRESET {
+            let file: Arc<str> = (*name).into();
+            if let Err(mut e) = read_rules(&file, text.as_bytes(), |line, raw, rule| each(&file, line, raw, rule)) {
+                errors.append(&mut e);
+            }
+        }
+        return if errors.is_empty() { Ok(()) } else { Err(RuleErrors(errors)) };
+    };
+    for path in rule_files(paths, &mut errors) {
+        let file: Arc<str> = path.display().to_string().into();
+        let read = match std::fs::File::open(&path) {
+            Ok(f) => read_rules(&file, std::io::BufReader::with_capacity(READ_BUFFER, f), |line, raw, rule| {
+                each(&file, line, raw, rule)
+            }),
+            Err(e) => Err(vec![io_error(&file, &e)]),
+        };
+        if let Err(mut e) = read {
+            errors.append(&mut e);
         }
     }
-    if errors.is_empty() { Ok(rules) } else { Err(RuleErrors(errors)) }
+    if errors.is_empty() { Ok(()) } else { Err(RuleErrors(errors)) }
+}
+
+/// Bytes read from a rule file or list at a time: files are streamed, never read whole.
+pub(crate) const READ_BUFFER: usize = 1 << 16;
+
+/// Parses one rule file from `reader`, calling `each` with every rule (line, line as written,
+/// rule); returns every error, or only the I/O error when the file cannot be read to its end.
+fn read_rules(
+    file: &Arc<str>,
+    reader: impl BufRead,
+    mut each: impl FnMut(u32, &str, RuleLine),
+) -> Result<(), Vec<RuleError>> {
+    let mut errors = Vec::new();
+    let read = for_each_line(reader, |line, raw| match parse_line(raw) {
+        Ok(None) => {}
+        Ok(Some(rule)) => each(line, raw, rule),
+        Err((column, kind)) => errors.push(RuleError { file: file.clone(), line, column, kind }),
+    });
+    match read {
+        Err(e) => Err(vec![io_error(file, &e)]),
+        Ok(()) if errors.is_empty() => Ok(()),
+        Ok(()) => Err(errors),
+    }
+}
+
+/// Calls `each` with every line of `reader` (its 1-based number, and its text without the line
+/// ending), split as [`str::lines`] splits. Text that is not UTF-8 is an error, as reading the
+/// file into a `String` would be.
+pub(crate) fn for_each_line(mut reader: impl BufRead, mut each: impl FnMut(u32, &str)) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut number: u32 = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        number = number.saturating_add(1);
+        let line = match buf.strip_suffix(b"\n") {
+            Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+            None => &buf,
+        };
+        let line = std::str::from_utf8(line)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))?;
+        each(number, line);
+    }
+}
+
+/// The text of the rule at `line` of `file` as written (comment removed, whitespace
+/// collapsed), read again: compiled rules keep only their line. `preset`: `file` is one of the
+/// embedded [`PRESET`] files, not a path.
+pub fn rule_text(file: &str, line: u32, preset: bool) -> Option<String> {
+    let nth = |reader: &mut dyn BufRead| {
+        let raw = reader.split(b'\n').nth(line.checked_sub(1)? as usize)?.ok()?;
+        let raw = String::from_utf8(raw).ok()?;
+        Some(written(raw.strip_suffix('\r').unwrap_or(&raw)))
+    };
+    if preset {
+        let (_, text) = PRESET.iter().find(|(name, _)| *name == file)?;
+        nth(&mut text.as_bytes())
+    } else {
+        nth(&mut std::io::BufReader::with_capacity(READ_BUFFER, std::fs::File::open(file).ok()?))
+    }
+}
+
+/// A rule line as reported: comment removed, whitespace collapsed.
+fn written(raw: &str) -> String {
+    let rule = strip_comment(raw).trim();
+    let collapsed =
+        rule.is_ascii() && !rule.contains("  ") && rule.bytes().all(|b| b == b' ' || !(b as char).is_whitespace());
+    match collapsed {
+        true => rule.to_string(),
+        false => rule.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// Expands directories to their `*.rules` files (sorted); files are kept as given.
@@ -205,23 +286,31 @@ pub(crate) fn strip_comment(line: &str) -> &str {
     line.split_once('#').map_or(line, |(rule, _)| rule)
 }
 
-/// One rule line, before its origin is attached: the fields of [`Rule`] the line gives.
-struct Parsed {
+/// One parsed rule line, before its origin is attached: the fields of [`Rule`] the line gives.
+pub(crate) struct RuleLine {
     /// `allow` or `deny`.
-    verdict: Verdict,
+    pub verdict: Verdict,
     /// The pattern or `ip` CIDR.
-    target: Target,
+    pub target: Target,
     /// The `from` clause; empty without one.
-    from: Box<[IpNet]>,
+    pub from: Box<[IpNet]>,
     /// The `port` clause, sorted; empty without one.
-    ports: Box<[PortRange]>,
+    pub ports: Box<[PortRange]>,
+}
+
+impl RuleLine {
+    /// The rule, written at `line` of `file` as `raw`.
+    fn into_rule(self, file: &Arc<str>, line: u32, raw: &str) -> Rule {
+        let RuleLine { verdict, target, from, ports } = self;
+        Rule { verdict, target, from, ports, file: file.clone(), line, text: written(raw).into() }
+    }
 }
 
 /// The keywords that start a clause, and so end the list of the clause before.
 const CLAUSES: [&str; 2] = ["from", "port"];
 
 /// One line: `Ok(None)` for blank or comment lines; errors carry a 1-based column.
-fn parse_line(raw: &str) -> Result<Option<Parsed>, (u32, RuleErrorKind)> {
+fn parse_line(raw: &str) -> Result<Option<RuleLine>, (u32, RuleErrorKind)> {
     let body = strip_comment(raw);
     let mut tokens = Tokens { line: body, pos: 0 };
     let Some((col, word)) = tokens.next() else { return Ok(None) };
@@ -253,7 +342,7 @@ fn parse_line(raw: &str) -> Result<Option<Parsed>, (u32, RuleErrorKind)> {
         }
         tokens.pos = end;
     }
-    Ok(Some(Parsed { verdict, target, from: from.unwrap_or_default(), ports: ports.unwrap_or_default() }))
+    Ok(Some(RuleLine { verdict, target, from: from.unwrap_or_default(), ports: ports.unwrap_or_default() }))
 }
 
 /// Where the clause whose list starts at byte `start` ends: at the next clause keyword, or at
@@ -381,8 +470,6 @@ pub const PRESET: &[(&str, &str)] = &[("rules/salesforce.rules", include_str!(".
 /// Parses the embedded preset.
 pub fn preset_rules() -> Result<Vec<Rule>, RuleErrors> {
     let mut rules = Vec::new();
-    for (name, text) in PRESET {
-        rules.append(&mut parse_rules(name, text)?);
-    }
+    for_each_rule(None, |file, line, raw, parsed| rules.push(parsed.into_rule(file, line, raw)))?;
     Ok(rules)
 }

@@ -14,10 +14,11 @@
 //! Anything else (adblock options `$…`, paths, IP literals as names) is malformed: an error
 //! with its line number, or counted and skipped when the list is declared lenient.
 
+use std::io::BufRead;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::file::{RuleError, RuleErrorKind, RuleErrors, io_error, strip_comment};
+use super::file::{READ_BUFFER, RuleError, RuleErrorKind, RuleErrors, for_each_line, io_error, strip_comment};
 use super::pattern::Pattern;
 use super::rule::Verdict;
 use crate::name::Name;
@@ -65,33 +66,52 @@ const HOSTS_SELF: &[&str] = &[
 /// Parses a list's text. A strict list fails with every malformed line; a lenient one skips
 /// them and counts them in [`List::skipped`].
 pub fn parse_list(spec: &ListSpec, text: &str) -> Result<List, RuleErrors> {
-    let name: Arc<str> = spec.name.as_str().into();
     let mut patterns = Vec::new();
-    let mut errors = Vec::new();
-    let mut skipped = 0;
-    for (i, raw) in text.lines().enumerate() {
-        if let Err(why) = parse_line(raw, &mut patterns) {
-            if spec.lenient {
-                skipped += 1;
-            } else {
-                let line = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                errors.push(RuleError { file: name.clone(), line, column: 0, kind: RuleErrorKind::ListLine(why) });
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(RuleErrors(errors));
-    }
-    Ok(List { name, verdict: spec.verdict, patterns, skipped })
+    let skipped = read_list(spec, text.as_bytes(), |p| patterns.push(p))?;
+    Ok(List { name: spec.name.as_str().into(), verdict: spec.verdict, patterns, skipped })
 }
 
 /// Reads a list file; I/O errors name the list.
 pub fn load_list(spec: &ListSpec, path: &std::path::Path) -> Result<List, RuleErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| RuleErrors(vec![io_error(&spec.name, &e)]))?;
-    parse_list(spec, &text)
+    let mut patterns = Vec::new();
+    let skipped = stream_list(spec, path, |p| patterns.push(p))?;
+    Ok(List { name: spec.name.as_str().into(), verdict: spec.verdict, patterns, skipped })
 }
 
-fn parse_line(raw: &str, out: &mut Vec<Pattern>) -> Result<(), String> {
+/// Streams a list file's entries to `each` as they are read (see [`load_list`]); returns the
+/// malformed lines skipped.
+pub(crate) fn stream_list(
+    spec: &ListSpec,
+    path: &std::path::Path,
+    each: impl FnMut(Pattern),
+) -> Result<usize, RuleErrors> {
+    let file = std::fs::File::open(path).map_err(|e| RuleErrors(vec![io_error(&spec.name, &e)]))?;
+    read_list(spec, std::io::BufReader::with_capacity(READ_BUFFER, file), each)
+}
+
+/// Parses a list from `reader`, calling `each` with every entry; returns the malformed lines
+/// skipped (lenient), or every error (strict), or the I/O error alone.
+fn read_list(spec: &ListSpec, reader: impl BufRead, mut each: impl FnMut(Pattern)) -> Result<usize, RuleErrors> {
+    let name: Arc<str> = spec.name.as_str().into();
+    let mut errors = Vec::new();
+    let mut skipped = 0;
+    let read = for_each_line(reader, |line, raw| {
+        if let Err(why) = parse_line(raw, &mut each) {
+            if spec.lenient {
+                skipped += 1;
+            } else {
+                errors.push(RuleError { file: name.clone(), line, column: 0, kind: RuleErrorKind::ListLine(why) });
+            }
+        }
+    });
+    match read {
+        Err(e) => Err(RuleErrors(vec![io_error(&name, &e)])),
+        Ok(()) if errors.is_empty() => Ok(skipped),
+        Ok(()) => Err(RuleErrors(errors)),
+    }
+}
+
+fn parse_line(raw: &str, out: &mut impl FnMut(Pattern)) -> Result<(), String> {
     let line = raw.trim();
     if line.is_empty() || line.starts_with('!') || line.starts_with("[Adblock") {
         return Ok(());
@@ -120,7 +140,7 @@ fn parse_line(raw: &str, out: &mut Vec<Pattern>) -> Result<(), String> {
     if first.starts_with("*.") {
         return match Pattern::parse(first) {
             Ok(p) => {
-                out.push(p);
+                out(p);
                 Ok(())
             }
             Err(e) => Err(format!("`{first}`: {e}")),
@@ -130,10 +150,10 @@ fn parse_line(raw: &str, out: &mut Vec<Pattern>) -> Result<(), String> {
 }
 
 /// Parses a plain name (no `*`), wraps it with `kind`.
-fn push_name(text: &str, out: &mut Vec<Pattern>, kind: fn(Name) -> Pattern) -> Result<(), String> {
+fn push_name(text: &str, out: &mut impl FnMut(Pattern), kind: fn(Name) -> Pattern) -> Result<(), String> {
     match Pattern::parse(text) {
         Ok(Pattern::Exact(name)) => {
-            out.push(kind(name));
+            out(kind(name));
             Ok(())
         }
         Ok(_) => Err(format!("`{text}`: a list entry is a plain domain")),

@@ -1,11 +1,13 @@
 //! The rule language: what operators write, parsed and checked, but not yet compiled.
 //!
-//! - [`rule`]: one parsed rule (verdict, target, source and port scopes, origin), and the
-//!   verdict and rule-reference vocabulary every later layer reports in.
+//! - [`rule`]: one parsed rule (verdict, target, source and port scopes, file, line and
+//!   text), and the verdict vocabulary every later layer reports in.
 //! - [`pattern`]: a domain pattern.
 //! - [`precedence`]: the kinds of rule and the precedence between them, stated once.
-//! - [`file`]: the rule-file parser, which reports every error with file, line and column.
-//! - [`list`]: large domain lists (plain, hosts-file, adblock) tied to one action.
+//! - [`file`]: the rule-file parser, which reports every error with file, line and column,
+//!   and streams rules from their files line by line.
+//! - [`list`]: large domain lists (plain, hosts-file, adblock) tied to one action, streamed
+//!   likewise.
 //! - [`check`]: the `snigate check` analysis: counts, duplicates, shadowed rules, conflicts.
 //! - [`salesforce`]: rule files generated from Salesforce's data (ip-ranges.json, tenant
 //!   restriction).

@@ -160,8 +160,8 @@ fn is_strictly_below(n: &str, x: &str) -> bool {
 }
 
 /// Number of labels in a normalised name (at most 127).
-pub(crate) fn label_count(name: &str) -> u8 {
-    (name.bytes().filter(|&b| b == b'.').count() + 1) as u8
+pub(crate) fn label_count(name: impl AsRef<[u8]>) -> u8 {
+    (name.as_ref().iter().filter(|&&b| b == b'.').count() + 1) as u8
 }
 
 /// Validates and normalises the name part of a pattern, converting Unicode to A-labels.

@@ -1,5 +1,8 @@
 //! One parsed rule: an action, what it matches, which sources and destination ports it applies
 //! to, and where it was written; and the verdict vocabulary every later layer reports in.
+//!
+//! A [`Rule`] keeps its text, for `snigate check`; the compiled snapshot keeps neither rules
+//! nor text (see `policy::origin`).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -48,61 +51,6 @@ impl std::str::FromStr for Verdict {
     }
 }
 
-/// Where the rule that decided a connection was written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RuleRef {
-    /// A line of a rule file.
-    Line {
-        /// The file, as it was named when loaded.
-        file: Arc<str>,
-        /// 1-based line number.
-        line: u32,
-        /// The rule as written, comment removed (for `snigate match` and logs).
-        text: Arc<str>,
-    },
-    /// An entry of a large list: lists are reported by name, not by line.
-    List {
-        /// The list's ruleset name from the configuration.
-        name: Arc<str>,
-    },
-}
-
-impl RuleRef {
-    /// The `ruleset` metric label: the file or the list name (never client data).
-    pub fn ruleset(&self) -> &str {
-        match self {
-            RuleRef::Line { file, .. } => file,
-            RuleRef::List { name } => name,
-        }
-    }
-
-    /// [`ruleset`](Self::ruleset), shared rather than copied.
-    pub fn ruleset_label(&self) -> Arc<str> {
-        match self {
-            RuleRef::Line { file, .. } => file.clone(),
-            RuleRef::List { name } => name.clone(),
-        }
-    }
-
-    /// The rule as written, or the list's name.
-    pub fn text(&self) -> &str {
-        match self {
-            RuleRef::Line { text, .. } => text,
-            RuleRef::List { name } => name,
-        }
-    }
-}
-
-impl fmt::Display for RuleRef {
-    /// `file:line`, or the list's name.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuleRef::Line { file, line, .. } => write!(f, "{file}:{line}"),
-            RuleRef::List { name } => f.write_str(name),
-        }
-    }
-}
-
 /// A rule as loaded from a rule file (lists become patterns of a [`List`](super::list::List)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -116,8 +64,12 @@ pub struct Rule {
     /// The `port` clause: destination ports the rule applies to, sorted and disjoint. Empty
     /// means every port.
     pub ports: Box<[PortRange]>,
-    /// Where the rule was written, reported with every decision it makes.
-    pub origin: RuleRef,
+    /// The file it was written in, as named when loaded.
+    pub file: Arc<str>,
+    /// 1-based line in the file.
+    pub line: u32,
+    /// The rule as written, comment removed and whitespace collapsed (for `snigate check`).
+    pub text: Box<str>,
 }
 
 /// What a rule is matched against.
@@ -162,6 +114,11 @@ impl fmt::Display for PortRange {
 }
 
 impl Rule {
+    /// `file:line`, as decisions and findings name a rule.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+
     /// Whether the `from` clause admits `src` (always true without one). `src` should be
     /// canonical (see [`canonical_ip`]).
     pub fn admits(&self, src: IpAddr) -> bool {
