@@ -96,17 +96,7 @@ fn start(dir: &std::path::Path, name: &str, upstream: SocketAddr, limits: &str) 
          [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
         dir.join("allow.rules").display()
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).unwrap();
-    let err = dir.join(format!("{name}.err"));
-    let proc = Proc::start(
-        name,
-        env!("CARGO_BIN_EXE_snigate"),
-        &["run", "--config", path.to_str().unwrap()],
-        false,
-        &[listen],
-        err.to_str().unwrap(),
-    );
+    let proc = Proc::snigate(name, dir, &config, false, &[listen]);
     (proc, listen)
 }
 

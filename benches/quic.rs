@@ -246,17 +246,7 @@ impl Snigate {
              [metrics]\nlisten = \"{metrics}\"\n",
             rules.display()
         );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let err = dir.join(format!("{name}.err"));
-        let proc = Proc::start(
-            name,
-            env!("CARGO_BIN_EXE_snigate"),
-            &["run", "--config", path.to_str().unwrap()],
-            pinned,
-            &[metrics],
-            err.to_str().unwrap(),
-        );
+        let proc = Proc::snigate(name, dir, &config, pinned, &[metrics]);
         Snigate { proc, listen, metrics }
     }
 

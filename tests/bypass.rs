@@ -13,6 +13,7 @@
 //! Needs root, iproute2, nftables, openssl, curl and Python with aioquic; CI has them. Elsewhere
 //! it skips, saying why.
 
+mod common;
 mod netns;
 
 use std::fmt;
@@ -342,14 +343,7 @@ fn prerequisites() -> Result<String, String> {
     for tool in [["nft", "--version"], ["openssl", "version"], ["curl", "--version"], ["timeout", "--version"]] {
         run(&tool).map_err(|e| format!("{} is missing: {e}", tool[0]))?;
     }
-    let out = Command::new("python3")
-        .args(["-c", "import sys, aioquic; print(sys.executable)"])
-        .output()
-        .map_err(|e| format!("python3: {e}"))?;
-    match out.status.success() {
-        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        false => Err("python3 cannot import aioquic (pip install aioquic)".into()),
-    }
+    common::aioquic_python()
 }
 
 /// C (192.168.50.2, fd00:50::2) routes everything through G, which routes I's addresses to I

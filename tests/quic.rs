@@ -215,18 +215,7 @@ async fn an_unfinished_hello_times_out() {
 mod aioquic {
     use super::*;
 
-    /// The Python interpreter itself (not a wrapper script, so that its pid is the process's),
-    /// when aioquic can be imported; else why not.
-    fn python() -> Result<String, String> {
-        let out = Command::new("python3")
-            .args(["-c", "import sys, aioquic; print(sys.executable)"])
-            .output()
-            .map_err(|e| format!("python3: {e}"))?;
-        match out.status.success() {
-            true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-            false => Err("python3 cannot import aioquic (pip install aioquic)".into()),
-        }
-    }
+    use common::aioquic_python as python;
 
     /// The echo server, stopped by pid when dropped.
     struct Server(Child, SocketAddr);

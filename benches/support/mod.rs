@@ -63,6 +63,16 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
     /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
+    /// The release snigate on `config` (written to `dir/NAME.toml`, its stderr to
+    /// `dir/NAME.err`), started as [`start`](Self::start) does.
+    pub fn snigate(name: &str, dir: &std::path::Path, config: &str, pinned: bool, addrs: &[SocketAddr]) -> Proc {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("the configuration file");
+        let err = dir.join(format!("{name}.err"));
+        let args = ["run", "--config", path.to_str().expect("a UTF-8 path")];
+        Proc::start(name, env!("CARGO_BIN_EXE_snigate"), &args, pinned, addrs, err.to_str().expect("a UTF-8 path"))
+    }
+
     pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {
         let log = std::fs::File::create(stderr).expect("stderr file");
         let mut proc = Proc::spawn(name, program, args, pinned, log.into());

@@ -200,3 +200,16 @@ pub fn hello_body(extensions: Option<&[u8]>) -> Vec<u8> {
 pub fn hello(exts: &[Vec<u8>]) -> Vec<u8> {
     record(0x16, TLS10, &handshake(&hello_body(Some(&exts.concat()))))
 }
+
+/// The Python interpreter itself (not a wrapper script, so that a pid is the process's), when
+/// it can import aioquic, the QUIC stack the QUIC tests use; else why not.
+pub fn aioquic_python() -> Result<String, String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, aioquic; print(sys.executable)"])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err("python3 cannot import aioquic (pip install aioquic)".into()),
+    }
+}
