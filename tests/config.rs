@@ -164,3 +164,25 @@ fn an_unwritable_access_log_exits_64() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// QUIC listeners: a TCP and a QUIC listener may share an address; a QUIC listener takes
+/// modes upstream, sni and transparent (the last with TPROXY only), and no PROXY protocol.
+#[test]
+fn quic_listener_settings_are_checked() {
+    let shared = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\n\
+                  [[listener]]\nlisten = \"127.0.0.1:9443\"\nprotocol = \"quic\"\nmode = \"sni\"\n";
+    assert!(Config::parse("x.toml", shared).is_ok(), "TCP and UDP on one port");
+    let cases = [
+        ("mode = \"connect\"", "takes mode upstream, sni or transparent"),
+        ("mode = \"transparent\"", "needs tproxy = true"),
+        ("mode = \"sni\"\nproxy_protocol_trusted = [\"10.0.0.0/8\"]", "PROXY protocol is for TCP listeners"),
+    ];
+    for (lines, expected) in cases {
+        let text = format!("[[listener]]\nlisten = \"127.0.0.1:9443\"\nprotocol = \"quic\"\n{lines}\n");
+        let e = Config::parse("x.toml", &text).unwrap_err();
+        assert_eq!(e.0[0].line, Some(1), "{e}");
+        assert!(e.0[0].reason.contains(expected), "{lines}: {e}");
+    }
+    let text = "[[listener]]\nlisten = \"0.0.0.0:15443\"\nprotocol = \"quic\"\nmode = \"transparent\"\ntproxy = true\n";
+    assert!(Config::parse("x.toml", text).is_ok());
+}

@@ -228,4 +228,16 @@ mod tests {
         assert_eq!(Alert::for_reason(Reason::InvalidSni), Some(Alert::UnrecognizedName));
         assert_eq!(Alert::for_reason(Reason::NotTls), None);
     }
+
+    /// A TLS alert goes only to a client that speaks TLS: not to one a transparent listener
+    /// found speaking something else, nor to one decided before it said anything.
+    #[test]
+    fn only_tls_clients_get_an_alert() {
+        let hello = [0x16, 0x03, 0x01];
+        assert!(farewell(RejectStyle::Alert, Some(Reason::Rule), &hello).is_some());
+        assert!(farewell(RejectStyle::Alert, Some(Reason::Rule), &[]).is_some(), "nothing said yet");
+        assert!(farewell(RejectStyle::Alert, Some(Reason::Rule), b"SSH-2.0-x").is_none(), "not TLS");
+        assert!(farewell(RejectStyle::Alert, None, &[]).is_none(), "spliced at accept, then refused");
+        assert!(farewell(RejectStyle::Close, Some(Reason::Rule), &hello).is_none());
+    }
 }
