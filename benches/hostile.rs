@@ -37,7 +37,7 @@ fn main() {
         let hello = common::recording("chromium.bin").bytes;
 
         // Memory: a snigate whose per-source limits do not stop one source.
-        let blackhole = Blackhole::new();
+        let blackhole = harness::Blackhole::new();
         let (proc, addr) = start(
             dir.path(),
             "mem",
@@ -150,27 +150,4 @@ async fn latencies(addr: SocketAddr, hello: &[u8], n: usize) -> Vec<f64> {
 
 fn pct(sorted: &[f64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-/// A listening socket that answers no SYN: its accept queue is full and nothing accepts.
-struct Blackhole {
-    /// Where connects hang.
-    addr: SocketAddr,
-    /// The socket and the connections that filled its queue.
-    _held: (socket2::Socket, Vec<std::net::TcpStream>),
-}
-
-impl Blackhole {
-    fn new() -> Blackhole {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
-        socket.listen(0).unwrap();
-        let addr = socket.local_addr().unwrap().as_socket().unwrap();
-        let mut filled = Vec::new();
-        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            filled.push(s);
-            assert!(filled.len() < 8, "the accept queue never filled");
-        }
-        Blackhole { addr, _held: (socket, filled) }
-    }
 }

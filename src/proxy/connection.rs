@@ -83,10 +83,7 @@ pub(super) async fn serve(
     slot: (OwnedSemaphorePermit, ActiveGuard),
 ) {
     let outcome = handle(&listener, accepted, peer).await;
-    listener.metrics.finished(&outcome);
-    if let Err(cause) = listener.access_log.write(outcome) {
-        listener.metrics.log_suppressed(cause);
-    }
+    listener.finished(outcome);
     drop(slot);
 }
 
@@ -500,12 +497,7 @@ impl Conn<'_> {
 
     /// Records what the rules decided.
     fn record_decision(&mut self, decision: &Decision<'_>) {
-        self.record.verdict = decision.verdict;
-        self.record.reason = decision.reason;
-        self.record.ruleset = decision.rule.map(|r| r.ruleset_label());
-        if self.listener.access_log.is_on() {
-            self.record.rule = decision.rule.map(|r| r.to_string());
-        }
+        self.listener.decided(self.record, decision);
     }
 
     /// Stage resolve: the upstream addresses to try, in order, that the destination guard

@@ -16,6 +16,8 @@ use crate::access_log::ListenerLog;
 use crate::config::{Credentials, EchPolicy, LimitsConfig, ListenerConfig};
 use crate::hello::HelloLimits;
 use crate::metrics::registry::ListenerMetrics;
+use crate::outcome::Outcome;
+use crate::policy::decide::Decision;
 use crate::policy::decide::Rules;
 
 /// Credentials every connection of a listener reads; a reload swaps them whole.
@@ -65,6 +67,25 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Records what the rules decided for a connection or flow: the verdict, the reason and
+    /// the deciding rule (its text only when it is logged).
+    pub fn decided(&self, record: &mut Outcome, decision: &Decision<'_>) {
+        record.verdict = decision.verdict;
+        record.reason = decision.reason;
+        record.ruleset = decision.rule.map(|r| r.ruleset_label());
+        if self.access_log.is_on() {
+            record.rule = decision.rule.map(|r| r.to_string());
+        }
+    }
+
+    /// A connection or flow has ended: it is counted, then logged (never blocking).
+    pub fn finished(&self, record: Outcome) {
+        self.metrics.finished(&record);
+        if let Err(cause) = self.access_log.write(record) {
+            self.metrics.log_suppressed(cause);
+        }
+    }
+
     /// The hello parser's limits now.
     pub fn hello_limits(&self) -> HelloLimits {
         HelloLimits { max_hello_bytes: self.limits.load().max_hello_bytes, allow_underscore: self.allow_underscore }

@@ -114,7 +114,7 @@ impl Open {
     /// a connection snigate has not decided (see [`Follower`]).
     fn client_sent(&self, datagram: &[u8]) -> Result<(), Dropped> {
         if datagram.first().is_some_and(|b| b & 0x80 != 0) {
-            let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
             let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
             follower.check(datagram, &cids).map_err(|_| Dropped::OtherHello)?;
         }
@@ -365,12 +365,7 @@ impl Table {
                 // The port the flow asks for: its destination's, or the one its name is reached on.
                 let port = dst.map_or(listener.upstream_port, |d| d.port());
                 let decision = rules.decide(hello.sni.as_ref(), key.0.ip(), dst, port);
-                record.verdict = decision.verdict;
-                record.reason = decision.reason;
-                record.ruleset = decision.rule.map(|r| r.ruleset_label());
-                if listener.access_log.is_on() {
-                    record.rule = decision.rule.map(|r| r.to_string());
-                }
+                listener.decided(record, &decision);
                 if decision.verdict == Verdict::Deny {
                     return self.deny(key, Denied::by(decision.reason));
                 }
@@ -531,10 +526,7 @@ fn finish(listener: &Listener, mut record: Outcome, started: Instant, denied: Op
         }
     }
     record.duration = started.elapsed().as_secs_f64();
-    listener.metrics.finished(&record);
-    if let Err(cause) = listener.access_log.write(record) {
-        listener.metrics.log_suppressed(cause);
-    }
+    listener.finished(record);
 }
 
 /// Resolves an allowed flow's upstream, through the destination guard, and opens a UDP socket

@@ -196,3 +196,26 @@ pub fn pseudo_random(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A listening socket that answers no SYN: its accept queue is full and nothing accepts.
+pub struct Blackhole {
+    /// Where connects hang.
+    pub addr: SocketAddr,
+    /// The socket and the connections that filled its queue.
+    _held: (socket2::Socket, Vec<std::net::TcpStream>),
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut filled = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            filled.push(s);
+            assert!(filled.len() < 8, "the accept queue never filled");
+        }
+        Blackhole { addr, _held: (socket, filled) }
+    }
+}
