@@ -13,6 +13,8 @@
 # 5. Runs `cargo bench --bench e2e` (see benches/e2e.rs for the SNIGATE_E2E_* knobs) and prints
 #    the machine, kernel, peer versions and the markdown tables, then (SNIGATE_E2E_STRACE=0
 #    skips it) the system calls per connection of each proxy under strace.
+# 6. Runs it again with several workers per proxy, nothing pinned (SNIGATE_COMPARE_WORKERS,
+#    default 2; 1 skips it): connection rates and CPU only (no idle, bulk or strace pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,4 +75,11 @@ echo "command: benches/compare.sh (ulimit -n $(ulimit -n), tcp_max_tw_buckets=0 
 SNIGATE_E2E_STRACE=${SNIGATE_E2E_STRACE-1}
 [ "$SNIGATE_E2E_STRACE" = 0 ] && unset SNIGATE_E2E_STRACE || export SNIGATE_E2E_STRACE
 cargo bench --bench e2e
+workers=${SNIGATE_COMPARE_WORKERS:-2}
+if [ "$workers" != 1 ]; then
+    echo
+    echo "## $workers workers per proxy, unpinned"
+    env -u SNIGATE_E2E_STRACE SNIGATE_E2E_WORKERS="$workers" SNIGATE_E2E_IDLE=0 SNIGATE_E2E_BULK_MIB=0 \
+        cargo bench --bench e2e
+fi
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"

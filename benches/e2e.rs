@@ -8,6 +8,13 @@
 //! - `SNIGATE_E2E_ROUNDS` (default 3): rounds of the load runs, interleaved across proxies,
 //! - `SNIGATE_E2E_IDLE` (default 10000): idle connections held open for memory,
 //! - `SNIGATE_E2E_BULK_MIB` (default 1024): bytes of one bulk response (0 skips bulk),
+//! - `SNIGATE_E2E_WORKERS` (default 1): workers per proxy. 1: every proxy pinned to CPU 0, the
+//!   load to CPU 1. More: nothing pinned; snigate `[runtime] threads`, HAProxy `nbthread`,
+//!   nginx `worker_processes` (with `reuseport`, its fastest form for several workers) set to
+//!   it, sniproxy as it is (single-threaded), and one more row, snigate with one worker, for
+//!   the scaling,
+//! - `SNIGATE_E2E_BASELINE=PATH`: another snigate binary (an earlier build) measured beside
+//!   this one with the same configuration, as `snigate (baseline)`,
 //! - `SNIGATE_E2E_STRACE=1`: also counts each proxy's system calls per connection with
 //!   `strace -c -f` over 2,000 allowed and 2,000 denied connections (slows the proxy; a separate
 //!   pass after the timed runs).
@@ -133,7 +140,8 @@ fn main() {
         idle_n = fit;
     }
 
-    let pinned = pin_self();
+    let workers = if benching { env("SNIGATE_E2E_WORKERS").unwrap_or(1.0).max(1.0) as usize } else { 1 };
+    let pinned = workers == 1 && pin_self();
     let tick = clock_ticks();
     let dir = tempfile::tempdir().unwrap();
     let backend_std = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -147,10 +155,21 @@ fn main() {
     let split = common::splittings(&allowed).into_iter().find(|(n, _)| *n == "2 records").unwrap().1;
 
     let mut targets = vec![Target { name: "direct".into(), addr: backend_addr, proc: None }];
-    let (snigate, snigate_addr, copy_addr) = start_snigate(dir.path(), backend_addr, pinned);
+    let own = env!("CARGO_BIN_EXE_snigate").to_string();
+    let (snigate, snigate_addr, copy_addr) = start_snigate(&own, "snigate", dir.path(), backend_addr, pinned, workers);
     targets.push(Target { name: "snigate".into(), addr: snigate_addr, proc: Some(snigate.clone()) });
+    if workers > 1 {
+        let name = "snigate 1 worker";
+        let (one, addr, _) = start_snigate(&own, name, dir.path(), backend_addr, pinned, 1);
+        targets.push(Target { name: name.into(), addr, proc: Some(one) });
+    }
+    if let Ok(baseline) = std::env::var("SNIGATE_E2E_BASELINE") {
+        let name = "snigate (baseline)";
+        let (base, addr, _) = start_snigate(&baseline, name, dir.path(), backend_addr, pinned, workers);
+        targets.push(Target { name: name.into(), addr, proc: Some(base) });
+    }
     for peer in &peers {
-        match start_peer(peer, dir.path(), backend_addr, pinned, nofile) {
+        match start_peer(peer, dir.path(), backend_addr, pinned, nofile, workers) {
             Some((proc, addr)) => targets.push(Target { name: peer.clone(), addr, proc: Some(Rc::new(proc)) }),
             None => eprintln!("{peer}: not installed, skipped (benches/compare.sh installs it)"),
         }
@@ -255,7 +274,14 @@ fn main() {
     drop(targets);
     drop(snigate);
 
-    report.print(benching, pinned, secs, rounds, idle_n, bulk);
+    println!(
+        "\nsnigate {} | {workers} worker(s) per proxy | {} | {rounds} round(s) of {secs} s per load run, medians (min–max over rounds) | \
+         idle: {idle_n} connections | bulk: {} MiB per transfer, median of 3\n",
+        if benching { "release" } else { "debug (test mode)" },
+        if pinned { "proxy on CPU 0, load + backend on CPU 1" } else { "not pinned" },
+        bulk >> 20
+    );
+    report.print();
     if !benching {
         for ((name, kind), runs) in &report.runs {
             for r in runs {
@@ -287,18 +313,26 @@ fn nofile_limit() -> u64 {
 /// The allowlist every proxy gets, in snigate's rule language.
 const RULES: &str = "allow *.my.salesforce.com\nallow login.salesforce.com\n";
 
-/// snigate with two `upstream` listeners: `splice = "auto"` (the measured one) and `copy` (bulk
-/// only). Returns the process, the auto listener and the copy listener.
-fn start_snigate(dir: &std::path::Path, backend: SocketAddr, pinned: bool) -> (Rc<Proc>, SocketAddr, SocketAddr) {
+/// snigate (`program`) with `workers` workers and two `upstream` listeners: `splice = "auto"`
+/// (the measured one) and `copy` (bulk only). Returns the process, the auto listener and the
+/// copy listener.
+fn start_snigate(
+    program: &str,
+    name: &str,
+    dir: &std::path::Path,
+    backend: SocketAddr,
+    pinned: bool,
+    workers: usize,
+) -> (Rc<Proc>, SocketAddr, SocketAddr) {
     let (auto, copy) = (free_port(), free_port());
     std::fs::write(dir.join("allow.rules"), RULES).unwrap();
     let config = format!(
         "[[listener]]\nname = \"auto\"\nlisten = \"{auto}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
          [[listener]]\nname = \"copy\"\nlisten = \"{copy}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\nsplice = \"copy\"\n\
-         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n{SOURCE_LIMITS}",
+         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n[runtime]\nthreads = {workers}\n{SOURCE_LIMITS}",
         dir.join("allow.rules").display()
     );
-    let proc = Proc::snigate("snigate", dir, &config, pinned, &[auto, copy]);
+    let proc = Proc::snigate_binary(program, name, dir, &config, pinned, &[auto, copy]);
     (Rc::new(proc), auto, copy)
 }
 
@@ -328,6 +362,7 @@ fn start_peer(
     backend: SocketAddr,
     pinned: bool,
     nofile: u64,
+    workers: usize,
 ) -> Option<(Proc, SocketAddr)> {
     let addr = free_port();
     // Within the descriptor limit this process runs under (HAProxy refuses to start otherwise).
@@ -339,7 +374,7 @@ fn start_peer(
         "haproxy" => {
             let bin = find_program(&["haproxy"])?;
             let cfg = format!(
-                "global\n  nbthread 1\n  maxconn {maxconn}\n\
+                "global\n  nbthread {workers}\n  maxconn {maxconn}\n\
                  defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n\
                  frontend sni\n  bind {addr}\n  tcp-request inspect-delay 10s\n\
                  \x20 acl allowed req.ssl_sni -i login.salesforce.com\n\
@@ -360,12 +395,13 @@ fn start_peer(
             let load = module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
             // Denied names go to a closed port: nginx has no conditional reject in stream.
             let closed = free_port();
+            let reuseport = if workers > 1 { " reuseport" } else { "" };
             let cfg = format!(
-                "{load}daemon off;\nworker_processes 1;\nworker_rlimit_nofile {nofile};\npid {d}/nginx.pid;\n\
+                "{load}daemon off;\nworker_processes {workers};\nworker_rlimit_nofile {nofile};\npid {d}/nginx.pid;\n\
                  error_log {d}/nginx.log crit;\nevents {{ worker_connections {nofile}; }}\n\
                  stream {{\n  map $ssl_preread_server_name $up {{\n    hostnames;\n\
                  \x20   login.salesforce.com {backend};\n    *.my.salesforce.com {backend};\n    default {closed};\n  }}\n\
-                 \x20 server {{\n    listen {addr};\n    ssl_preread on;\n    preread_timeout 10s;\n\
+                 \x20 server {{\n    listen {addr}{reuseport};\n    ssl_preread on;\n    preread_timeout 10s;\n\
                  \x20   proxy_pass $up;\n    proxy_connect_timeout 5s;\n    proxy_timeout 600s;\n  }}\n}}\n"
             );
             let path = dir.join("nginx.conf");
@@ -705,7 +741,7 @@ impl Report {
         ]
     }
 
-    fn print(&self, benching: bool, pinned: bool, secs: f64, rounds: usize, idle_n: usize, bulk: u64) {
+    fn print(&self) {
         let names: Vec<String> = {
             let mut n: Vec<String> = vec!["direct".into(), "snigate".into()];
             for (name, _) in self.runs.keys() {
@@ -715,13 +751,6 @@ impl Report {
             }
             n
         };
-        println!(
-            "\nsnigate {} | {} | {rounds} round(s) of {secs} s per load run, medians (min–max over rounds) | \
-             idle: {idle_n} connections | bulk: {} MiB per transfer, median of 3\n",
-            if benching { "release" } else { "debug (test mode)" },
-            if pinned { "proxy on CPU 0, load + backend on CPU 1" } else { "not pinned" },
-            bulk >> 20
-        );
         println!(
             "| proxy | conns/s c1 | conns/s c16 | conns/s c256 | p50 / p99 ms c1 | p50 / p99 ms c16 | p99 ms c256 | \
              CPU ms / 1k conns c16 | CPU ms / 1k conns c256 | denies/s c16 | CPU ms / 1k rejects | bulk Gbit/s | \
@@ -785,9 +814,15 @@ impl Report {
                     .iter()
                     .map(|v| summary(&s.iter().zip(v).map(|(&s, &v)| ratio(v, s)).collect::<Vec<_>>()))
                     .collect();
+                // The best peer: other builds and settings of snigate are columns, not peers.
                 let best: Vec<f64> = (0..s.len())
                     .map(|i| {
-                        let round = values.iter().filter_map(|v| v.get(i).copied()).filter(|v| v.is_finite());
+                        let round = values
+                            .iter()
+                            .zip(&peers)
+                            .filter(|(_, p)| !p.starts_with("snigate"))
+                            .filter_map(|(v, _)| v.get(i).copied())
+                            .filter(|v| v.is_finite());
                         let best =
                             if *higher { round.fold(f64::NAN, f64::max) } else { round.fold(f64::NAN, f64::min) };
                         ratio(best, s[i])

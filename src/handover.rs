@@ -3,8 +3,9 @@
 //!
 //! The running process serves a Unix socket (`[runtime] handover_socket`, or a temporary one
 //! for SIGUSR2). A new process started with `--takeover PATH` validates its own configuration
-//! first, connects, and receives every listening socket with its listener name (SCM_RIGHTS).
-//! It adopts those its listeners name or listen on, binds the others, and once it accepts it
+//! first, connects, and receives every listening socket with its listener name (SCM_RIGHTS:
+//! the names in the first message, the sockets in as many messages of up to 64 as it takes; a
+//! listener has one socket per worker). It adopts those its listeners name or listen on, binds the others, and once it accepts it
 //! writes `accepting`. Only then does the old process stop accepting and drain; until then
 //! both hold the sockets, so connections queue in the kernel and none is refused. A new
 //! process that fails (a bad configuration, a crash) never confirms, and the old one keeps
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::sys::{recv_fds, send_fds};
+use crate::sys::{MAX_PASSED_FDS, recv_fds, send_fds};
 
 /// What the new process writes once it accepts.
 const ACCEPTING: &str = "accepting";
@@ -33,12 +34,20 @@ pub fn take_over(path: &Path) -> io::Result<(Vec<(String, Socket)>, Confirm)> {
         .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     let mut payload = vec![0u8; 16 * 1024];
-    let (n, fds) = recv_fds(stream.as_fd(), &mut payload)?;
+    let (n, mut fds) = recv_fds(stream.as_fd(), &mut payload)?;
     let names: Vec<String> = std::str::from_utf8(&payload[..n])
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handover names are not UTF-8"))?
         .lines()
         .map(str::to_string)
         .collect();
+    // Each later message carries the next sockets, and one byte.
+    while fds.len() < names.len() && fds.len() % MAX_PASSED_FDS == 0 {
+        let (n, more) = recv_fds(stream.as_fd(), &mut payload)?;
+        if n == 0 || more.is_empty() {
+            break;
+        }
+        fds.extend(more);
+    }
     if names.len() != fds.len() {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "handover names and sockets disagree"));
     }
@@ -63,7 +72,9 @@ impl Confirm {
 pub fn hand_over(stream: UnixStream, sockets: &[(String, BorrowedFd<'_>)]) -> io::Result<()> {
     let names: String = sockets.iter().map(|(name, _)| format!("{name}\n")).collect();
     let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
-    send_fds(stream.as_fd(), names.as_bytes(), &fds)?;
+    for (i, chunk) in fds.chunks(MAX_PASSED_FDS).enumerate() {
+        send_fds(stream.as_fd(), if i == 0 { names.as_bytes() } else { b"+" }, chunk)?;
+    }
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
@@ -77,23 +88,38 @@ pub fn hand_over(stream: UnixStream, sockets: &[(String, BorrowedFd<'_>)]) -> io
 mod tests {
     use super::*;
 
-    #[test]
-    fn sockets_and_names_cross_and_the_new_side_confirms() {
+    /// `n` listening sockets, each named after its index, cross in order.
+    fn hand_over_sockets(n: usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("handover.sock");
         let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let old = std::thread::spawn(move || {
             let (stream, _) = server.accept().unwrap();
-            hand_over(stream, &[("edge".to_string(), listener.as_fd())])
+            let named: Vec<_> = listeners.iter().enumerate().map(|(i, l)| (format!("edge{i}"), l.as_fd())).collect();
+            hand_over(stream, &named)
         });
         let (sockets, confirm) = take_over(&path).unwrap();
-        assert_eq!(sockets.len(), 1);
-        assert_eq!(sockets[0].0, "edge");
-        assert_eq!(sockets[0].1.local_addr().unwrap().as_socket(), Some(addr));
+        assert_eq!(sockets.len(), n);
+        for (i, (name, socket)) in sockets.iter().enumerate() {
+            assert_eq!(*name, format!("edge{i}"));
+            assert_eq!(socket.local_addr().unwrap().as_socket(), Some(addrs[i]));
+        }
         confirm.accepting().unwrap();
         old.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn sockets_and_names_cross_and_the_new_side_confirms() {
+        hand_over_sockets(1);
+    }
+
+    /// More sockets than one message carries (listeners × workers): several messages.
+    #[test]
+    fn more_sockets_than_one_message_carries_cross_in_several() {
+        hand_over_sockets(MAX_PASSED_FDS);
+        hand_over_sockets(2 * MAX_PASSED_FDS + 7);
     }
 
     #[test]

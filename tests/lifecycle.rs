@@ -635,18 +635,33 @@ async fn sighup_rereads_the_configuration() {
 /// the old process, and new connections follow the new configuration.
 #[tokio::test]
 async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() {
+    takeover_between(1, 1).await;
+}
+
+/// A listener has one socket per worker (SO_REUSEPORT): all of them are handed over, so that
+/// no connection waiting in any of their accept queues is lost. Three workers hand over to
+/// two (one serves two sockets); one worker's socket, without SO_REUSEPORT, to three (they
+/// share it).
+#[tokio::test]
+async fn a_takeover_between_worker_counts_refuses_nothing() {
+    takeover_between(3, 2).await;
+    takeover_between(1, 3).await;
+}
+
+/// The takeover test, from a process with `old` workers to one with `new`.
+async fn takeover_between(old_threads: usize, new_threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo_backend().await;
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     std::fs::write(dir.path().join("a.rules"), "allow a.example.com\n").unwrap();
     std::fs::write(dir.path().join("b.rules"), "allow a.example.com\nallow b.example.com\n").unwrap();
     let handover = dir.path().join("handover.sock");
-    let config = |rules: &str| {
+    let config = |rules: &str, threads: usize| {
         let path = dir.path().join(format!("{rules}.toml"));
         let text = format!(
             "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
              [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 5\n[log]\nformat = \"off\"\n\
-             [metrics]\nenabled = false\n[runtime]\nhandover_socket = \"{}\"\n",
+             [metrics]\nenabled = false\n[runtime]\nthreads = {threads}\nhandover_socket = \"{}\"\n",
             dir.path().join(rules).display(),
             handover.display()
         );
@@ -661,12 +676,13 @@ async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() 
         }
         cmd.spawn().unwrap()
     };
-    let mut old = start(config("a.rules"), false);
+    let mut old = start(config("a.rules", old_threads), false);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !handover.exists() || TcpStream::connect(addr).await.is_err() {
         assert!(Instant::now() < deadline, "the old process never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(listening_sockets(addr.port(), &mut old).await, old_threads, "one listening socket per worker");
     assert!(is_denied(addr, b"b.example.com").await, "the old rules deny b");
 
     // A transfer open across the handover: 4 MiB up, echoed back, byte for byte.
@@ -689,7 +705,7 @@ async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() 
     });
     let prober = tokio::spawn(probe(addr, b"a.example.com", Duration::from_secs(3), Duration::from_secs(2)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut new = start(config("b.rules"), true);
+    let mut new = start(config("b.rules", new_threads), true);
     let (served, refused) = prober.await.unwrap();
     assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
     assert!(transfer.await.unwrap(), "the open transfer completes byte for byte");
@@ -697,7 +713,36 @@ async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() 
     let status =
         tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
     assert_eq!(status.code(), Some(0));
+    let want = if old_threads > 1 { old_threads.max(new_threads) } else { old_threads };
+    assert_eq!(listening_sockets(addr.port(), &mut new).await, want, "the new process's listening sockets");
     let _ = new.kill().await;
+}
+
+/// The listening TCP sockets on 127.0.0.1:`port` that `process` holds (from /proc/PID/fd
+/// and /proc/net/tcp).
+async fn listening_sockets(port: u16, process: &mut tokio::process::Child) -> usize {
+    let pid = process.id().expect("running");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    // local_address 0100007F:PORT, state 0A (LISTEN); the inode is the 10th field.
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == format!("0100007F:{port:04X}") && f[3] == "0A")
+        .map(|f| f[9].to_string())
+        .collect();
+    let mut held = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        if let Ok(link) = std::fs::read_link(fd.path()) {
+            let link = link.to_string_lossy().to_string();
+            if let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'))
+                && inodes.iter().any(|i| i == inode)
+            {
+                held.insert(inode.to_string());
+            }
+        }
+    }
+    held.len()
 }
 
 /// Socket activation across a restart, with the test standing in for systemd: it holds the

@@ -66,11 +66,23 @@ impl Proc {
     /// The release snigate on `config` (written to `dir/NAME.toml`, its stderr to
     /// `dir/NAME.err`), started as [`start`](Self::start) does.
     pub fn snigate(name: &str, dir: &std::path::Path, config: &str, pinned: bool, addrs: &[SocketAddr]) -> Proc {
-        let path = dir.join(format!("{name}.toml"));
+        Proc::snigate_binary(env!("CARGO_BIN_EXE_snigate"), name, dir, config, pinned, addrs)
+    }
+
+    /// [`snigate`](Self::snigate), with another snigate binary (an earlier build, to compare).
+    pub fn snigate_binary(
+        program: &str,
+        name: &str,
+        dir: &std::path::Path,
+        config: &str,
+        pinned: bool,
+        addrs: &[SocketAddr],
+    ) -> Proc {
+        let path = dir.join(format!("{}.toml", name.replace(' ', "-")));
         std::fs::write(&path, config).expect("the configuration file");
-        let err = dir.join(format!("{name}.err"));
+        let err = dir.join(format!("{}.err", name.replace(' ', "-")));
         let args = ["run", "--config", path.to_str().expect("a UTF-8 path")];
-        Proc::start(name, env!("CARGO_BIN_EXE_snigate"), &args, pinned, addrs, err.to_str().expect("a UTF-8 path"))
+        Proc::start(name, program, &args, pinned, addrs, err.to_str().expect("a UTF-8 path"))
     }
 
     pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {

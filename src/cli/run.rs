@@ -162,14 +162,8 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         .with_target(false)
         .init();
     let threads = config.runtime.worker_threads();
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    // The first worker; the server starts the others on their own threads (thread per core).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("snigate run: cannot start the runtime: {e}");

@@ -4,6 +4,12 @@
 //! [`Server::run`] accepts until the shutdown future resolves, then drains: open connections
 //! may finish until `drain_timeout`, and those still open then are cut, each still logged and
 //! counted.
+//!
+//! With `[runtime] threads` N above 1 the server runs N workers, thread per core: each a
+//! current-thread runtime on its own thread, with its own listening socket per TCP listener
+//! (SO_REUSEPORT, so that the kernel spreads new connections over the workers and each
+//! connection lives on the worker that accepted it). The first worker is the calling runtime,
+//! which also runs the QUIC listeners, the metrics endpoint and reloads.
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,27 +39,55 @@ use crate::policy::destination::DestinationGuard;
 /// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// A listener's bound socket.
+/// A listener's bound sockets.
 enum Bound {
-    /// TCP, listening, registered for accepts.
-    Stream(AsyncFd<Socket>),
+    /// TCP, listening: at least one socket per worker (see [`spread`]), not yet registered
+    /// with any runtime.
+    Stream(Vec<Socket>),
     /// UDP (`protocol = "quic"`).
     Datagram(Socket),
 }
 
 impl Bound {
-    fn socket(&self) -> &Socket {
+    fn sockets(&self) -> &[Socket] {
         match self {
-            Bound::Stream(s) => s.get_ref(),
-            Bound::Datagram(s) => s,
+            Bound::Stream(s) => s,
+            Bound::Datagram(s) => std::slice::from_ref(s),
         }
     }
 }
 
+/// One worker beyond the first: its runtime, with its share of the listening sockets
+/// registered there. Shut down in the background when dropped unused.
+struct Worker {
+    runtime: Option<tokio::runtime::Runtime>,
+    accepts: Vec<(AsyncFd<Socket>, Arc<Listener>)>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where blocking is not allowed (in async code).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// What the workers beyond the first are told: stop accepting, then stop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Accepting,
+    Draining,
+    Done,
+}
+
 /// Bound listeners, ready to run.
 pub struct Server {
-    /// Each listener's socket and settings.
+    /// Each listener's sockets and settings.
     listeners: Vec<(Bound, Arc<Listener>)>,
+    /// How many workers accept: the runtime that calls [`run`](Self::run), and one thread
+    /// each for the others.
+    workers: usize,
     /// The shared rule snapshot (swapped on reload).
     rules: Rules,
     /// How long open connections may take to finish after shutdown.
@@ -111,19 +145,30 @@ impl Server {
         let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
+        let workers = config.runtime.worker_threads().max(1);
         // Passed sockets are adopted by name or address; the rest are bound.
         let mut sockets = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
             let context = |e| with_context(e, &format!("bind {}", l.listen));
-            let adopted = passed.iter().position(|(name, s)| {
+            let ours = |(name, s): &(String, Socket)| {
                 *name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen)
-            });
-            let socket = match (adopted, l.protocol) {
-                (Some(i), Protocol::Tcp) => Bound::Stream(adopt(passed.swap_remove(i).1, defers(l)).map_err(context)?),
-                (None, Protocol::Tcp) => Bound::Stream(listen(l.listen, l.tproxy, defers(l)).map_err(context)?),
-                (Some(i), Protocol::Quic) => Bound::Datagram(quic::adopt(passed.swap_remove(i).1).map_err(context)?),
-                (None, Protocol::Quic) => Bound::Datagram(quic::bind(l.listen, l.tproxy).map_err(context)?),
+            };
+            let (adopted, rest): (Vec<_>, Vec<_>) = passed.into_iter().partition(ours);
+            passed = rest;
+            let adopted: Vec<Socket> = adopted.into_iter().map(|(_, s)| s).collect();
+            let socket = match l.protocol {
+                Protocol::Tcp => Bound::Stream(stream_sockets(l, adopted, workers).map_err(context)?),
+                Protocol::Quic => {
+                    let mut adopted = adopted.into_iter();
+                    let socket = match adopted.next() {
+                        Some(socket) => quic::adopt(socket),
+                        None => quic::bind(l.listen, l.tproxy),
+                    };
+                    // Handed-over duplicates of the same socket: one is enough.
+                    drop(adopted);
+                    Bound::Datagram(socket.map_err(context)?)
+                }
             };
             sockets.push(socket);
         }
@@ -133,7 +178,7 @@ impl Server {
         }
         // snigate's own addresses, as bound (port 0 resolved), are never a destination.
         let mut own: Vec<SocketAddr> =
-            sockets.iter().filter_map(|s| s.socket().local_addr().ok()?.as_socket()).collect();
+            sockets.iter().filter_map(|s| s.sockets().first()?.local_addr().ok()?.as_socket()).collect();
         own.extend(config.metrics.address());
         let destinations = &config.destinations;
         let guard = Arc::new(DestinationGuard::new(destinations.allow.clone(), destinations.deny.clone(), own.clone()));
@@ -183,12 +228,13 @@ impl Server {
             };
             listeners.push((socket, Arc::new(listener)));
         }
-        Ok(Server { listeners, rules, drain: config.limits.drain_timeout(), metrics, drain_deadline })
+        let drain = config.limits.drain_timeout();
+        Ok(Server { listeners, workers, rules, drain, metrics, drain_deadline })
     }
 
     /// The bound addresses, in configuration order (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|(s, _)| s.socket().local_addr().ok()?.as_socket()).collect()
+        self.listeners.iter().filter_map(|(s, _)| s.sockets().first()?.local_addr().ok()?.as_socket()).collect()
     }
 
     /// The rule snapshot, to swap in a reloaded one.
@@ -204,9 +250,17 @@ impl Server {
     }
 
     /// Every listening socket with its listener name, duplicated: what a new process takes
-    /// over (the duplicates keep the sockets open until handed over).
+    /// over (the duplicates keep the sockets open until handed over). A TCP listener has one
+    /// per worker: all are handed over, since closing one of them would reset the
+    /// connections waiting in its accept queue.
     pub fn handover_sockets(&self) -> io::Result<Vec<(String, Socket)>> {
-        self.listeners.iter().map(|(s, l)| Ok((l.name.to_string(), s.socket().try_clone()?))).collect()
+        let mut out = Vec::new();
+        for (bound, l) in &self.listeners {
+            for s in bound.sockets() {
+                out.push((l.name.to_string(), s.try_clone()?));
+            }
+        }
+        Ok(out)
     }
 
     /// The `connect` listeners' credentials, to swap in reloaded ones.
@@ -217,19 +271,47 @@ impl Server {
     /// Accepts on every listener until `shutdown` resolves, then stops accepting and waits up to
     /// the drain deadline for open connections to finish. Those still open then are cut, and
     /// write their log lines and count in the metrics before this returns.
+    ///
+    /// A listening socket that cannot be registered with its worker's runtime (the kernel is out
+    /// of memory for epoll) is logged and left unserved; its worker serves its other sockets.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (phase, _) = tokio::sync::watch::channel(Phase::Accepting);
         let mut accepting = JoinSet::new();
         let mut slots = Vec::new();
-        for (socket, listener) in self.listeners {
+        let mut shares: Vec<Vec<(Socket, Arc<Listener>)>> = (0..self.workers).map(|_| Vec::new()).collect();
+        for (bound, listener) in self.listeners {
             slots.push((listener.slots.clone(), listener.max_connections));
-            match socket {
-                Bound::Stream(socket) => accepting.spawn(accept_loop(socket, listener)),
-                Bound::Datagram(socket) => accepting.spawn(quic::serve(socket, listener)),
-            };
+            match bound {
+                Bound::Stream(sockets) => {
+                    for (i, socket) in sockets.into_iter().enumerate() {
+                        shares[i % self.workers].push((socket, listener.clone()));
+                    }
+                }
+                Bound::Datagram(socket) => {
+                    accepting.spawn(quic::serve(socket, listener));
+                }
+            }
+        }
+        let mut shares = shares.into_iter();
+        for (socket, listener) in shares.next().into_iter().flatten() {
+            match crate::sys::register_listener(socket) {
+                Ok(socket) => {
+                    accepting.spawn(accept_loop(socket, listener));
+                }
+                Err(e) => tracing::error!(listener = %listener.name, error = %e, "cannot serve a listening socket"),
+            }
+        }
+        let mut threads = Vec::new();
+        for (k, share) in shares.enumerate() {
+            match Worker::start(k + 1, share, phase.subscribe()) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => tracing::error!(worker = k + 1, error = %e, "cannot start a worker; the others serve"),
+            }
         }
         self.metrics.set_ready(true);
         shutdown.await;
         self.metrics.set_ready(false);
+        let _ = phase.send(Phase::Draining);
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
@@ -243,7 +325,74 @@ impl Server {
             self.drain_deadline.pass();
             let _ = tokio::time::timeout(CUT_GRACE, drained()).await;
         }
+        let _ = phase.send(Phase::Done);
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
+}
+
+impl Worker {
+    /// Starts worker `k` on its own thread, with its own current-thread runtime, accepting on
+    /// `share` until told to drain, then running its open connections until told it is done.
+    fn start(
+        k: usize,
+        share: Vec<(Socket, Arc<Listener>)>,
+        mut phase: tokio::sync::watch::Receiver<Phase>,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let mut worker = Worker { runtime: None, accepts: Vec::new() };
+        {
+            let _entered = runtime.enter();
+            for (socket, listener) in share {
+                match crate::sys::register_listener(socket) {
+                    Ok(socket) => worker.accepts.push((socket, listener)),
+                    Err(e) => tracing::error!(listener = %listener.name, error = %e, "cannot serve a listening socket"),
+                }
+            }
+        }
+        worker.runtime = Some(runtime);
+        std::thread::Builder::new().name(format!("snigate-worker-{k}")).spawn(move || {
+            let mut worker = worker;
+            let runtime = worker.runtime.take().expect("set above");
+            let accepts = std::mem::take(&mut worker.accepts);
+            runtime.block_on(async {
+                let mut accepting = JoinSet::new();
+                for (socket, listener) in accepts {
+                    accepting.spawn(accept_loop(socket, listener));
+                }
+                let _ = phase.wait_for(|p| *p != Phase::Accepting).await;
+                accepting.abort_all();
+                while accepting.join_next().await.is_some() {}
+                let _ = phase.wait_for(|p| *p == Phase::Done).await;
+            });
+            // What is still open was cut at the drain deadline and has logged.
+            runtime.shutdown_background();
+        })
+    }
+}
+
+/// A TCP listener's sockets for `workers` workers: those passed (`adopted`, handed over or from
+/// the service manager), else one bound with SO_REUSEPORT per worker. Fewer passed than
+/// workers: more are bound beside them when the passed ones have SO_REUSEPORT, else the workers
+/// share them (each registers its own duplicate; the kernel wakes each for a new connection and
+/// one accepts it).
+fn stream_sockets(l: &crate::config::ListenerConfig, adopted: Vec<Socket>, workers: usize) -> io::Result<Vec<Socket>> {
+    let reuse = workers > 1;
+    let mut sockets = Vec::with_capacity(workers);
+    for socket in adopted {
+        sockets.push(adopt(socket, defers(l))?);
+    }
+    if sockets.is_empty() {
+        sockets.push(listen(l.listen, l.tproxy, defers(l), reuse)?);
+    }
+    let bound = sockets[0].local_addr()?.as_socket().unwrap_or(l.listen);
+    let extensible = reuse && sockets[0].reuse_port()?;
+    while sockets.len() < workers {
+        let more = if extensible { listen(bound, l.tproxy, defers(l), true)? } else { sockets[0].try_clone()? };
+        sockets.push(more);
+    }
+    Ok(sockets)
 }
 
 /// How long the kernel holds a connection whose client has sent nothing, before accepting it
@@ -260,12 +409,13 @@ fn defers(l: &crate::config::ListenerConfig) -> bool {
     l.mode != crate::config::Mode::Transparent
 }
 
-/// A listening socket registered with the runtime: SO_REUSEADDR; IPV6_V6ONLY for an IPv6
-/// address (an IPv4 listener on the same port is a separate socket); TCP_NODELAY, which
-/// accepted sockets inherit (no setsockopt per connection); with `defer`, TCP_DEFER_ACCEPT, so
-/// that a connection is accepted with its hello already there; IP_TRANSPARENT with `tproxy`,
-/// to accept connections addressed to any address that policy routing delivers locally.
-fn listen(addr: SocketAddr, tproxy: bool, defer: bool) -> io::Result<AsyncFd<Socket>> {
+/// A listening socket: SO_REUSEADDR; SO_REUSEPORT with `reuse_port` (one socket per worker);
+/// IPV6_V6ONLY for an IPv6 address (an IPv4 listener on the same port is a separate socket);
+/// TCP_NODELAY, which accepted sockets inherit (no setsockopt per connection); with `defer`,
+/// TCP_DEFER_ACCEPT, so that a connection is accepted with its hello already there;
+/// IP_TRANSPARENT with `tproxy`, to accept connections addressed to any address that policy
+/// routing delivers locally.
+fn listen(addr: SocketAddr, tproxy: bool, defer: bool, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
     if tproxy && addr.is_ipv4() {
         socket.set_ip_transparent_v4(true)?;
@@ -276,25 +426,28 @@ fn listen(addr: SocketAddr, tproxy: bool, defer: bool) -> io::Result<AsyncFd<Soc
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_tcp_nodelay(true)?;
     if defer {
         crate::sys::set_defer_accept(socket.as_fd(), DEFER_ACCEPT_SECS)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    crate::sys::register_listener(socket)
+    Ok(socket)
 }
 
 /// A listening socket a service manager passed: set up like one snigate binds itself (the
 /// manager's unit chose the address, the backlog and, for TPROXY, `Transparent=`).
-fn adopt(socket: Socket, defer: bool) -> io::Result<AsyncFd<Socket>> {
+fn adopt(socket: Socket, defer: bool) -> io::Result<Socket> {
     if !socket.is_listener()? {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "the passed socket is not listening"));
     }
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     crate::sys::set_defer_accept(socket.as_fd(), if defer { DEFER_ACCEPT_SECS } else { 0 })?;
-    crate::sys::register_listener(socket)
+    Ok(socket)
 }
 
 /// One pending connection, non-blocking and close-on-exec, or WouldBlock.
@@ -305,27 +458,23 @@ fn accept(listener: &Socket) -> io::Result<(Socket, socket2::SockAddr)> {
 async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let free = listener.slots.clone().try_acquire_owned().ok();
         // Accepted sockets are left unregistered: the connection registers its socket only
         // if it has to wait on it (see `connection::handle`).
         let accepted = socket.async_io(Interest::READABLE, accept).await;
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let permit = match free {
-                    Some(permit) => permit,
-                    // Full: the connection that has waited longest for its hello makes room
-                    // for this one. When none is waiting for a hello, this one waits for a slot
-                    // (and the next ones in the kernel's accept queue).
-                    None => match listener.slots.clone().try_acquire_owned() {
-                        // A slot freed while this connection was awaited.
-                        Ok(permit) => permit,
-                        Err(_) => {
-                            listener.waiting.evict_oldest();
-                            let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
-                            permit
-                        }
-                    },
+                // A slot is taken once a connection is there, not before (an idle worker would
+                // hold one). Full: the connection that has waited longest for its hello makes
+                // room for this one. When none is waiting for a hello, this one waits for a slot
+                // (and the next ones in this socket's accept queue).
+                let permit = match listener.slots.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        listener.waiting.evict_oldest();
+                        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
+                        permit
+                    }
                 };
                 let Some(peer) = peer.as_socket() else { continue };
                 let active = listener.metrics.accepted();
@@ -366,7 +515,8 @@ mod tests {
     /// client has sent something.
     #[tokio::test]
     async fn accepted_sockets_have_nodelay_and_their_first_bytes() {
-        let listener = listen("127.0.0.1:0".parse().unwrap(), false, true).unwrap();
+        let listener =
+            crate::sys::register_listener(listen("127.0.0.1:0".parse().unwrap(), false, true, false).unwrap()).unwrap();
         let addr = listener.get_ref().local_addr().unwrap().as_socket().unwrap();
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
