@@ -329,7 +329,7 @@ fn start_snigate(
     let config = format!(
         "[[listener]]\nname = \"auto\"\nlisten = \"{auto}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
          [[listener]]\nname = \"copy\"\nlisten = \"{copy}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\nsplice = \"copy\"\n\
-         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n[runtime]\nthreads = {workers}\n{SOURCE_LIMITS}",
+         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[runtime]\nthreads = {workers}\n{SOURCE_LIMITS}",
         dir.join("allow.rules").display()
     );
     let proc = Proc::snigate_binary(program, name, dir, &config, pinned, &[auto, copy]);

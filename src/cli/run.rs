@@ -195,7 +195,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         None => (crate::sys::listen_fds(), None),
     };
     let code = runtime.block_on(async {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_workers(threads));
         // The endpoint is bound first: a taken metrics port fails the start like any other.
         let handed_metrics =
             passed.iter().position(|(name, _)| name == METRICS_SOCKET).map(|i| passed.swap_remove(i).1);

@@ -5,9 +5,16 @@
 //! from client data. Every listener's `(verdict, reason)` series are created at 0 when it is
 //! bound, and resolved once into a [`ListenerMetrics`], so recording an outcome on the hot path
 //! is an array index and an atomic add, with no label hashing.
+//!
+//! What connections record is kept per worker ([`Families`], one set per worker thread, see
+//! [`set_worker`]), so that workers on different cores never write the same cache line; a
+//! scrape sums the workers' series. The rest (readiness, reloads, limits) is kept once.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -93,10 +100,43 @@ impl Suppressed {
     }
 }
 
+thread_local! {
+    /// The worker this thread is (0: the first worker, and every thread that is not one).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `k`: what connections on it record goes to the `k`th
+/// set of [`Families`] (the last one when there are fewer).
+pub fn set_worker(k: usize) {
+    WORKER.with(|w| w.set(k));
+}
+
 /// The registry and every metric in it. One per server; share it behind an `Arc`.
 pub struct Metrics {
-    /// What `/metrics` renders; not the process-global default registry, so that several
-    /// servers in one process (tests) keep separate counts.
+    /// What `/metrics` renders (with the workers' families summed in); not the process-global
+    /// default registry, so that several servers in one process (tests) keep separate counts.
+    registry: Registry,
+    /// What connections record, one set per worker.
+    workers: Box<[Families]>,
+    /// `snigate_max_connections{listener}`: the configured limit, for saturation ratios.
+    max_connections: IntGaugeVec,
+    /// `snigate_rules_loaded`: patterns in the running snapshot.
+    rules_loaded: IntGauge,
+    /// `snigate_rules_reloads_total{result="success"}`.
+    reloads_ok: IntCounter,
+    /// `snigate_rules_reloads_total{result="failure"}`.
+    reloads_failed: IntCounter,
+    /// `snigate_rules_last_reload_success_timestamp_seconds`.
+    last_reload: Gauge,
+    /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
+    /// answers from it.
+    ready: IntGauge,
+    /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
+    sources_tracked: IntGauge,
+}
+
+/// One worker's copy of the metrics connections record, in a registry of its own.
+struct Families {
     registry: Registry,
     /// `snigate_connections_total{listener, verdict, reason}`.
     connections: IntCounterVec,
@@ -104,8 +144,6 @@ pub struct Metrics {
     rule_hits: IntCounterVec,
     /// `snigate_active_connections{listener}`.
     active: IntGaugeVec,
-    /// `snigate_max_connections{listener}`: the configured limit, for saturation ratios.
-    max_connections: IntGaugeVec,
     /// `snigate_accept_errors_total{listener}`: EMFILE, ENFILE and friends.
     accept_errors: IntCounterVec,
     /// `snigate_ech_hellos_total{listener}`: hellos carrying encrypted_client_hello.
@@ -123,38 +161,19 @@ pub struct Metrics {
     /// `snigate_connection_duration_seconds{verdict}`: refused and spliced connections last
     /// orders of magnitude apart, so they are kept apart.
     duration: HistogramVec,
-    /// `snigate_rules_loaded`: patterns in the running snapshot.
-    rules_loaded: IntGauge,
-    /// `snigate_rules_reloads_total{result="success"}`.
-    reloads_ok: IntCounter,
-    /// `snigate_rules_reloads_total{result="failure"}`.
-    reloads_failed: IntCounter,
-    /// `snigate_rules_last_reload_success_timestamp_seconds`.
-    last_reload: Gauge,
     /// `snigate_log_suppressed_total{listener, cause}`.
     log_suppressed: IntCounterVec,
     /// `snigate_quic_datagrams_dropped_total`.
     quic_dropped: IntCounterVec,
-    /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
-    /// answers from it.
-    ready: IntGauge,
-    /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
-    sources_tracked: IntGauge,
 }
 
-impl Metrics {
-    /// A registry holding every snigate metric, the process metrics and `snigate_build_info`.
-    pub fn new() -> Metrics {
+impl Families {
+    fn new() -> Families {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry.register(Box::new(c.clone())).expect("unique metric");
             c
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             let h =
@@ -162,12 +181,6 @@ impl Metrics {
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
-        let int_gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
-            g
-        };
-
         let connections = counter_vec(
             "snigate_connections_total",
             "Connections finished, by listener, verdict and reason.",
@@ -178,9 +191,9 @@ impl Metrics {
             "Connections decided by a rule, by rule file or list name.",
             &["ruleset"],
         );
-        let active = gauge_vec("snigate_active_connections", "Connections open now.", &["listener"]);
-        let max_connections =
-            gauge_vec("snigate_max_connections", "Configured limit on open connections.", &["listener"]);
+        let active = IntGaugeVec::new(Opts::new("snigate_active_connections", "Connections open now."), &["listener"])
+            .expect("valid metric");
+        registry.register(Box::new(active.clone())).expect("unique metric");
         let accept_errors =
             counter_vec("snigate_accept_errors_total", "Failed accept calls (the loop backs off).", &["listener"]);
         let ech_hellos = counter_vec(
@@ -216,17 +229,6 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(duration.clone())).expect("unique metric");
-        let rules_loaded =
-            int_gauge("snigate_rules_loaded", "Patterns in the running rule snapshot (rules and list entries).");
-        let reloads = counter_vec("snigate_rules_reloads_total", "Rule reloads, by result.", &["result"]);
-        let last_reload = Gauge::new(
-            "snigate_rules_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful rule load (the first load at start included).",
-        )
-        .expect("valid metric");
-        registry.register(Box::new(last_reload.clone())).expect("unique metric");
-        let build_info = gauge_vec("snigate_build_info", "Always 1; the labels describe the build.", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let log_suppressed = counter_vec(
             "snigate_log_suppressed_total",
             "Access-log lines not written: denial lines beyond the rate limit, or lines dropped because the writer \
@@ -239,21 +241,11 @@ impl Metrics {
              decided, with the flow table full, or not starting a flow (not a client Initial).",
             &["listener", "cause"],
         );
-        let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
-        let sources_tracked = int_gauge(
-            "snigate_sources_tracked",
-            "Sources (IPv4 addresses, IPv6 /64s) with connections open, as tracked for the per-source limits.",
-        );
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-            .expect("unique metric");
-
-        Metrics {
+        Families {
+            registry,
             connections,
             rule_hits,
             active,
-            max_connections,
             accept_errors,
             ech_hellos,
             bytes_upstream: bytes.with_label_values(&["upstream"]),
@@ -262,29 +254,21 @@ impl Metrics {
             hello_bytes,
             connect_seconds,
             duration,
-            rules_loaded,
-            reloads_ok: reloads.with_label_values(&["success"]),
-            reloads_failed: reloads.with_label_values(&["failure"]),
-            last_reload,
             log_suppressed,
             quic_dropped,
-            ready,
-            sources_tracked,
-            registry,
         }
     }
 
-    /// Creates the series of listener `name` at 0 and resolves its handles once.
-    pub fn listener(&self, name: &str, max_connections: usize) -> ListenerMetrics {
+    /// Listener `name`'s handles into this worker's families, its possible
+    /// `(verdict, reason)` series created at 0.
+    fn listener(&self, name: &str) -> Handles {
         let connections = [Verdict::Allow, Verdict::Deny].map(|verdict| {
             Reason::ALL.map(|reason| {
                 possible(verdict, reason)
                     .then(|| self.connections.with_label_values(&[name, verdict.as_str(), reason.as_str()]))
             })
         });
-        self.max_connections.with_label_values(&[name]).set(i64::try_from(max_connections).unwrap_or(i64::MAX));
-        ListenerMetrics {
-            name: name.into(),
+        Handles {
             connections,
             all_connections: self.connections.clone(),
             active: self.active.with_label_values(&[name]),
@@ -302,13 +286,81 @@ impl Metrics {
             duration: [Verdict::Allow, Verdict::Deny].map(|v| self.duration.with_label_values(&[v.as_str()])),
         }
     }
+}
+
+impl Metrics {
+    /// A registry holding every snigate metric, the process metrics and `snigate_build_info`,
+    /// for one worker.
+    pub fn new() -> Metrics {
+        Metrics::with_workers(1)
+    }
+
+    /// [`new`](Self::new), with what connections record kept apart for each of `workers`
+    /// workers (at least one).
+    pub fn with_workers(workers: usize) -> Metrics {
+        let registry = Registry::new();
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let int_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let max_connections =
+            gauge_vec("snigate_max_connections", "Configured limit on open connections.", &["listener"]);
+        let rules_loaded =
+            int_gauge("snigate_rules_loaded", "Patterns in the running rule snapshot (rules and list entries).");
+        let reloads =
+            IntCounterVec::new(Opts::new("snigate_rules_reloads_total", "Rule reloads, by result."), &["result"])
+                .expect("valid metric");
+        registry.register(Box::new(reloads.clone())).expect("unique metric");
+        let last_reload = Gauge::new(
+            "snigate_rules_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful rule load (the first load at start included).",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(last_reload.clone())).expect("unique metric");
+        let build_info = gauge_vec("snigate_build_info", "Always 1; the labels describe the build.", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
+        let sources_tracked = int_gauge(
+            "snigate_sources_tracked",
+            "Sources (IPv4 addresses, IPv6 /64s) with connections open, as tracked for the per-source limits.",
+        );
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
+
+        Metrics {
+            workers: (0..workers.max(1)).map(|_| Families::new()).collect(),
+            max_connections,
+            rules_loaded,
+            reloads_ok: reloads.with_label_values(&["success"]),
+            reloads_failed: reloads.with_label_values(&["failure"]),
+            last_reload,
+            ready,
+            sources_tracked,
+            registry,
+        }
+    }
+
+    /// Creates the series of listener `name` at 0 and resolves its handles once, for every
+    /// worker.
+    pub fn listener(&self, name: &str, max_connections: usize) -> ListenerMetrics {
+        self.max_connections.with_label_values(&[name]).set(i64::try_from(max_connections).unwrap_or(i64::MAX));
+        ListenerMetrics { name: name.into(), workers: self.workers.iter().map(|f| f.listener(name)).collect() }
+    }
 
     /// A rule snapshot went live (at start or by a reload): its pattern count, the time, and a
     /// 0 series for each of its rule files and lists.
     pub fn rules_loaded(&self, rules: &RuleSet) {
         self.rules_loaded.set(i64::try_from(rules.len()).unwrap_or(i64::MAX));
         for ruleset in rules.rulesets() {
-            self.rule_hits.with_label_values(&[ruleset]);
+            self.workers[0].rule_hits.with_label_values(&[ruleset]);
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.last_reload.set(now.as_secs_f64());
@@ -334,9 +386,12 @@ impl Metrics {
         self.ready.get() == 1
     }
 
-    /// The text exposition of every metric (Prometheus format 0.0.4).
+    /// The text exposition of every metric (Prometheus format 0.0.4), the workers' series summed.
     pub fn render(&self) -> String {
-        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# error: {e}\n"))
+        let mut families = self.registry.gather();
+        families.extend(sum(self.workers.iter().map(|f| f.registry.gather())));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        TextEncoder::new().encode_to_string(&families).unwrap_or_else(|e| format!("# error: {e}\n"))
     }
 }
 
@@ -355,10 +410,76 @@ const fn possible(verdict: Verdict, reason: Reason) -> bool {
     }
 }
 
-/// One listener's handles, resolved once when it is bound.
+/// Every worker's families summed: the series of the same family and labels added up
+/// (counters, gauges, histograms bucket by bucket), in label order.
+fn sum(workers: impl Iterator<Item = Vec<MetricFamily>>) -> Vec<MetricFamily> {
+    let mut out: BTreeMap<String, MetricFamily> = BTreeMap::new();
+    for families in workers {
+        for mut family in families {
+            let Some(into) = out.get_mut(family.name()) else {
+                out.insert(family.name().to_string(), family);
+                continue;
+            };
+            let kind = into.get_field_type();
+            for metric in family.take_metric() {
+                match into.mut_metric().iter_mut().find(|m| m.get_label() == metric.get_label()) {
+                    Some(m) => add(m, &metric, kind),
+                    None => into.mut_metric().push(metric),
+                }
+            }
+        }
+    }
+    let key = |m: &prometheus::proto::Metric| -> Vec<(String, String)> {
+        m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect()
+    };
+    let mut families: Vec<MetricFamily> = out.into_values().collect();
+    for family in &mut families {
+        family.mut_metric().sort_by_cached_key(key);
+    }
+    families
+}
+
+/// Adds `from`'s value into `into`'s, both of type `kind`.
+fn add(into: &mut prometheus::proto::Metric, from: &prometheus::proto::Metric, kind: MetricType) {
+    use prometheus::proto::{Counter, Gauge, Histogram};
+    match kind {
+        MetricType::COUNTER => {
+            let mut c = Counter::default();
+            c.set_value(into.get_counter().get_value() + from.get_counter().get_value());
+            into.set_counter(c);
+        }
+        MetricType::GAUGE => {
+            let mut g = Gauge::default();
+            g.set_value(into.get_gauge().get_value() + from.get_gauge().get_value());
+            into.set_gauge(g);
+        }
+        MetricType::HISTOGRAM => {
+            let (a, b) = (into.get_histogram(), from.get_histogram());
+            let mut h = Histogram::default();
+            h.set_sample_count(a.get_sample_count() + b.get_sample_count());
+            h.set_sample_sum(a.get_sample_sum() + b.get_sample_sum());
+            let mut buckets = a.get_bucket().to_vec();
+            for (bucket, other) in buckets.iter_mut().zip(b.get_bucket()) {
+                bucket.set_cumulative_count(bucket.cumulative_count() + other.cumulative_count());
+            }
+            h.set_bucket(buckets);
+            into.set_histogram(h);
+        }
+        // snigate has no summaries or untyped metrics.
+        MetricType::SUMMARY | MetricType::UNTYPED => {}
+    }
+}
+
+/// One listener's handles, resolved once when it is bound: one set per worker.
 pub struct ListenerMetrics {
     /// The `listener` label, for the rare series not created in advance.
     name: Box<str>,
+    /// Each worker's handles.
+    workers: Box<[Handles]>,
+}
+
+/// One listener's handles into one worker's families.
+struct Handles {
     /// `snigate_connections_total` by `[verdict][reason]` (Allow = 0, Deny = 1; [`Reason`]
     /// in declaration order); `None` for combinations that cannot happen.
     connections: [[Option<IntCounter>; Reason::ALL.len()]; 2],
@@ -394,56 +515,65 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
+    /// The calling worker's handles.
+    fn here(&self) -> &Handles {
+        let k = WORKER.with(Cell::get);
+        &self.workers[k.min(self.workers.len() - 1)]
+    }
+
     /// A connection was accepted; the returned guard counts it as active until dropped.
     pub fn accepted(&self) -> ActiveGuard {
-        self.active.inc();
-        ActiveGuard(self.active.clone())
+        let active = &self.here().active;
+        active.inc();
+        ActiveGuard(active.clone())
     }
 
     /// An accept call failed.
     pub fn accept_failed(&self) {
-        self.accept_errors.inc();
+        self.here().accept_errors.inc();
     }
 
     /// A complete ClientHello: how long reading it took and its size on the wire.
     pub fn hello(&self, seconds: f64, wire_bytes: usize, ech: bool) {
-        self.hello_seconds.observe(seconds);
-        self.hello_bytes.observe(wire_bytes as f64);
+        let h = self.here();
+        h.hello_seconds.observe(seconds);
+        h.hello_bytes.observe(wire_bytes as f64);
         if ech {
-            self.ech_hellos.inc();
+            h.ech_hellos.inc();
         }
     }
 
     /// A successful upstream connect and how long it took.
     pub fn connected(&self, seconds: f64) {
-        self.connect_seconds.observe(seconds);
+        self.here().connect_seconds.observe(seconds);
     }
 
     /// A connection finished: its verdict and reason, the deciding ruleset, bytes and duration.
     pub fn finished(&self, o: &Outcome) {
+        let h = self.here();
         let v = verdict_index(o.verdict);
-        match &self.connections[v][o.reason as usize] {
+        match &h.connections[v][o.reason as usize] {
             Some(c) => c.inc(),
-            None => self.all_connections.with_label_values(&[&self.name, o.verdict.as_str(), o.reason.as_str()]).inc(),
+            None => h.all_connections.with_label_values(&[&self.name, o.verdict.as_str(), o.reason.as_str()]).inc(),
         }
         if let Some(ruleset) = &o.ruleset {
-            self.rule_hits.with_label_values(&[ruleset]).inc();
+            h.rule_hits.with_label_values(&[ruleset]).inc();
         }
-        self.bytes_upstream.inc_by(o.bytes_up);
-        self.bytes_downstream.inc_by(o.bytes_down);
-        self.duration[v].observe(o.duration);
+        h.bytes_upstream.inc_by(o.bytes_up);
+        h.bytes_downstream.inc_by(o.bytes_down);
+        h.duration[v].observe(o.duration);
     }
 
     /// A QUIC datagram was dropped for `cause`.
     pub fn quic_dropped(&self, cause: Dropped) {
-        self.quic_dropped.with_label_values(&[&self.name, cause.as_str()]).inc();
+        self.here().quic_dropped.with_label_values(&[&self.name, cause.as_str()]).inc();
     }
 
     /// An access-log line was not written.
     pub fn log_suppressed(&self, cause: Suppressed) {
         match cause {
-            Suppressed::RateLimit => self.log_rate_limited.inc(),
-            Suppressed::QueueFull => self.log_queue_full.inc(),
+            Suppressed::RateLimit => self.here().log_rate_limited.inc(),
+            Suppressed::QueueFull => self.here().log_queue_full.inc(),
         }
     }
 }
@@ -487,6 +617,51 @@ mod tests {
         assert!(!text.contains(r#"reason="not_tls",verdict="allow""#));
         assert!(text.contains(r#"snigate_max_connections{listener="edge"} 10"#));
         assert!(text.contains(&format!(r#"snigate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))));
+    }
+
+    /// Each worker records into its own families; a scrape shows their sums, histograms
+    /// bucket by bucket, and series only some workers have.
+    #[test]
+    fn workers_record_apart_and_a_scrape_sums_them() {
+        let m = std::sync::Arc::new(Metrics::with_workers(3));
+        let l = std::sync::Arc::new(m.listener("edge", 10));
+        let threads: Vec<_> = (0..3)
+            .map(|k| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    set_worker(k);
+                    let guard = l.accepted();
+                    for _ in 0..=k {
+                        let mut o = Outcome::accepted("edge".into(), "127.0.0.1:1".parse().unwrap());
+                        o.verdict = Verdict::Allow;
+                        o.reason = Reason::Rule;
+                        o.bytes_up = 10;
+                        l.hello(0.001, 600, false);
+                        l.finished(&o);
+                    }
+                    if k == 2 {
+                        l.quic_dropped(Dropped::Denied);
+                    }
+                    std::mem::forget(guard);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = m.render();
+        for line in [
+            r#"snigate_connections_total{listener="edge",reason="rule",verdict="allow"} 6"#,
+            r#"snigate_active_connections{listener="edge"} 3"#,
+            r#"snigate_bytes_total{direction="upstream"} 60"#,
+            r#"snigate_client_hello_bytes_bucket{le="1024"} 6"#,
+            r#"snigate_client_hello_bytes_bucket{le="512"} 0"#,
+            "snigate_client_hello_bytes_count 6",
+            r#"snigate_quic_datagrams_dropped_total{cause="denied_flow",listener="edge"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(text.matches("# TYPE snigate_connections_total counter").count(), 1, "one family");
     }
 
     #[test]

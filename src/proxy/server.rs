@@ -353,6 +353,7 @@ impl Worker {
         }
         worker.runtime = Some(runtime);
         std::thread::Builder::new().name(format!("snigate-worker-{k}")).spawn(move || {
+            crate::metrics::registry::set_worker(k);
             let mut worker = worker;
             let runtime = worker.runtime.take().expect("set above");
             let accepts = std::mem::take(&mut worker.accepts);
