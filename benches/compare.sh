@@ -15,6 +15,11 @@
 #    skips it) the system calls per connection of each proxy under strace.
 # 6. Runs it again with several workers per proxy, nothing pinned (SNIGATE_COMPARE_WORKERS,
 #    default 2; 1 skips it): connection rates and CPU only (no idle, bulk or strace pass).
+# 7. Then (SNIGATE_COMPARE_LISTS=0 skips it) runs `cargo bench --bench lists`: the same proxies
+#    with a 0, 100k and 1M-domain deny list in front of the allowlist (start, memory, load,
+#    reload; see benches/lists.rs for the SNIGATE_LISTS_* knobs). Its 100k list starts with the
+#    real EasyList and EasyPrivacy domains of Debian's webext-ublock-origin-firefox, installed
+#    with the peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +32,11 @@ have nginx || missing+=(nginx-light)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 have sniproxy || missing+=(sniproxy)
 have strace || missing+=(strace)
+lists=${SNIGATE_COMPARE_LISTS:-1}
+if [ "$lists" != 0 ] && ! ls /usr/share/mozilla/extensions/*/uBlock0@raymondhill.net/assets/thirdparties/easylist/easylist.txt \
+    /usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist/easylist.txt >/dev/null 2>&1; then
+    missing+=(webext-ublock-origin-firefox)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     # policy-rc.d exit 101: the packages' maintainer scripts must not start the services.
@@ -50,6 +60,7 @@ ulimit -n "$want" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Build first: the build itself raises the load average.
 cargo bench --bench e2e --no-run
+[ "$lists" = 0 ] || cargo bench --bench lists --no-run
 
 if [ -n "${SNIGATE_E2E_MAX_LOAD:-}" ]; then
     for _ in $(seq 20); do
@@ -83,3 +94,9 @@ if [ "$workers" != 1 ]; then
         cargo bench --bench e2e
 fi
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$lists" != 0 ]; then
+    echo
+    echo "## Large lists"
+    cargo bench --bench lists
+    echo "load average after the lists run: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi

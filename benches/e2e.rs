@@ -29,85 +29,19 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;
 
-use support::{Proc, clock_ticks, free_port, own_cpu_ticks, pin_self};
-
-/// The allowed name, the recorded browser hello's SNI swapped for one of the same length.
-const ALLOWED: &str = "acme-dev-sandbox-12.my.salesforce.com";
-/// The recorded hello's own SNI: under `.lightning.force.com`, hence denied by the allowlist.
-const DENIED: &str = "acme--dev.sandbox.lightning.force.com";
-/// Bytes the backend answers an allowed hello with (about a server's first flight).
-const RESPONSE: usize = 4096;
-/// Longest one connection may take before it counts as a `timeout` error.
-const CONN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound on connections per load run, whatever the duration.
-const MAX_CONNS: u64 = 2_000_000;
-
-/// What the backend does with the next connections.
-#[derive(Default)]
-struct Backend {
-    /// Bytes of request to read before answering (the hello as the client sent it).
-    expect: AtomicUsize,
-    /// Bytes to answer with, then close.
-    respond: AtomicU64,
-    /// Hold connections open without answering (idle mode).
-    hold: AtomicBool,
-    /// Connections held open now.
-    held: AtomicUsize,
-}
-
-/// A proxy (or the direct baseline) as the load sees it.
-struct Target {
-    /// Row label.
-    name: String,
-    /// Where allowed and denied hellos go.
-    addr: SocketAddr,
-    /// The process whose CPU and memory are measured; `None` for direct.
-    proc: Option<Rc<Proc>>,
-}
-
-/// One load run's results.
-#[derive(Default, Clone)]
-struct Run {
-    /// Completed connections (allowed: full response; denied: closed by the proxy).
-    ok: u64,
-    /// Wall seconds.
-    secs: f64,
-    /// Connect to last response byte, µs, sorted.
-    lat_us: Vec<u32>,
-    /// Failures by kind.
-    errors: BTreeMap<&'static str, u64>,
-    /// How denied connections ended, by kind.
-    endings: BTreeMap<&'static str, u64>,
-    /// Proxy CPU seconds over the run.
-    cpu: f64,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.secs
-    }
-    fn pct(&self, p: f64) -> f64 {
-        if self.lat_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.lat_us.len() as f64 * p) as usize).min(self.lat_us.len() - 1);
-        self.lat_us[i] as f64 / 1000.0
-    }
-    /// Proxy CPU milliseconds per 1,000 completed connections.
-    fn cpu_per_k(&self) -> f64 {
-        self.cpu * 1e6 / self.ok.max(1) as f64
-    }
-}
+use support::load::{ALLOWED, Backend, DENIED, Expect, MAX_CONNS, RESPONSE, Run, Target, load, serve, swap_sni};
+use support::peers::{self, RULES, SOURCE_LIMITS, Site};
+use support::{Proc, clock_ticks, free_port, nofile_limit, own_cpu_ticks, pin_self};
 
 fn env(k: &str) -> Option<f64> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
@@ -293,26 +227,6 @@ fn main() {
     }
 }
 
-/// The ClientHello `hello` with its SNI `from` replaced by `to`, a name of the same length, so
-/// that no length field changes.
-fn swap_sni(hello: &[u8], from: &str, to: &str) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
-    let at: Vec<usize> =
-        hello.windows(from.len()).enumerate().filter(|(_, w)| *w == from.as_bytes()).map(|(i, _)| i).collect();
-    assert_eq!(at.len(), 1, "{from} occurs once in the hello");
-    let mut out = hello.to_vec();
-    out[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
-    out
-}
-
-fn nofile_limit() -> u64 {
-    let out = std::process::Command::new("sh").args(["-c", "ulimit -n"]).output().expect("sh");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(1024)
-}
-
-/// The allowlist every proxy gets, in snigate's rule language.
-const RULES: &str = "allow *.my.salesforce.com\nallow login.salesforce.com\n";
-
 /// snigate (`program`) with `workers` workers and two `upstream` listeners: `splice = "auto"`
 /// (the measured one) and `copy` (bulk only). Returns the process, the auto listener and the
 /// copy listener.
@@ -329,33 +243,16 @@ fn start_snigate(
     let config = format!(
         "[[listener]]\nname = \"auto\"\nlisten = \"{auto}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
          [[listener]]\nname = \"copy\"\nlisten = \"{copy}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\nsplice = \"copy\"\n\
-         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[runtime]\nthreads = {workers}\n{SOURCE_LIMITS}",
+         [rules]\nfiles = [\"{}\"]\ndefault = \"deny\"\n[log]\nformat = \"off\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [runtime]\nthreads = {workers}\n{SOURCE_LIMITS}",
         dir.join("allow.rules").display()
     );
     let proc = Proc::snigate_binary(program, name, dir, &config, pinned, &[auto, copy]);
     (Rc::new(proc), auto, copy)
 }
 
-/// The whole load comes from 127.0.0.1, one source: the per-source limits, which a deployment
-/// keeps, are lifted here as the peers have none, or the idle connections and c256 would meet
-/// them.
-const SOURCE_LIMITS: &str = "[limits]\nmax_connections_per_source = 1000000\nmax_hellos_per_source = 1000000\n";
-
-/// The first of `names` found in /usr/sbin, /usr/bin or PATH.
-fn find_program(names: &[&str]) -> Option<String> {
-    for name in names {
-        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-            let p = format!("{dir}/{name}");
-            if std::path::Path::new(&p).exists() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-/// Writes `peer`'s configuration (the same allowlist, one worker, no per-connection logging)
-/// and starts it on CPU 0.
+/// Writes `peer`'s configuration ([`peers::configure`]: the same allowlist, `workers` workers,
+/// no per-connection logging) and starts it (on CPU 0 when `pinned`).
 fn start_peer(
     peer: &str,
     dir: &std::path::Path,
@@ -365,197 +262,12 @@ fn start_peer(
     workers: usize,
 ) -> Option<(Proc, SocketAddr)> {
     let addr = free_port();
-    // Within the descriptor limit this process runs under (HAProxy refuses to start otherwise).
-    let maxconn = nofile.saturating_sub(100) / 2;
+    let closed = free_port();
+    let site = Site { dir, addr, backend, closed, nofile, deny: &[], generation: 0, reloadable: false, workers };
+    let launch = peers::configure(peer, &site)?;
+    let args: Vec<&str> = launch.args.iter().map(String::as_str).collect();
     let err = dir.join(format!("{peer}.err"));
-    let err = err.to_str().unwrap();
-    let d = dir.display();
-    let proc = match peer {
-        "haproxy" => {
-            let bin = find_program(&["haproxy"])?;
-            let cfg = format!(
-                "global\n  nbthread {workers}\n  maxconn {maxconn}\n\
-                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\n\
-                 frontend sni\n  bind {addr}\n  tcp-request inspect-delay 10s\n\
-                 \x20 acl allowed req.ssl_sni -i login.salesforce.com\n\
-                 \x20 acl allowed req.ssl_sni -i -m end .my.salesforce.com\n\
-                 \x20 tcp-request content reject unless allowed\n  default_backend up\n\
-                 backend up\n  server backend {backend}\n"
-            );
-            let path = dir.join("haproxy.cfg");
-            std::fs::write(&path, cfg).unwrap();
-            Proc::start(peer, &bin, &["-db", "-f", path.to_str().unwrap()], pinned, &[addr], err)
-        }
-        "nginx" => {
-            let bin = find_program(&["nginx"])?;
-            let module =
-                ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/lib64/nginx/modules/ngx_stream_module.so"]
-                    .into_iter()
-                    .find(|m| std::path::Path::new(m).exists());
-            let load = module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
-            // Denied names go to a closed port: nginx has no conditional reject in stream.
-            let closed = free_port();
-            let reuseport = if workers > 1 { " reuseport" } else { "" };
-            let cfg = format!(
-                "{load}daemon off;\nworker_processes {workers};\nworker_rlimit_nofile {nofile};\npid {d}/nginx.pid;\n\
-                 error_log {d}/nginx.log crit;\nevents {{ worker_connections {nofile}; }}\n\
-                 stream {{\n  map $ssl_preread_server_name $up {{\n    hostnames;\n\
-                 \x20   login.salesforce.com {backend};\n    *.my.salesforce.com {backend};\n    default {closed};\n  }}\n\
-                 \x20 server {{\n    listen {addr}{reuseport};\n    ssl_preread on;\n    preread_timeout 10s;\n\
-                 \x20   proxy_pass $up;\n    proxy_connect_timeout 5s;\n    proxy_timeout 600s;\n  }}\n}}\n"
-            );
-            let path = dir.join("nginx.conf");
-            std::fs::write(&path, cfg).unwrap();
-            let prefix = format!("{d}/");
-            let log = format!("{d}/nginx.log");
-            Proc::start(peer, &bin, &["-p", &prefix, "-e", &log, "-c", path.to_str().unwrap()], pinned, &[addr], err)
-        }
-        "sniproxy" => {
-            let bin = find_program(&["sniproxy"])?;
-            let (ip, port) = (addr.ip(), addr.port());
-            let (bip, bport) = (backend.ip(), backend.port());
-            let cfg = format!(
-                "error_log {{\n  filename /dev/null\n  priority emerg\n}}\n\
-                 listener {ip} {port} {{\n  protocol tls\n  table allow\n}}\n\
-                 table allow {{\n  (?i)^login\\.salesforce\\.com$ {bip} {bport}\n  (?i)^.+\\.my\\.salesforce\\.com$ {bip} {bport}\n}}\n"
-            );
-            let path = dir.join("sniproxy.conf");
-            std::fs::write(&path, cfg).unwrap();
-            Proc::start(peer, &bin, &["-f", "-c", path.to_str().unwrap()], pinned, &[addr], err)
-        }
-        other => panic!("unknown peer {other} (haproxy, nginx, sniproxy)"),
-    };
-    Some((proc, addr))
-}
-
-/// The backend: per connection, reads the request (`expect` bytes), then answers `respond`
-/// bytes and closes, or, in hold mode, keeps the connection until the client closes.
-async fn serve(listener: TcpListener, b: Arc<Backend>) {
-    static PAYLOAD: [u8; 1 << 20] = [0x17; 1 << 20];
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let b = b.clone();
-        tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
-            let expect = b.expect.load(Ordering::Relaxed);
-            let mut buf = [0u8; 4096];
-            let mut got = 0;
-            while got < expect {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got += n,
-                }
-            }
-            if b.hold.load(Ordering::Relaxed) {
-                b.held.fetch_add(1, Ordering::Relaxed);
-                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-                b.held.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-            let mut left = b.respond.load(Ordering::Relaxed) as usize;
-            while left > 0 {
-                let n = left.min(PAYLOAD.len());
-                if s.write_all(&PAYLOAD[..n]).await.is_err() {
-                    return;
-                }
-                left -= n;
-            }
-        });
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Expect {
-    /// A response of exactly this many bytes, then EOF.
-    Response(usize),
-    /// The proxy refuses: it closes (with an alert, a FIN or a reset) without the backend's bytes.
-    Denied,
-}
-
-/// Runs `conc` client loops against `t` for `dur` or `max` connections, whichever comes first.
-/// Each connection: connect, send `hello`, read to EOF, close.
-async fn load(t: &Target, hello: &[u8], expect: Expect, conc: usize, dur: Duration, max: u64, tick: f64) -> Run {
-    let hello: Rc<[u8]> = hello.into();
-    let started = Rc::new(AtomicU64::new(0));
-    let cpu0 = t.proc.as_ref().map(|p| p.cpu_ticks());
-    let start = Instant::now();
-    let deadline = start + dur;
-    let local = tokio::task::LocalSet::new();
-    let mut handles = Vec::new();
-    for _ in 0..conc {
-        let (hello, started, addr) = (hello.clone(), started.clone(), t.addr);
-        handles.push(local.spawn_local(async move {
-            let mut r = Run::default();
-            let mut buf =
-                vec![0u8; if matches!(expect, Expect::Response(n) if n > RESPONSE) { 1 << 20 } else { 16 << 10 }];
-            while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < max {
-                let t0 = Instant::now();
-                match tokio::time::timeout(CONN_TIMEOUT, one(addr, &hello, &mut buf)).await {
-                    Err(_) => *r.errors.entry("timeout").or_default() += 1,
-                    Ok(Err(kind)) => *r.errors.entry(kind).or_default() += 1,
-                    Ok(Ok((bytes, ending))) => match expect {
-                        Expect::Response(n) if bytes == n && ending == "eof" => {
-                            r.ok += 1;
-                            r.lat_us.push(t0.elapsed().as_micros() as u32);
-                        }
-                        Expect::Response(_) => {
-                            *r.errors.entry(if ending == "eof" { "short" } else { "reset" }).or_default() += 1
-                        }
-                        Expect::Denied if bytes <= 64 => {
-                            r.ok += 1;
-                            r.lat_us.push(t0.elapsed().as_micros() as u32);
-                            *r.endings.entry(if bytes > 0 { "alert" } else { ending }).or_default() += 1;
-                        }
-                        Expect::Denied => *r.errors.entry("forwarded").or_default() += 1,
-                    },
-                }
-            }
-            r
-        }));
-    }
-    let mut total = local
-        .run_until(async {
-            let mut total = Run::default();
-            for h in handles {
-                let r = h.await.unwrap();
-                total.ok += r.ok;
-                total.lat_us.extend(r.lat_us);
-                for (k, v) in r.errors {
-                    *total.errors.entry(k).or_default() += v;
-                }
-                for (k, v) in r.endings {
-                    *total.endings.entry(k).or_default() += v;
-                }
-            }
-            total
-        })
-        .await;
-    total.secs = start.elapsed().as_secs_f64();
-    if let (Some(p), Some(c0)) = (&t.proc, cpu0) {
-        total.cpu = (p.cpu_ticks() - c0) as f64 / tick;
-    }
-    total.lat_us.sort_unstable();
-    total
-}
-
-/// One connection; returns the bytes received and how it ended (`eof` or `reset`), or the kind
-/// of failure.
-async fn one(addr: SocketAddr, hello: &[u8], buf: &mut [u8]) -> Result<(usize, &'static str), &'static str> {
-    let mut s = TcpStream::connect(addr).await.map_err(|_| "connect")?;
-    let _ = s.set_nodelay(true);
-    s.write_all(hello).await.map_err(|_| "write")?;
-    let mut got = 0;
-    loop {
-        match s.read(buf).await {
-            Ok(0) => return Ok((got, "eof")),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok((got, "reset")),
-            Err(_) => return Err("read"),
-        }
-    }
+    Some((Proc::start(peer, &launch.program, &args, pinned, &[addr], err.to_str().unwrap()), addr))
 }
 
 /// Idle memory: opens `n` connections through the proxy, each with the allowed hello, waits

@@ -1,9 +1,12 @@
 //! Helpers shared by the benches: CPU pinning, the process under test started on CPU 0, its
-//! CPU time and memory read from `/proc`, a command's CPU time and peak memory, and
-//! deterministic synthetic names ([`names`]).
+//! CPU time and memory read from `/proc`, a command's CPU time and peak memory, deterministic
+//! synthetic names ([`names`]), the connection load and its backend ([`load`]) and the peers'
+//! configurations ([`peers`]).
 #![allow(dead_code)]
 
+pub mod load;
 pub mod names;
+pub mod peers;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -45,6 +48,25 @@ pub fn fd_budget() -> usize {
     limit.rlim_cur.min(1 << 20) as usize
 }
 
+/// The soft descriptor limit this process runs under, as the shell reports it.
+pub fn nofile_limit() -> u64 {
+    let out = Command::new("sh").args(["-c", "ulimit -n"]).output().expect("sh");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(1024)
+}
+
+/// The first of `names` found in /usr/sbin, /usr/bin or /usr/local.
+pub fn find_program(names: &[&str]) -> Option<String> {
+    for name in names {
+        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+            let p = format!("{dir}/{name}");
+            if std::path::Path::new(&p).exists() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
 /// `/proc/PID/stat` ticks per second.
 pub fn clock_ticks() -> f64 {
     let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
@@ -61,8 +83,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
-    /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
     /// The release snigate on `config` (written to `dir/NAME.toml`, its stderr to
     /// `dir/NAME.err`), started as [`start`](Self::start) does.
     pub fn snigate(name: &str, dir: &std::path::Path, config: &str, pinned: bool, addrs: &[SocketAddr]) -> Proc {
@@ -85,21 +105,43 @@ impl Proc {
         Proc::start(name, program, &args, pinned, addrs, err.to_str().expect("a UTF-8 path"))
     }
 
+    /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
+    /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
     pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {
+        match Proc::launch(name, program, args, pinned, addrs, stderr, Duration::from_secs(10)) {
+            Ok((proc, _)) => proc,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`start`](Self::start) with a bound on the wait: the process and the time from spawn until
+    /// every address accepted, or why it did not start (it exited, or `within` passed; it is
+    /// stopped then).
+    pub fn launch(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        pinned: bool,
+        addrs: &[SocketAddr],
+        stderr: &str,
+        within: Duration,
+    ) -> Result<(Proc, Duration), String> {
         let log = std::fs::File::create(stderr).expect("stderr file");
+        let t0 = Instant::now();
         let mut proc = Proc::spawn(name, program, args, pinned, log.into());
         for addr in addrs {
-            let deadline = Instant::now() + Duration::from_secs(10);
             while TcpStream::connect(addr).is_err() {
-                if Instant::now() >= deadline || proc.child.try_wait().ok().flatten().is_some() {
-                    let err = std::fs::read_to_string(stderr).unwrap_or_default();
+                let exited = proc.child.try_wait().ok().flatten().is_some();
+                if exited || t0.elapsed() >= within {
                     proc.stop();
-                    panic!("{name} is not listening on {addr}:\n{err}");
+                    let err = std::fs::read_to_string(stderr).unwrap_or_default();
+                    let why = if exited { "exited".to_string() } else { format!("did not start within {within:?}") };
+                    return Err(format!("{name} is not listening on {addr}: {why}\n{err}"));
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
-        proc
+        Ok((proc, t0.elapsed()))
     }
 
     /// Starts `program args…` (on CPU 0 when `pinned`) without waiting for anything. Its stderr
@@ -137,6 +179,12 @@ impl Proc {
         self.child.id()
     }
 
+    /// Sends `signal` (a name: `HUP`, `USR2`) to the tree's root.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "{}: kill -{signal} failed", self.name);
+    }
+
     /// utime + stime of every thread of the tree, in clock ticks.
     pub fn cpu_ticks(&self) -> u64 {
         tree(self.pid()).iter().filter_map(|pid| ticks(&pid.to_string())).sum()
@@ -144,14 +192,13 @@ impl Proc {
 
     /// Resident memory of the tree, in bytes: `VmRSS` (now) or `VmHWM` (peak) summed.
     pub fn memory(&self, field: &str) -> u64 {
-        tree(self.pid())
-            .iter()
-            .filter_map(|pid| {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                let line = status.lines().find(|l| l.starts_with(field))?;
-                line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
-            })
-            .sum()
+        memory_of(self.pid(), "status", field)
+    }
+
+    /// Proportional set size of the tree, in bytes: pages shared between its processes (a
+    /// master and the workers it forked) count once, split between them.
+    pub fn pss(&self) -> u64 {
+        memory_of(self.pid(), "smaps_rollup", "Pss:")
     }
 
     /// `strace -c -f` attached to every process of the tree, writing its summary to `out` when
@@ -184,6 +231,19 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `field` (in KiB) of `/proc/PID/FILE` summed over `root`'s tree, in bytes. Takes a pid so that
+/// a sampling thread can read it while the [`Proc`] stays where it is.
+pub fn memory_of(root: u32, file: &str, field: &str) -> u64 {
+    tree(root)
+        .iter()
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+            let line = text.lines().find(|l| l.starts_with(field))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+        })
+        .sum()
 }
 
 /// `root` and its descendants, from the parent pids in `/proc/*/stat`.

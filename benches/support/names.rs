@@ -91,3 +91,43 @@ pub fn pattern(rng: &mut Rng) -> (String, Form) {
     };
     (name, form)
 }
+
+/// Where Debian's uBlock Origin packages (`webext-ublock-origin-firefox`, `-chromium`) install
+/// the EasyList and EasyPrivacy filter lists they bundle.
+pub const EASYLIST_DIRS: &[&str] = &[
+    "/usr/share/mozilla/extensions/{ec8030f7-c20a-464f-9b0e-13a3a9e97384}/uBlock0@raymondhill.net/assets/thirdparties/easylist",
+    "/usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist",
+];
+
+/// Real blocked domains: every `||domain^` rule of EasyList and EasyPrivacy (with or without
+/// options: the domain is what an SNI filter can act on), in file order, without duplicates,
+/// and the directory they were read from; `None` when neither package is installed.
+pub fn easylist_domains() -> Option<(Vec<String>, &'static str)> {
+    let dir = EASYLIST_DIRS.iter().find(|d| std::path::Path::new(d).join("easylist.txt").exists())?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for file in ["easylist.txt", "easyprivacy.txt"] {
+        let text = std::fs::read_to_string(std::path::Path::new(dir).join(file)).unwrap_or_default();
+        for line in text.lines() {
+            let Some((name, rest)) = line.strip_prefix("||").and_then(|l| l.split_once('^')) else { continue };
+            if (rest.is_empty() || rest.starts_with('$')) && is_domain(name) && seen.insert(name.to_string()) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    Some((out, dir))
+}
+
+/// A lowercase DNS name of two labels or more whose last label is not numeric (not an address).
+fn is_domain(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+        && labels.last().is_some_and(|l| l.as_bytes()[0].is_ascii_lowercase())
+}
