@@ -350,6 +350,13 @@ struct Report {
     syscalls: BTreeMap<(String, &'static str), (u64, Calls)>,
 }
 
+impl Bulk {
+    /// The proxy's CPU seconds per GiB moved.
+    fn cpu_per_gib(&self) -> f64 {
+        self.proxy_busy / (self.gbps * 1e9 / 8.0 / (1u64 << 30) as f64)
+    }
+}
+
 /// One bulk transfer.
 struct Bulk {
     /// Throughput.
@@ -445,6 +452,11 @@ impl Report {
                 true,
             ),
             (
+                "bulk CPU per GiB",
+                Box::new(|r, n| r.bulk.get(n).map_or(Vec::new(), |v| v.iter().map(Bulk::cpu_per_gib).collect())),
+                false,
+            ),
+            (
                 "idle memory per conn",
                 Box::new(|r, n| vec![r.idle.get(n).copied().flatten().unwrap_or(f64::NAN)]),
                 false,
@@ -520,6 +532,9 @@ impl Report {
             println!("| --- |{}", " ---: |".repeat(peers.len() + 1));
             for (label, f, higher) in &self.figures() {
                 let s = f(self, "snigate");
+                if !s.iter().any(|v| v.is_finite()) {
+                    continue; // not measured in this run (idle, bulk)
+                }
                 let values: Vec<Vec<f64>> = peers.iter().map(|p| f(self, p)).collect();
                 let ratio = |v: f64, s: f64| if *higher { s / v } else { v / s };
                 let mut cells: Vec<String> = values

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Proc;
@@ -96,14 +97,18 @@ pub fn swap_sni(hello: &[u8], from: &str, to: &str) -> Vec<u8> {
 
 /// The backend: per connection, reads the request (`expect` bytes), then answers `respond`
 /// bytes and closes, or, in hold mode, keeps the connection until the client closes.
+///
+/// The answer is sent with `sendfile(2)` from a 1 MiB in-memory file, and clients discard what
+/// they read with `MSG_TRUNC` (see [`one`]): the load side copies no payload, so that in bulk
+/// transfers the proxy, not the load core, is what runs out first.
 pub async fn serve(listener: TcpListener, b: Arc<Backend>) {
-    static PAYLOAD: [u8; 1 << 20] = [0x17; 1 << 20];
+    let payload = Arc::new(payload_file());
     loop {
         let Ok((mut s, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };
-        let b = b.clone();
+        let (b, payload) = (b.clone(), payload.clone());
         tokio::spawn(async move {
             let _ = s.set_nodelay(true);
             let expect = b.expect.load(Ordering::Relaxed);
@@ -122,15 +127,42 @@ pub async fn serve(listener: TcpListener, b: Arc<Backend>) {
                 return;
             }
             let mut left = b.respond.load(Ordering::Relaxed) as usize;
+            let mut offset: libc::off_t = 0;
             while left > 0 {
-                let n = left.min(PAYLOAD.len());
-                if s.write_all(&PAYLOAD[..n]).await.is_err() {
-                    return;
+                let n = left.min(PAYLOAD_BYTES - offset as usize);
+                let sent = s
+                    .async_io(Interest::WRITABLE, || {
+                        // SAFETY: both descriptors are open for the call; `offset` is a live
+                        // off_t that sendfile advances.
+                        let r = unsafe { libc::sendfile(s.as_raw_fd(), payload.as_raw_fd(), &mut offset, n) };
+                        if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as usize) }
+                    })
+                    .await;
+                match sent {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => left -= k,
                 }
-                left -= n;
+                if offset as usize == PAYLOAD_BYTES {
+                    offset = 0;
+                }
             }
         });
     }
+}
+
+/// Bytes of the in-memory file the backend answers from.
+const PAYLOAD_BYTES: usize = 1 << 20;
+
+/// A memfd holding [`PAYLOAD_BYTES`] of 0x17.
+fn payload_file() -> std::fs::File {
+    use std::io::Write;
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"payload".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(&[0x17; PAYLOAD_BYTES]).expect("fill the payload file");
+    file
 }
 
 #[derive(Clone, Copy)]
@@ -215,7 +247,16 @@ pub async fn one(addr: SocketAddr, hello: &[u8], buf: &mut [u8]) -> Result<(usiz
     s.write_all(hello).await.map_err(|_| "write")?;
     let mut got = 0;
     loop {
-        match s.read(buf).await {
+        // MSG_TRUNC: TCP discards the bytes instead of copying them, and returns their count.
+        let read = s
+            .async_io(Interest::READABLE, || {
+                // SAFETY: `buf` is valid for writes of its length (recv writes nothing with
+                // MSG_TRUNC on TCP, but the kernel may check the range); the socket is open.
+                let r = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
+                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as usize) }
+            })
+            .await;
+        match read {
             Ok(0) => return Ok((got, "eof")),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok((got, "reset")),
