@@ -18,6 +18,12 @@
 //! - `SNIGATE_E2E_STRACE=1`: also counts each proxy's system calls per connection with
 //!   `strace -c -f` over 2,000 allowed and 2,000 denied connections (slows the proxy; a separate
 //!   pass after the timed runs).
+//! - `SNIGATE_E2E_ATTACH`: a command run beside each proxy during a separate pass of
+//!   `SNIGATE_E2E_ATTACH_CONNS` (default 20,000) allowed connections at concurrency 16, then
+//!   interrupted (SIGINT to its process group); `{pids}` in it is the proxy's pids, comma
+//!   separated, and `{name}` its name. For example
+//!   `perf record -e cpu-clock -g -o /tmp/{name}.perf -p {pids}`. `benches/profile.sh` uses it.
+//! - `SNIGATE_BENCH_WRAP`: a command every proxy is started under (see `support::wrapper`).
 //!
 //! This process is the load generator and the backend (one current-thread runtime, pinned to
 //! CPU 1); every proxy runs pinned to CPU 0 with one worker. The backend answers without any
@@ -198,6 +204,19 @@ fn main() {
                     let text = std::fs::read_to_string(&out).unwrap_or_default();
                     report.syscalls.insert((t.name.clone(), kind), (r.ok, parse_strace(&text)));
                 }
+            }
+        }
+        if let Ok(command) = std::env::var("SNIGATE_E2E_ATTACH") {
+            let n = env("SNIGATE_E2E_ATTACH_CONNS").unwrap_or(20_000.0) as u64;
+            backend.expect.store(allowed.len(), Ordering::Relaxed);
+            backend.respond.store(RESPONSE as u64, Ordering::Relaxed);
+            for t in &targets[1..] {
+                let attached = t.proc.as_ref().unwrap().attach(&command);
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                let r = load(t, &allowed, Expect::Response(RESPONSE), 16, Duration::from_secs(300), n, tick).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                support::interrupt(attached);
+                eprintln!("{}: {} allowed connections attached ({:.1} s, errors {:?})", t.name, r.ok, r.secs, r.errors);
             }
         }
         for t in &targets[1..] {

@@ -108,7 +108,9 @@ impl Proc {
     /// Starts `program args…` (on CPU 0 when `pinned`) and waits until every address in `addrs`
     /// accepts connections. Its stderr goes to `stderr` (a file path), stdout is dropped.
     pub fn start(name: &str, program: &str, args: &[&str], pinned: bool, addrs: &[SocketAddr], stderr: &str) -> Proc {
-        match Proc::launch(name, program, args, pinned, addrs, stderr, Duration::from_secs(10)) {
+        // Under a wrapper such as valgrind a program takes much longer to start.
+        let patience = Duration::from_secs(if wrapper().is_empty() { 10 } else { 120 });
+        match Proc::launch(name, program, args, pinned, addrs, stderr, patience) {
             Ok((proc, _)) => proc,
             Err(e) => panic!("{e}"),
         }
@@ -144,14 +146,14 @@ impl Proc {
         Ok((proc, t0.elapsed()))
     }
 
-    /// Starts `program args…` (on CPU 0 when `pinned`) without waiting for anything. Its stderr
-    /// goes to `stderr`, stdout is dropped.
+    /// Starts `program args…` (on CPU 0 when `pinned`; under the [`wrapper`] when one is set)
+    /// without waiting for anything. Its stderr goes to `stderr`, stdout is dropped.
     pub fn spawn(name: &str, program: &str, args: &[&str], pinned: bool, stderr: Stdio) -> Proc {
-        let mut cmd = if pinned { Command::new("taskset") } else { Command::new(program) };
-        if pinned {
-            cmd.args(["-c", "0", program]);
-        }
-        let child = cmd
+        let mut line: Vec<String> = if pinned { vec!["taskset".into(), "-c".into(), "0".into()] } else { Vec::new() };
+        line.extend(wrapper());
+        line.push(program.into());
+        let child = Command::new(&line[0])
+            .args(&line[1..])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -212,6 +214,16 @@ impl Proc {
         cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("strace")
     }
 
+    /// `sh -c command`, in a process group of its own, with `{pids}` in `command` replaced by the
+    /// tree's pids joined by commas and `{name}` by this process's name: a profiler to attach
+    /// (`perf record -p {pids}`). Stop it with [`interrupt`].
+    pub fn attach(&self, command: &str) -> Child {
+        let pids: Vec<String> = tree(self.pid()).iter().map(u32::to_string).collect();
+        let command = command.replace("{pids}", &pids.join(",")).replace("{name}", &self.name);
+        use std::os::unix::process::CommandExt;
+        Command::new("sh").args(["-c", &command]).process_group(0).spawn().expect("sh")
+    }
+
     /// SIGTERM, then SIGKILL after 5 s; only this process (the tree's root reaps its own).
     pub fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
@@ -244,6 +256,20 @@ pub fn memory_of(root: u32, file: &str, field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
         })
         .sum()
+}
+
+/// SIGINT to `child`'s process group (one [`Proc::attach`] started), then waits for it.
+pub fn interrupt(mut child: Child) {
+    let _ = Command::new("kill").args(["-INT", "--", &format!("-{}", child.id())]).status();
+    let _ = child.wait();
+}
+
+/// The command every process under test is started under, from `SNIGATE_BENCH_WRAP`, split at
+/// whitespace (for example `valgrind --tool=callgrind --instr-atstart=no`); none by default.
+/// The process keeps its pid (taskset and valgrind exec or run in place), so its CPU time and
+/// memory are still read from `/proc`, though they then include the wrapper's.
+pub fn wrapper() -> Vec<String> {
+    std::env::var("SNIGATE_BENCH_WRAP").unwrap_or_default().split_whitespace().map(str::to_string).collect()
 }
 
 /// `root` and its descendants, from the parent pids in `/proc/*/stat`.

@@ -128,7 +128,12 @@ pub fn configure(peer: &str, site: &Site) -> Option<Launch> {
                 ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/lib64/nginx/modules/ngx_stream_module.so"]
                     .into_iter()
                     .find(|m| Path::new(m).exists());
-            let load = module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
+            let mut load = module.map(|m| format!("load_module {m};\n")).unwrap_or_default();
+            // Under a wrapper (valgrind) the one process serving must be the one started: a
+            // forked worker would escape the profiler's controls.
+            if !super::wrapper().is_empty() {
+                load.push_str("master_process off;\n");
+            }
             let nofile = site.nofile;
             let (mut sizes, mut deny) = (String::new(), String::new());
             if !site.deny.is_empty() {

@@ -10,8 +10,7 @@ use std::borrow::Cow;
 use thiserror::Error;
 use tls_parser::{
     SNIType, TlsExtension, TlsRecordType, parse_tls_client_hello_extension, parse_tls_extension_alpn_content,
-    parse_tls_extension_sni_content, parse_tls_extension_unknown, parse_tls_handshake_client_hello,
-    parse_tls_record_header,
+    parse_tls_extension_sni_content, parse_tls_extension_unknown, parse_tls_record_header,
 };
 
 use crate::name::{Name, NameError};
@@ -30,6 +29,9 @@ const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 /// encrypted_client_hello (draft-ietf-tls-esni).
 pub const EXT_ECH: u16 = 0xfe0d;
+/// Extensions a hello is expected to carry at most (browsers send 15 to 20): room reserved
+/// at once for their types, so that recording them does not reallocate.
+const TYPICAL_EXTENSIONS: usize = 32;
 
 /// Parser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,25 +329,20 @@ pub(crate) fn decode_message(
     if check_head([a, b, c, d], limits)? != msg.len() {
         return Err(HelloError::Malformed("handshake length does not match the message"));
     }
-    let body = &msg[HANDSHAKE_HEADER_LEN..];
-    let (trailing, ch) =
-        parse_tls_handshake_client_hello(body).map_err(|_| HelloError::Malformed("ClientHello body"))?;
-    if !trailing.is_empty() {
-        return Err(HelloError::Malformed("extensions length does not match the message"));
-    }
+    let (legacy_version, exts) = client_hello_body(&msg[HANDSHAKE_HEADER_LEN..])?;
     let mut hello = ClientHello {
         sni: None,
         alpn: Vec::new(),
-        legacy_version: ch.version.0,
+        legacy_version,
         supported_versions: Vec::new(),
         ech: false,
-        extensions: Vec::new(),
+        extensions: Vec::with_capacity(TYPICAL_EXTENSIONS),
         hello_bytes: msg.len(),
         wire_bytes,
         records: pieces,
     };
     let mut server_name: Option<&[u8]> = None;
-    let mut exts = ch.ext.unwrap_or_default();
+    let mut exts = exts.unwrap_or_default();
     while !exts.is_empty() {
         let (rest, ext) = parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
         let TlsExtension::Unknown(ty, data) = ext else {
@@ -361,7 +358,17 @@ pub(crate) fn decode_message(
         }
         exts = rest;
     }
-    let mut types = hello.extensions.clone();
+    // Sorted copy for the duplicate check: on the stack for the usual count.
+    let n = hello.extensions.len();
+    let (mut typical, mut more) = ([0u16; TYPICAL_EXTENSIONS], Vec::new());
+    let types = match n <= TYPICAL_EXTENSIONS {
+        true => &mut typical[..n],
+        false => {
+            more.resize(n, 0);
+            &mut more[..]
+        }
+    };
+    types.copy_from_slice(&hello.extensions);
     types.sort_unstable();
     if types.windows(2).any(|w| w[0] == w[1]) {
         return Err(HelloError::Malformed("duplicate extension"));
@@ -370,6 +377,40 @@ pub(crate) fn decode_message(
         hello.sni = Some(Name::parse(raw, limits.allow_underscore)?);
     }
     Ok(hello)
+}
+
+/// The ClientHello body's fields before the extensions (RFC 8446 4.1.2), checked for framing
+/// only: legacy_version, and the extensions block, `None` when the body ends without one.
+/// Nothing is copied: the cipher suites and compression methods are only skipped.
+fn client_hello_body(body: &[u8]) -> Result<(u16, Option<&[u8]>), HelloError> {
+    const BAD: HelloError = HelloError::Malformed("ClientHello body");
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], HelloError> {
+        let (field, tail) = rest.split_at_checked(n).ok_or(BAD)?;
+        *rest = tail;
+        Ok(field)
+    }
+    let mut rest = body;
+    let version = take(&mut rest, 2)?;
+    take(&mut rest, 32)?; // random
+    let session_id = usize::from(take(&mut rest, 1)?[0]);
+    if session_id > 32 {
+        return Err(BAD);
+    }
+    take(&mut rest, session_id)?;
+    let suites = take(&mut rest, 2)?;
+    let suites = usize::from(u16::from_be_bytes([suites[0], suites[1]]));
+    if suites % 2 == 1 {
+        return Err(BAD);
+    }
+    take(&mut rest, suites)?;
+    let compressions = usize::from(take(&mut rest, 1)?[0]);
+    take(&mut rest, compressions)?;
+    let exts = match rest {
+        [] => None,
+        [a, b, exts @ ..] if usize::from(u16::from_be_bytes([*a, *b])) == exts.len() => Some(exts),
+        _ => return Err(HelloError::Malformed("extensions length does not match the message")),
+    };
+    Ok((u16::from_be_bytes([version[0], version[1]]), exts))
 }
 
 /// The one host_name of a server_name extension (RFC 6066 3), with exact length checks.

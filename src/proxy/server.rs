@@ -479,7 +479,10 @@ async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
                 };
                 let Some(peer) = peer.as_socket() else { continue };
                 let active = listener.metrics.accepted();
-                tokio::spawn(connection::serve(listener.clone(), stream.into(), peer, (permit, active)));
+                // Boxed: tokio would otherwise move the 2.5 KB future several times on its way
+                // into the task, and allocate the task with a slower aligned allocation
+                // (callgrind: 1.7k fewer instructions per connection).
+                tokio::spawn(Box::pin(connection::serve(listener.clone(), stream.into(), peer, (permit, active))));
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: the condition persists until something closes,

@@ -99,7 +99,9 @@ async fn relay(
             tokio::time::sleep_until(deadline).await;
         }
     };
+    // In order (`biased`): the relay first, and no random draw on every wake-up.
     let end = tokio::select! {
+        biased;
         r = both => match r { Ok(_) => End::Closed, Err(e) => End::Error(e) },
         () = watchdog => End::Idle,
         () = stop => End::Stopped,

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Where snigate and its peers spend CPU per allowed connection, side by side, under the e2e
+# bench's load (benches/e2e.rs: proxy on CPU 0, load and backend on CPU 1, concurrency 16, the
+# recorded Chromium hello, a 4 KiB answer): `benches/profile.sh MODE [OUT]` from the repository
+# root, OUT defaulting to a new temporary directory. MODE is one of
+#
+# - `perf`: `perf record -e cpu-clock -g` on each proxy over 20,000 connections; prints the
+#   split of samples between user space and the kernel, and the top symbols of each.
+# - `callgrind`: each proxy under `valgrind --tool=callgrind`, counting from just before 2,000
+#   connections to just after them only; prints instructions per connection (user space,
+#   deterministic) and the top functions.
+# - `strace`: `strace -f` on each proxy over 2,000 connections; prints system calls per
+#   connection, epoll_ctl split by operation.
+#
+# Peers: SNIGATE_E2E_PEERS (default nginx); SNIGATE_PROFILE_CONNS overrides the connection
+# count. Runs as compare.sh does (ulimit -n raised, net.ipv4.tcp_max_tw_buckets=0 for the run
+# and restored on exit), skips the timed runs, idle and bulk, and stops only what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:?usage: benches/profile.sh perf|callgrind|strace [OUT]}
+out=${2:-$(mktemp -d)}
+mkdir -p "$out"
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+case "$mode" in
+perf)
+    conns=${SNIGATE_PROFILE_CONNS:-20000}
+    attach="exec perf record -q -e cpu-clock -F 4999 -g -o $out/{name}.perf -p {pids}"
+    wrap=""
+    ;;
+callgrind)
+    conns=${SNIGATE_PROFILE_CONNS:-2000}
+    # Instrumented only while attached: the start-up and the split-hello probe are left out.
+    attach="for p in \$(echo {pids} | tr , ' '); do callgrind_control -i on \$p >/dev/null; done; \
+        trap 'for p in \$(echo {pids} | tr , \" \"); do callgrind_control -i off \$p >/dev/null; callgrind_control -d \$p >/dev/null; done; exit' INT; \
+        while :; do sleep 1; done"
+    wrap="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$out/%p.callgrind"
+    ;;
+strace)
+    conns=${SNIGATE_PROFILE_CONNS:-2000}
+    attach="exec strace -f -q -o $out/{name}.strace -p {pids}"
+    wrap=""
+    ;;
+*)
+    echo "unknown mode $mode (perf, callgrind, strace)" >&2
+    exit 64
+    ;;
+esac
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo bench --bench e2e --no-run
+tw=$(sysctl -n net.ipv4.tcp_max_tw_buckets)
+restore() { as_root sysctl -qw net.ipv4.tcp_max_tw_buckets="$tw"; }
+trap restore EXIT
+as_root sysctl -qw net.ipv4.tcp_max_tw_buckets=0
+
+SNIGATE_E2E_PEERS=${SNIGATE_E2E_PEERS:-nginx} SNIGATE_E2E_ROUNDS=0 SNIGATE_E2E_IDLE=0 SNIGATE_E2E_BULK_MIB=0 \
+    SNIGATE_E2E_ATTACH="$attach" SNIGATE_E2E_ATTACH_CONNS="$conns" SNIGATE_BENCH_WRAP="$wrap" \
+    cargo bench --bench e2e 2>&1 | grep -E 'attached|pid|error|panic' >&2
+
+# The reports read only part of their input (head): no pipefail from here on.
+set +o pipefail
+per() { awk -v n="$conns" '{ printf "%s %.1f\n", $0, $NF / n }'; }
+case "$mode" in
+perf)
+    for f in "$out"/*.perf; do
+        # cpu-clock counts nanoseconds: the event count over the connections is the CPU per one.
+        ns=$(perf report -i "$f" --stdio 2>/dev/null | grep -m1 'Event count' | grep -oE '[0-9]+$')
+        echo "== $(basename "$f" .perf): $((ns / conns)) ns of CPU per connection, by object (the kernel's included)"
+        perf report -i "$f" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]'
+        echo "-- top symbols"
+        perf report -i "$f" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -40
+    done
+    ;;
+callgrind)
+    # The dumps taken at the end of the pass (the files at exit hold the same counts).
+    for f in "$out"/*.callgrind.1; do
+        total=$(grep -m1 '^totals:' "$f" | awk '{ print $2 }')
+        [ "${total:-0}" -gt 0 ] || continue
+        echo "== $(grep -m1 '^cmd:' "$f" | awk '{ print $2 }'): $total instructions, $((total / conns)) per connection"
+        callgrind_annotate --inclusive=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ ' | head -30
+    done
+    ;;
+strace)
+    for f in "$out"/*.strace; do
+        echo "== $(basename "$f" .strace): calls per connection"
+        grep -oE '^[0-9]+ +[a-z_0-9]+\(' "$f" | awk '{ print $2 }' | tr -d '(' | sort | uniq -c | sort -rn | awk '{ print $2, $1 }' | per
+        grep -oE 'epoll_ctl\([0-9]+, EPOLL_CTL_[A-Z]+' "$f" | awk -F', ' '{ print $2 }' | sort | uniq -c | awk '{ print $2, $1 }' | per
+    done
+    ;;
+esac
+echo "files: $out" >&2
