@@ -302,7 +302,8 @@ impl Server {
             }
         }
         let mut threads = Vec::new();
-        for (k, share) in shares.enumerate() {
+        // A worker with no TCP socket to serve (QUIC listeners only) is not started.
+        for (k, share) in shares.enumerate().filter(|(_, share)| !share.is_empty()) {
             match Worker::start(k + 1, share, phase.subscribe()) {
                 Ok(thread) => threads.push(thread),
                 Err(e) => tracing::error!(worker = k + 1, error = %e, "cannot start a worker; the others serve"),
