@@ -26,7 +26,8 @@
 //! - `SNIGATE_BENCH_WRAP`: a command every proxy is started under (see `support::wrapper`).
 //!
 //! This process is the load generator and the backend (one current-thread runtime, pinned to
-//! CPU 1); every proxy runs pinned to CPU 0 with one worker. The backend answers without any
+//! CPU 1 with one worker per proxy); every proxy runs pinned to CPU 0 (unpinned with more
+//! workers, see `SNIGATE_E2E_WORKERS`). The backend answers without any
 //! cryptography: it reads the whole ClientHello, writes a fixed response and closes, so the
 //! figures are the proxies' own. Without `--bench` (as `cargo test --all-targets` runs it, debug
 //! build) a short smoke run of snigate and direct only.

@@ -3,9 +3,9 @@
 //!
 //! The running process serves a Unix socket (`[runtime] handover_socket`, or a temporary one
 //! for SIGUSR2). A new process started with `--takeover PATH` validates its own configuration
-//! first, connects, and receives every listening socket with its listener name (SCM_RIGHTS:
-//! the names in the first message, the sockets in as many messages of up to 64 as it takes; a
-//! listener has one socket per worker). It adopts those its listeners name or listen on, binds the others, and once it accepts it
+//! first, connects, and receives every listening socket with its listener name (SCM_RIGHTS, in
+//! messages of up to 64 sockets, each with their names; a listener has one socket per worker).
+//! It adopts those its listeners name or listen on, binds the others, and once it accepts it
 //! writes `accepting`. Only then does the old process stop accepting and drain; until then
 //! both hold the sockets, so connections queue in the kernel and none is refused. A new
 //! process that fails (a bad configuration, a crash) never confirms, and the old one keeps
@@ -24,6 +24,10 @@ use crate::sys::{MAX_PASSED_FDS, recv_fds, send_fds};
 /// What the new process writes once it accepts.
 const ACCEPTING: &str = "accepting";
 
+/// The first line of the first message: this, a space and how many sockets follow in all. A
+/// process of an earlier version sends its names alone, in one message.
+const HEADER: &str = "#snigate-handover";
+
 /// How long each side waits for the other.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,25 +37,35 @@ pub fn take_over(path: &Path) -> io::Result<(Vec<(String, Socket)>, Confirm)> {
     let stream = UnixStream::connect(path)
         .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("handover: {why}"));
     let mut payload = vec![0u8; 16 * 1024];
-    let (n, mut fds) = recv_fds(stream.as_fd(), &mut payload)?;
-    let names: Vec<String> = std::str::from_utf8(&payload[..n])
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "handover names are not UTF-8"))?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    // Each later message carries the next sockets, and one byte.
-    while fds.len() < names.len() && fds.len() % MAX_PASSED_FDS == 0 {
-        let (n, more) = recv_fds(stream.as_fd(), &mut payload)?;
-        if n == 0 || more.is_empty() {
-            break;
+    let mut sockets = Vec::new();
+    let mut total = None;
+    loop {
+        let (n, fds) = recv_fds(stream.as_fd(), &mut payload)?;
+        let text = std::str::from_utf8(&payload[..n]).map_err(|_| invalid("names are not UTF-8"))?;
+        let mut lines = text.lines().peekable();
+        if total.is_none() {
+            let count = match lines.peek().and_then(|l| l.strip_prefix(HEADER)) {
+                Some(count) => count.trim().parse().map_err(|_| invalid("a bad count"))?,
+                None => text.lines().count(),
+            };
+            if lines.peek().is_some_and(|l| l.starts_with(HEADER)) {
+                lines.next();
+            }
+            total = Some(count);
         }
-        fds.extend(more);
+        let names: Vec<&str> = lines.collect();
+        if n == 0 || names.len() != fds.len() {
+            return Err(invalid("names and sockets disagree"));
+        }
+        sockets.extend(names.into_iter().zip(fds).map(|(name, fd)| (name.to_string(), Socket::from(fd))));
+        match total {
+            Some(t) if sockets.len() < t => continue,
+            Some(t) if sockets.len() == t => break,
+            _ => return Err(invalid("more sockets than announced")),
+        }
     }
-    if names.len() != fds.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "handover names and sockets disagree"));
-    }
-    let sockets = names.into_iter().zip(fds).map(|(name, fd)| (name, Socket::from(fd))).collect();
     Ok((sockets, Confirm(stream)))
 }
 
@@ -70,10 +84,15 @@ impl Confirm {
 /// with their names and waits until the new process accepts. `Err` when it does not (it failed
 /// or went away): the caller keeps serving.
 pub fn hand_over(stream: UnixStream, sockets: &[(String, BorrowedFd<'_>)]) -> io::Result<()> {
-    let names: String = sockets.iter().map(|(name, _)| format!("{name}\n")).collect();
-    let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
-    for (i, chunk) in fds.chunks(MAX_PASSED_FDS).enumerate() {
-        send_fds(stream.as_fd(), if i == 0 { names.as_bytes() } else { b"+" }, chunk)?;
+    let mut payload = format!("{HEADER} {}\n", sockets.len());
+    for chunk in sockets.chunks(MAX_PASSED_FDS) {
+        for (name, _) in chunk {
+            payload.push_str(name);
+            payload.push('\n');
+        }
+        let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|(_, fd)| *fd).collect();
+        send_fds(stream.as_fd(), payload.as_bytes(), &fds)?;
+        payload.clear();
     }
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     let mut line = String::new();
@@ -120,6 +139,31 @@ mod tests {
     fn more_sockets_than_one_message_carries_cross_in_several() {
         hand_over_sockets(MAX_PASSED_FDS);
         hand_over_sockets(2 * MAX_PASSED_FDS + 7);
+    }
+
+    /// A running process of an earlier version sends its names alone, with every socket, in one
+    /// message: it is still taken over.
+    #[test]
+    fn an_earlier_version_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handover.sock");
+        let server = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (a, b) =
+            (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = b.local_addr().unwrap();
+        let old = std::thread::spawn(move || {
+            let (stream, _) = server.accept().unwrap();
+            send_fds(stream.as_fd(), b"edge\n(metrics)\n", &[a.as_fd(), b.as_fd()]).unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            line
+        });
+        let (sockets, confirm) = take_over(&path).unwrap();
+        let names: Vec<&str> = sockets.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["edge", "(metrics)"]);
+        assert_eq!(sockets[1].1.local_addr().unwrap().as_socket(), Some(addr));
+        confirm.accepting().unwrap();
+        assert_eq!(old.join().unwrap().trim(), ACCEPTING);
     }
 
     #[test]

@@ -353,9 +353,9 @@ async fn per_source_limits_refuse_at_once_and_spare_other_sources() {
     let mut ninth = from("127.0.0.3", proxy.addr, &h).await;
     assert!(closed_within(&mut ninth, Duration::from_secs(1)).await, "the ninth connection is refused");
 
-    let metrics = samples(&scrape(&proxy).await);
     let limited =
         key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", "source_limit")]);
+    let metrics = settle(&proxy, |s| s.get(&limited) == Some(&2.0)).await;
     assert_eq!(metrics[&limited], 2.0);
     assert_eq!(metrics[&key("snigate_sources_tracked", &[])], 3.0, "three sources hold connections");
     drop((held, other, open));
@@ -381,10 +381,9 @@ async fn a_full_listener_evicts_the_longest_waiting_hello() {
     tokio::time::timeout(Duration::from_secs(2), served.read_exact(&mut back)).await.expect("served").unwrap();
     assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
     assert!(closed_within(&mut waiting[0], Duration::from_secs(1)).await, "the oldest was evicted");
-    let metrics = samples(&scrape(&proxy).await);
     let evicted =
         key("snigate_connections_total", &[("listener", "test"), ("verdict", "deny"), ("reason", "hello_timeout")]);
-    assert_eq!(metrics[&evicted], 1.0);
+    settle(&proxy, |s| s.get(&evicted) == Some(&1.0)).await;
 }
 
 /// The binary on `config`, its log lines (stderr) to read.
@@ -632,7 +631,8 @@ async fn sighup_rereads_the_configuration() {
 
 /// `--takeover` with a changed configuration, under a steady stream of connections and with a
 /// transfer open: no connection is refused, the open transfer completes byte for byte through
-/// the old process, and new connections follow the new configuration.
+/// the old process, and new connections follow the new configuration. A QUIC listener shares
+/// the TCP listener's address: each takes over its own socket.
 #[tokio::test]
 async fn a_takeover_with_a_new_configuration_refuses_nothing_and_cuts_nothing() {
     takeover_between(1, 1).await;
@@ -660,6 +660,8 @@ async fn takeover_between(old_threads: usize, new_threads: usize) {
         let path = dir.path().join(format!("{rules}.toml"));
         let text = format!(
             "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+             [[listener]]\nname = \"edge-quic\"\nlisten = \"{addr}\"\nprotocol = \"quic\"\nmode = \"upstream\"\n\
+             upstream = \"{backend}\"\n\
              [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 5\n[log]\nformat = \"off\"\n\
              [metrics]\nenabled = false\n[runtime]\nthreads = {threads}\nhandover_socket = \"{}\"\n",
             dir.path().join(rules).display(),
@@ -793,8 +795,6 @@ async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
         }
         assert!(started.elapsed() < Duration::from_secs(2), "freed in {:?}", started.elapsed());
     }
-    let allowed = samples(&scrape(&proxy).await)
-        .get(&key("snigate_connections_total", &[("listener", "test"), ("reason", "rule"), ("verdict", "allow")]))
-        .copied();
-    assert_eq!(allowed, Some(2.0));
+    let series = key("snigate_connections_total", &[("listener", "test"), ("reason", "rule"), ("verdict", "allow")]);
+    settle(&proxy, |s| s.get(&series) == Some(&2.0)).await;
 }

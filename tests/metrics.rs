@@ -35,19 +35,6 @@ async fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-/// Scrapes until `ready` holds for the samples (every connection recorded), at most 10 s.
-async fn settle(proxy: &Proxy, ready: impl Fn(&BTreeMap<String, f64>) -> bool) -> BTreeMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = samples(&scrape(proxy).await);
-        if ready(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "metrics did not settle:\n{s:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Sum of every sample of `name` (any labels).
 fn total(s: &BTreeMap<String, f64>, name: &str) -> f64 {
     s.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()

@@ -361,12 +361,11 @@ pub(crate) fn decode_message(
     // Sorted copy for the duplicate check: on the stack for the usual count.
     let n = hello.extensions.len();
     let (mut typical, mut more) = ([0u16; TYPICAL_EXTENSIONS], Vec::new());
-    let types = match n <= TYPICAL_EXTENSIONS {
-        true => &mut typical[..n],
-        false => {
-            more.resize(n, 0);
-            &mut more[..]
-        }
+    let types = if n <= TYPICAL_EXTENSIONS {
+        &mut typical[..n]
+    } else {
+        more.resize(n, 0);
+        &mut more[..]
     };
     types.copy_from_slice(&hello.extensions);
     types.sort_unstable();

@@ -413,30 +413,34 @@ const fn possible(verdict: Verdict, reason: Reason) -> bool {
 /// Every worker's families summed: the series of the same family and labels added up
 /// (counters, gauges, histograms bucket by bucket), in label order.
 fn sum(workers: impl Iterator<Item = Vec<MetricFamily>>) -> Vec<MetricFamily> {
-    let mut out: BTreeMap<String, MetricFamily> = BTreeMap::new();
+    use std::collections::btree_map::Entry;
+    type Labels = Vec<(String, String)>;
+    let labels = |m: &prometheus::proto::Metric| -> Labels {
+        m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect()
+    };
+    let mut out: BTreeMap<String, (MetricFamily, BTreeMap<Labels, prometheus::proto::Metric>)> = BTreeMap::new();
     for families in workers {
         for mut family in families {
-            let Some(into) = out.get_mut(family.name()) else {
-                out.insert(family.name().to_string(), family);
-                continue;
-            };
+            let metrics = family.take_metric();
+            let name = family.name().to_string();
+            let (into, series) = out.entry(name).or_insert_with(|| (family, BTreeMap::new()));
             let kind = into.get_field_type();
-            for metric in family.take_metric() {
-                match into.mut_metric().iter_mut().find(|m| m.get_label() == metric.get_label()) {
-                    Some(m) => add(m, &metric, kind),
-                    None => into.mut_metric().push(metric),
+            for metric in metrics {
+                match series.entry(labels(&metric)) {
+                    Entry::Vacant(e) => {
+                        e.insert(metric);
+                    }
+                    Entry::Occupied(mut e) => add(e.get_mut(), &metric, kind),
                 }
             }
         }
     }
-    let key = |m: &prometheus::proto::Metric| -> Vec<(String, String)> {
-        m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect()
-    };
-    let mut families: Vec<MetricFamily> = out.into_values().collect();
-    for family in &mut families {
-        family.mut_metric().sort_by_cached_key(key);
-    }
-    families
+    out.into_values()
+        .map(|(mut family, series)| {
+            family.set_metric(series.into_values().collect());
+            family
+        })
+        .collect()
 }
 
 /// Adds `from`'s value into `into`'s, both of type `kind`.

@@ -41,7 +41,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A listener's bound sockets.
 enum Bound {
-    /// TCP, listening: at least one socket per worker (see [`spread`]), not yet registered
+    /// TCP, listening: at least one socket per worker (see [`stream_sockets`]), not yet registered
     /// with any runtime.
     Stream(Vec<Socket>),
     /// UDP (`protocol = "quic"`).
@@ -57,11 +57,11 @@ impl Bound {
     }
 }
 
-/// One worker beyond the first: its runtime, with its share of the listening sockets
-/// registered there. Shut down in the background when dropped unused.
+/// One worker beyond the first, until its thread takes its runtime: a runtime dropped unused
+/// (the thread could not start) is shut down in the background.
 struct Worker {
+    /// The worker's current-thread runtime.
     runtime: Option<tokio::runtime::Runtime>,
-    accepts: Vec<(AsyncFd<Socket>, Arc<Listener>)>,
 }
 
 impl Drop for Worker {
@@ -73,11 +73,17 @@ impl Drop for Worker {
     }
 }
 
-/// What the workers beyond the first are told: stop accepting, then stop.
+/// A worker's listening sockets, each with its listener.
+type Share = Vec<(Socket, Arc<Listener>)>;
+
+/// What the workers beyond the first are told.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Accept.
     Accepting,
+    /// Stop accepting; open connections run on.
     Draining,
+    /// The drain is over (connections still open were cut): stop.
     Done,
 }
 
@@ -151,8 +157,14 @@ impl Server {
         for l in &config.listeners {
             let l = l.get_ref();
             let context = |e| with_context(e, &format!("bind {}", l.listen));
+            // A TCP and a QUIC listener may share an address: the socket's type tells them apart.
+            let kind = match l.protocol {
+                Protocol::Tcp => Type::STREAM,
+                Protocol::Quic => Type::DGRAM,
+            };
             let ours = |(name, s): &(String, Socket)| {
-                *name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen)
+                (*name == l.label() || s.local_addr().ok().and_then(|a| a.as_socket()) == Some(l.listen))
+                    && s.r#type().ok() == Some(kind)
             };
             let (adopted, rest): (Vec<_>, Vec<_>) = passed.into_iter().partition(ours);
             passed = rest;
@@ -278,7 +290,7 @@ impl Server {
         let (phase, _) = tokio::sync::watch::channel(Phase::Accepting);
         let mut accepting = JoinSet::new();
         let mut slots = Vec::new();
-        let mut shares: Vec<Vec<(Socket, Arc<Listener>)>> = (0..self.workers).map(|_| Vec::new()).collect();
+        let mut shares: Vec<Share> = (0..self.workers).map(|_| Vec::new()).collect();
         for (bound, listener) in self.listeners {
             slots.push((listener.slots.clone(), listener.max_connections));
             match bound {
@@ -292,29 +304,30 @@ impl Server {
                 }
             }
         }
+        let (stopped_tx, mut stopped) = tokio::sync::mpsc::channel(self.workers);
         let mut shares = shares.into_iter();
-        for (socket, listener) in shares.next().into_iter().flatten() {
-            match crate::sys::register_listener(socket) {
-                Ok(socket) => {
-                    accepting.spawn(accept_loop(socket, listener));
-                }
-                Err(e) => tracing::error!(listener = %listener.name, error = %e, "cannot serve a listening socket"),
-            }
-        }
+        serve_here(&mut accepting, shares.next().unwrap_or_default());
         let mut threads = Vec::new();
         // A worker with no TCP socket to serve (QUIC listeners only) is not started.
         for (k, share) in shares.enumerate().filter(|(_, share)| !share.is_empty()) {
-            match Worker::start(k + 1, share, phase.subscribe()) {
+            match Worker::start(k + 1, share, phase.subscribe(), stopped_tx.clone()) {
                 Ok(thread) => threads.push(thread),
-                Err(e) => tracing::error!(worker = k + 1, error = %e, "cannot start a worker; the others serve"),
+                Err((e, share)) => {
+                    tracing::error!(worker = k + 1, error = %e, "cannot start a worker; the first serves its sockets");
+                    serve_here(&mut accepting, share);
+                }
             }
         }
+        drop(stopped_tx);
         self.metrics.set_ready(true);
         shutdown.await;
         self.metrics.set_ready(false);
         let _ = phase.send(Phase::Draining);
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
+        // Every worker has stopped accepting (each says so, then drops its sender) before the
+        // drain waits for the open connections.
+        while stopped.recv().await.is_some() {}
         tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
         let drained = || async {
             for (sem, max) in &slots {
@@ -327,50 +340,64 @@ impl Server {
             let _ = tokio::time::timeout(CUT_GRACE, drained()).await;
         }
         let _ = phase.send(Phase::Done);
-        for thread in threads {
-            let _ = thread.join();
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+}
+
+/// Serves `share` on the calling runtime: a socket that cannot be registered is logged and left.
+fn serve_here(accepting: &mut JoinSet<()>, share: Share) {
+    for (socket, listener) in share {
+        match crate::sys::register_listener(socket) {
+            Ok(socket) => {
+                accepting.spawn(accept_loop(socket, listener));
+            }
+            Err(e) => tracing::error!(listener = %listener.name, error = %e, "cannot serve a listening socket"),
         }
     }
 }
 
 impl Worker {
-    /// Starts worker `k` on its own thread, with its own current-thread runtime, accepting on
-    /// `share` until told to drain, then running its open connections until told it is done.
+    /// Starts worker `k` on its own thread, with its own current-thread runtime: it accepts on
+    /// `share` until told to drain, says on `stopped` that it no longer accepts, then runs its
+    /// open connections until told it is done. When it cannot start, `share` comes back.
     fn start(
         k: usize,
-        share: Vec<(Socket, Arc<Listener>)>,
+        share: Share,
         mut phase: tokio::sync::watch::Receiver<Phase>,
-    ) -> io::Result<std::thread::JoinHandle<()>> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let mut worker = Worker { runtime: None, accepts: Vec::new() };
-        {
-            let _entered = runtime.enter();
-            for (socket, listener) in share {
-                match crate::sys::register_listener(socket) {
-                    Ok(socket) => worker.accepts.push((socket, listener)),
-                    Err(e) => tracing::error!(listener = %listener.name, error = %e, "cannot serve a listening socket"),
-                }
-            }
-        }
-        worker.runtime = Some(runtime);
-        std::thread::Builder::new().name(format!("snigate-worker-{k}")).spawn(move || {
+        stopped: tokio::sync::mpsc::Sender<()>,
+    ) -> Result<std::thread::JoinHandle<()>, (io::Error, Share)> {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return Err((e, share)),
+        };
+        let worker = Worker { runtime: Some(runtime) };
+        // Taken by the thread; still here if the thread cannot be started.
+        let share = Arc::new(std::sync::Mutex::new(share));
+        let theirs = share.clone();
+        let spawned = std::thread::Builder::new().name(format!("snigate-worker-{k}")).spawn(move || {
             crate::metrics::registry::set_worker(k);
             let mut worker = worker;
             let runtime = worker.runtime.take().expect("set above");
-            let accepts = std::mem::take(&mut worker.accepts);
+            let share = std::mem::take(&mut *theirs.lock().unwrap_or_else(|e| e.into_inner()));
             runtime.block_on(async {
                 let mut accepting = JoinSet::new();
-                for (socket, listener) in accepts {
-                    accepting.spawn(accept_loop(socket, listener));
-                }
+                serve_here(&mut accepting, share);
                 let _ = phase.wait_for(|p| *p != Phase::Accepting).await;
                 accepting.abort_all();
                 while accepting.join_next().await.is_some() {}
+                let _ = stopped.send(()).await;
+                drop(stopped);
                 let _ = phase.wait_for(|p| *p == Phase::Done).await;
             });
             // What is still open was cut at the drain deadline and has logged.
             runtime.shutdown_background();
-        })
+        });
+        spawned.map_err(|e| (e, std::mem::take(&mut *share.lock().unwrap_or_else(|e| e.into_inner()))))
     }
 }
 

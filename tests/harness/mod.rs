@@ -122,6 +122,21 @@ pub async fn scrape(proxy: &Proxy) -> String {
     body
 }
 
+/// Scrapes until `ready` holds for the samples (every connection recorded), at most 10 s. A
+/// client sees its connection closed a moment before the worker that served it, on another
+/// thread, has counted it.
+pub async fn settle(proxy: &Proxy, ready: impl Fn(&BTreeMap<String, f64>) -> bool) -> BTreeMap<String, f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = samples(&scrape(proxy).await);
+        if ready(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics did not settle:\n{s:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The samples of an exposition, keyed `name{label="value",…}` with labels sorted by name.
 pub fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
