@@ -96,3 +96,70 @@ fn reason_of(p: &Parse) -> Option<snigate::Reason> {
         _ => None,
     }
 }
+
+/// tls-parser's reading of an ALPN extension body, with the parser's exact-length checks: the
+/// reference the in-place reader is held to.
+fn reference_alpn(data: &[u8]) -> Option<Vec<String>> {
+    let (rest, tls_parser::TlsExtension::ALPN(protos)) = tls_parser::parse_tls_extension_alpn_content(data).ok()?
+    else {
+        return None;
+    };
+    let listed: usize = protos.iter().map(|p| 1 + p.len()).sum();
+    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 || protos.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(protos.iter().map(|p| snigate::hello::escape(p)).collect())
+}
+
+/// tls-parser's reading of a supported_versions extension body.
+fn reference_versions(data: &[u8]) -> Option<Vec<u16>> {
+    let ext = ext(0x002b, data);
+    match tls_parser::parse_tls_client_hello_extension(&ext) {
+        Ok((_, tls_parser::TlsExtension::SupportedVersions(v))) if !v.is_empty() => {
+            Some(v.iter().map(|v| v.0).collect())
+        }
+        _ => None,
+    }
+}
+
+/// Short bodies, biased towards well-formed ones: a 2-byte list length then length-prefixed
+/// entries, mutated.
+fn ext_body() -> impl Strategy<Value = Vec<u8>> {
+    let framed = prop::collection::vec(prop::collection::vec(any::<u8>(), 0..6), 0..4).prop_map(|entries| {
+        let list: Vec<u8> =
+            entries.iter().flat_map(|e| std::iter::once(e.len() as u8).chain(e.iter().copied())).collect();
+        let mut body = (list.len() as u16).to_be_bytes().to_vec();
+        body.extend(list);
+        body
+    });
+    prop_oneof![
+        framed.clone(),
+        (framed, any::<usize>(), any::<u8>()).prop_map(|(mut b, at, v)| {
+            if !b.is_empty() {
+                let at = at % b.len();
+                b[at] = v;
+            }
+            b
+        }),
+        prop::collection::vec(any::<u8>(), 0..12)
+    ]
+}
+
+proptest! {
+    /// The ALPN and supported_versions readers accept and reject exactly what tls-parser's
+    /// parsers (which they replaced, to allocate less) did, with the same result.
+    #[test]
+    fn alpn_and_versions_read_as_tls_parser_did(body in ext_body()) {
+        let limits = HelloLimits::default();
+        let got = match parse(&hello(&[ext(0x0010, &body)]), limits) {
+            Parse::Complete(h) => Some(h.alpn),
+            _ => None,
+        };
+        prop_assert_eq!(got, reference_alpn(&body));
+        let got = match parse(&hello(&[ext(0x002b, &body)]), limits) {
+            Parse::Complete(h) => Some(h.supported_versions),
+            _ => None,
+        };
+        prop_assert_eq!(got, reference_versions(&body));
+    }
+}

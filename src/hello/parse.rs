@@ -9,8 +9,8 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 use tls_parser::{
-    SNIType, TlsExtension, TlsRecordType, parse_tls_client_hello_extension, parse_tls_extension_alpn_content,
-    parse_tls_extension_sni_content, parse_tls_extension_unknown, parse_tls_record_header,
+    SNIType, TlsExtension, TlsRecordType, parse_tls_extension_sni_content, parse_tls_extension_unknown,
+    parse_tls_record_header,
 };
 
 use crate::name::{Name, NameError};
@@ -352,7 +352,7 @@ pub(crate) fn decode_message(
         match ty.0 {
             EXT_SERVER_NAME => server_name = Some(host_name(data)?),
             EXT_ALPN => hello.alpn = alpn(data)?,
-            EXT_SUPPORTED_VERSIONS => hello.supported_versions = supported_versions(exts)?,
+            EXT_SUPPORTED_VERSIONS => hello.supported_versions = supported_versions(data)?,
             EXT_ECH => hello.ech = true,
             _ => {}
         }
@@ -431,27 +431,42 @@ fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
     }
 }
 
-/// ALPN protocol names (RFC 7301 3.1), with exact length checks.
+/// ALPN protocol names (RFC 7301 3.1), with exact length checks: the list's length is the
+/// extension's, and every name is non-empty and within it. Read in place: one vector and one
+/// string per name.
 fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
     const BAD: HelloError = HelloError::Malformed("ALPN extension encoding");
-    let (rest, ext) = parse_tls_extension_alpn_content(data).map_err(|_| BAD)?;
-    let TlsExtension::ALPN(protos) = ext else {
-        return Err(BAD);
-    };
-    let listed: usize = protos.iter().map(|p| 1 + p.len()).sum();
-    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 || protos.iter().any(|p| p.is_empty()) {
+    let [hi, lo, ref all @ ..] = *data else { return Err(BAD) };
+    let mut list: &[u8] = all;
+    if usize::from(u16::from_be_bytes([hi, lo])) != list.len() {
         return Err(BAD);
     }
-    Ok(protos.iter().map(|p| escape(p)).collect())
+    let mut names = Vec::with_capacity(2);
+    while let [len, ref rest @ ..] = *list {
+        let len = usize::from(len);
+        if len == 0 || len > rest.len() {
+            return Err(BAD);
+        }
+        names.push(escape(&rest[..len]));
+        list = &rest[len..];
+    }
+    Ok(names)
 }
 
-/// The supported_versions list; `ext` starts at the extension's type field.
-fn supported_versions(ext: &[u8]) -> Result<Vec<u16>, HelloError> {
+/// The supported_versions list, read as tls-parser reads it: two bytes are one version (the
+/// ServerHello form); otherwise a length byte, not checked, and an even number of bytes of
+/// versions. Empty is malformed.
+fn supported_versions(data: &[u8]) -> Result<Vec<u16>, HelloError> {
     const BAD: HelloError = HelloError::Malformed("supported_versions extension encoding");
-    match parse_tls_client_hello_extension(ext) {
-        Ok((_, TlsExtension::SupportedVersions(v))) if !v.is_empty() => Ok(v.iter().map(|v| v.0).collect()),
-        _ => Err(BAD),
+    let list = match data.len() {
+        0 => return Err(BAD),
+        2 => data,
+        _ => &data[1..],
+    };
+    if list.is_empty() || list.len() % 2 == 1 {
+        return Err(BAD);
     }
+    Ok(list.chunks_exact(2).map(|v| u16::from_be_bytes([v[0], v[1]])).collect())
 }
 
 /// Printable ASCII kept, everything else as `\xNN`: client bytes are safe to log.
