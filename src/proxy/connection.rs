@@ -19,13 +19,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::client::Client;
 use super::explicit;
 use super::http::{self, Target};
-use super::listener::Listener;
+use super::listener::{Listener, Slot};
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::{Denied, Reply, Speaks, answer};
 use super::route;
@@ -80,7 +79,7 @@ pub(super) async fn serve(
     listener: Arc<Listener>,
     accepted: std::net::TcpStream,
     peer: SocketAddr,
-    slot: (OwnedSemaphorePermit, ActiveGuard),
+    slot: (Slot, ActiveGuard),
 ) {
     let outcome = handle(&listener, accepted, peer).await;
     listener.finished(outcome);

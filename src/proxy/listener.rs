@@ -1,14 +1,15 @@
-//! One listener's settings, shared by its connections, and the server's drain deadline.
+//! One listener's settings, shared by its connections; its connection slots; the server's
+//! drain deadline.
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
@@ -32,8 +33,6 @@ pub struct Listener {
     pub config: ListenerConfig,
     /// Limits and timeouts (shared by all listeners; a SIGHUP swaps in new ones).
     pub limits: Arc<ArcSwap<LimitsConfig>>,
-    /// `max_connections` as bound: the slots cannot change size.
-    pub max_connections: usize,
     /// `[rules] sni_allow_underscore`.
     pub allow_underscore: bool,
     /// ECH handling.
@@ -48,8 +47,8 @@ pub struct Listener {
     pub access_log: ListenerLog,
     /// This listener's metric handles, resolved once.
     pub metrics: ListenerMetrics,
-    /// Open connections; `max_connections` permits.
-    pub slots: Arc<Semaphore>,
+    /// Open connections, at most `max_connections` as bound (a reload cannot resize them).
+    pub slots: Arc<Slots>,
     /// Resolves allowed names (one cache shared by all listeners).
     pub resolver: Arc<Resolver>,
     /// Where connections may go (shared by all listeners).
@@ -89,6 +88,92 @@ impl Listener {
     /// The hello parser's limits now.
     pub fn hello_limits(&self) -> HelloLimits {
         HelloLimits { max_hello_bytes: self.limits.load().max_hello_bytes, allow_underscore: self.allow_underscore }
+    }
+}
+
+/// A listener's open connections, at most `max`: a connection takes a slot and gives it back
+/// when it ends. Taking and giving back are one atomic operation on the count, shared by every
+/// worker; only a caller that waits (for a slot, or at the drain for every slot back) takes the
+/// lock of the `Notify`, and a slot given back wakes waiters only when there are some.
+#[derive(Debug)]
+pub struct Slots {
+    /// Slots taken.
+    open: AtomicUsize,
+    /// The most that may be taken.
+    max: usize,
+    /// Callers waiting in [`take`](Self::take) or [`all_free`](Self::all_free).
+    waiting: AtomicUsize,
+    /// Woken when a slot is given back while someone waits.
+    freed: Notify,
+}
+
+/// One taken slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<Slots>);
+
+impl Slots {
+    /// `max` free slots.
+    pub fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots { open: AtomicUsize::new(0), max, waiting: AtomicUsize::new(0), freed: Notify::new() })
+    }
+
+    /// A slot, if one is free now.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut open = self.open.load(Ordering::SeqCst);
+        loop {
+            if open >= self.max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(open, open + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+
+    /// A slot, once one is free.
+    pub async fn take(self: &Arc<Self>) -> Slot {
+        self.wait_until(|| self.try_take()).await
+    }
+
+    /// Resolves once every slot has been given back.
+    pub async fn all_free(&self) {
+        self.wait_until(|| (self.open.load(Ordering::SeqCst) == 0).then_some(())).await
+    }
+
+    /// Waits until `ready` answers. The waiter is counted, then registered with the `Notify`,
+    /// then `ready` is asked again: a slot given back after that wakes it, and one given back
+    /// before it is seen by `ready` (every step is sequentially consistent).
+    async fn wait_until<T>(&self, mut ready: impl FnMut() -> Option<T>) -> T {
+        if let Some(v) = ready() {
+            return v;
+        }
+        /// Uncounts the waiter however the wait ends (done, or dropped).
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&self.waiting);
+        loop {
+            let mut freed = pin!(self.freed.notified());
+            freed.as_mut().enable();
+            if let Some(v) = ready() {
+                return v;
+            }
+            freed.await;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_waiters();
+        }
     }
 }
 
@@ -132,5 +217,65 @@ impl DrainDeadline {
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_slot_given_back_goes_to_a_waiter_and_the_drain_waits_for_all() {
+        let slots = Slots::new(2);
+        let (a, b) = (slots.try_take().unwrap(), slots.try_take().unwrap());
+        assert!(slots.try_take().is_none(), "two at most");
+        let waiter = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.take().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits while both are taken");
+        drop(a);
+        let c = tokio::time::timeout(Duration::from_secs(1), waiter).await.expect("woken").unwrap();
+        let drained = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.all_free().await }
+        });
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!drained.is_finished(), "one is still taken");
+        drop(c);
+        tokio::time::timeout(Duration::from_secs(1), drained).await.expect("all free").unwrap();
+        assert_eq!(slots.waiting.load(Ordering::SeqCst), 0, "no waiter left counted");
+    }
+
+    /// Threads taking and giving back slots, and waiting for them, never hold more than `max`
+    /// and never miss a slot given back.
+    #[test]
+    fn slots_hold_under_contention() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        let slots = Slots::new(3);
+        let peak = Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (slots, peak) = (slots.clone(), peak.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..500 {
+                            let slot = slots.take().await;
+                            peak.fetch_max(slots.open.load(Ordering::SeqCst), Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            drop(slot);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                tokio::time::timeout(Duration::from_secs(20), t).await.expect("no waiter stranded").unwrap();
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert_eq!(slots.open.load(Ordering::SeqCst), 0);
     }
 }

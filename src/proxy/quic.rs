@@ -20,10 +20,10 @@ use std::time::Duration;
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::listener::Listener;
+use super::listener::{Listener, Slot};
 use super::reject::{Denied, Reply};
 use super::route;
 use super::sources::SourceSlot;
@@ -83,7 +83,7 @@ impl Deciding {
 /// What a flow holds while it lives: a slot of the listener, the `active` gauge, and its place
 /// in its source's counts.
 struct Held {
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
     _active: ActiveGuard,
     source: SourceSlot,
 }
@@ -302,10 +302,10 @@ impl Table {
         if self.flows.len() >= listener.limits.load().max_flows && !self.evict_oldest() {
             return listener.metrics.quic_dropped(Dropped::Full);
         }
-        let Ok(permit) = listener.slots.clone().try_acquire_owned() else {
+        let Some(slot) = listener.slots.try_take() else {
             return listener.metrics.quic_dropped(Dropped::Full);
         };
-        let held = Held { _permit: permit, _active: listener.metrics.accepted(), source };
+        let held = Held { _slot: slot, _active: listener.metrics.accepted(), source };
         let limits = QuicLimits { hello: listener.hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
         let mut inspector = Inspector::new(limits);
         let answer = inspector.push(datagram);

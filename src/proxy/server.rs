@@ -21,11 +21,10 @@ use arc_swap::ArcSwap;
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::connection;
-use super::listener::{DrainDeadline, Listener, SharedCredentials};
+use super::listener::{DrainDeadline, Listener, SharedCredentials, Slots};
 use super::quic;
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
@@ -223,9 +222,8 @@ impl Server {
                 name: name.into(),
                 config: l.clone(),
                 allow_underscore: config.rules.sni_allow_underscore,
-                slots: Arc::new(Semaphore::new(max_connections)),
+                slots: Slots::new(max_connections),
                 limits: shared_limits.clone(),
-                max_connections,
                 ech: config.rules.ech,
                 upstream,
                 upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
@@ -292,7 +290,7 @@ impl Server {
         let mut slots = Vec::new();
         let mut shares: Vec<Share> = (0..self.workers).map(|_| Vec::new()).collect();
         for (bound, listener) in self.listeners {
-            slots.push((listener.slots.clone(), listener.max_connections));
+            slots.push(listener.slots.clone());
             match bound {
                 Bound::Stream(sockets) => {
                     for (i, socket) in sockets.into_iter().enumerate() {
@@ -330,8 +328,8 @@ impl Server {
         while stopped.recv().await.is_some() {}
         tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
         let drained = || async {
-            for (sem, max) in &slots {
-                let _ = sem.acquire_many(u32::try_from(*max).unwrap_or(u32::MAX)).await;
+            for s in &slots {
+                s.all_free().await;
             }
         };
         if tokio::time::timeout(self.drain, drained()).await.is_err() {
@@ -497,12 +495,11 @@ async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
                 // hold one). Full: the connection that has waited longest for its hello makes
                 // room for this one. When none is waiting for a hello, this one waits for a slot
                 // (and the next ones in this socket's accept queue).
-                let permit = match listener.slots.clone().try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
+                let slot = match listener.slots.try_take() {
+                    Some(slot) => slot,
+                    None => {
                         listener.waiting.evict_oldest();
-                        let Ok(permit) = listener.slots.clone().acquire_owned().await else { return };
-                        permit
+                        listener.slots.take().await
                     }
                 };
                 let Some(peer) = peer.as_socket() else { continue };
@@ -510,7 +507,7 @@ async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
                 // Boxed: tokio would otherwise move the 2.5 KB future several times on its way
                 // into the task, and allocate the task with a slower aligned allocation
                 // (callgrind: 1.7k fewer instructions per connection).
-                tokio::spawn(Box::pin(connection::serve(listener.clone(), stream.into(), peer, (permit, active))));
+                tokio::spawn(Box::pin(connection::serve(listener.clone(), stream.into(), peer, (slot, active))));
             }
             Err(e) => {
                 // EMFILE/ENFILE and friends: the condition persists until something closes,
@@ -576,7 +573,7 @@ mod tests {
         let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let _client = std::net::TcpStream::connect(backend.local_addr().unwrap()).unwrap();
         let (accepted, peer) = backend.accept().unwrap();
-        let slot = (listener.slots.clone().try_acquire_owned().unwrap(), listener.metrics.accepted());
+        let slot = (listener.slots.try_take().unwrap(), listener.metrics.accepted());
         let waiting = connection::waiting_size(&listener, accepted.try_clone().unwrap(), peer);
         let task = connection::serve(listener.clone(), accepted, peer, slot);
         let size = std::mem::size_of_val(&task);
