@@ -798,3 +798,61 @@ async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
     let series = key("snigate_connections_total", &[("listener", "test"), ("reason", "rule"), ("verdict", "allow")]);
     settle(&proxy, |s| s.get(&series) == Some(&2.0)).await;
 }
+
+/// With `[runtime] threads = 3`, every worker serves connections: each worker thread is woken
+/// (a voluntary context switch out of its epoll wait) for the connections the kernel spreads
+/// to its socket.
+#[tokio::test]
+async fn every_worker_serves_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
+    let config = dir.path().join("snigate.toml");
+    let text = format!(
+        "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+         [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n[runtime]\nthreads = 3\n",
+        dir.path().join("t.rules").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let (mut child, mut stderr) = run_binary(&config);
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let pid = child.id().unwrap();
+    // Each thread's voluntary context switches, by thread id: the main thread is the first
+    // worker, the others are named snigate-worker-N.
+    let switches = || -> std::collections::BTreeMap<String, u64> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|task| {
+                let tid = task.file_name().to_string_lossy().to_string();
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                let worker = tid == pid.to_string() || comm.starts_with("snigate-worker");
+                let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+                let n = status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?.trim().parse().ok()?;
+                worker.then_some((tid, n))
+            })
+            .collect()
+    };
+    // The workers start as the server runs, a moment after the listening line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while switches().len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = switches();
+    assert_eq!(before.len(), 3, "three workers: {before:?}");
+    for _ in 0..300 {
+        drop(spliced(addr, b"acme.my.salesforce.com").await);
+    }
+    let after = switches();
+    for (tid, n) in &before {
+        let woken = after[tid] - n;
+        assert!(woken >= 10, "worker thread {tid} was woken {woken} times for 300 connections: {before:?} {after:?}");
+    }
+    let _ = child.kill().await;
+}
