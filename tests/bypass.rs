@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use Kind::{Denied, Dropped, Passes};
-use netns::{Namespaces, run};
+use netns::{Namespaces, Subnet, run};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -350,52 +350,19 @@ fn prerequisites() -> Result<String, String> {
 /// (192.168.51.2, fd00:51::2); I routes back through G. G runs the kit, with I's configured
 /// resolver as the only DNS server.
 fn setup(tag: &str) -> Result<(Namespaces, [String; 3]), String> {
-    let names = [format!("sgbc-{tag}"), format!("sgbg-{tag}"), format!("sgbi-{tag}")];
-    let [c, g, i] = &names;
-    let mut guard = Namespaces(Vec::new());
-    for ns in &names {
-        guard.add(ns)?;
-        // Addresses usable at once: no duplicate address detection on these private links.
-        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"])?;
-        run(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"])?;
+    let v4 = |prefix| Subnet { prefix, len: 24 };
+    let v6 = |prefix| Subnet { prefix, len: 64 };
+    let near = [v4("192.168.50."), v6("fd00:50::")];
+    let far = [v4("192.168.51."), v6("fd00:51::")];
+    let (guard, names) = netns::line("sgb", tag, &near, &far)?;
+    let [_, g, i] = &names;
+    // I holds every service address; G routes the test ranges to I.
+    for a in FAMILIES.iter().flat_map(|f| [f.main, f.banner, f.ip_only, f.ip_port, f.resolver, f.other_resolver]) {
+        let a = if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") };
+        run(&["ip", "-n", i, "addr", "add", &a, "dev", "r0"])?;
     }
-    let mut cmds = vec![
-        vec!["ip", "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", g],
-        vec!["ip", "-n", g, "link", "add", "g1", "type", "veth", "peer", "name", "i0", "netns", i],
-        vec!["ip", "-n", c, "addr", "add", "192.168.50.2/24", "dev", "c0"],
-        vec!["ip", "-n", c, "addr", "add", "fd00:50::2/64", "dev", "c0"],
-        vec!["ip", "-n", g, "addr", "add", "192.168.50.1/24", "dev", "g0"],
-        vec!["ip", "-n", g, "addr", "add", "fd00:50::1/64", "dev", "g0"],
-        vec!["ip", "-n", g, "addr", "add", "192.168.51.1/24", "dev", "g1"],
-        vec!["ip", "-n", g, "addr", "add", "fd00:51::1/64", "dev", "g1"],
-        vec!["ip", "-n", i, "addr", "add", "192.168.51.2/24", "dev", "i0"],
-        vec!["ip", "-n", i, "addr", "add", "fd00:51::2/64", "dev", "i0"],
-    ];
-    let servers: Vec<String> = FAMILIES
-        .iter()
-        .flat_map(|f| [f.main, f.banner, f.ip_only, f.ip_port, f.resolver, f.other_resolver])
-        .map(|a| if a.is_ipv4() { format!("{a}/32") } else { format!("{a}/128") })
-        .collect();
-    for a in &servers {
-        cmds.push(vec!["ip", "-n", i, "addr", "add", a, "dev", "i0"]);
-    }
-    cmds.extend([
-        vec!["ip", "-n", c, "link", "set", "c0", "up"],
-        vec!["ip", "-n", g, "link", "set", "g0", "up"],
-        vec!["ip", "-n", g, "link", "set", "g1", "up"],
-        vec!["ip", "-n", i, "link", "set", "i0", "up"],
-        vec!["ip", "-n", c, "route", "add", "default", "via", "192.168.50.1"],
-        vec!["ip", "-n", c, "-6", "route", "add", "default", "via", "fd00:50::1"],
-        vec!["ip", "-n", i, "route", "add", "default", "via", "192.168.51.1"],
-        vec!["ip", "-n", i, "-6", "route", "add", "default", "via", "fd00:51::1"],
-        vec!["ip", "-n", g, "route", "add", "203.0.113.0/24", "via", "192.168.51.2"],
-        vec!["ip", "-n", g, "-6", "route", "add", "2001:db8:113::/64", "via", "fd00:51::2"],
-        vec!["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-        vec!["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
-    ]);
-    for cmd in &cmds {
-        run(cmd)?;
-    }
+    run(&["ip", "-n", g, "route", "add", "203.0.113.0/24", "via", "192.168.51.2"])?;
+    run(&["ip", "-n", g, "-6", "route", "add", "2001:db8:113::/64", "via", "fd00:51::2"])?;
     let [f4, f6] = &FAMILIES;
     let kit = Command::new("ip")
         .args(["netns", "exec", g, "sh", &format!("{ROOT}/deploy/nftables/tproxy.sh")])

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use netns::{Namespaces, run};
+use netns::{Namespaces, Subnet, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -181,29 +181,10 @@ async fn start_in(
 /// Client C (10.98.0.2) routes through gateway G (10.98.0.1, 10.99.0.1) to remote R
 /// (10.99.0.2). G runs snigate with `tproxy = true` behind deploy/nftables/tproxy.sh.
 fn setup_gateway(tag: &str) -> Result<(Namespaces, [String; 3]), String> {
-    let names = [format!("sgtc-{tag}"), format!("sgtg-{tag}"), format!("sgtr-{tag}")];
-    let [c, g, r] = &names;
-    let mut guard = Namespaces(Vec::new());
-    for ns in &names {
-        guard.add(ns)?;
-    }
-    for cmd in [
-        vec!["ip", "-n", c, "link", "add", "c0", "type", "veth", "peer", "name", "g0", "netns", g],
-        vec!["ip", "-n", g, "link", "add", "g1", "type", "veth", "peer", "name", "r0", "netns", r],
-        vec!["ip", "-n", c, "addr", "add", "10.98.0.2/24", "dev", "c0"],
-        vec!["ip", "-n", g, "addr", "add", "10.98.0.1/24", "dev", "g0"],
-        vec!["ip", "-n", g, "addr", "add", "10.99.0.1/24", "dev", "g1"],
-        vec!["ip", "-n", r, "addr", "add", "10.99.0.2/24", "dev", "r0"],
-        vec!["ip", "-n", c, "link", "set", "c0", "up"],
-        vec!["ip", "-n", g, "link", "set", "g0", "up"],
-        vec!["ip", "-n", g, "link", "set", "g1", "up"],
-        vec!["ip", "-n", r, "link", "set", "r0", "up"],
-        vec!["ip", "-n", c, "route", "add", "default", "via", "10.98.0.1"],
-        vec!["ip", "-n", r, "route", "add", "default", "via", "10.99.0.1"],
-        vec!["ip", "netns", "exec", g, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-    ] {
-        run(&cmd)?;
-    }
+    let near = [Subnet { prefix: "10.98.0.", len: 24 }];
+    let far = [Subnet { prefix: "10.99.0.", len: 24 }];
+    let (guard, names) = netns::line("sgt", tag, &near, &far)?;
+    let g = &names[1];
     run(&["ip", "netns", "exec", g, "sh", &format!("{ROOT}/deploy/nftables/tproxy.sh"), "up", "15002"])?;
     Ok((guard, names))
 }
