@@ -44,8 +44,6 @@ pub struct AccessLog {
     deny_per_second: u32,
     /// The writer thread, joined by [`finish`](AccessLog::finish).
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Every listener's denial budget, to change on reload.
-    limiters: Mutex<Vec<Arc<Limiter>>>,
 }
 
 impl AccessLog {
@@ -53,13 +51,7 @@ impl AccessLog {
     /// so that an unwritable path is a startup error.
     pub fn open(config: &LogConfig) -> io::Result<AccessLog> {
         if config.format == LogFormat::Off {
-            return Ok(AccessLog {
-                format: LogFormat::Off,
-                tx: None,
-                deny_per_second: 0,
-                writer: Mutex::new(None),
-                limiters: Mutex::default(),
-            });
+            return Ok(AccessLog { format: LogFormat::Off, tx: None, deny_per_second: 0, writer: Mutex::new(None) });
         }
         let out: Box<dyn Write + Send> = match &config.path {
             Some(path) => Box::new(
@@ -81,30 +73,16 @@ impl AccessLog {
             .name("snigate-access-log".into())
             .spawn(move || write_loop(rx, out, format))
             .expect("spawn the access-log writer");
-        AccessLog {
-            format,
-            tx: Some(tx),
-            deny_per_second,
-            writer: Mutex::new(Some(writer)),
-            limiters: Mutex::default(),
-        }
+        AccessLog { format, tx: Some(tx), deny_per_second, writer: Mutex::new(Some(writer)) }
     }
 
     /// The handle one listener logs through.
     pub fn listener(&self, name: &str) -> ListenerLog {
         let limiter = Arc::new(Limiter::new(name, self.deny_per_second));
-        self.limiters.lock().unwrap_or_else(|e| e.into_inner()).push(limiter.clone());
         if let Some(tx) = &self.tx {
             let _ = tx.send(Message::Listener(limiter.clone()));
         }
         ListenerLog { tx: self.tx.clone(), limiter }
-    }
-
-    /// A new `[log] deny_lines_per_second`, for every listener, from now on.
-    pub fn set_deny_lines_per_second(&self, per_second: u32) {
-        for l in self.limiters.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            l.per_second.store(per_second, Ordering::Relaxed);
-        }
     }
 
     /// The configured format.
@@ -147,6 +125,11 @@ pub struct ListenerLog {
 }
 
 impl ListenerLog {
+    /// A new `[log] deny_lines_per_second` for this listener, from now on.
+    pub fn set_deny_lines_per_second(&self, per_second: u32) {
+        self.limiter.per_second.store(per_second, Ordering::Relaxed);
+    }
+
     /// Whether lines are written at all (the format is not `off`): the log-only fields of an
     /// outcome need not be filled otherwise.
     pub fn is_on(&self) -> bool {
@@ -325,7 +308,7 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
             let alpn = o.alpn.join(",");
             let _ = write!(
                 line,
-                "{} {} {} dst={} proto={} {} {} sni={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
+                "{} {} {} dst={} proto={} {} {} sni={} host={} alpn={} tls={} ech={} rule={} upstream={} stage={} up={} down={} {:.3}s",
                 rfc3339(o.time),
                 text_value(&o.listener),
                 o.client,
@@ -334,6 +317,7 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
                 o.verdict.as_str(),
                 o.reason,
                 text_value(o.sni.as_deref().unwrap_or("-")),
+                text_value(o.host.as_deref().unwrap_or("-")),
                 text_value(if alpn.is_empty() { "-" } else { &alpn }),
                 text_value(o.tls_version.as_deref().unwrap_or("-")),
                 o.ech,
@@ -364,6 +348,7 @@ mod tests {
             original_dst: None,
             protocol: crate::outcome::Seen::Tls,
             sni: Some("acme.my.salesforce.com".into()),
+            host: None,
             alpn: vec!["h2".into(), "http/1.1".into()],
             tls_version: Some("TLSv1.3".into()),
             ech: false,
@@ -396,7 +381,7 @@ mod tests {
         assert_eq!(
             line,
             "2024-02-29T23:59:59.999Z edge 127.0.0.1:40000 dst=- proto=tls allow rule sni=acme.my.salesforce.com \
-             alpn=h2,http/1.1 tls=TLSv1.3 ech=false rule=salesforce.rules:3 upstream=10.0.0.1:443 stage=splice \
+             host=- alpn=h2,http/1.1 tls=TLSv1.3 ech=false rule=salesforce.rules:3 upstream=10.0.0.1:443 stage=splice \
              up=517 down=4096 0.250s\n"
         );
         line.clear();

@@ -28,12 +28,45 @@ const ACCEPTING: &str = "accepting";
 /// process of an earlier version sends its names alone, in one message.
 const HEADER: &str = "#snigate-handover";
 
+/// What a handed-over socket is for, named beside it on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A listening socket of the listener of this name.
+    Listener(String),
+    /// The metrics endpoint's socket.
+    Metrics,
+}
+
+/// How the metrics endpoint's socket is named on the wire.
+const METRICS: &str = "metrics-endpoint";
+/// What an earlier version named it.
+const METRICS_EARLIER: &str = "(metrics)";
+/// What precedes a listener's name on the wire (an earlier version sent the name alone).
+const LISTENER: &str = "listener ";
+
+impl Role {
+    /// The name on the wire.
+    fn encode(&self) -> String {
+        match self {
+            Role::Listener(name) => format!("{LISTENER}{name}"),
+            Role::Metrics => METRICS.to_string(),
+        }
+    }
+
+    /// The role of a name on the wire, this version's or an earlier one's.
+    fn decode(name: &str) -> Role {
+        match name {
+            METRICS | METRICS_EARLIER => Role::Metrics,
+            _ => Role::Listener(name.strip_prefix(LISTENER).unwrap_or(name).to_string()),
+        }
+    }
+}
+
 /// How long each side waits for the other.
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The new process's side: the running process's listening sockets, each with its listener
-/// name, and the connection to confirm on once the new process accepts.
-pub fn take_over(path: &Path) -> io::Result<(Vec<(String, Socket)>, Confirm)> {
+/// The new process's side: the running process's listening sockets, each with its role, and the connection to confirm on once the new process accepts.
+pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, Socket)>, Confirm)> {
     let stream = UnixStream::connect(path)
         .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
@@ -59,7 +92,7 @@ pub fn take_over(path: &Path) -> io::Result<(Vec<(String, Socket)>, Confirm)> {
         if n == 0 || names.len() != fds.len() {
             return Err(invalid("names and sockets disagree"));
         }
-        sockets.extend(names.into_iter().zip(fds).map(|(name, fd)| (name.to_string(), Socket::from(fd))));
+        sockets.extend(names.into_iter().zip(fds).map(|(name, fd)| (Role::decode(name), Socket::from(fd))));
         match total {
             Some(t) if sockets.len() < t => continue,
             Some(t) if sockets.len() == t => break,
@@ -83,11 +116,11 @@ impl Confirm {
 /// The running process's side, for one new process connected on `stream`: sends `sockets`
 /// with their names and waits until the new process accepts. `Err` when it does not (it failed
 /// or went away): the caller keeps serving.
-pub fn hand_over(stream: UnixStream, sockets: &[(String, BorrowedFd<'_>)]) -> io::Result<()> {
+pub fn hand_over(stream: UnixStream, sockets: &[(Role, BorrowedFd<'_>)]) -> io::Result<()> {
     let mut payload = format!("{HEADER} {}\n", sockets.len());
     for chunk in sockets.chunks(MAX_PASSED_FDS) {
-        for (name, _) in chunk {
-            payload.push_str(name);
+        for (role, _) in chunk {
+            payload.push_str(&role.encode());
             payload.push('\n');
         }
         let fds: Vec<BorrowedFd<'_>> = chunk.iter().map(|(_, fd)| *fd).collect();
@@ -116,13 +149,14 @@ mod tests {
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let old = std::thread::spawn(move || {
             let (stream, _) = server.accept().unwrap();
-            let named: Vec<_> = listeners.iter().enumerate().map(|(i, l)| (format!("edge{i}"), l.as_fd())).collect();
+            let named: Vec<_> =
+                listeners.iter().enumerate().map(|(i, l)| (Role::Listener(format!("edge{i}")), l.as_fd())).collect();
             hand_over(stream, &named)
         });
         let (sockets, confirm) = take_over(&path).unwrap();
         assert_eq!(sockets.len(), n);
-        for (i, (name, socket)) in sockets.iter().enumerate() {
-            assert_eq!(*name, format!("edge{i}"));
+        for (i, (role, socket)) in sockets.iter().enumerate() {
+            assert_eq!(*role, Role::Listener(format!("edge{i}")));
             assert_eq!(socket.local_addr().unwrap().as_socket(), Some(addrs[i]));
         }
         confirm.accepting().unwrap();
@@ -159,8 +193,8 @@ mod tests {
             line
         });
         let (sockets, confirm) = take_over(&path).unwrap();
-        let names: Vec<&str> = sockets.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["edge", "(metrics)"]);
+        let roles: Vec<&Role> = sockets.iter().map(|(r, _)| r).collect();
+        assert_eq!(roles, [&Role::Listener("edge".into()), &Role::Metrics]);
         assert_eq!(sockets[1].1.local_addr().unwrap().as_socket(), Some(addr));
         confirm.accepting().unwrap();
         assert_eq!(old.join().unwrap().trim(), ACCEPTING);
@@ -175,7 +209,7 @@ mod tests {
             let _ = recv_fds(new.as_fd(), &mut payload);
             drop(new);
         });
-        assert!(hand_over(old, &[("edge".to_string(), listener.as_fd())]).is_err());
+        assert!(hand_over(old, &[(Role::Listener("edge".into()), listener.as_fd())]).is_err());
         taker.join().unwrap();
     }
 }

@@ -6,7 +6,8 @@
 //! (`tests/layering.rs` fails otherwise). From the bottom:
 //!
 //! 1. Vocabulary: [`Name`], the validated host name every stage matches on; [`Reason`], why a
-//!    connection ended (the metric label); `sys`, the crate's only `unsafe`.
+//!    connection ended (the metric label); [`Phase`], where the process is in its life; `sys`,
+//!    the crate's only `unsafe`.
 //! 2. [`hello`]: the ClientHello: a pure, incremental parser and a timed, bounded stream reader
 //!    that keeps every byte for replay.
 //! 3. `rules`: the rule language: [`Rule`], [`Verdict`], [`Pattern`], the kinds of rule and
@@ -19,11 +20,15 @@
 //! 6. `outcome`: [`Outcome`], the record of a finished connection.
 //! 7. `metrics` (the Prometheus registry and its endpoint), then `access_log` (one line per
 //!    finished connection, written off the connection's path).
-//! 8. `proxy`: the [`Server`], its listeners, and each connection as named stages: accept,
-//!    PROXY header, mode prelude, hello, decide, resolve, connect, replay, splice, finish.
-//! 9. `reload` (rule and credentials reloads on SIGHUP and file changes), `handover` (the
-//!    listening sockets passed to a new process) and [`cli`] (the command line; `main.rs` only
-//!    parses arguments and calls into it).
+//! 8. `proxy`: the [`Server`], its listeners and their [`Live`] settings, admission (the one
+//!    place an ask becomes allowed or denied, for TCP and QUIC alike), and each connection as
+//!    named stages: accept, PROXY header, mode prelude, hello, decide, resolve, connect, replay,
+//!    splice, finish.
+//! 9. `reload` (the live settings read again on SIGHUP and file changes) and `handover` (the
+//!    listening sockets passed to a new process, each with its role).
+//! 10. `lifecycle`: the process's phases, from start to drained, and the only place signals
+//!     are handled; then [`cli`] (the command line; `main.rs` only parses arguments and calls
+//!     into it).
 //!
 //! Every public item is reachable by one path: the modules are private, and this one block
 //! re-exports what they offer. [`hello`], [`salesforce`] and [`cli`] are namespaces of their
@@ -36,9 +41,11 @@ pub mod cli;
 mod config;
 mod handover;
 pub mod hello;
+mod lifecycle;
 mod metrics;
 mod name;
 mod outcome;
+mod phase;
 mod policy;
 mod proxy;
 mod reason;
@@ -50,8 +57,10 @@ pub use crate::access_log::{AccessLog, ListenerLog, QUEUE as ACCESS_LOG_QUEUE, f
 pub use crate::config::{
     Config, ConfigError, ConfigErrors, Credentials, DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, EMBEDDED,
     EMBEDDED_NAME, EchPolicy, Keyword, LimitsConfig, ListConfig, ListenerConfig, LogConfig, LogFormat, MetricsConfig,
-    Mode, ProxyVersion, RejectStyle, RulesConfig, RuntimeConfig, SpliceMode, VerifyDestination,
+    Mode, ModeConfig, ProxyVersion, RejectStyle, RulesConfig, RuntimeConfig, SpliceMode, StaticConfig,
+    VerifyDestination,
 };
+pub use crate::lifecycle::{Event, Start};
 pub use crate::metrics::endpoint::Endpoint;
 pub use crate::metrics::registry::{
     ActiveGuard, CONNECT_SECONDS_BUCKETS, DURATION_SECONDS_BUCKETS, HELLO_BYTES_BUCKETS, HELLO_SECONDS_BUCKETS,
@@ -59,9 +68,10 @@ pub use crate::metrics::registry::{
 };
 pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
 pub use crate::outcome::{Outcome, Stage};
-pub use crate::policy::decide::{Decision, Matched, RuleSet, Rules};
+pub use crate::phase::{Phase, Phases};
+pub use crate::policy::decide::{Decision, Matched, RuleSet};
 pub use crate::policy::origin::RuleRef;
-pub use crate::proxy::listener::SharedCredentials;
+pub use crate::proxy::live::{Live, LiveSettings};
 pub use crate::proxy::server::Server;
 pub use crate::proxy::splice::{End, Moved, splice};
 pub use crate::reason::Reason;

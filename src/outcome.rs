@@ -80,8 +80,11 @@ pub struct Outcome {
     pub original_dst: Option<SocketAddr>,
     /// What the connection spoke.
     pub protocol: Seen,
-    /// The normalised SNI.
+    /// The normalised SNI: from the ClientHello only.
     pub sni: Option<String>,
+    /// What an explicit request asked for: the CONNECT target or the HTTP request's host, as
+    /// `host:port`.
+    pub host: Option<String>,
     /// ALPN protocols offered (escaped).
     pub alpn: Vec<String>,
     /// Highest TLS version offered.
@@ -146,6 +149,7 @@ impl Outcome {
             original_dst: None,
             protocol: Seen::Tls,
             sni: None,
+            host: None,
             alpn: Vec::new(),
             tls_version: None,
             ech: false,

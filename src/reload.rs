@@ -14,19 +14,19 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ConfigError, Credentials};
+use crate::config::{Config, ConfigError, Credentials, ModeConfig};
 use crate::metrics::registry::Metrics;
-use crate::policy::decide::Rules;
-use crate::proxy::listener::SharedCredentials;
+use crate::phase::{Phase, Phases};
+use crate::proxy::live::{Live, LiveSettings};
 use crate::rules::file::RuleErrors;
 
 /// Quiet time after the last file event before reloading: editors and ConfigMap updates
 /// touch several files in a burst.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Compiles the configured rules and swaps them in; on failure the running rules stay.
-/// Either way `metrics` counts the reload. Returns the new rule count.
-pub async fn reload_rules(config: &Config, rules: &Rules, metrics: &Metrics) -> Result<usize, RuleErrors> {
+/// Compiles the configured rules and swaps them into the live settings; on failure the running
+/// rules stay. Either way `metrics` counts the reload. Returns the new rule count.
+pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metrics) -> Result<usize, RuleErrors> {
     let config = config.clone();
     let compiled = tokio::task::spawn_blocking(move || config.compile_rules())
         .await
@@ -36,7 +36,8 @@ pub async fn reload_rules(config: &Config, rules: &Rules, metrics: &Metrics) -> 
             let n = new.len();
             metrics.rules_loaded(&new);
             metrics.reloaded(true);
-            rules.store(Arc::new(new));
+            let new = Arc::new(new);
+            live.update(|running| Live { rules: new, ..running.clone() });
             tracing::info!(rules = n, "rules reloaded");
             Ok(n)
         }
@@ -50,20 +51,24 @@ pub async fn reload_rules(config: &Config, rules: &Rules, metrics: &Metrics) -> 
     }
 }
 
-/// Reads every credentials file again and swaps in those that parse; a file that does not
-/// keeps its running credentials, and each error is returned (and logged).
-pub fn reload_credentials(credentials: &[SharedCredentials]) -> Result<(), Vec<String>> {
+/// Reads every credentials file `config` names again and swaps in those that parse; a file that
+/// does not keeps its listener's running credentials, and each error is returned (and logged).
+pub fn reload_credentials(config: &Config, live: &LiveSettings) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for slot in credentials {
-        let path = slot.load().path.clone();
+    let running = live.load();
+    let mut credentials = running.credentials.clone();
+    for (slot, l) in credentials.iter_mut().zip(&config.listeners) {
+        let Some(path) = l.get_ref().mode.credentials().map(|c| c.path.clone()) else { continue };
         match Credentials::load(&path) {
-            Ok(fresh) => slot.store(Arc::new(fresh)),
+            Ok(fresh) => *slot = Some(Arc::new(fresh)),
             Err(e) => {
                 tracing::error!(error = %e, "credentials reload failed; keeping the running credentials");
                 errors.push(e);
             }
         }
     }
+    drop(running);
+    live.update(|running| Live { credentials, ..running.clone() });
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
@@ -126,7 +131,7 @@ pub fn watch_rules(
 fn in_use(config: &Config) -> impl Iterator<Item = &PathBuf> {
     let files = config.rules.files.iter().flatten();
     let lists = config.rules.lists.iter().map(|l| &l.path);
-    let credentials = config.listeners.iter().filter_map(|l| l.get_ref().credentials.as_ref()).map(|c| &c.path);
+    let credentials = config.listeners.iter().filter_map(|l| l.get_ref().mode.credentials()).map(|c| &c.path);
     files.chain(lists).chain(credentials)
 }
 
@@ -169,50 +174,54 @@ impl InUse {
     }
 }
 
-/// Reloads the rules and the credentials on SIGHUP and when their files change, until the
-/// process ends. On SIGHUP the configuration is read again with `reread` first: its rule
-/// settings apply, `apply` takes what else can change in place (limits, the log's denial rate),
-/// and what only a new process can apply is named in the log (a handover, SIGUSR2, applies it);
-/// a configuration that does not validate keeps the running one.
+/// Reloads the live settings on every trigger until the triggers end: `triggers` carries the
+/// lifecycle's SIGHUPs, and this adds the watched files' changes (`tx` is its sender). On a
+/// signal the configuration is read again with `reread` first: what it changes in place is
+/// swapped in, and what only a new process can apply is named in the log (a handover, SIGUSR2,
+/// applies it); a configuration that does not validate keeps the running one. The phase is
+/// `Reloading` while a reload runs.
 pub async fn run(
     mut config: Config,
-    rules: Rules,
-    credentials: Vec<SharedCredentials>,
+    live: LiveSettings,
     metrics: Arc<Metrics>,
+    phases: Phases,
+    (tx, mut triggers): (mpsc::Sender<ReloadTrigger>, mpsc::Receiver<ReloadTrigger>),
     reread: impl Fn() -> Result<Config, Vec<ConfigError>> + Send + 'static,
-    apply: impl Fn(&Config) + Send + 'static,
 ) {
-    let (tx, mut triggers) = mpsc::channel(4);
-    let _watcher = match watch_rules(&config, tx.clone()) {
+    let _watcher = match watch_rules(&config, tx) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the rule files; reload with SIGHUP");
             None
         }
     };
-    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                if tx.send(ReloadTrigger::Signal).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
     while let Some(trigger) = triggers.recv().await {
         // Triggers that queued up meanwhile are served by this one reload.
         while triggers.try_recv().is_ok() {}
-        tracing::info!(?trigger, "reloading rules");
+        let before = phases.current();
+        phases.set(Phase::Reloading);
+        tracing::info!(?trigger, "reloading");
         if trigger == ReloadTrigger::Signal {
             match reread() {
                 Ok(fresh) => {
                     for section in config.needs_handover(&fresh) {
                         tracing::warn!(section, "changed in the configuration; a handover (SIGUSR2) applies it");
                     }
-                    apply(&fresh);
+                    live.update(|running| Live {
+                        rules: running.rules.clone(),
+                        credentials: running.credentials.clone(),
+                        ..Live::new(&fresh, running.rules.clone())
+                    });
                     config.rules = fresh.rules;
                     config.limits = fresh.limits;
                     config.log.deny_lines_per_second = fresh.log.deny_lines_per_second;
+                    for (running, fresh) in config.listeners.iter_mut().zip(fresh.listeners) {
+                        if let (ModeConfig::Connect { credentials, .. }, ModeConfig::Connect { credentials: new, .. }) =
+                            (&mut running.get_mut().mode, fresh.into_inner().mode)
+                        {
+                            *credentials = new;
+                        }
+                    }
                 }
                 Err(errors) => {
                     for e in errors {
@@ -221,7 +230,8 @@ pub async fn run(
                 }
             }
         }
-        let _ = reload_rules(&config, &rules, &metrics).await;
-        let _ = reload_credentials(&credentials);
+        let _ = reload_rules(&config, &live, &metrics).await;
+        let _ = reload_credentials(&config, &live);
+        phases.set(before);
     }
 }

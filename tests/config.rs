@@ -26,8 +26,8 @@ max_hello_bytes = 10
         shown,
         [
             "bad.toml:1: mode = \"upstream\" needs `upstream`",
-            "bad.toml:5: listen address 127.0.0.1:8443 is also used by listener \"127.0.0.1:8443\"",
             "bad.toml:5: `upstream` is only used in mode = \"upstream\" (this listener is \"sni\")",
+            "bad.toml:5: listen address 127.0.0.1:8443 is also used by listener \"127.0.0.1:8443\"",
             "bad.toml:11: limits.hello_timeout must be a positive number of seconds",
             "bad.toml:12: limits.max_hello_bytes must be at least 512",
         ]

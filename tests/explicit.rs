@@ -90,13 +90,13 @@ async fn connect_requires_credentials_when_configured() {
 
     // Revoked on reload, without a restart; a broken file keeps the running credentials.
     std::fs::write(dir.path().join("users"), "ops:n3w\n").unwrap();
-    snigate::reload_credentials(&proxy.credentials).unwrap();
+    snigate::reload_credentials(&proxy.config, &proxy.live).unwrap();
     let (_s, head) = connect(proxy.addr, &target, "Proxy-Authorization: Basic b3BzOnMzY3JldA==\r\n").await;
     assert!(head.starts_with("HTTP/1.1 407 "), "the old password no longer works: {head}");
     let (_s, head) = connect(proxy.addr, &target, "Proxy-Authorization: Basic b3BzOm4zdw==\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 "), "the new one does: {head}");
     std::fs::write(dir.path().join("users"), "no colon\n").unwrap();
-    assert!(snigate::reload_credentials(&proxy.credentials).is_err());
+    assert!(snigate::reload_credentials(&proxy.config, &proxy.live).is_err());
     let (_s, head) = connect(proxy.addr, &target, "Proxy-Authorization: Basic b3BzOm4zdw==\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 "), "kept: {head}");
 }

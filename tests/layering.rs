@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The layers, bottom first. A module may import from modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["name", "reason", "sys"],
+    &["name", "reason", "phase", "sys"],
     &["hello"],
     &["rules"],
     &["policy"],
@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["access_log"],
     &["proxy"],
     &["reload", "handover"],
+    &["lifecycle"],
     &["cli"],
 ];
 

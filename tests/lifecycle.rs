@@ -117,13 +117,13 @@ async fn reload_under_traffic() {
     assert!(is_denied(proxy.addr, b"b.example.com").await);
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\n").unwrap();
-    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    snigate::reload_rules(&proxy.config, &proxy.live, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
     let _b = spliced(proxy.addr, b"b.example.com").await;
     echoes(&mut open, b"still spliced after the reload").await;
 
     std::fs::write(&proxy.rules_file, "allow b.example.com\nallow c.example.com from 10.0.0.0/33\nbogus\n").unwrap();
-    let errors = snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
+    let errors = snigate::reload_rules(&proxy.config, &proxy.live, &proxy.metrics).await.unwrap_err();
     assert_eq!(errors.0.len(), 2, "{errors}");
     assert!(errors.0.iter().all(|e| e.line == 2 || e.line == 3), "{errors}");
     let _still = spliced(proxy.addr, b"b.example.com").await;
@@ -151,7 +151,7 @@ async fn rule_file_changes_are_picked_up() {
     std::fs::rename(&tmp, &proxy.rules_file).unwrap();
     let trigger = tokio::time::timeout(Duration::from_secs(5), triggers.recv()).await.expect("a reload trigger");
     assert_eq!(trigger, Some(snigate::ReloadTrigger::FileChange));
-    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    snigate::reload_rules(&proxy.config, &proxy.live, &proxy.metrics).await.unwrap();
     assert!(is_denied(proxy.addr, b"a.example.com").await);
 }
 

@@ -201,9 +201,9 @@ async fn every_outcome_is_counted_exactly() {
 
     // A reload that succeeds, and one that fails.
     std::fs::write(&rules_file, "allow a.example.com\nallow c.example.com\ndeny b.example.com\n").unwrap();
-    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap();
+    snigate::reload_rules(&proxy.config, &proxy.live, &proxy.metrics).await.unwrap();
     std::fs::write(&rules_file, "allow\n").unwrap();
-    snigate::reload_rules(&proxy.config, &proxy.rules, &proxy.metrics).await.unwrap_err();
+    snigate::reload_rules(&proxy.config, &proxy.live, &proxy.metrics).await.unwrap_err();
     let s = samples(&scrape(&proxy).await);
     assert_eq!(s[&key("snigate_rules_reloads_total", &[("result", "success")])], 1.0);
     assert_eq!(s[&key("snigate_rules_reloads_total", &[("result", "failure")])], 1.0);

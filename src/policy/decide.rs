@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::destination::canonical;
@@ -15,10 +13,6 @@ use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::precedence::Kind;
 use crate::rules::rule::Verdict;
-
-/// The rule snapshot every listener reads; a reload swaps it whole, and connections already
-/// open keep the snapshot they were decided with.
-pub type Rules = Arc<ArcSwap<RuleSet>>;
 
 /// How the deciding rule matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

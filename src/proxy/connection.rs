@@ -21,34 +21,30 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::admission::{self, Admitted, Ask, Route};
 use super::client::Client;
 use super::explicit;
 use super::http::{self, Target};
-use super::listener::{Listener, Slot};
+use super::listener::{Listener, ListenerMode, Slot};
 use super::proxy_protocol::{self, ProxyError};
-use super::reject::{Denied, Reply, Speaks, answer};
-use super::route;
+use super::reject::{Denied, Reply, answer};
 use super::sources::SourceSlot;
 use super::splice::{End, Moved, splice};
 use super::upstream;
-use crate::config::{EchPolicy, HTTP_PORT, Mode, VerifyDestination};
+use crate::config::HTTP_PORT;
 use crate::hello::{ClientHello, HelloError, ReadError, read_client_hello, read_client_hello_now};
 use crate::metrics::registry::ActiveGuard;
-use crate::name::Name;
 use crate::outcome::{Outcome, Seen, Stage};
-use crate::policy::decide::Decision;
 use crate::reason::Reason;
-use crate::rules::rule::Verdict;
 
 /// Most bytes a connection's task may hold ([`serve`]'s future, as the test build lays it out):
-/// the memory of an idle spliced connection, beside its sockets. It is 2,456 bytes now; the
-/// waiting stages are boxed where they start, so that a connection holds them only while it
-/// waits.
+/// the memory of an idle spliced connection, beside its sockets. The waiting stages are boxed
+/// where they start, so that a connection holds them only while it waits.
 #[cfg(test)]
 pub(super) const TASK_BUDGET: usize = 2560;
 
 /// Most bytes the boxed waiting stages may hold (a connection whose hello is not there at
-/// accept holds them beside its task until the hello is read). It is 520 bytes now.
+/// accept holds them beside its task until the hello is read).
 #[cfg(test)]
 pub(super) const WAITING_BUDGET: usize = 576;
 
@@ -61,12 +57,11 @@ pub(super) fn waiting_size(listener: &Listener, accepted: std::net::TcpStream, p
         record: &mut record,
         buf: BytesMut::new(),
         deadline: Instant::now(),
-        speaks: Speaks::Tls,
         proxied_dst: None,
         source: None,
     };
     let mut client = Client::Fresh(accepted);
-    std::mem::size_of_val(&conn.awaited(&mut client))
+    std::mem::size_of_val(&conn.wait_queued(&mut client))
 }
 
 /// The error of a connection cut at the drain deadline.
@@ -113,33 +108,13 @@ async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, s
         listener,
         record,
         buf: BytesMut::new(),
-        deadline: start + listener.limits.load().hello_timeout(),
-        speaks: Speaks::Tls,
+        deadline: start + listener.live.load().limits.hello_timeout(),
         proxied_dst: None,
         source: None,
     };
     if let Err(denied) = conn.pipeline(&mut client, start).await {
         conn.deny(client, denied).await;
     }
-}
-
-/// What a connection asks to reach, once what precedes the splice has been read: what the rules
-/// decide on, and where an allowed connection goes.
-struct Ask {
-    /// The name: the SNI, or the explicit request's host.
-    name: Option<Name>,
-    /// The destination: the original destination, the fixed upstream, or an address literal.
-    dst: Option<SocketAddr>,
-    /// The rules still have to decide (`connect` mode decided on the CONNECT target already,
-    /// unless the tunnel's hello names a host the address literal did not).
-    undecided: bool,
-    /// The port `name` is reached on when there is no destination (`upstream_port`, or the
-    /// port the request or the CONNECT named); with one, the rules match its port instead.
-    port: u16,
-    /// `verify_destination`: `dst` must be among `name`'s addresses.
-    verify: bool,
-    /// The addresses, when an earlier stage found them (`connect` mode, before its `200`).
-    resolved: Option<Vec<SocketAddr>>,
 }
 
 /// One connection while its stages run.
@@ -153,8 +128,6 @@ struct Conn<'a> {
     buf: BytesMut,
     /// When the hello, and whatever comes before it, must be complete.
     deadline: Instant,
-    /// What a denial is answered in.
-    speaks: Speaks,
     /// The destination a PROXY header named: the original destination in transparent mode,
     /// and what a PROXY header sent upstream names.
     proxied_dst: Option<SocketAddr>,
@@ -166,26 +139,26 @@ impl Conn<'_> {
     /// Every stage in order; `Err` ends the connection before the splice.
     async fn pipeline(&mut self, client: &mut Client, start: Instant) -> Result<(), Denied> {
         // Behind PROXY protocol the source is the header's, counted once it is read.
-        if self.listener.config.proxy_protocol_trusted.is_empty() {
+        if self.listener.proxy_in.is_empty() {
             self.count_source()?;
         }
-        let ask = match self.at_accept(client) {
-            Some(ask) => ask,
+        let admitted = match self.at_accept(client) {
+            Some(admitted) => admitted,
             None => match self.hello_now(client, start) {
-                Some(ask) => ask?,
+                Some(admitted) => admitted?,
                 // Boxed at the dispatch point: waiting, the PROXY header, the explicit modes and
                 // what is not TLS are rare, and their futures would otherwise size every task.
-                None => Box::pin(self.awaited(client)).await?,
+                None => Box::pin(self.wait_queued(client)).await?,
             },
         };
-        self.decide(&ask)?;
         // Decided: no longer waiting for its hello (a CONNECT tunnel is decided once its hello
         // is read, not at its CONNECT).
         if let Some(source) = &mut self.source {
             source.decided();
         }
-        let candidates = self.resolve(ask).await?;
-        let upstream = self.connect(client, &candidates).await?;
+        self.record.stage = Stage::Resolve;
+        let route = admitted.route(self.listener, self.record.client.ip()).await?;
+        let upstream = self.connect(client, route.addrs()).await?;
         // Not boxed: an idle spliced connection is what snigate holds most of, and the splice's
         // state shares the task's room with the stages before it.
         self.splice(client, upstream).await;
@@ -195,29 +168,25 @@ impl Conn<'_> {
     /// Stage accept, transparent mode: a destination that an `allow ip … port` rule lets
     /// through on its own is decided now, before the client says anything, so that protocols
     /// where the server speaks first (SMTP, databases) work. `None`: the first bytes decide.
-    fn at_accept(&mut self, client: &Client) -> Option<Ask> {
-        let config = &self.listener.config;
+    fn at_accept(&mut self, client: &Client) -> Option<Admitted> {
+        let listener = self.listener;
         let Client::Fresh(stream) = client else { return None };
-        if config.mode != Mode::Transparent || !config.proxy_protocol_trusted.is_empty() {
+        if !matches!(listener.mode, ListenerMode::Transparent { .. }) || !listener.proxy_in.is_empty() {
             return None;
         }
         let dst = self.original_dst(stream).ok()?;
-        let listener = self.listener;
-        let rules = listener.rules.load();
-        let decision = rules.allows_destination(self.record.client.ip(), dst)?;
+        let admitted = admission::admit_at_accept(listener, dst, self.record)?;
         self.record.protocol = Seen::Other;
-        self.speaks = Speaks::Other;
         self.record.stage = Stage::Decide;
-        self.record_decision(&decision);
-        Some(Ask { name: None, dst: Some(dst), undecided: false, port: dst.port(), verify: false, resolved: None })
+        Some(admitted)
     }
 
     /// Stage hello, transparent mode, for a client whose first bytes are not TLS: an HTTP/1
     /// request is decided by its host (its first request only, as in `http` mode), anything
     /// else by the `ip` rules on its destination and port, else denied (`unknown_protocol`).
-    async fn not_tls(&mut self, stream: &mut TcpStream) -> Result<Ask, Denied> {
+    async fn not_tls(&mut self, stream: &mut TcpStream) -> Result<Admitted, Denied> {
         let dst = self.original_dst(stream)?;
-        let verify = self.listener.config.verify_destination == Some(VerifyDestination::Dns);
+        let verify = matches!(self.listener.mode, ListenerMode::Transparent { verify: true, .. });
         let port = dst.port();
         // A verb first: an HTTP/1 request, or another line protocol (its first line tells).
         if http::may_be_request(&self.buf) {
@@ -225,30 +194,20 @@ impl Conn<'_> {
         }
         if http::is_request_line(&self.buf) {
             self.record.protocol = Seen::Http;
-            self.speaks = Speaks::Http;
             let head = explicit::read_request(stream, &mut self.buf, self.deadline).await?;
             let target = explicit::http_target(&head, port)?;
+            self.record.host = Some(target.to_string());
             self.record.stage = Stage::Decide;
-            return Ok(match target {
-                Target::Name(name, _) => {
-                    self.record.sni = Some(name.as_str().to_string());
-                    Ask { name: Some(name), dst: Some(dst), undecided: true, port, verify, resolved: None }
-                }
-                Target::Addr(_) => {
-                    Ask { name: None, dst: Some(dst), undecided: true, port, verify: false, resolved: None }
-                }
-            });
+            return admission::admit(self.listener, Ask::request(&target, Some(dst), verify), self.record);
         }
         self.record.protocol = Seen::Other;
-        self.speaks = Speaks::Other;
         self.record.stage = Stage::Decide;
-        let listener = self.listener;
-        if listener.rules.load().decide(None, self.record.client.ip(), Some(dst), port).reason == Reason::NoSni {
+        if !admission::ip_rules_decide(self.listener, self.record.client.ip(), dst) {
             let first = crate::hello::escape(&self.buf[..self.buf.len().min(16)]);
             let error = format!("neither TLS nor HTTP (first bytes {first}), and no ip rule for {dst}");
             return Err(Denied::failed(Reason::UnknownProtocol, error));
         }
-        Ok(Ask { name: None, dst: Some(dst), undecided: true, port, verify: false, resolved: None })
+        admission::admit(self.listener, Ask::destination(dst), self.record)
     }
 
     /// Reads until the client's first line is complete (or [`http::MAX_LINE`] bytes), by the
@@ -271,7 +230,7 @@ impl Conn<'_> {
     /// The original destination of a transparent connection (from its PROXY header, SO_ORIGINAL_DST
     /// or, with TPROXY, its own address), recorded.
     fn original_dst(&mut self, client: &impl AsFd) -> Result<SocketAddr, Denied> {
-        let (tproxy, listen) = (self.listener.config.tproxy, self.listener.config.listen);
+        let (tproxy, listen) = (self.listener.tproxy(), self.listener.listen);
         let dst = self.proxied_dst.or_else(|| upstream::original_destination(client, tproxy, listen).ok().flatten());
         let Some(dst) = dst else {
             let error = "no original destination (not redirected, or addressed to snigate itself)";
@@ -284,28 +243,34 @@ impl Conn<'_> {
     /// Stage accept → hello, at once: a TLS listener's first bytes are the hello, and the
     /// listener defers accepts until they are there, so most hellos are read before the socket
     /// is registered. `None`: it has to be waited for.
-    fn hello_now(&mut self, client: &Client, start: Instant) -> Option<Result<Ask, Denied>> {
-        let config = &self.listener.config;
-        let hello_first = config.proxy_protocol_trusted.is_empty()
-            && matches!(config.mode, Mode::Sni | Mode::Upstream | Mode::Transparent);
+    fn hello_now(&mut self, client: &Client, start: Instant) -> Option<Result<Admitted, Denied>> {
+        let listener = self.listener;
+        let hello_first = listener.proxy_in.is_empty()
+            && matches!(
+                listener.mode,
+                ListenerMode::Sni { .. } | ListenerMode::Upstream { .. } | ListenerMode::Transparent { .. }
+            );
         let Client::Fresh(stream) = client else { return None };
         if !hello_first {
             return None;
         }
-        let read = read_client_hello_now(stream, &mut self.buf, self.listener.hello_limits())?;
+        let read = read_client_hello_now(stream, &mut self.buf, listener.live.load().hello_limits())?;
         // A transparent listener receives every protocol: what is not TLS is read further.
-        if config.mode == Mode::Transparent && matches!(&read, Err(ReadError::Invalid(HelloError::NotTls(_)))) {
+        if matches!(listener.mode, ListenerMode::Transparent { .. })
+            && matches!(&read, Err(ReadError::Invalid(HelloError::NotTls(_))))
+        {
             return None;
         }
-        Some(self.hello(read, start).and_then(|hello| self.ask(stream, hello)))
+        Some(self.hello(read, start).and_then(|hello| self.admit_hello(stream, &hello)))
     }
 
-    /// Registers the client, then the stages that wait: the PROXY header, the mode prelude and
-    /// the hello.
-    async fn awaited(&mut self, client: &mut Client) -> Result<Ask, Denied> {
+    /// The stages that wait for the client ([`read_waiting`](Self::read_waiting)), in the
+    /// listener's queue of connections waiting for their hello: a full listener evicts the one
+    /// that has waited longest.
+    async fn wait_queued(&mut self, client: &mut Client) -> Result<Admitted, Denied> {
         let (_waiting, evicted) = self.listener.waiting.enter();
         tokio::select! {
-            ask = self.wait(client) => ask,
+            admitted = self.read_waiting(client) => admitted,
             _ = evicted => {
                 let error = "evicted: the listener is full and this connection had waited longest for its hello";
                 Err(Denied::failed(Reason::HelloTimeout, error).answered(Reply::Silent))
@@ -313,34 +278,35 @@ impl Conn<'_> {
         }
     }
 
-    /// The stages that wait for the client, in order.
-    async fn wait(&mut self, client: &mut Client) -> Result<Ask, Denied> {
+    /// The stages that wait for the client, in order: the PROXY header, the mode prelude and
+    /// the hello, once the client is registered.
+    async fn read_waiting(&mut self, client: &mut Client) -> Result<Admitted, Denied> {
         let stream = client.register().map_err(|e| unregistered(self.record.reason, e))?;
-        if !self.listener.config.proxy_protocol_trusted.is_empty() {
+        if !self.listener.proxy_in.is_empty() {
             self.proxy_header(stream).await?;
             self.count_source()?;
         }
         // The explicit modes' preludes are boxed again: a connection waiting for its hello
         // should not hold the room of a CONNECT's resolve.
-        match self.listener.config.mode {
-            Mode::Http => Box::pin(self.http_prelude(stream)).await,
-            Mode::Connect => {
-                let (target, candidates) = Box::pin(self.connect_prelude(stream)).await?;
+        match self.listener.mode {
+            ListenerMode::Http { .. } => Box::pin(self.http_prelude(stream)).await,
+            ListenerMode::Connect { .. } => {
+                let (target, route) = Box::pin(self.connect_prelude(stream)).await?;
                 let hello = self.await_hello(stream).await?;
-                self.tunnel(target, hello, candidates)
+                self.tunnel(&target, &hello, route)
             }
-            Mode::Transparent => {
+            ListenerMode::Transparent { .. } => {
                 // Every protocol comes here: what is not TLS is decided by its HTTP host or by
                 // its destination (boxed: the hello is no longer held while that waits).
                 match self.await_hello(stream).await {
                     Err(denied) if denied.reason == Reason::NotTls => {}
-                    hello => return self.ask(stream, hello?),
+                    hello => return self.admit_hello(stream, &hello?),
                 }
                 Box::pin(self.not_tls(stream)).await
             }
-            Mode::Sni | Mode::Upstream => {
+            ListenerMode::Sni { .. } | ListenerMode::Upstream { .. } => {
                 let hello = self.await_hello(stream).await?;
-                self.ask(stream, hello)
+                self.admit_hello(stream, &hello)
             }
         }
     }
@@ -350,10 +316,10 @@ impl Conn<'_> {
     async fn proxy_header(&mut self, client: &mut TcpStream) -> Result<(), Denied> {
         let denied = |e: ProxyError| Denied::failed(Reason::ProxyProtocol, e);
         let peer = client.peer_addr().map_err(|e| denied(ProxyError::Io(e.to_string())))?;
-        if !proxy_protocol::trusted(peer.ip(), &self.listener.config.proxy_protocol_trusted) {
+        if !proxy_protocol::trusted(peer.ip(), &self.listener.proxy_in) {
             return Err(denied(ProxyError::Untrusted(peer.ip())));
         }
-        let max = self.listener.limits.load().max_hello_bytes;
+        let max = self.listener.live.load().limits.max_hello_bytes;
         let read = tokio::time::timeout_at(self.deadline, proxy_protocol::read_header(client, &mut self.buf, max));
         if let Some(addresses) = read.await.unwrap_or(Err(ProxyError::Io("timed out".into()))).map_err(denied)? {
             self.record.client = addresses.source;
@@ -365,114 +331,69 @@ impl Conn<'_> {
     /// Stage mode prelude, `connect`: the CONNECT request, its credentials, the rules' decision
     /// on its target and where it resolves to, then the `200` that opens the tunnel: a CONNECT
     /// that cannot go anywhere is answered in HTTP.
-    async fn connect_prelude(&mut self, client: &mut TcpStream) -> Result<(Target, Vec<SocketAddr>), Denied> {
-        self.speaks = Speaks::Http;
+    async fn connect_prelude(&mut self, client: &mut TcpStream) -> Result<(Target, Route), Denied> {
+        let listener = self.listener;
+        self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
-        let credentials = self.listener.credentials.as_ref().map(|c| c.load_full());
+        let credentials = listener.live.load().credentials.get(listener.index).cloned().flatten();
         let target = explicit::connect_target(&head, credentials.as_deref(), &mut self.buf)?;
+        self.record.host = Some(target.to_string());
         self.record.stage = Stage::Decide;
-        explicit::check_port(&target, &self.listener.ports)?;
-        let (name, dst) = target.parts();
-        self.rules(name, dst, target.port())?;
-        let candidates = self.resolve_to(name, dst, target.port(), false).await?;
+        explicit::check_port(&target, listener.mode.ports())?;
+        let admitted = admission::admit(listener, Ask::request(&target, None, false), self.record)?;
+        self.record.stage = Stage::Resolve;
+        let route = admitted.route(listener, self.record.client.ip()).await?;
         explicit::establish(client).await?;
-        self.speaks = Speaks::Tls;
+        self.record.protocol = Seen::Tls;
         self.record.stage = Stage::Hello;
-        Ok((target, candidates))
+        Ok((target, route))
     }
 
     /// Stage mode prelude, `http`: the request's host is what it asks for; the request is
     /// replayed to it unchanged.
-    async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Ask, Denied> {
-        self.speaks = Speaks::Http;
+    async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Admitted, Denied> {
         self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
         let target = explicit::http_target(&head, HTTP_PORT)?;
-        if let Target::Name(name, _) = &target {
-            self.record.sni = Some(name.as_str().to_string());
-        }
+        self.record.host = Some(target.to_string());
         self.record.stage = Stage::Decide;
-        explicit::check_port(&target, &self.listener.ports)?;
-        Ok(match target {
-            Target::Name(name, port) => {
-                Ask { name: Some(name), dst: None, undecided: true, port, verify: false, resolved: None }
-            }
-            Target::Addr(addr) => {
-                Ask { name: None, dst: Some(addr), undecided: true, port: addr.port(), verify: false, resolved: None }
-            }
-        })
+        explicit::check_port(&target, self.listener.mode.ports())?;
+        admission::admit(self.listener, Ask::request(&target, None, false), self.record)
     }
 
     /// Stage hello, waited for by the deadline.
     async fn await_hello(&mut self, client: &mut TcpStream) -> Result<ClientHello, Denied> {
         let reading = Instant::now();
         let remaining = self.deadline.saturating_duration_since(reading);
-        let read = read_client_hello(client, &mut self.buf, self.listener.hello_limits(), remaining).await;
+        let limits = self.listener.live.load().hello_limits();
+        let read = read_client_hello(client, &mut self.buf, limits, remaining).await;
         self.hello(read, reading)
     }
 
-    /// Stage hello, its end: counts a complete hello and records it (only when it is logged:
-    /// no strings otherwise).
+    /// Stage hello, its end: a complete hello is counted and recorded.
     fn hello(&mut self, read: Result<ClientHello, ReadError>, reading: Instant) -> Result<ClientHello, Denied> {
         let hello = read.map_err(|e| match e.reason() {
             Reason::ClientClosed => Denied::by(Reason::ClientClosed),
             reason => Denied::failed(reason, e),
         })?;
-        self.listener.metrics.hello(reading.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
-        if self.listener.access_log.is_on() {
-            let record = &mut *self.record;
-            record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
-            record.alpn = hello.alpn.clone();
-            record.ech = hello.ech;
-            record.tls_version = Some(hello.highest_version());
-        }
+        admission::hello_read(self.listener, self.record, &hello, reading.elapsed().as_secs_f64());
         Ok(hello)
     }
 
-    /// What a TLS connection asks for: its SNI, and the destination its mode gives it.
-    fn ask(&mut self, client: &impl AsFd, hello: ClientHello) -> Result<Ask, Denied> {
+    /// Stage decide, for a TLS connection: its SNI, and the destination its mode gives it.
+    fn admit_hello(&mut self, client: &impl AsFd, hello: &ClientHello) -> Result<Admitted, Denied> {
         self.record.stage = Stage::Decide;
-        self.ech(&hello)?;
         let listener = self.listener;
-        let dst = match listener.config.mode {
-            Mode::Transparent => Some(self.original_dst(client)?),
-            Mode::Upstream => listener.upstream,
-            Mode::Sni | Mode::Connect | Mode::Http => None,
-        };
-        let verify = listener.config.verify_destination == Some(VerifyDestination::Dns);
-        Ok(Ask { name: hello.sni, dst, undecided: true, port: listener.upstream_port, verify, resolved: None })
+        let ask = Ask::hello(listener, hello, || self.original_dst(client))?;
+        admission::admit(listener, ask, self.record)
     }
 
-    /// What a CONNECT tunnel asks for: the host the CONNECT named, which its hello must name
-    /// too; or the address literal, which the rules decide again when the hello names a host.
-    fn tunnel(&mut self, target: Target, hello: ClientHello, candidates: Vec<SocketAddr>) -> Result<Ask, Denied> {
+    /// Stage decide, for the hello in a CONNECT tunnel: it must name the host the CONNECT
+    /// named, and goes where the CONNECT was resolved to.
+    fn tunnel(&mut self, target: &Target, hello: &ClientHello, route: Route) -> Result<Admitted, Denied> {
         self.record.stage = Stage::Decide;
-        self.ech(&hello)?;
-        explicit::check_tunnel(&target, hello.sni.as_ref())?;
-        let resolved = Some(candidates);
-        Ok(match target {
-            Target::Name(_, port) => Ask { name: None, dst: None, undecided: false, port, verify: false, resolved },
-            Target::Addr(addr) => {
-                let undecided = hello.sni.is_some();
-                Ask { name: hello.sni, dst: Some(addr), undecided, port: addr.port(), verify: false, resolved }
-            }
-        })
-    }
-
-    /// `ech = "deny"`: a hello that carries encrypted_client_hello is denied, in every mode.
-    fn ech(&self, hello: &ClientHello) -> Result<(), Denied> {
-        match hello.ech && self.listener.ech == EchPolicy::Deny {
-            true => Err(Denied::by(Reason::Ech)),
-            false => Ok(()),
-        }
-    }
-
-    /// Stage decide, where the rules have not decided yet.
-    fn decide(&mut self, ask: &Ask) -> Result<(), Denied> {
-        match ask.undecided {
-            true => self.rules(ask.name.as_ref(), ask.dst, ask.dst.map_or(ask.port, |dst| dst.port())),
-            false => Ok(()),
-        }
+        explicit::check_tunnel(target, hello.sni.as_ref())?;
+        Ok(admission::admit(self.listener, Ask::tunnel(target, hello), self.record)?.routed(route))
     }
 
     /// Counts the connection against its source's limits; beyond them it is refused at once.
@@ -480,46 +401,6 @@ impl Conn<'_> {
         let slot = self.listener.sources.admit(self.record.client.ip());
         self.source = Some(slot.map_err(|e| Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent))?);
         Ok(())
-    }
-
-    /// Asks the rule snapshot and records the decision; a deny is `Err`. `port` is the
-    /// destination port the connection asks for.
-    fn rules(&mut self, name: Option<&Name>, dst: Option<SocketAddr>, port: u16) -> Result<(), Denied> {
-        let rules = self.listener.rules.load();
-        let decision = rules.decide(name, self.record.client.ip(), dst, port);
-        self.record_decision(&decision);
-        match decision.verdict {
-            Verdict::Allow => Ok(()),
-            Verdict::Deny => Err(Denied::by(decision.reason)),
-        }
-    }
-
-    /// Records what the rules decided.
-    fn record_decision(&mut self, decision: &Decision<'_>) {
-        self.listener.decided(self.record, decision);
-    }
-
-    /// Stage resolve: the upstream addresses to try, in order, that the destination guard
-    /// lets through. A name is resolved on its port; a destination is used as it is, once
-    /// verified where `verify_destination` says so.
-    async fn resolve(&mut self, ask: Ask) -> Result<Vec<SocketAddr>, Denied> {
-        match ask.resolved {
-            Some(candidates) => Ok(candidates),
-            None => self.resolve_to(ask.name.as_ref(), ask.dst, ask.port, ask.verify).await,
-        }
-    }
-
-    /// Resolves `name` on `port`, or takes `dst` (verified against `name` with `verify`), and
-    /// passes the addresses through the destination guard.
-    async fn resolve_to(
-        &mut self,
-        name: Option<&Name>,
-        dst: Option<SocketAddr>,
-        port: u16,
-        verify: bool,
-    ) -> Result<Vec<SocketAddr>, Denied> {
-        self.record.stage = Stage::Resolve;
-        route::destinations(self.listener, self.record.client.ip(), name, dst, port, verify).await
     }
 
     /// Stages connect and replay: the first candidate that answers gets the PROXY header, when
@@ -532,7 +413,7 @@ impl Conn<'_> {
         let stream = client.register().map_err(|e| unregistered(reason, e))?;
         let (listener, record) = (self.listener, &mut *self.record);
         // What the upstream gets first: the PROXY header when configured, then every byte read.
-        let first: Cow<'_, [u8]> = match listener.config.proxy_protocol_out {
+        let first: Cow<'_, [u8]> = match listener.proxy_out {
             Some(version) => {
                 let dst = (record.original_dst.or(self.proxied_dst))
                     .or_else(|| stream.local_addr().ok())
@@ -542,12 +423,12 @@ impl Conn<'_> {
             None => Cow::Borrowed(&self.buf[..]),
         };
         let connecting = Instant::now();
-        let timeout = listener.limits.load().connect_timeout();
+        let timeout = listener.live.load().limits.connect_timeout();
         // A client that has gone frees its slot at once, whatever the upstream does. Polled in
         // order (`biased`): no random draw per poll, and the upstream's answer comes first.
         let (mut up, sent) = tokio::select! {
             biased;
-            connected = upstream::connect_any(candidates, timeout, listener.config.mark, &first) => {
+            connected = upstream::connect_any(candidates, timeout, listener.mark, &first) => {
                 connected.map_err(|e| Denied::failed(Reason::UpstreamError, e))?
             }
             () = client_gone(stream) => {
@@ -583,8 +464,8 @@ impl Conn<'_> {
     async fn splice(&mut self, client: &mut Client, upstream: Option<TcpStream>) {
         self.buf = BytesMut::new();
         let (Some(up), Client::Registered(client)) = (upstream, client) else { return };
-        let idle = self.listener.limits.load().idle_timeout();
-        let (moved, end) = splice(client, &up, idle, self.listener.config.splice, self.listener.drain.passed()).await;
+        let idle = self.listener.live.load().limits.idle_timeout();
+        let (moved, end) = splice(client, &up, idle, self.listener.splice, self.listener.drain.passed()).await;
         let Moved { upstream, downstream } = moved;
         self.record.bytes_up += upstream;
         self.record.bytes_down = downstream;
@@ -599,12 +480,8 @@ impl Conn<'_> {
     /// The one exit of a connection that ends before the splice: records why, then answers
     /// the client.
     async fn deny(mut self, client: Client, denied: Denied) {
-        self.record.verdict = Verdict::Deny;
-        self.record.reason = denied.reason;
-        if denied.error.is_some() {
-            self.record.error = denied.error.clone();
-        }
-        answer(client, &denied, self.speaks, self.listener.config.reject, &self.buf).await;
+        admission::denied(self.record, &denied);
+        answer(client, &denied, self.record.protocol, self.listener.reject, &self.buf).await;
         self.buf = BytesMut::new();
     }
 }

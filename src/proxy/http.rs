@@ -40,6 +40,16 @@ pub enum Target {
     Addr(SocketAddr),
 }
 
+impl std::fmt::Display for Target {
+    /// `host:port`, or the address literal as written in a request (`[v6]:port`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Name(name, port) => write!(f, "{name}:{port}"),
+            Target::Addr(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
 impl Target {
     /// The port named.
     pub fn port(&self) -> u16 {

@@ -8,46 +8,47 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 
-use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+use ipnet::IpNet;
+
+use super::live::SharedLive;
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use crate::access_log::ListenerLog;
-use crate::config::{Credentials, EchPolicy, LimitsConfig, ListenerConfig};
-use crate::hello::HelloLimits;
+use crate::config::{ProxyVersion, RejectStyle, SpliceMode};
 use crate::metrics::registry::ListenerMetrics;
 use crate::outcome::Outcome;
-use crate::policy::decide::Decision;
-use crate::policy::decide::Rules;
-
-/// Credentials every connection of a listener reads; a reload swaps them whole.
-pub type SharedCredentials = Arc<ArcSwap<Credentials>>;
 use crate::policy::destination::DestinationGuard;
 
-/// One listener's settings, shared by its connections.
+/// One listener's settings, resolved once when it is bound, and what its connections share.
 pub struct Listener {
     /// The `listener` label.
     pub name: Arc<str>,
-    /// The listener's configuration block.
-    pub config: ListenerConfig,
-    /// Limits and timeouts (shared by all listeners; a SIGHUP swaps in new ones).
-    pub limits: Arc<ArcSwap<LimitsConfig>>,
-    /// `[rules] sni_allow_underscore`.
-    pub allow_underscore: bool,
-    /// ECH handling.
-    pub ech: EchPolicy,
-    /// `upstream` mode: the resolved upstream address.
-    pub upstream: Option<SocketAddr>,
-    /// `sni` mode: the port to connect to.
-    pub upstream_port: u16,
-    /// The shared rule snapshot.
-    pub rules: Rules,
+    /// Its place among the configuration's listeners: where its credentials are in [`Live`](super::live::Live).
+    pub index: usize,
+    /// The address it accepts on, as configured.
+    pub listen: SocketAddr,
+    /// Where its connections go, and the settings of that mode alone.
+    pub mode: ListenerMode,
+    /// How denied connections end.
+    pub reject: RejectStyle,
+    /// SO_MARK for its upstream sockets.
+    pub mark: Option<u32>,
+    /// The load balancers whose PROXY header is read first; empty: none is.
+    pub proxy_in: Vec<IpNet>,
+    /// The PROXY header sent upstream, if any.
+    pub proxy_out: Option<ProxyVersion>,
+    /// How allowed connections move bytes.
+    pub splice: SpliceMode,
+    /// The live settings: rules, limits, credentials, name and ECH policies (a reload swaps
+    /// them whole).
+    pub live: SharedLive,
     /// Where finished connections are logged (rate-limited for denials, never blocking).
     pub access_log: ListenerLog,
     /// This listener's metric handles, resolved once.
     pub metrics: ListenerMetrics,
-    /// Open connections, at most `max_connections` as bound (a reload cannot resize them).
+    /// Open connections, at most `max_connections`.
     pub slots: Arc<Slots>,
     /// Resolves allowed names (one cache shared by all listeners).
     pub resolver: Arc<Resolver>,
@@ -57,26 +58,53 @@ pub struct Listener {
     pub sources: Arc<Sources>,
     /// This listener's connections waiting for their hello, oldest first.
     pub waiting: Waiting,
-    /// `connect` mode: the accepted credentials, swapped whole when the file is reloaded.
-    pub credentials: Option<SharedCredentials>,
-    /// `connect` and `http` modes: the ports a request may name.
-    pub ports: Vec<u16>,
     /// When open connections are cut (shared by all listeners).
     pub drain: Arc<DrainDeadline>,
 }
 
-impl Listener {
-    /// Records what the rules decided for a connection or flow: the verdict, the reason and
-    /// the deciding rule (its text only when it is logged).
-    pub fn decided(&self, record: &mut Outcome, decision: &Decision<'_>) {
-        record.verdict = decision.verdict;
-        record.reason = decision.reason;
-        record.ruleset = decision.rule.map(|r| r.ruleset_label());
-        if self.access_log.is_on() {
-            record.rule = decision.rule.map(|r| r.to_string());
+/// A listener's mode, resolved: where an allowed connection goes, and what only that mode has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// The SNI, resolved, on `port`.
+    Sni {
+        /// The port allowed names are reached on.
+        port: u16,
+    },
+    /// One fixed upstream.
+    Upstream {
+        /// Its address, resolved when the listener was bound.
+        addr: SocketAddr,
+    },
+    /// The original destination.
+    Transparent {
+        /// TPROXY: the original destination is the accepted socket's own address.
+        tproxy: bool,
+        /// The destination must be among the SNI's DNS answers.
+        verify: bool,
+    },
+    /// An HTTP CONNECT proxy; its credentials are live.
+    Connect {
+        /// The ports a CONNECT may name.
+        ports: Vec<u16>,
+    },
+    /// Plain HTTP.
+    Http {
+        /// The ports a request may name.
+        ports: Vec<u16>,
+    },
+}
+
+impl ListenerMode {
+    /// The ports an explicit request may name; none in the other modes.
+    pub fn ports(&self) -> &[u16] {
+        match self {
+            ListenerMode::Connect { ports } | ListenerMode::Http { ports } => ports,
+            _ => &[],
         }
     }
+}
 
+impl Listener {
     /// A connection or flow has ended: it is counted, then logged (never blocking).
     pub fn finished(&self, record: Outcome) {
         self.metrics.finished(&record);
@@ -85,9 +113,9 @@ impl Listener {
         }
     }
 
-    /// The hello parser's limits now.
-    pub fn hello_limits(&self) -> HelloLimits {
-        HelloLimits { max_hello_bytes: self.limits.load().max_hello_bytes, allow_underscore: self.allow_underscore }
+    /// The original destination, as TPROXY gives it (the accepted socket's own address).
+    pub fn tproxy(&self) -> bool {
+        matches!(self.mode, ListenerMode::Transparent { tproxy: true, .. })
     }
 }
 
@@ -99,8 +127,8 @@ impl Listener {
 pub struct Slots {
     /// Slots taken.
     open: AtomicUsize,
-    /// The most that may be taken.
-    max: usize,
+    /// The most that may be taken (`max_connections`, live).
+    max: AtomicUsize,
     /// Callers waiting in [`take`](Self::take) or [`all_free`](Self::all_free).
     waiting: AtomicUsize,
     /// Woken when a slot is given back while someone waits.
@@ -114,20 +142,33 @@ pub struct Slot(Arc<Slots>);
 impl Slots {
     /// `max` free slots.
     pub fn new(max: usize) -> Arc<Slots> {
-        Arc::new(Slots { open: AtomicUsize::new(0), max, waiting: AtomicUsize::new(0), freed: Notify::new() })
+        Arc::new(Slots {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
     }
 
     /// A slot, if one is free now.
     pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.open.load(Ordering::SeqCst);
         loop {
-            if open >= self.max {
+            if open >= self.max.load(Ordering::Relaxed) {
                 return None;
             }
             match self.open.compare_exchange_weak(open, open + 1, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return Some(Slot(self.clone())),
                 Err(now) => open = now,
             }
+        }
+    }
+
+    /// A new most: slots taken beyond it stay until given back; none is taken until below it.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_waiters();
         }
     }
 

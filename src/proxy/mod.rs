@@ -1,7 +1,11 @@
 //! The proxy: listeners, the connection's stages, upstreams, splicing and rejecting.
 //!
 //! - [`server`]: binds the listeners, accepts, drains.
-//! - [`listener`]: one listener's settings, shared by its connections; the drain deadline.
+//! - [`listener`]: one listener's settings, resolved per mode, shared by its connections; the
+//!   drain deadline.
+//! - [`live`]: what a reload changes in place, behind one swap.
+//! - [`admission`]: the one place an ask (TCP or QUIC) becomes allowed or denied, and the way
+//!   to an allowed ask's upstream addresses.
 //! - [`connection`]: one connection as its named stages, and its one exit.
 //! - [`client`]: the accepted socket, registered with the runtime only when a stage waits.
 //! - [`quic`]: QUIC listeners: UDP flows decided by their Initial packets, then forwarded.
@@ -12,11 +16,13 @@
 //! - [`splice`]: moving bytes both ways once allowed.
 //! - [`sources`]: per-source limits, and the queue of connections waiting for their hello.
 
+pub(crate) mod admission;
 pub(crate) mod client;
 pub(crate) mod connection;
 pub(crate) mod explicit;
 pub(crate) mod http;
 pub(crate) mod listener;
+pub(crate) mod live;
 pub(crate) mod proxy_protocol;
 pub(crate) mod quic;
 pub(crate) mod reject;

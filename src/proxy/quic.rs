@@ -23,20 +23,18 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::listener::{Listener, Slot};
+use super::admission::{self, Admitted, Ask};
+use super::listener::{Listener, ListenerMode, Slot};
 use super::reject::{Denied, Reply};
-use super::route;
 use super::sources::SourceSlot;
-use crate::config::{EchPolicy, Mode, RejectStyle, VerifyDestination};
+use crate::config::RejectStyle;
 use crate::hello::quic::{
     ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Follower, Initial, Inspect, Inspector, MIN_INITIAL_DATAGRAM, QuicError,
     QuicLimits, Version, close_datagram, long_header, version_negotiation,
 };
 use crate::metrics::registry::{ActiveGuard, Dropped};
-use crate::name::Name;
 use crate::outcome::{Outcome, Seen, Stage};
 use crate::reason::Reason;
-use crate::rules::rule::Verdict;
 
 /// Largest datagram relayed; a larger one is dropped (path MTU discovery then settles below it).
 pub(super) const MAX_DATAGRAM: usize = 2048;
@@ -246,7 +244,7 @@ struct Table {
 
 impl Table {
     fn datagram(&mut self, datagram: &[u8], client: SocketAddr, to: Option<SocketAddr>) {
-        let key = (client, to.unwrap_or(self.listener.config.listen));
+        let key = (client, to.unwrap_or(self.listener.listen));
         let metrics = &self.listener.metrics;
         if self.denied.contains_key(&key) {
             return metrics.quic_dropped(Dropped::Denied);
@@ -299,14 +297,14 @@ impl Table {
                 return finish(&listener, self.record(key), Instant::now(), Some(denied));
             }
         };
-        if self.flows.len() >= listener.limits.load().max_flows && !self.evict_oldest() {
+        if self.flows.len() >= listener.live.load().limits.max_flows && !self.evict_oldest() {
             return listener.metrics.quic_dropped(Dropped::Full);
         }
         let Some(slot) = listener.slots.try_take() else {
             return listener.metrics.quic_dropped(Dropped::Full);
         };
         let held = Held { _slot: slot, _active: listener.metrics.accepted(), source };
-        let limits = QuicLimits { hello: listener.hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
+        let limits = QuicLimits { hello: listener.live.load().hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
         let mut inspector = Inspector::new(limits);
         let answer = inspector.push(datagram);
         let started = Instant::now();
@@ -328,7 +326,7 @@ impl Table {
     fn record(&self, key: Key) -> Outcome {
         let mut record = Outcome::accepted(self.listener.name.clone(), key.0);
         record.protocol = Seen::Quic;
-        if self.listener.config.mode == Mode::Transparent {
+        if matches!(self.listener.mode, ListenerMode::Transparent { .. }) {
             record.original_dst = Some(key.1);
         }
         record
@@ -344,38 +342,21 @@ impl Table {
                 // The inspector's state goes; what checks the client's later packets stays.
                 flow.follower = flow.inspector.take().and_then(Inspector::into_follower);
                 let listener = &self.listener;
-                listener.metrics.hello(flow.started.elapsed().as_secs_f64(), hello.wire_bytes, hello.ech);
                 let record = &mut flow.record;
+                admission::hello_read(listener, record, &hello, flow.started.elapsed().as_secs_f64());
                 record.stage = Stage::Decide;
-                record.ech = hello.ech;
-                if listener.access_log.is_on() {
-                    record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
-                    record.alpn = hello.alpn.clone();
-                    record.tls_version = Some(hello.highest_version());
-                }
-                if hello.ech && listener.ech == EchPolicy::Deny {
-                    return self.deny(key, Denied::by(Reason::Ech));
-                }
-                let dst = match listener.config.mode {
-                    Mode::Transparent => Some(key.1),
-                    Mode::Upstream => listener.upstream,
-                    _ => None,
+                let admitted =
+                    Ask::hello(listener, &hello, || Ok(key.1)).and_then(|ask| admission::admit(listener, ask, record));
+                let admitted = match admitted {
+                    Ok(admitted) => admitted,
+                    Err(denied) => return self.deny(key, denied),
                 };
-                let rules = listener.rules.load();
-                // The port the flow asks for: its destination's, or the one its name is reached on.
-                let port = dst.map_or(listener.upstream_port, |d| d.port());
-                let decision = rules.decide(hello.sni.as_ref(), key.0.ip(), dst, port);
-                listener.decided(record, &decision);
-                if decision.verdict == Verdict::Deny {
-                    return self.deny(key, Denied::by(decision.reason));
-                }
                 flow.held.source.decided();
                 flow.opening = true;
                 record.stage = Stage::Resolve;
-                let verify = listener.config.verify_destination == Some(VerifyDestination::Dns);
-                let (listener, events, client) = (listener.clone(), self.events.clone(), key.0.ip());
+                let (listener, events) = (listener.clone(), self.events.clone());
                 tokio::spawn(async move {
-                    let opened = open_upstream(&listener, client, hello.sni, dst, verify).await;
+                    let opened = open_upstream(&listener, key.0.ip(), admitted).await;
                     let _ = events.send(Event::Opened(key, opened));
                 });
             }
@@ -398,8 +379,8 @@ impl Table {
                 self.listener.metrics.connected(started.elapsed().as_secs_f64());
                 record.upstream = Some(addr);
                 // Where the upstream's datagrams go back: set up before anything is forwarded.
-                let reply = match self.listener.config.mode {
-                    Mode::Transparent => match Replies::transparent(key) {
+                let reply = match self.listener.mode {
+                    ListenerMode::Transparent { .. } => match Replies::transparent(key) {
                         Ok(r) => r,
                         Err(e) => {
                             let error = format!("cannot answer from {}: {e}", key.1);
@@ -450,7 +431,8 @@ impl Table {
         }
         let Some(Flow::Deciding(flow)) = self.flows.remove(&key) else { return };
         let listener = self.listener.clone();
-        let limits = listener.limits.load();
+        let live = listener.live.load();
+        let limits = &live.limits;
         let until = Instant::now() + limits.flow_idle_timeout();
         while self.denied.len() >= limits.max_flows {
             let Some((at, old)) = self.denied_order.pop_front() else { break };
@@ -461,7 +443,7 @@ impl Table {
         self.denied.insert(key, until);
         self.denied_order.push_back((until, key));
         if denied.reply == Reply::Usual
-            && listener.config.reject == RejectStyle::Alert
+            && listener.reject == RejectStyle::Alert
             && let Some(initial) = flow.initial()
         {
             let (dcid, scid) = (initial.dcid.as_bytes(), initial.scid.as_bytes());
@@ -490,7 +472,7 @@ impl Table {
     /// Flows past their hello deadline are denied; denied flows past their time are forgotten.
     fn sweep(&mut self) {
         let now = Instant::now();
-        let hello_timeout = self.listener.limits.load().hello_timeout();
+        let hello_timeout = self.listener.live.load().limits.hello_timeout();
         while let Some(&(until, key)) = self.denied_order.front() {
             if until > now {
                 break;
@@ -519,33 +501,25 @@ impl Table {
 /// Logs and counts a flow that ended, denied with `denied` or allowed.
 fn finish(listener: &Listener, mut record: Outcome, started: Instant, denied: Option<Denied>) {
     if let Some(denied) = denied {
-        record.verdict = Verdict::Deny;
-        record.reason = denied.reason;
-        if denied.error.is_some() {
-            record.error = denied.error;
-        }
+        admission::denied(&mut record, &denied);
     }
     record.duration = started.elapsed().as_secs_f64();
     listener.finished(record);
 }
 
-/// Resolves an allowed flow's upstream, through the destination guard, and opens a UDP socket
-/// connected to the first candidate (with the listener's SO_MARK), within `connect_timeout`.
+/// Routes an allowed flow (its upstream resolved, through the destination guard) and opens a
+/// UDP socket connected to the first candidate (with the listener's SO_MARK), within
+/// `connect_timeout`.
 async fn open_upstream(
     listener: &Listener,
     client: IpAddr,
-    name: Option<Name>,
-    dst: Option<SocketAddr>,
-    verify: bool,
+    admitted: Admitted,
 ) -> Result<(UdpSocket, SocketAddr), Denied> {
-    let timeout = listener.limits.load().connect_timeout();
-    let resolving = route::destinations(listener, client, name.as_ref(), dst, listener.upstream_port, verify);
-    let candidates = tokio::time::timeout(timeout, resolving)
-        .await
-        .unwrap_or_else(|_| Err(Denied::failed(Reason::UpstreamError, "resolving timed out")))?;
+    let timeout = listener.live.load().limits.connect_timeout();
+    let route = admitted.route_within(listener, client, timeout).await?;
     let mut errors = Vec::new();
-    for addr in candidates {
-        match upstream_socket(addr, listener.config.mark) {
+    for &addr in route.addrs() {
+        match upstream_socket(addr, listener.mark) {
             Ok(socket) => return Ok((socket, addr)),
             Err(e) => errors.push(format!("{addr}: {e}")),
         }
@@ -576,8 +550,8 @@ impl Replies {
     /// Sends `datagram` to the client of flow `key` from the address it sent to: the
     /// listener's own socket, or (transparent mode) a socket bound to the original destination.
     fn answer(socket: &Arc<UdpSocket>, listener: &Listener, key: Key, datagram: &[u8]) -> io::Result<()> {
-        match listener.config.mode {
-            Mode::Transparent => Replies::transparent(key)?.try_send(datagram),
+        match listener.mode {
+            ListenerMode::Transparent { .. } => Replies::transparent(key)?.try_send(datagram),
             _ => Replies::Shared(socket.clone(), key.0).try_send(datagram),
         }
     }
@@ -628,7 +602,7 @@ thread_local! {
 /// datagrams that reach the flow's own socket to the upstream. UDP all the way: a datagram the
 /// other side's socket cannot take now is dropped, as the network would.
 async fn relay(listener: &Listener, open: &Open, reply: &Replies) -> Result<(), String> {
-    let idle = listener.limits.load().flow_idle_timeout();
+    let idle = listener.live.load().limits.flow_idle_timeout();
     let own = reply.own();
     loop {
         let last = open.born + Duration::from_millis(open.last.load(Ordering::Relaxed));

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use super::client::Client;
 use super::http::Refusal;
 use crate::config::RejectStyle;
+use crate::outcome::Seen;
 use crate::reason::Reason;
 
 /// Why a connection ends before it is spliced, and how its client is told. A stage that ends
@@ -38,17 +39,6 @@ pub(super) enum Reply {
     Silent,
 }
 
-/// What the client speaks at the point where it is denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Speaks {
-    /// TLS (or nothing yet): the ClientHello is what is read.
-    Tls,
-    /// An HTTP request (explicit modes, before a tunnel is open; transparent mode).
-    Http,
-    /// Something else (transparent mode): no TLS alert, no HTTP answer.
-    Other,
-}
-
 impl Denied {
     /// A denial by the rules, or one with nothing more to say than its reason.
     pub fn by(reason: Reason) -> Denied {
@@ -66,13 +56,15 @@ impl Denied {
     }
 }
 
-/// Answers a denied client as `denied.reply` says, in the protocol it speaks.
-pub(super) async fn answer(client: Client, denied: &Denied, speaks: Speaks, style: RejectStyle, first_bytes: &[u8]) {
+/// Answers a denied client as `denied.reply` says, in the protocol it speaks at that point (the
+/// record's `protocol`: TLS, or nothing yet, gets an alert; HTTP an HTTP error; anything else
+/// no answer but the close).
+pub(super) async fn answer(client: Client, denied: &Denied, speaks: Seen, style: RejectStyle, first_bytes: &[u8]) {
     let refusal = match (denied.reply, speaks) {
         (Reply::Silent, _) => return,
-        (Reply::Usual, Speaks::Tls) => return reject(client, style, Some(denied.reason), first_bytes).await,
-        (Reply::Usual, Speaks::Other) => return reject(client, style, None, first_bytes).await,
-        (Reply::Usual, Speaks::Http) => Refusal::for_reason(denied.reason),
+        (Reply::Usual, Seen::Tls) => return reject(client, style, Some(denied.reason), first_bytes).await,
+        (Reply::Usual, Seen::Other | Seen::Quic) => return reject(client, style, None, first_bytes).await,
+        (Reply::Usual, Seen::Http) => Refusal::for_reason(denied.reason),
         (Reply::Http(refusal), _) => refusal,
     };
     if let Ok(mut stream) = client.registered() {

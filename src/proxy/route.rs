@@ -4,24 +4,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::listener::Listener;
+use super::admission::Ask;
+use super::listener::{Listener, ListenerMode};
 use super::reject::Denied;
 use super::upstream;
-use crate::config::Mode;
 use crate::name::Name;
 use crate::policy::destination::Chosen;
 use crate::reason::Reason;
 
-/// The upstream addresses to try, in order: `name` resolved on `port`, or `dst` (verified
-/// against `name` when `verify`), that the destination guard lets `client` reach.
-pub(super) async fn destinations(
-    listener: &Listener,
-    client: IpAddr,
-    name: Option<&Name>,
-    dst: Option<SocketAddr>,
-    port: u16,
-    verify: bool,
-) -> Result<Vec<SocketAddr>, Denied> {
+/// The upstream addresses to try, in order, for an admitted `ask`: its name resolved on its
+/// port, or its destination (verified against the name when it says so), that the destination
+/// guard lets `client` reach.
+pub(super) async fn destinations(listener: &Listener, client: IpAddr, ask: &Ask) -> Result<Vec<SocketAddr>, Denied> {
+    let Ask { name, dst, port, verify, .. } = ask;
+    let (name, dst, port, verify) = (name.as_ref(), *dst, *port, *verify);
     let candidates = match (dst, name) {
         (Some(dst), Some(name)) if verify => verify_destination(listener, name, dst).await.map(|()| vec![dst]),
         (Some(dst), _) => Ok(vec![dst]),
@@ -40,12 +36,13 @@ fn guard(
     candidates: Vec<SocketAddr>,
     verified: bool,
 ) -> Result<Vec<SocketAddr>, Denied> {
-    let chosen = match listener.config.mode {
-        Mode::Upstream => return Ok(candidates),
-        Mode::Transparent if !verified => Chosen::ByClient,
+    let chosen = match listener.mode {
+        ListenerMode::Upstream { .. } => return Ok(candidates),
+        ListenerMode::Transparent { .. } if !verified => Chosen::ByClient,
         _ => Chosen::BySnigate,
     };
-    let rules = listener.rules.load();
+    let live = listener.live.load();
+    let rules = &live.rules;
     let mut refused = Vec::new();
     let mut check = |addr: SocketAddr| {
         let verdict = match rules.denies_destination(client, addr) {

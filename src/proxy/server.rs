@@ -24,15 +24,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinSet;
 
 use super::connection;
-use super::listener::{DrainDeadline, Listener, SharedCredentials, Slots};
+use super::listener::{DrainDeadline, Listener, ListenerMode, Slots};
+use super::live::{Live, LiveSettings};
 use super::quic;
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use super::upstream;
 use crate::access_log::AccessLog;
-use crate::config::{Config, LimitsConfig, Protocol};
+use crate::config::{Config, ListenerConfig, ModeConfig, Protocol, VerifyDestination};
 use crate::metrics::registry::Metrics;
-use crate::policy::decide::{RuleSet, Rules};
+use crate::phase::{Phase, Phases};
+use crate::policy::decide::RuleSet;
 use crate::policy::destination::DestinationGuard;
 
 /// Longest pause of the accept loop after an accept error (EMFILE, ENFILE, ENOBUFS…).
@@ -77,7 +79,7 @@ type Share = Vec<(Socket, Arc<Listener>)>;
 
 /// What the workers beyond the first are told.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum WorkerPhase {
     /// Accept.
     Accepting,
     /// Stop accepting; open connections run on.
@@ -93,37 +95,13 @@ pub struct Server {
     /// How many workers accept: the runtime that calls [`run`](Self::run), and one thread
     /// each for the others.
     workers: usize,
-    /// The shared rule snapshot (swapped on reload).
-    rules: Rules,
-    /// How long open connections may take to finish after shutdown.
-    drain: Duration,
-    /// Readiness is flipped here: ready once every listener accepts, not ready from shutdown.
-    metrics: Arc<Metrics>,
+    /// The live settings every listener reads (swapped on reload).
+    live: LiveSettings,
+    /// The process's phase: `Ready` once every listener accepts, `Draining` from shutdown,
+    /// `Done` once drained. Readiness follows it.
+    phases: Phases,
     /// Passed when the drain deadline is: connections still open are cut.
     drain_deadline: Arc<DrainDeadline>,
-}
-
-/// The settings a running server takes from a reloaded configuration: the `[limits]` that
-/// every connection reads when it needs them (the timeouts, `max_hello_bytes`, the per-source
-/// limits). `max_connections` and `drain_timeout` are fixed when the server is bound.
-#[derive(Clone)]
-pub struct InPlace {
-    /// The limits every listener reads.
-    limits: Option<Arc<ArcSwap<LimitsConfig>>>,
-    /// The per-source table.
-    sources: Option<Arc<Sources>>,
-}
-
-impl InPlace {
-    /// Applies `limits` to the connections that start from now on.
-    pub fn apply(&self, limits: &LimitsConfig) {
-        if let Some(shared) = &self.limits {
-            shared.store(Arc::new(limits.clone()));
-        }
-        if let Some(sources) = &self.sources {
-            sources.set_limits(limits.max_connections_per_source, limits.max_hellos_per_source);
-        }
-    }
 }
 
 /// How long connections cut at the drain deadline have to write their log lines.
@@ -147,7 +125,7 @@ impl Server {
         mut passed: Vec<(String, Socket)>,
     ) -> io::Result<Server> {
         metrics.rules_loaded(&rules);
-        let rules: Rules = Arc::new(ArcSwap::from_pointee(rules));
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules))));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
         let workers = config.runtime.worker_threads().max(1);
@@ -174,7 +152,7 @@ impl Server {
                     let mut adopted = adopted.into_iter();
                     let socket = match adopted.next() {
                         Some(socket) => quic::adopt(socket),
-                        None => quic::bind(l.listen, l.tproxy),
+                        None => quic::bind(l.listen, l.mode.tproxy()),
                     };
                     // Handed-over duplicates of the same socket: one is enough.
                     drop(adopted);
@@ -196,23 +174,13 @@ impl Server {
         let limits = &config.limits;
         let (per_source, hellos) = (limits.max_connections_per_source, limits.max_hellos_per_source);
         let sources = Arc::new(Sources::new(per_source, hellos, metrics.sources_tracked()));
-        let shared_limits = Arc::new(ArcSwap::from_pointee(config.limits.clone()));
         let mut listeners = Vec::new();
-        for (l, socket) in config.listeners.iter().zip(sockets) {
+        for (index, (l, socket)) in config.listeners.iter().zip(sockets).enumerate() {
             let l = l.get_ref();
-            let upstream = match &l.upstream {
-                Some(u) => Some(resolve_static(u).await?),
-                None => None,
-            };
-            if let Some(credentials) = l.credentials.as_ref().filter(|c| c.exposed()) {
+            let mode = resolve_mode(config, l, &guard).await?;
+            if let Some(credentials) = l.mode.credentials().filter(|c| c.exposed()) {
                 let path = credentials.path.display();
                 tracing::warn!(listener = %l.label(), %path, "the credentials file is readable by group or others");
-            }
-            if let Some(upstream) = upstream
-                && let Some(listen) = guard.own_listener(upstream, upstream::is_local)
-            {
-                let why = format!("upstream {upstream} is snigate's own address {listen}: it would loop");
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
             }
             let max_connections = config.limits.max_connections;
             let name = l.label();
@@ -220,26 +188,28 @@ impl Server {
                 access_log: log.listener(&name),
                 metrics: metrics.listener(&name, max_connections),
                 name: name.into(),
-                config: l.clone(),
-                allow_underscore: config.rules.sni_allow_underscore,
+                index,
+                listen: l.listen,
+                mode,
+                reject: l.reject,
+                mark: l.mark,
+                proxy_in: l.proxy_protocol_trusted.clone(),
+                proxy_out: l.proxy_protocol_out,
+                splice: l.splice,
+                live: live.clone(),
                 slots: Slots::new(max_connections),
-                limits: shared_limits.clone(),
-                ech: config.rules.ech,
-                upstream,
-                upstream_port: l.upstream_port.unwrap_or(l.listen.port()),
-                rules: rules.clone(),
                 resolver: resolver.clone(),
                 guard: guard.clone(),
                 sources: sources.clone(),
                 waiting: Waiting::default(),
-                credentials: l.credentials.clone().map(|c| Arc::new(ArcSwap::from_pointee(c))),
-                ports: config.destination_ports(l),
                 drain: drain_deadline.clone(),
             };
             listeners.push((socket, Arc::new(listener)));
         }
-        let drain = config.limits.drain_timeout();
-        Ok(Server { listeners, workers, rules, drain, metrics, drain_deadline })
+        let live = LiveSettings::new(live, listeners.iter().map(|(_, l)| l.clone()).collect());
+        let phases = Phases::default();
+        tokio::spawn(follow_readiness(phases.subscribe(), metrics));
+        Ok(Server { listeners, workers, live, phases, drain_deadline })
     }
 
     /// The bound addresses, in configuration order (useful with port 0).
@@ -247,16 +217,14 @@ impl Server {
         self.listeners.iter().filter_map(|(s, _)| s.sockets().first()?.local_addr().ok()?.as_socket()).collect()
     }
 
-    /// The rule snapshot, to swap in a reloaded one.
-    pub fn rules(&self) -> Rules {
-        self.rules.clone()
+    /// The process's phases, which this server moves on as it accepts and drains.
+    pub fn phases(&self) -> Phases {
+        self.phases.clone()
     }
 
-    /// What a reload may change without new sockets.
-    pub fn in_place(&self) -> InPlace {
-        let limits = self.listeners.first().map(|(_, l)| l.limits.clone());
-        let sources = self.listeners.first().map(|(_, l)| l.sources.clone());
-        InPlace { limits, sources }
+    /// The live settings, to swap in reloaded ones.
+    pub fn live(&self) -> LiveSettings {
+        self.live.clone()
     }
 
     /// Every listening socket with its listener name, duplicated: what a new process takes
@@ -273,11 +241,6 @@ impl Server {
         Ok(out)
     }
 
-    /// The `connect` listeners' credentials, to swap in reloaded ones.
-    pub fn credentials(&self) -> Vec<SharedCredentials> {
-        self.listeners.iter().filter_map(|(_, l)| l.credentials.clone()).collect()
-    }
-
     /// Accepts on every listener until `shutdown` resolves, then stops accepting and waits up to
     /// the drain deadline for open connections to finish. Those still open then are cut, and
     /// write their log lines and count in the metrics before this returns.
@@ -285,7 +248,7 @@ impl Server {
     /// A listening socket that cannot be registered with its worker's runtime (the kernel is out
     /// of memory for epoll) is logged and left unserved; its worker serves its other sockets.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        let (phase, _) = tokio::sync::watch::channel(Phase::Accepting);
+        let (phase, _) = tokio::sync::watch::channel(WorkerPhase::Accepting);
         let mut accepting = JoinSet::new();
         let mut slots = Vec::new();
         let mut shares: Vec<Share> = (0..self.workers).map(|_| Vec::new()).collect();
@@ -317,33 +280,45 @@ impl Server {
             }
         }
         drop(stopped_tx);
-        self.metrics.set_ready(true);
+        self.phases.set(Phase::Ready);
         shutdown.await;
-        self.metrics.set_ready(false);
-        let _ = phase.send(Phase::Draining);
+        self.phases.set(Phase::Draining);
+        let _ = phase.send(WorkerPhase::Draining);
         accepting.abort_all();
         while accepting.join_next().await.is_some() {}
         // Every worker has stopped accepting (each says so, then drops its sender) before the
         // drain waits for the open connections.
         while stopped.recv().await.is_some() {}
-        tracing::info!(deadline = ?self.drain, "stopped accepting; draining open connections");
+        let drain = self.live.load().limits.drain_timeout();
+        tracing::info!(deadline = ?drain, "stopped accepting; draining open connections");
         let drained = || async {
             for s in &slots {
                 s.all_free().await;
             }
         };
-        if tokio::time::timeout(self.drain, drained()).await.is_err() {
+        if tokio::time::timeout(drain, drained()).await.is_err() {
             tracing::warn!("drain deadline passed with connections still open; cutting them");
             self.drain_deadline.pass();
             let _ = tokio::time::timeout(CUT_GRACE, drained()).await;
         }
-        let _ = phase.send(Phase::Done);
+        let _ = phase.send(WorkerPhase::Done);
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
             }
         });
         let _ = joined.await;
+        self.phases.set(Phase::Done);
+    }
+}
+
+/// Readiness (`/readyz`) follows the phase: ready while new connections are accepted.
+async fn follow_readiness(mut phase: tokio::sync::watch::Receiver<Phase>, metrics: Arc<Metrics>) {
+    loop {
+        metrics.set_ready(phase.borrow_and_update().serving());
+        if phase.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -366,7 +341,7 @@ impl Worker {
     fn start(
         k: usize,
         share: Share,
-        mut phase: tokio::sync::watch::Receiver<Phase>,
+        mut phase: tokio::sync::watch::Receiver<WorkerPhase>,
         stopped: tokio::sync::mpsc::Sender<()>,
     ) -> Result<std::thread::JoinHandle<()>, (io::Error, Share)> {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -385,12 +360,12 @@ impl Worker {
             runtime.block_on(async {
                 let mut accepting = JoinSet::new();
                 serve_here(&mut accepting, share);
-                let _ = phase.wait_for(|p| *p != Phase::Accepting).await;
+                let _ = phase.wait_for(|p| *p != WorkerPhase::Accepting).await;
                 accepting.abort_all();
                 while accepting.join_next().await.is_some() {}
                 let _ = stopped.send(()).await;
                 drop(stopped);
-                let _ = phase.wait_for(|p| *p == Phase::Done).await;
+                let _ = phase.wait_for(|p| *p == WorkerPhase::Done).await;
             });
             // What is still open was cut at the drain deadline and has logged.
             runtime.shutdown_background();
@@ -404,19 +379,20 @@ impl Worker {
 /// workers: more are bound beside them when the passed ones have SO_REUSEPORT, else the workers
 /// share them (each registers its own duplicate; the kernel wakes each for a new connection and
 /// one accepts it).
-fn stream_sockets(l: &crate::config::ListenerConfig, adopted: Vec<Socket>, workers: usize) -> io::Result<Vec<Socket>> {
+fn stream_sockets(l: &ListenerConfig, adopted: Vec<Socket>, workers: usize) -> io::Result<Vec<Socket>> {
     let reuse = workers > 1;
     let mut sockets = Vec::with_capacity(workers);
     for socket in adopted {
         sockets.push(adopt(socket, defers(l))?);
     }
     if sockets.is_empty() {
-        sockets.push(listen(l.listen, l.tproxy, defers(l), reuse)?);
+        sockets.push(listen(l.listen, l.mode.tproxy(), defers(l), reuse)?);
     }
     let bound = sockets[0].local_addr()?.as_socket().unwrap_or(l.listen);
     let extensible = reuse && sockets[0].reuse_port()?;
     while sockets.len() < workers {
-        let more = if extensible { listen(bound, l.tproxy, defers(l), true)? } else { sockets[0].try_clone()? };
+        let more =
+            if extensible { listen(bound, l.mode.tproxy(), defers(l), true)? } else { sockets[0].try_clone()? };
         sockets.push(more);
     }
     Ok(sockets)
@@ -432,8 +408,8 @@ const BACKLOG: i32 = 1024;
 /// Whether a listener defers accepts until the client has sent something: every mode but
 /// `transparent`, which receives every protocol, some of them server-speaks-first, and must
 /// accept those at once.
-fn defers(l: &crate::config::ListenerConfig) -> bool {
-    l.mode != crate::config::Mode::Transparent
+fn defers(l: &ListenerConfig) -> bool {
+    !matches!(l.mode, ModeConfig::Transparent { .. })
 }
 
 /// A listening socket: SO_REUSEADDR; SO_REUSEPORT with `reuse_port` (one socket per worker);
@@ -519,6 +495,27 @@ async fn accept_loop(socket: AsyncFd<Socket>, listener: Arc<Listener>) {
             }
         }
     }
+}
+
+/// A listener's mode as its connections use it: the fixed upstream resolved (and refused when
+/// it is snigate itself), the explicit modes' ports, the port names are reached on.
+async fn resolve_mode(config: &Config, l: &ListenerConfig, guard: &DestinationGuard) -> io::Result<ListenerMode> {
+    Ok(match &l.mode {
+        ModeConfig::Sni { upstream_port } => ListenerMode::Sni { port: upstream_port.unwrap_or(l.listen.port()) },
+        ModeConfig::Upstream { upstream } => {
+            let addr = resolve_static(upstream).await?;
+            if let Some(listen) = guard.own_listener(addr, upstream::is_local) {
+                let why = format!("upstream {addr} is snigate's own address {listen}: it would loop");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+            }
+            ListenerMode::Upstream { addr }
+        }
+        ModeConfig::Transparent { tproxy, verify_destination } => {
+            ListenerMode::Transparent { tproxy: *tproxy, verify: *verify_destination == Some(VerifyDestination::Dns) }
+        }
+        ModeConfig::Connect { .. } => ListenerMode::Connect { ports: config.destination_ports(l) },
+        ModeConfig::Http { .. } => ListenerMode::Http { ports: config.destination_ports(l) },
+    })
 }
 
 async fn resolve_static(upstream: &str) -> io::Result<SocketAddr> {

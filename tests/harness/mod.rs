@@ -10,7 +10,7 @@ use std::time::Duration;
 use snigate::AccessLog;
 use snigate::Config;
 use snigate::{Endpoint, Metrics};
-use snigate::{Rules, Server};
+use snigate::{LiveSettings, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -36,10 +36,8 @@ pub struct Proxy {
     pub log: AccessLog,
     /// Its configuration.
     pub config: Config,
-    /// Its rule snapshot.
-    pub rules: Rules,
-    /// Its `connect` listeners' credentials.
-    pub credentials: Vec<snigate::SharedCredentials>,
+    /// Its live settings (rules, limits, credentials), to reload.
+    pub live: LiveSettings,
     /// The rule file it loaded.
     pub rules_file: PathBuf,
     /// Dropping this (or sending) shuts it down.
@@ -87,8 +85,7 @@ pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
     let server = Server::bind(&config, config.compile_rules().unwrap(), metrics.clone(), &log).await.unwrap();
     let addrs = server.local_addrs();
     let addr = addrs[0];
-    let rules = server.rules();
-    let credentials = server.credentials();
+    let live = server.live();
     let (stop, stopped) = oneshot::channel::<()>();
     let (finished, done) = oneshot::channel();
     tokio::spawn(async move {
@@ -99,7 +96,7 @@ pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
             .await;
         let _ = finished.send(());
     });
-    Proxy { addr, addrs, metrics_addr, metrics, log, config, rules, credentials, rules_file, stop, done }
+    Proxy { addr, addrs, metrics_addr, metrics, log, config, live, rules_file, stop, done }
 }
 
 /// One HTTP/1.1 GET: the status code and the body.

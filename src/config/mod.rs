@@ -1,0 +1,358 @@
+//! The TOML configuration: parsed, then validated as a whole before any socket is bound.
+//!
+//! Every problem is reported, each naming the file, the line and the reason; `snigate run`
+//! exits 64 when there is any.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::decide::RuleSet;
+use crate::policy::destination::accepts;
+use crate::rules::file::RuleErrors;
+
+#[macro_use]
+mod keyword;
+mod listener;
+mod sections;
+
+pub use keyword::Keyword;
+pub use listener::{
+    Credentials, HTTP_PORT, HTTPS_PORT, ListenerConfig, MAX_CREDENTIAL, Mode, ModeConfig, Protocol, ProxyVersion,
+    RejectStyle, SpliceMode, VerifyDestination,
+};
+pub use sections::{
+    DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, DestinationsConfig, EchPolicy, LimitsConfig, ListConfig,
+    LogConfig, LogFormat, MetricsConfig, NoSni, RulesConfig, RuntimeConfig,
+};
+
+/// The configuration `snigate run` uses when given none: the Salesforce preset on
+/// 127.0.0.1:8443 in `sni` mode, without root.
+pub const EMBEDDED: &str = include_str!("../../deploy/snigate.toml");
+
+/// The name the embedded configuration reports in errors.
+pub const EMBEDDED_NAME: &str = "(embedded default config)";
+
+/// A whole configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// One or more listeners, each with its own mode.
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// Which rules decide, and the default verdict.
+    pub rules: RulesConfig,
+    /// Connection limits and timeouts.
+    pub limits: LimitsConfig,
+    /// The access log.
+    pub log: LogConfig,
+    /// The observability endpoint.
+    pub metrics: MetricsConfig,
+    /// The async runtime's threads.
+    pub runtime: RuntimeConfig,
+    /// Where connections may go, whatever the rules allowed.
+    pub destinations: DestinationsConfig,
+}
+
+/// A configuration file as written, before its listeners are resolved into their modes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(rename = "listener", default)]
+    listeners: Vec<Spanned<listener::ListenerFile>>,
+    #[serde(default)]
+    rules: RulesConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
+    #[serde(default)]
+    runtime: RuntimeConfig,
+    #[serde(default)]
+    destinations: DestinationsConfig,
+}
+
+impl Config {
+    /// The ports a `connect` or `http` listener's requests may name: its own `ports`, else
+    /// `[destinations] ports`, else the mode's default port. None for the other modes.
+    pub fn destination_ports(&self, listener: &ListenerConfig) -> Vec<u16> {
+        let (own, default) = match &listener.mode {
+            ModeConfig::Http { ports } => (ports, HTTP_PORT),
+            ModeConfig::Connect { ports, .. } => (ports, HTTPS_PORT),
+            _ => return Vec::new(),
+        };
+        own.clone().or_else(|| self.destinations.ports.clone()).unwrap_or_else(|| vec![default])
+    }
+}
+
+/// One configuration problem: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file (or the embedded default's name).
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.reason),
+            None => write!(f, "{}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.0 {
+            writeln!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Parses `text`, read from `file` (used in error messages), and validates it.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let parsed: ConfigFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigErrors(vec![ConfigError { file: file.to_string(), line, reason: e.message().to_string() }])
+        })?;
+        let mut errors = Vec::new();
+        let mut listeners = Vec::new();
+        for l in parsed.listeners {
+            let span = l.span();
+            let (resolved, reasons) = l.into_inner().resolve();
+            let line = Some(line_of(text, span.start));
+            errors.extend(reasons.into_iter().map(|reason| ConfigError { file: file.to_string(), line, reason }));
+            listeners.push(Spanned::new(span, resolved));
+        }
+        let config = Config {
+            listeners,
+            rules: parsed.rules,
+            limits: parsed.limits,
+            log: parsed.log,
+            metrics: parsed.metrics,
+            runtime: parsed.runtime,
+            destinations: parsed.destinations,
+        };
+        if let Err(more) = config.validate(file, Some(text)) {
+            errors.extend(more.0);
+        }
+        // In the order of the file: a listener's mode errors beside its other ones.
+        errors.sort_by_key(|e| e.line);
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors(vec![ConfigError { file: file.clone(), line: None, reason: e.to_string() }]))?;
+        Config::parse(&file, &text)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_NAME, EMBEDDED).expect("the embedded configuration is valid")
+    }
+
+    /// Checks the whole configuration; `text` (the source, when there is one) locates errors.
+    pub fn validate(&self, file: &str, text: Option<&str>) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut err = |span: Option<std::ops::Range<usize>>, reason: String| {
+            errors.push(ConfigError {
+                file: file.to_string(),
+                line: span.zip(text).map(|(s, t)| line_of(t, s.start)),
+                reason,
+            })
+        };
+        if self.listeners.is_empty() {
+            err(None, "no [[listener]] configured".into());
+        }
+        let mut seen = std::collections::HashMap::new();
+        for l in &self.listeners {
+            let span = Some(l.span());
+            let l = l.get_ref();
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            if l.listen.port() != 0
+                && let Some(previous) = seen.insert((l.listen, l.protocol), l.label())
+            {
+                err(span.clone(), format!("listen address {} is also used by listener {previous:?}", l.listen));
+            }
+            if l.protocol == Protocol::Quic {
+                if matches!(l.mode, ModeConfig::Connect { .. } | ModeConfig::Http { .. }) {
+                    let mode = l.mode.mode().as_str();
+                    err(
+                        span.clone(),
+                        format!("protocol = \"quic\" takes mode upstream, sni or transparent, not {mode:?}"),
+                    );
+                }
+                if matches!(l.mode, ModeConfig::Transparent { tproxy: false, .. }) {
+                    let why = "protocol = \"quic\" in transparent mode needs tproxy = true (UDP has no REDIRECT that keeps the destination)";
+                    err(span.clone(), why.into());
+                }
+                if !l.proxy_protocol_trusted.is_empty() || l.proxy_protocol_out.is_some() {
+                    err(span.clone(), "PROXY protocol is for TCP listeners, not protocol = \"quic\"".into());
+                }
+            }
+            if let ModeConfig::Upstream { upstream } = &l.mode
+                && let Ok(upstream) = upstream.parse::<SocketAddr>()
+                && let Some(own) =
+                    self.listeners.iter().map(|o| o.get_ref()).find(|o| accepts(o.listen, upstream, |_| false))
+            {
+                err(
+                    span.clone(),
+                    format!("upstream {upstream} is snigate's own listener {:?}: it would loop", own.label()),
+                );
+            }
+        }
+        if let Some(addr) = self.metrics.address()
+            && addr.port() != 0
+            && let Some(l) = self.listeners.iter().find(|l| l.get_ref().listen == addr)
+        {
+            err(
+                Some(l.span()),
+                format!("metrics listen address {addr} is also used by listener {:?}", l.get_ref().label()),
+            );
+        }
+        for net in self.destinations.allow.iter().chain(&self.destinations.deny) {
+            if net.trunc() != *net {
+                err(
+                    key_span(text, "allow").or(key_span(text, "deny")),
+                    format!("[destinations] {net} has host bits set (did you mean {}?)", net.trunc()),
+                );
+            }
+        }
+        let limits = &self.limits;
+        for (name, value) in [
+            ("hello_timeout", limits.hello_timeout),
+            ("connect_timeout", limits.connect_timeout),
+            ("idle_timeout", limits.idle_timeout),
+            ("drain_timeout", limits.drain_timeout),
+            ("flow_idle_timeout", limits.flow_idle_timeout),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                err(key_span(text, name), format!("limits.{name} must be a positive number of seconds"));
+            }
+        }
+        for (name, value) in [
+            ("max_connections", limits.max_connections),
+            ("max_connections_per_source", limits.max_connections_per_source),
+            ("max_hellos_per_source", limits.max_hellos_per_source),
+            ("max_flows", limits.max_flows),
+        ] {
+            if value == 0 {
+                err(key_span(text, name), format!("limits.{name} must be at least 1"));
+            }
+        }
+        if limits.max_hello_bytes < 512 {
+            err(key_span(text, "max_hello_bytes"), "limits.max_hello_bytes must be at least 512".into());
+        }
+        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// What only new sockets apply: the listeners (their credentials aside), the access log's
+    /// format and path, `[metrics]`, `[runtime]` and `[destinations]`. Everything else is live:
+    /// a reload applies it in place.
+    pub fn fixed(&self) -> StaticConfig {
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut l = l.get_ref().clone();
+                if let ModeConfig::Connect { credentials, .. } = &mut l.mode {
+                    *credentials = None;
+                }
+                l
+            })
+            .collect();
+        StaticConfig {
+            listeners,
+            log: (self.log.format, self.log.path.clone()),
+            metrics: self.metrics.clone(),
+            runtime: self.runtime.clone(),
+            destinations: self.destinations.clone(),
+        }
+    }
+
+    /// What differs from `fresh` that only a new process can apply (a handover: SIGUSR2),
+    /// by section; empty when a reload applies all of `fresh` in place.
+    pub fn needs_handover(&self, fresh: &Config) -> Vec<&'static str> {
+        self.fixed().changed(&fresh.fixed())
+    }
+
+    /// Loads and compiles the configured rules and lists into a snapshot.
+    pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
+        let lists: Vec<_> = self.rules.lists.iter().map(|l| (l.spec(), l.path.as_path())).collect();
+        let set = RuleSet::load(self.rules.files.as_deref(), &lists, self.rules.default)?;
+        Ok(match self.rules.no_sni {
+            NoSni::Ip => set,
+            NoSni::Deny => set.deny_no_sni(),
+        })
+    }
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// Where `key = …` first appears, for errors about values serde accepted.
+fn key_span(text: Option<&str>, key: &str) -> Option<std::ops::Range<usize>> {
+    let text = text?;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(at..at + line.len());
+        }
+        at += line.len();
+    }
+    None
+}
+
+/// The part of a configuration that only new sockets apply ([`Config::fixed`]): a reload that
+/// changes it needs a handover; one that does not applies the whole configuration in place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticConfig {
+    /// The listeners, credentials aside (their files are read again on every reload).
+    pub listeners: Vec<ListenerConfig>,
+    /// The access log's format and path.
+    pub log: (LogFormat, Option<std::path::PathBuf>),
+    /// The observability endpoint.
+    pub metrics: MetricsConfig,
+    /// Workers and the handover socket.
+    pub runtime: RuntimeConfig,
+    /// The destination guard's ranges and the explicit modes' ports.
+    pub destinations: DestinationsConfig,
+}
+
+impl StaticConfig {
+    /// The sections that differ from `other`.
+    pub fn changed(&self, other: &StaticConfig) -> Vec<&'static str> {
+        let StaticConfig { listeners, log, metrics, runtime, destinations } = self;
+        [
+            ("[[listener]]", *listeners != other.listeners),
+            ("[log] format and path", *log != other.log),
+            ("[metrics]", *metrics != other.metrics),
+            ("[runtime]", *runtime != other.runtime),
+            ("[destinations]", *destinations != other.destinations),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
+}

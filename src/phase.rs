@@ -1,0 +1,67 @@
+//! The process's phases, from start to exit, and the channel that carries them: the lifecycle
+//! sets them, the server reports when it accepts and when it drains, and what depends on them
+//! (readiness, notifications to a service manager) follows.
+
+use tokio::sync::watch;
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Binding its sockets; not accepting yet.
+    Starting,
+    /// Every listener accepts.
+    Ready,
+    /// Accepting, while the live settings are read again.
+    Reloading,
+    /// Accepting, while a new process takes the listening sockets over.
+    HandingOver,
+    /// No longer accepting; open connections finish until the drain deadline.
+    Draining,
+    /// Drained: the process exits.
+    Done,
+}
+
+impl Phase {
+    /// Whether new connections are accepted: what `/readyz` answers.
+    pub const fn serving(self) -> bool {
+        matches!(self, Phase::Ready | Phase::Reloading | Phase::HandingOver)
+    }
+}
+
+/// The current phase, shared: set by the lifecycle and the server, followed by the rest.
+#[derive(Debug, Clone)]
+pub struct Phases(watch::Sender<Phase>);
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases(watch::Sender::new(Phase::Starting))
+    }
+}
+
+impl Phases {
+    /// Moves to `phase`. Once draining, the process only goes on to `Done`.
+    pub fn set(&self, phase: Phase) {
+        self.0.send_if_modified(|now| {
+            let allowed = match *now {
+                Phase::Draining => phase == Phase::Done,
+                Phase::Done => false,
+                _ => true,
+            };
+            let changed = allowed && *now != phase;
+            if changed {
+                *now = phase;
+            }
+            changed
+        });
+    }
+
+    /// The phase now.
+    pub fn current(&self) -> Phase {
+        *self.0.borrow()
+    }
+
+    /// A receiver that sees every change from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.0.subscribe()
+    }
+}

@@ -1,0 +1,210 @@
+//! Admission: the one place where what a connection or flow asks for becomes allowed or
+//! denied. TCP connections and QUIC flows are transports: each reads what precedes the
+//! decision, asks here with an [`Ask`], and carries out the answer.
+//!
+//! [`admit`] is the only place a rules `Decision` becomes a verdict: it checks the ECH policy,
+//! asks the rules, and fills the record's decision fields. An [`Admitted`] ask is the only way
+//! to its upstream addresses ([`Admitted::route`]: resolved or taken as they are, verified,
+//! then passed through the destination guard).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::http::Target;
+use super::listener::{Listener, ListenerMode};
+use super::reject::Denied;
+use super::route;
+use crate::config::EchPolicy;
+use crate::hello::ClientHello;
+use crate::name::Name;
+use crate::outcome::Outcome;
+use crate::policy::decide::Decision;
+use crate::reason::Reason;
+use crate::rules::rule::Verdict;
+
+/// What a connection or flow asks to reach, once its transport has read what the decision
+/// needs.
+#[derive(Debug)]
+pub(super) struct Ask {
+    /// What the rules match: the SNI, the HTTP request's host or the CONNECT target's name.
+    pub name: Option<Name>,
+    /// The destination: the original destination, the fixed upstream, or an address literal.
+    pub dst: Option<SocketAddr>,
+    /// The port `name` is reached on when there is no destination.
+    pub port: u16,
+    /// `verify_destination`: `dst` must be among `name`'s addresses.
+    pub verify: bool,
+    /// The hello carried encrypted_client_hello.
+    pub ech: bool,
+}
+
+impl Ask {
+    /// A ClientHello, over TCP or QUIC: its SNI, and the destination the listener's mode gives
+    /// it. `original` finds the original destination (transparent mode only).
+    pub fn hello(
+        listener: &Listener,
+        hello: &ClientHello,
+        original: impl FnOnce() -> Result<SocketAddr, Denied>,
+    ) -> Result<Ask, Denied> {
+        let name = hello.sni.clone();
+        let ech = hello.ech;
+        Ok(match &listener.mode {
+            ListenerMode::Transparent { verify, .. } => {
+                let dst = original()?;
+                Ask { name, dst: Some(dst), port: dst.port(), verify: *verify, ech }
+            }
+            ListenerMode::Upstream { addr } => Ask { name, dst: Some(*addr), port: addr.port(), verify: false, ech },
+            ListenerMode::Sni { port } => Ask { name, dst: None, port: *port, verify: false, ech },
+            // The explicit modes' hellos come through their tunnels ([`Ask::tunnel`]).
+            ListenerMode::Connect { .. } | ListenerMode::Http { .. } => {
+                Ask { name, dst: None, port: listener.listen.port(), verify: false, ech }
+            }
+        })
+    }
+
+    /// A destination alone: a transparent connection that is not TLS, or that an `ip` rule
+    /// lets through before it says anything.
+    pub fn destination(dst: SocketAddr) -> Ask {
+        Ask { name: None, dst: Some(dst), port: dst.port(), verify: false, ech: false }
+    }
+
+    /// An explicit request: a CONNECT's target, or a plain-HTTP request's. `original` is the
+    /// original destination of a transparent listener's HTTP request (verified against its
+    /// host where `verify`); without one, the target is where it goes.
+    pub fn request(target: &Target, original: Option<SocketAddr>, verify: bool) -> Ask {
+        match (target, original) {
+            (Target::Name(name, port), None) => {
+                Ask { name: Some(name.clone()), dst: None, port: *port, verify: false, ech: false }
+            }
+            (Target::Name(name, _), Some(dst)) => {
+                Ask { name: Some(name.clone()), dst: Some(dst), port: dst.port(), verify, ech: false }
+            }
+            (Target::Addr(addr), None) => Ask::destination(*addr),
+            (Target::Addr(_), Some(dst)) => Ask::destination(dst),
+        }
+    }
+
+    /// The hello inside a CONNECT tunnel (which must name the CONNECT's host: checked before):
+    /// the tunnel to a name asks for that name; to an address literal, for the hello's SNI there.
+    pub fn tunnel(target: &Target, hello: &ClientHello) -> Ask {
+        match target {
+            Target::Name(name, port) => {
+                Ask { name: Some(name.clone()), dst: None, port: *port, verify: false, ech: hello.ech }
+            }
+            Target::Addr(addr) => {
+                Ask { name: hello.sni.clone(), dst: Some(*addr), port: addr.port(), verify: false, ech: hello.ech }
+            }
+        }
+    }
+
+    /// The port the rules match: the destination's, or the one the name is reached on.
+    fn rule_port(&self) -> u16 {
+        self.dst.map_or(self.port, |dst| dst.port())
+    }
+}
+
+/// An ask the rules allowed: the only way to its upstream addresses.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    /// What was asked.
+    ask: Ask,
+    /// Its upstream addresses, when an earlier stage found them (a CONNECT, before its `200`).
+    route: Option<Route>,
+}
+
+/// The upstream addresses of an admitted ask, in the order to try them, each let through by the
+/// destination guard and the `deny ip` rules.
+#[derive(Debug)]
+pub(super) struct Route(Vec<SocketAddr>);
+
+impl Route {
+    /// The addresses.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.0
+    }
+}
+
+impl Admitted {
+    /// The upstream addresses to try: the name resolved on its port, or the destination taken
+    /// as it is (verified where `verify_destination` says so), through the destination guard.
+    pub async fn route(self, listener: &Listener, client: IpAddr) -> Result<Route, Denied> {
+        match self.route {
+            Some(route) => Ok(route),
+            None => route::destinations(listener, client, &self.ask).await.map(Route),
+        }
+    }
+
+    /// [`route`](Self::route), bounded by `timeout` (a QUIC flow has no connect to bound it).
+    pub async fn route_within(self, listener: &Listener, client: IpAddr, timeout: Duration) -> Result<Route, Denied> {
+        tokio::time::timeout(timeout, self.route(listener, client))
+            .await
+            .unwrap_or_else(|_| Err(Denied::failed(Reason::UpstreamError, "resolving timed out")))
+    }
+
+    /// This ask, going where an earlier admission of the same connection was routed (a
+    /// CONNECT tunnel's hello goes where its CONNECT was resolved to).
+    pub fn routed(self, route: Route) -> Admitted {
+        Admitted { route: Some(route), ..self }
+    }
+}
+
+/// Decides `ask` for the client of `record`: the ECH policy, then the rules. The record gets
+/// the verdict, the reason and the deciding rule; a denial is `Err`.
+pub(super) fn admit(listener: &Listener, ask: Ask, record: &mut Outcome) -> Result<Admitted, Denied> {
+    let live = listener.live.load();
+    if ask.ech && live.ech == EchPolicy::Deny {
+        return Err(Denied::by(Reason::Ech));
+    }
+    let decision = live.rules.decide(ask.name.as_ref(), record.client.ip(), ask.dst, ask.rule_port());
+    decided(listener, record, &decision);
+    match decision.verdict {
+        Verdict::Allow => Ok(Admitted { ask, route: None }),
+        Verdict::Deny => Err(Denied::by(decision.reason)),
+    }
+}
+
+/// A transparent connection, at accept: its destination, when an `allow ip … port` rule lets
+/// it through before the client says anything (protocols where the server speaks first).
+pub(super) fn admit_at_accept(listener: &Listener, dst: SocketAddr, record: &mut Outcome) -> Option<Admitted> {
+    let live = listener.live.load();
+    let decision = live.rules.allows_destination(record.client.ip(), dst)?;
+    decided(listener, record, &decision);
+    Some(Admitted { ask: Ask::destination(dst), route: None })
+}
+
+/// Whether some `ip` rule decides a connection to `dst` that names no host: a transparent
+/// connection that speaks neither TLS nor HTTP is otherwise `unknown_protocol`.
+pub(super) fn ip_rules_decide(listener: &Listener, client: IpAddr, dst: SocketAddr) -> bool {
+    listener.live.load().rules.decide(None, client, Some(dst), dst.port()).reason != Reason::NoSni
+}
+
+/// A complete hello, over TCP or QUIC: counted, and recorded (its strings only when logged).
+pub(super) fn hello_read(listener: &Listener, record: &mut Outcome, hello: &ClientHello, seconds: f64) {
+    listener.metrics.hello(seconds, hello.wire_bytes, hello.ech);
+    record.ech = hello.ech;
+    if listener.access_log.is_on() {
+        record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
+        record.alpn = hello.alpn.clone();
+        record.tls_version = Some(hello.highest_version());
+    }
+}
+
+/// Records a connection or flow that ends denied: the verdict, the reason and what went wrong.
+pub(super) fn denied(record: &mut Outcome, denied: &Denied) {
+    record.verdict = Verdict::Deny;
+    record.reason = denied.reason;
+    if denied.error.is_some() {
+        record.error = denied.error.clone();
+    }
+}
+
+/// Records what the rules decided: the verdict, the reason and the deciding rule (its text only
+/// when it is logged).
+fn decided(listener: &Listener, record: &mut Outcome, decision: &Decision<'_>) {
+    record.verdict = decision.verdict;
+    record.reason = decision.reason;
+    record.ruleset = decision.rule.map(|r| r.ruleset_label());
+    if listener.access_log.is_on() {
+        record.rule = decision.rule.map(|r| r.to_string());
+    }
+}
