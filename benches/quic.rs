@@ -36,7 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use snigate::hello::quic::{Side, Version, crypto_frame, padded, seal_initial};
+use snigate::hello::quic::{Side, Version};
+use snigate::internal::{crypto_frame, padded, seal_initial};
 
 #[path = "../tests/common/mod.rs"]
 mod common;

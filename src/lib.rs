@@ -87,10 +87,12 @@ pub use crate::rules::rule::{PortRange, Rule, Target, Verdict, canonical_ip};
 pub use crate::rules::salesforce;
 
 /// For tests, benches and fuzz targets: the alternative and the naive matching engines the
-/// production engine is compared with, and the readers of the PROXY header and the explicit
-/// modes' request heads. Not part of the supported interface.
+/// production engine is compared with, the readers of the PROXY header and the explicit
+/// modes' request heads, and builders of QUIC client Initials. Not part of the supported
+/// interface.
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::hello::quic::builders::{crypto_frame, padded, seal_initial};
     pub use crate::policy::ac::AcMatcher;
     pub use crate::policy::reference::Reference;
     pub use crate::proxy::http::{Head, HeadError, MAX_HEAD, Target as RequestTarget, parse_head, read_head};

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use harness::{Proxy, key, samples, scrape, start_listener};
-use snigate::hello::quic::{Side, Version, crypto_frame, long_header, padded, seal_initial};
+use snigate::hello::quic::{Side, Version, long_header};
+use snigate::internal::{crypto_frame, padded, seal_initial};
 use tokio::net::UdpSocket;
 
 const RULES: &str = "allow acme.my.salesforce.com\ndeny *\n";

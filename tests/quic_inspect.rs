@@ -4,10 +4,11 @@
 use proptest::prelude::*;
 use snigate::Reason;
 use snigate::hello::quic::{
-    Cid, DEFAULT_MAX_DATAGRAMS, Inspect, Inspector, QuicError, QuicLimits, Side, Version, close_datagram, crypto_frame,
-    long_header, padded, seal_initial, version_negotiation,
+    Cid, DEFAULT_MAX_DATAGRAMS, Inspect, Inspector, QuicError, QuicLimits, Side, Version, close_datagram, long_header,
+    version_negotiation,
 };
 use snigate::hello::{HelloLimits, Parse, parse};
+use snigate::internal::{crypto_frame, padded, seal_initial};
 
 const DCID: &[u8] = &[0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
 const SCID: &[u8] = &[1, 2, 3, 4];

@@ -9,7 +9,7 @@ use serde_json::json;
 use tls_parser::TlsExtensionType;
 
 use super::common::{EXIT_INVALID, EXIT_USAGE};
-use crate::hello::quic::{Inspect, Inspector, QuicLimits};
+use crate::hello::quic::{FIXED_BIT, Inspect, Inspector, QuicLimits, is_long_header};
 use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
 use crate::policy::decide::RuleSet;
 use crate::reason::Reason;
@@ -59,7 +59,8 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
         }
     };
     let limits = HelloLimits { max_hello_bytes: args.max_hello_bytes, allow_underscore: args.sni_allow_underscore };
-    let quic = args.quic || datagrams.first().and_then(|d| d.first()).is_some_and(|b| b & 0xc0 == 0xc0);
+    let first = datagrams.first().and_then(|d| d.first());
+    let quic = args.quic || first.is_some_and(|&b| is_long_header(b) && b & FIXED_BIT != 0);
     let result = if quic { read_quic(&datagrams, limits) } else { read_tls(&datagrams.concat(), limits) };
     let rules = if args.rules.is_empty() {
         None

@@ -30,7 +30,7 @@ use super::sources::SourceSlot;
 use crate::config::RejectStyle;
 use crate::hello::quic::{
     ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Follower, Initial, Inspect, Inspector, MIN_INITIAL_DATAGRAM, QuicError,
-    QuicLimits, Version, close_datagram, long_header, version_negotiation,
+    QuicLimits, VERSION_NEGOTIATION, Version, close_datagram, is_long_header, long_header, version_negotiation,
 };
 use crate::metrics::registry::{ActiveGuard, Dropped};
 use crate::outcome::{Outcome, Seen, Stage};
@@ -111,7 +111,7 @@ impl Open {
     /// A client datagram of the flow, forwarded unless a long-header packet in it could start
     /// a connection snigate has not decided (see [`Follower`]).
     fn client_sent(&self, datagram: &[u8]) -> Result<(), Dropped> {
-        if datagram.first().is_some_and(|b| b & 0x80 != 0) {
+        if datagram.first().is_some_and(|&b| is_long_header(b)) {
             let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
             let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
             follower.check(datagram, &cids).map_err(|_| Dropped::OtherHello)?;
@@ -275,7 +275,7 @@ impl Table {
         let Ok(header) = long_header(datagram) else {
             return listener.metrics.quic_dropped(Dropped::NotInitial);
         };
-        if header.version != 0 && Version::from_wire(header.version).is_none() {
+        if header.version != VERSION_NEGOTIATION && Version::from_wire(header.version).is_none() {
             if datagram.len() >= MIN_INITIAL_DATAGRAM {
                 let answer = version_negotiation(header.dcid, header.scid);
                 let _ = Replies::answer(&self.socket, &listener, key, &answer);

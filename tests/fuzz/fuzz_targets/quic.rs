@@ -16,7 +16,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use snigate::hello::HelloLimits;
-use snigate::hello::quic::{Inspect, Inspector, QuicLimits, Side, Version, padded, seal_initial};
+use snigate::hello::quic::{Inspect, Inspector, QuicLimits, Side, Version};
+use snigate::internal::{padded, seal_initial};
 
 const DCID: &[u8] = &[0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
 const LIMITS: QuicLimits = QuicLimits { hello: HelloLimits { max_hello_bytes: 4096, allow_underscore: false }, max_datagrams: 8 };
