@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError, Credentials, ModeConfig};
 use crate::metrics::registry::Metrics;
 use crate::phase::{Phase, Phases};
-use crate::proxy::live::{Live, LiveSettings};
+use crate::proxy::live::Live;
+use crate::proxy::server::LiveSettings;
 use crate::rules::file::RuleErrors;
 
 /// Quiet time after the last file event before reloading: editors and ConfigMap updates

@@ -77,7 +77,7 @@ fn quic_captures_print_the_same_fields() {
     let v = json(&out);
     assert_eq!(v["sni"], "acme.my.salesforce.com");
     assert_eq!(v["transport"], "quic");
-    assert_eq!(v["records"], 15, "the CRYPTO frames Chromium scattered");
+    assert_eq!(v["crypto_frames"], 15, "the CRYPTO frames Chromium scattered");
     assert_eq!(v["alpn"], serde_json::json!(["h3"]));
     assert!(v["verdict"].is_string());
     let text = std::fs::read_to_string("tests/data/quic/aioquic-v2.hex").unwrap();

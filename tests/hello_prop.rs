@@ -33,7 +33,7 @@ fn feed(bytes: &[u8], cuts: &[usize], limits: HelloLimits) -> Parse {
 fn unframed(p: Parse) -> Parse {
     match p {
         Parse::Complete(mut h) => {
-            h.records = 0;
+            h.carried = snigate::hello::Carried::Records(0);
             h.wire_bytes = 0;
             Parse::Complete(h)
         }

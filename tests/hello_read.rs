@@ -91,7 +91,7 @@ async fn one_byte_records_over_tcp() {
     })
     .await;
     let hello = result.unwrap();
-    assert_eq!(hello.records, payload.len());
+    assert_eq!(hello.carried, snigate::hello::Carried::Records(payload.len()));
     assert_eq!(hello.sni.unwrap().as_str(), r.sni.unwrap());
     assert_eq!(buf.len(), hello.wire_bytes);
 }

@@ -10,7 +10,7 @@ use tls_parser::TlsExtensionType;
 
 use super::common::{EXIT_INVALID, EXIT_USAGE};
 use crate::hello::quic::{FIXED_BIT, Inspect, Inspector, QuicLimits, is_long_header};
-use crate::hello::{self, ClientHello, HelloError, HelloLimits, Parse};
+use crate::hello::{self, Carried, ClientHello, HelloError, HelloLimits, Parse};
 use crate::policy::decide::RuleSet;
 use crate::reason::Reason;
 use crate::rules::rule::Verdict;
@@ -197,7 +197,8 @@ fn hello_json(h: &ClientHello) -> serde_json::Value {
         "versions": h.offered_versions().iter().map(|&v| hello::version_name(v)).collect::<Vec<_>>(),
         "legacy_version": hello::version_name(h.legacy_version),
         "extensions": h.extensions,
-        "records": h.records,
+        "records": match h.carried { Carried::Records(n) => Some(n), Carried::CryptoFrames(_) => None },
+        "crypto_frames": match h.carried { Carried::CryptoFrames(n) => Some(n), Carried::Records(_) => None },
         "bytes": h.wire_bytes,
         "hello_bytes": h.hello_bytes,
     })
@@ -208,7 +209,7 @@ fn hello_text(h: &ClientHello) -> String {
         if items.is_empty() { "-".to_string() } else { items.join(", ") }
     };
     format!(
-        "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {} record(s), {} bytes on the wire\n",
+        "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {}, {} bytes on the wire\n",
         h.sni.as_ref().map_or("(none)", |n| n.as_str()),
         list(h.alpn.clone()),
         list(h.offered_versions().into_iter().map(hello::version_name).collect()),
@@ -216,7 +217,10 @@ fn hello_text(h: &ClientHello) -> String {
         if h.ech { "present (encrypted_client_hello)" } else { "absent" },
         list(h.extensions.iter().map(|&t| extension_name(t)).collect()),
         h.hello_bytes,
-        h.records,
+        match h.carried {
+            Carried::Records(n) => format!("{n} record(s)"),
+            Carried::CryptoFrames(n) => format!("{n} CRYPTO frame(s)"),
+        },
         h.wire_bytes,
     )
 }

@@ -70,8 +70,18 @@ pub struct ClientHello {
     pub hello_bytes: usize,
     /// Bytes of the records that carry the hello: where the hello ends on the wire.
     pub wire_bytes: usize,
-    /// Number of TLS records the hello was split into.
-    pub records: usize,
+    /// What carried the hello, and in how many pieces.
+    pub carried: Carried,
+}
+
+/// What carried a ClientHello: TLS records over TCP, or CRYPTO frames in QUIC Initials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Carried {
+    /// This many TLS handshake records.
+    Records(usize),
+    /// This many QUIC CRYPTO frames.
+    CryptoFrames(usize),
 }
 
 /// Whether a 16-bit code point (version, extension type) is a GREASE value (RFC 8701).
@@ -313,16 +323,16 @@ fn reassemble(wire: &[u8], records: usize) -> Cow<'_, [u8]> {
 
 /// Decodes the complete hello carried by `wire` (its records, nothing more).
 fn decode(wire: &[u8], records: usize, limits: HelloLimits) -> Result<ClientHello, HelloError> {
-    decode_message(&reassemble(wire, records), wire.len(), records, limits)
+    decode_message(&reassemble(wire, records), wire.len(), Carried::Records(records), limits)
 }
 
 /// Decodes one complete ClientHello handshake message (its 4-byte header included), however it
-/// was carried: TLS records over TCP, or QUIC CRYPTO frames. `wire_bytes` and `pieces` say
+/// was carried: TLS records over TCP, or QUIC CRYPTO frames. `wire_bytes` and `carried` say
 /// what carried it (record bytes and records; datagram bytes and CRYPTO frames).
 pub(crate) fn decode_message(
     msg: &[u8],
     wire_bytes: usize,
-    pieces: usize,
+    carried: Carried,
     limits: HelloLimits,
 ) -> Result<ClientHello, HelloError> {
     let [a, b, c, d, ..] = *msg else { return Err(HelloError::Malformed("truncated handshake header")) };
@@ -339,7 +349,7 @@ pub(crate) fn decode_message(
         extensions: Vec::with_capacity(TYPICAL_EXTENSIONS),
         hello_bytes: msg.len(),
         wire_bytes,
-        records: pieces,
+        carried,
     };
     let mut server_name: Option<&[u8]> = None;
     let mut exts = exts.unwrap_or_default();

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 
-use super::listener::Listener;
 use crate::config::{Config, Credentials, EchPolicy, LimitsConfig};
 use crate::hello::HelloLimits;
 use crate::policy::decide::RuleSet;
@@ -55,44 +54,3 @@ impl Live {
 
 /// The swap every listener reads.
 pub type SharedLive = Arc<ArcSwap<Live>>;
-
-/// The live settings of a running server: the one swap, and the listeners whose own state
-/// follows it (their slot counts, their access log's denial rate, the per-source table).
-#[derive(Clone)]
-pub struct LiveSettings {
-    /// The swap.
-    current: SharedLive,
-    /// Every listener, to apply what is not read through the swap.
-    listeners: Vec<Arc<Listener>>,
-}
-
-impl LiveSettings {
-    pub(super) fn new(current: SharedLive, listeners: Vec<Arc<Listener>>) -> LiveSettings {
-        LiveSettings { current, listeners }
-    }
-
-    /// The current snapshot.
-    pub fn load(&self) -> Guard<Arc<Live>> {
-        self.current.load()
-    }
-
-    /// Swaps in `live`, for every connection that reads a setting from now on; connections
-    /// already decided keep the rules they were decided with.
-    pub fn store(&self, live: Live) {
-        let limits = &live.limits;
-        for l in &self.listeners {
-            l.slots.set_max(limits.max_connections);
-            l.access_log.set_deny_lines_per_second(live.deny_lines_per_second);
-        }
-        if let Some(l) = self.listeners.first() {
-            l.sources.set_limits(limits.max_connections_per_source, limits.max_hellos_per_source);
-        }
-        self.current.store(Arc::new(live));
-    }
-
-    /// A copy of the current snapshot with `change` applied, swapped in.
-    pub fn update(&self, change: impl FnOnce(&Live) -> Live) {
-        let next = change(&self.load());
-        self.store(next);
-    }
-}

@@ -12,7 +12,7 @@
 //! - [`proxy_protocol`]: PROXY headers in (from trusted load balancers) and out.
 //! - [`explicit`] and [`http`]: the `connect` and `http` modes' requests and answers.
 //! - [`reject`]: how a denial reaches the wire.
-//! - [`resolver`], [`route`] and [`upstream`]: finding, vetting and reaching the upstream.
+//! - [`resolver`] and [`upstream`]: finding and reaching the upstream (vetted in [`admission`]).
 //! - [`splice`]: moving bytes both ways once allowed.
 //! - [`sources`]: per-source limits, and the queue of connections waiting for their hello.
 
@@ -27,7 +27,6 @@ pub(crate) mod proxy_protocol;
 pub(crate) mod quic;
 pub(crate) mod reject;
 pub(crate) mod resolver;
-pub(crate) mod route;
 pub(crate) mod server;
 pub(crate) mod sources;
 pub(crate) mod splice;

@@ -17,7 +17,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use super::connection;
 use super::listener::{DrainDeadline, Listener, ListenerMode, Slots};
-use super::live::{Live, LiveSettings};
+use super::live::{Live, SharedLive};
 use super::quic;
 use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
@@ -102,6 +102,47 @@ pub struct Server {
     phases: Phases,
     /// Passed when the drain deadline is: connections still open are cut.
     drain_deadline: Arc<DrainDeadline>,
+}
+
+/// The live settings of a running server: the one swap, and the listeners whose own state
+/// follows it (their slot counts, their access log's denial rate, the per-source table).
+#[derive(Clone)]
+pub struct LiveSettings {
+    /// The swap.
+    current: SharedLive,
+    /// Every listener, to apply what is not read through the swap.
+    listeners: Vec<Arc<Listener>>,
+}
+
+impl LiveSettings {
+    fn new(current: SharedLive, listeners: Vec<Arc<Listener>>) -> LiveSettings {
+        LiveSettings { current, listeners }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Guard<Arc<Live>> {
+        self.current.load()
+    }
+
+    /// Swaps in `live`, for every connection that reads a setting from now on; connections
+    /// already decided keep the rules they were decided with.
+    pub fn store(&self, live: Live) {
+        let limits = &live.limits;
+        for l in &self.listeners {
+            l.slots.set_max(limits.max_connections);
+            l.access_log.set_deny_lines_per_second(live.deny_lines_per_second);
+        }
+        if let Some(l) = self.listeners.first() {
+            l.sources.set_limits(limits.max_connections_per_source, limits.max_hellos_per_source);
+        }
+        self.current.store(Arc::new(live));
+    }
+
+    /// A copy of the current snapshot with `change` applied, swapped in.
+    pub fn update(&self, change: impl FnOnce(&Live) -> Live) {
+        let next = change(&self.load());
+        self.store(next);
+    }
 }
 
 /// How long connections cut at the drain deadline have to write their log lines.

@@ -8,7 +8,7 @@ use super::packet::{
     Cid, FIXED_BIT, LongHeader, MIN_INITIAL_DATAGRAM, PacketType, VERSION_NEGOTIATION, is_long_header, long_header,
     with_opened,
 };
-use crate::hello::parse::{ClientHello, HelloError, HelloLimits, decode_message};
+use crate::hello::parse::{Carried, ClientHello, HelloError, HelloLimits, decode_message};
 
 /// The shortest first Destination Connection ID a client may choose (RFC 9000 §7.2).
 const MIN_CLIENT_DCID: usize = 8;
@@ -187,7 +187,7 @@ impl Inspector {
             return Ok(None);
         }
         let msg = self.crypto.prefix(declared);
-        Ok(Some(decode_message(&msg, self.wire, self.crypto.frames, self.limits.hello)?))
+        Ok(Some(decode_message(&msg, self.wire, Carried::CryptoFrames(self.crypto.frames), self.limits.hello)?))
     }
 
     /// After `Complete`: what watches the flow's later client packets, holding the hello's bytes

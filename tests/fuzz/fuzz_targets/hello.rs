@@ -34,7 +34,7 @@ fn verdict(p: Parse) -> Verdict {
 }
 
 fn check_hello(hello: &ClientHello, data: &[u8], limits: HelloLimits) {
-    assert!(hello.records >= 1);
+    assert!(matches!(hello.carried, snigate::hello::Carried::Records(n) if n >= 1));
     assert!(hello.hello_bytes <= hello.wire_bytes);
     assert!(hello.wire_bytes <= data.len() && hello.wire_bytes <= limits.max_hello_bytes);
     if let Some(name) = &hello.sni {
