@@ -65,3 +65,25 @@ impl Phases {
         self.0.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A draining process only finishes: a reload or a failed handover that ends meanwhile
+    /// cannot make it ready again.
+    #[test]
+    fn draining_goes_only_to_done() {
+        let phases = Phases::default();
+        assert!(!phases.current().serving());
+        phases.set(Phase::Ready);
+        phases.set(Phase::Reloading);
+        assert!(phases.current().serving());
+        phases.set(Phase::Draining);
+        phases.set(Phase::Ready);
+        assert_eq!(phases.current(), Phase::Draining);
+        phases.set(Phase::Done);
+        phases.set(Phase::Starting);
+        assert_eq!(phases.current(), Phase::Done);
+    }
+}

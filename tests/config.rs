@@ -186,3 +186,57 @@ fn quic_listener_settings_are_checked() {
     let text = "[[listener]]\nlisten = \"0.0.0.0:15443\"\nprotocol = \"quic\"\nmode = \"transparent\"\ntproxy = true\n";
     assert!(Config::parse("x.toml", text).is_ok());
 }
+
+/// Whether a reload needs new sockets is derived from the static part of the configuration:
+/// rules, limits, credentials and the name and ECH policies change in place; listeners,
+/// `[runtime]`, `[metrics]`, `[destinations]` and the log's output need a handover.
+#[test]
+fn what_needs_a_handover_is_the_static_part() {
+    let base = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\n";
+    let config = |extra: &str| Config::parse("x.toml", &format!("{base}{extra}")).unwrap();
+    let running = config("");
+    let live_changes = [
+        "[limits]\nmax_connections = 10\ndrain_timeout = 1\nhello_timeout = 2\n",
+        "[rules]\ndefault = \"allow\"\nech = \"deny\"\nsni_allow_underscore = true\nno_sni = \"deny\"\n",
+        "[log]\ndeny_lines_per_second = 5\n",
+    ];
+    for extra in live_changes {
+        assert!(running.needs_handover(&config(extra)).is_empty(), "{extra}");
+    }
+    assert_eq!(running.needs_handover(&config("[runtime]\nthreads = 3\n")), ["[runtime]"]);
+    assert_eq!(running.needs_handover(&config("[destinations]\ndeny = [\"10.0.0.0/8\"]\n")), ["[destinations]"]);
+    assert_eq!(running.needs_handover(&config("[log]\nformat = \"text\"\n")), ["[log] format and path"]);
+    let other_mode = Config::parse("x.toml", "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"http\"\n").unwrap();
+    assert_eq!(running.needs_handover(&other_mode), ["[[listener]]"]);
+}
+
+/// A setting of another mode is refused, naming the modes that take it; the flags of the
+/// command line follow the same rule.
+#[test]
+fn settings_belong_to_their_mode() {
+    let e = Config::parse(
+        "x.toml",
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"http\"\ncredentials = \"/nonexistent\"\n",
+    );
+    assert!(e.is_err());
+    let text = "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"sni\"\ntproxy = true\nverify_destination = \"dns\"\n";
+    let e = Config::parse("x.toml", text).unwrap_err();
+    let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "x.toml:1: `tproxy` is only used in mode = \"transparent\" (this listener is \"sni\")",
+            "x.toml:1: `verify_destination` is only used in mode = \"transparent\" (this listener is \"sni\")",
+        ]
+    );
+    let c = Config::parse("x.toml", "[[listener]]\nlisten = \"127.0.0.1:1\"\nmode = \"sni\"\nupstream_port = 8443\n")
+        .unwrap();
+    let mode = &c.listeners[0].get_ref().mode;
+    assert_eq!(*mode, snigate::ModeConfig::Sni { upstream_port: Some(8443) });
+    assert!(mode.with_flags(None, Some("10.0.0.1:443".into()), None).unwrap_err().contains("`upstream` is only used"));
+    assert_eq!(
+        mode.with_flags(Some(snigate::Mode::Upstream), Some("10.0.0.1:443".into()), None).unwrap(),
+        snigate::ModeConfig::Upstream { upstream: "10.0.0.1:443".into() }
+    );
+    assert!(mode.with_flags(Some(snigate::Mode::Upstream), None, None).unwrap_err().contains("needs `upstream`"));
+}

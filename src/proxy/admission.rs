@@ -44,11 +44,10 @@ impl Ask {
     /// it. `original` finds the original destination (transparent mode only).
     pub fn hello(
         listener: &Listener,
-        hello: &ClientHello,
+        hello: ClientHello,
         original: impl FnOnce() -> Result<SocketAddr, Denied>,
     ) -> Result<Ask, Denied> {
-        let name = hello.sni.clone();
-        let ech = hello.ech;
+        let (name, ech) = (hello.sni, hello.ech);
         Ok(match &listener.mode {
             ListenerMode::Transparent { verify, .. } => {
                 let dst = original()?;
@@ -87,13 +86,13 @@ impl Ask {
 
     /// The hello inside a CONNECT tunnel (which must name the CONNECT's host: checked before):
     /// the tunnel to a name asks for that name; to an address literal, for the hello's SNI there.
-    pub fn tunnel(target: &Target, hello: &ClientHello) -> Ask {
+    pub fn tunnel(target: &Target, hello: ClientHello) -> Ask {
         match target {
             Target::Name(name, port) => {
                 Ask { name: Some(name.clone()), dst: None, port: *port, verify: false, ech: hello.ech }
             }
             Target::Addr(addr) => {
-                Ask { name: hello.sni.clone(), dst: Some(*addr), port: addr.port(), verify: false, ech: hello.ech }
+                Ask { name: hello.sni, dst: Some(*addr), port: addr.port(), verify: false, ech: hello.ech }
             }
         }
     }

@@ -108,7 +108,7 @@ async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, s
         listener,
         record,
         buf: BytesMut::new(),
-        deadline: start + listener.live.load().limits.hello_timeout(),
+        deadline: start + listener.live.load().timeouts.hello,
         proxied_dst: None,
         source: None,
     };
@@ -261,7 +261,7 @@ impl Conn<'_> {
         {
             return None;
         }
-        Some(self.hello(read, start).and_then(|hello| self.admit_hello(stream, &hello)))
+        Some(self.hello(read, start).and_then(|hello| self.admit_hello(stream, hello)))
     }
 
     /// The stages that wait for the client ([`read_waiting`](Self::read_waiting)), in the
@@ -293,20 +293,20 @@ impl Conn<'_> {
             ListenerMode::Connect { .. } => {
                 let (target, route) = Box::pin(self.connect_prelude(stream)).await?;
                 let hello = self.await_hello(stream).await?;
-                self.tunnel(&target, &hello, route)
+                self.tunnel(&target, hello, route)
             }
             ListenerMode::Transparent { .. } => {
                 // Every protocol comes here: what is not TLS is decided by its HTTP host or by
                 // its destination (boxed: the hello is no longer held while that waits).
                 match self.await_hello(stream).await {
                     Err(denied) if denied.reason == Reason::NotTls => {}
-                    hello => return self.admit_hello(stream, &hello?),
+                    hello => return self.admit_hello(stream, hello?),
                 }
                 Box::pin(self.not_tls(stream)).await
             }
             ListenerMode::Sni { .. } | ListenerMode::Upstream { .. } => {
                 let hello = self.await_hello(stream).await?;
-                self.admit_hello(stream, &hello)
+                self.admit_hello(stream, hello)
             }
         }
     }
@@ -381,7 +381,7 @@ impl Conn<'_> {
     }
 
     /// Stage decide, for a TLS connection: its SNI, and the destination its mode gives it.
-    fn admit_hello(&mut self, client: &impl AsFd, hello: &ClientHello) -> Result<Admitted, Denied> {
+    fn admit_hello(&mut self, client: &impl AsFd, hello: ClientHello) -> Result<Admitted, Denied> {
         self.record.stage = Stage::Decide;
         let listener = self.listener;
         let ask = Ask::hello(listener, hello, || self.original_dst(client))?;
@@ -390,7 +390,7 @@ impl Conn<'_> {
 
     /// Stage decide, for the hello in a CONNECT tunnel: it must name the host the CONNECT
     /// named, and goes where the CONNECT was resolved to.
-    fn tunnel(&mut self, target: &Target, hello: &ClientHello, route: Route) -> Result<Admitted, Denied> {
+    fn tunnel(&mut self, target: &Target, hello: ClientHello, route: Route) -> Result<Admitted, Denied> {
         self.record.stage = Stage::Decide;
         explicit::check_tunnel(target, hello.sni.as_ref())?;
         Ok(admission::admit(self.listener, Ask::tunnel(target, hello), self.record)?.routed(route))
@@ -423,7 +423,7 @@ impl Conn<'_> {
             None => Cow::Borrowed(&self.buf[..]),
         };
         let connecting = Instant::now();
-        let timeout = listener.live.load().limits.connect_timeout();
+        let timeout = listener.live.load().timeouts.connect;
         // A client that has gone frees its slot at once, whatever the upstream does. Polled in
         // order (`biased`): no random draw per poll, and the upstream's answer comes first.
         let (mut up, sent) = tokio::select! {
@@ -464,7 +464,7 @@ impl Conn<'_> {
     async fn splice(&mut self, client: &mut Client, upstream: Option<TcpStream>) {
         self.buf = BytesMut::new();
         let (Some(up), Client::Registered(client)) = (upstream, client) else { return };
-        let idle = self.listener.live.load().limits.idle_timeout();
+        let idle = self.listener.live.load().timeouts.idle;
         let (moved, end) = splice(client, &up, idle, self.listener.splice, self.listener.drain.passed()).await;
         let Moved { upstream, downstream } = moved;
         self.record.bytes_up += upstream;

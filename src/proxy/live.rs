@@ -3,6 +3,7 @@
 //! new sockets is static ([`crate::config::StaticConfig`]) and is never in here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -16,8 +17,11 @@ use crate::policy::decide::RuleSet;
 pub struct Live {
     /// The rule snapshot new decisions are made with.
     pub rules: Arc<RuleSet>,
-    /// Limits and timeouts.
+    /// Limits and timeouts, as configured.
     pub limits: LimitsConfig,
+    /// The timeouts a connection reads, as durations (converted once per reload, not per
+    /// connection).
+    pub timeouts: Timeouts,
     /// Whether a hello that carries encrypted_client_hello is denied.
     pub ech: EchPolicy,
     /// `[rules] sni_allow_underscore`.
@@ -35,6 +39,7 @@ impl Live {
         Live {
             rules,
             limits: config.limits.clone(),
+            timeouts: Timeouts::of(&config.limits),
             ech: config.rules.ech,
             allow_underscore: config.rules.sni_allow_underscore,
             deny_lines_per_second: config.log.deny_lines_per_second,
@@ -49,6 +54,30 @@ impl Live {
     /// The hello parser's limits.
     pub fn hello_limits(&self) -> HelloLimits {
         HelloLimits { max_hello_bytes: self.limits.max_hello_bytes, allow_underscore: self.allow_underscore }
+    }
+}
+
+/// `[limits]`' timeouts as durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `hello_timeout`.
+    pub hello: Duration,
+    /// `connect_timeout`.
+    pub connect: Duration,
+    /// `idle_timeout`.
+    pub idle: Duration,
+    /// `drain_timeout`.
+    pub drain: Duration,
+}
+
+impl Timeouts {
+    fn of(limits: &LimitsConfig) -> Timeouts {
+        Timeouts {
+            hello: limits.hello_timeout(),
+            connect: limits.connect_timeout(),
+            idle: limits.idle_timeout(),
+            drain: limits.drain_timeout(),
+        }
     }
 }
 

@@ -346,7 +346,7 @@ impl Table {
                 admission::hello_read(listener, record, &hello, flow.started.elapsed().as_secs_f64());
                 record.stage = Stage::Decide;
                 let admitted =
-                    Ask::hello(listener, &hello, || Ok(key.1)).and_then(|ask| admission::admit(listener, ask, record));
+                    Ask::hello(listener, hello, || Ok(key.1)).and_then(|ask| admission::admit(listener, ask, record));
                 let admitted = match admitted {
                     Ok(admitted) => admitted,
                     Err(denied) => return self.deny(key, denied),

@@ -330,7 +330,7 @@ impl Server {
         // Every worker has stopped accepting (each says so, then drops its sender) before the
         // drain waits for the open connections.
         while stopped.recv().await.is_some() {}
-        let drain = self.live.load().limits.drain_timeout();
+        let drain = self.live.load().timeouts.drain;
         tracing::info!(deadline = ?drain, "stopped accepting; draining open connections");
         let drained = || async {
             for s in &slots {
