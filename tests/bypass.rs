@@ -14,6 +14,7 @@
 //! it skips, saying why.
 
 mod common;
+mod harness;
 mod netns;
 
 use std::fmt;
@@ -25,6 +26,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use Kind::{Denied, Dropped, Passes};
+use common::wait_until;
+use harness::{Listener, TestConfig};
 use netns::{Namespaces, Subnet, run};
 use serde_json::Value;
 
@@ -595,25 +598,24 @@ fn start(ns: &[String; 3], python: &str, dir: &Path, log: &Path) -> Processes {
         .unwrap();
     assert!(ready.status.success(), "I's servers: {}", String::from_utf8_lossy(&ready.stderr));
 
-    let rules_path = dir.join("bypass.rules");
-    std::fs::write(&rules_path, rules()).unwrap();
-    let mut config = String::new();
-    for (protocol, port) in [("tcp", TCP_PORT), ("quic", QUIC_PORT)] {
-        for listen in [format!("0.0.0.0:{port}"), format!("[::]:{port}")] {
-            config += &format!(
-                "[[listener]]\nlisten = \"{listen}\"\nprotocol = \"{protocol}\"\nmode = \"transparent\"\n\
-                 tproxy = true\nmark = 0x100\n\n"
-            );
-        }
-    }
-    config += &format!(
-        "[rules]\nfiles = [\"{}\"]\n\n[limits]\nflow_idle_timeout = 1\n\n[log]\nformat = \"json\"\npath = \"{}\"\n\n\
-         [metrics]\nenabled = false\n",
-        rules_path.display(),
-        log.display()
-    );
-    let config_path = dir.join("snigate.toml");
-    std::fs::write(&config_path, config).unwrap();
+    // A transparent TCP and QUIC listener per address family, each named by its address.
+    let listener = |protocol: &str, listen: String| {
+        Listener::transparent()
+            .name(&listen)
+            .listen(&listen)
+            .set(format!("protocol = \"{protocol}\"\ntproxy = true\nmark = 0x100"))
+    };
+    let config = TestConfig::new(listener("tcp", format!("0.0.0.0:{TCP_PORT}")))
+        .and(listener("tcp", format!("[::]:{TCP_PORT}")))
+        .and(listener("quic", format!("0.0.0.0:{QUIC_PORT}")))
+        .and(listener("quic", format!("[::]:{QUIC_PORT}")));
+    let config_path = config
+        .rules(rules())
+        .limit("flow_idle_timeout", 1)
+        .log_json(log)
+        .default_guard()
+        .metrics_off()
+        .write(&dir.join("snigate.toml"));
     let (snigate, lines) =
         spawn_in(g, &[env!("CARGO_BIN_EXE_snigate"), "run", "--config", config_path.to_str().unwrap()]);
     procs.0.push(snigate);
@@ -771,12 +773,9 @@ fn nothing_gets_around_the_gateway_but_what_the_rules_allow() {
         ROWS.iter().map(|row| FAMILIES.each_ref().map(|f| attempt(c, &python, f, row.probe))).collect();
     // Allowed flows are logged when they end: QUIC ones after `flow_idle_timeout` (1 s).
     let keys: Vec<_> = ROWS.iter().flat_map(|r| FAMILIES.iter().filter_map(|f| r.probe.log_key(f))).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut lines = logged(&log);
-    while Instant::now() < deadline && !keys.iter().all(|&k| line_for(&lines, k).is_some()) {
-        std::thread::sleep(Duration::from_millis(100));
-        lines = logged(&log);
-    }
+    // Rows whose line never comes are reported with the others, below.
+    wait_until(Duration::from_secs(5), || keys.iter().all(|&k| line_for(&logged(&log), k).is_some()));
+    let lines = logged(&log);
     drop(processes);
 
     let seen: Vec<[Seen; 2]> = ROWS

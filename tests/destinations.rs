@@ -23,31 +23,23 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts snigate with one listener (`listener`: TOML lines), `rules`, and a JSON access log in
-/// `dir`. `extra` follows the rule files: more `[rules]` keys, then other sections.
-async fn start(dir: &Path, listener: &str, rules: &str, extra: &str) -> Proxy {
-    let rules_file = dir.join("test.rules");
-    std::fs::write(&rules_file, rules).unwrap();
-    let text = format!(
-        "[[listener]]\nname = \"test\"\n{listener}\n[rules]\nfiles = [\"{}\"]\n{extra}\n\
-         [log]\nformat = \"json\"\npath = \"{}\"\n",
-        rules_file.display(),
-        dir.join("access.log").display()
-    );
-    start_config(&text, rules_file).await
+/// Only loopback allowed as a destination, where the default guard would refuse it.
+const LOOPBACK: &str = "allow = [\"127.0.0.0/8\"]";
+
+/// `listener` with `rules`, a JSON access log in `dir`, and the destination guard as it is by
+/// default.
+fn config(dir: &Path, listener: Listener, rules: &str) -> TestConfig {
+    TestConfig::new(listener).rules(rules).log_json(&dir.join("access.log")).default_guard()
 }
 
 /// The access log's lines, once there are `n` (the writer flushes when idle).
 async fn log_lines(dir: &Path, n: usize) -> Vec<serde_json::Value> {
-    let mut lines = Vec::new();
-    for _ in 0..100 {
+    let read = || -> Vec<serde_json::Value> {
         let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
-        lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        if lines.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    eventually(Duration::from_secs(5), &format!("{n} access-log lines"), async || read().len() >= n).await;
+    let lines = read();
     assert_eq!(lines.len(), n, "{lines:?}");
     lines
 }
@@ -90,11 +82,14 @@ async fn self_loops_are_refused_in_every_mode() {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let listener = match mode {
-            "sni" => format!("listen = \"127.0.0.1:{port}\"\nmode = \"sni\"\nupstream_port = {port}"),
-            other => format!("listen = \"127.0.0.1:{port}\"\nmode = \"{other}\"\nports = [{port}]"),
+            "sni" => Listener::sni(port),
+            "connect" => Listener::connect(&[port]),
+            _ => Listener::http(&[port]),
         };
-        let allow_loopback = "[destinations]\nallow = [\"127.0.0.0/8\"]";
-        let proxy = start(dir.path(), &listener, "allow localhost\n", allow_loopback).await;
+        let proxy = config(dir.path(), listener.listen(format!("127.0.0.1:{port}")), "allow localhost\n")
+            .destinations(LOOPBACK)
+            .start(dir.path())
+            .await;
         let got = match mode {
             "sni" => exchange(proxy.addr, &hello(&[sni(b"localhost")])).await,
             "connect" => exchange(proxy.addr, format!("CONNECT localhost:{port} HTTP/1.1\r\n\r\n").as_bytes()).await,
@@ -116,9 +111,7 @@ async fn self_loops_are_refused_in_every_mode() {
 #[tokio::test]
 async fn internal_addresses_and_other_ports_are_refused_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy =
-        start(dir.path(), "listen = \"127.0.0.1:0\"\nmode = \"sni\"\nupstream_port = 443", "allow localhost\n", "")
-            .await;
+    let proxy = config(dir.path(), Listener::sni(443), "allow localhost\n").start(dir.path()).await;
     assert_eq!(exchange(proxy.addr, &hello(&[sni(b"localhost")])).await, ACCESS_DENIED);
     let line = last_line(dir.path(), 1).await;
     assert_eq!(line["reason"], "dst_denied");
@@ -127,9 +120,10 @@ async fn internal_addresses_and_other_ports_are_refused_by_default() {
     // SSRF into snigate's own metrics through an http listener.
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
-    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"");
-    let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"http\"\nports = [80, {metrics_port}]");
-    let proxy = start(dir.path(), &listener, "allow localhost\n", &extra).await;
+    let proxy = config(dir.path(), Listener::http(&[80, metrics_port]), "allow localhost\n")
+        .metrics(format!("listen = \"127.0.0.1:{metrics_port}\""))
+        .start(dir.path())
+        .await;
     let request =
         format!("GET http://localhost:{metrics_port}/metrics HTTP/1.1\r\nHost: localhost:{metrics_port}\r\n\r\n");
     let got = exchange(proxy.addr, request.as_bytes()).await;
@@ -140,8 +134,7 @@ async fn internal_addresses_and_other_ports_are_refused_by_default() {
 
     // A CONNECT to a port the listener does not serve.
     let dir = tempfile::tempdir().unwrap();
-    let proxy =
-        start(dir.path(), "listen = \"127.0.0.1:0\"\nmode = \"connect\"", "allow *.my.salesforce.com\n", "").await;
+    let proxy = config(dir.path(), Listener::connect(&[]), "allow *.my.salesforce.com\n").start(dir.path()).await;
     let got = exchange(proxy.addr, b"CONNECT acme.my.salesforce.com:22 HTTP/1.1\r\n\r\n").await;
     assert!(got.starts_with(b"HTTP/1.1 403 "), "{}", String::from_utf8_lossy(&got));
     let line = last_line(dir.path(), 1).await;
@@ -154,9 +147,8 @@ async fn internal_addresses_and_other_ports_are_refused_by_default() {
 async fn deny_ip_rules_bar_resolved_destinations() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _received) = recording_backend(b"ok".to_vec()).await;
-    let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"sni\"\nupstream_port = {}", backend.port());
     let rules = "allow localhost\ndeny ip 127.0.0.0/8\n";
-    let proxy = start(dir.path(), &listener, rules, "[destinations]\nallow = [\"127.0.0.0/8\"]").await;
+    let proxy = config(dir.path(), Listener::sni(backend.port()), rules).destinations(LOOPBACK).start(dir.path()).await;
     assert_eq!(exchange(proxy.addr, &hello(&[sni(b"localhost")])).await, ACCESS_DENIED);
     let line = last_line(dir.path(), 1).await;
     assert_eq!(line["reason"], "dst_denied");
@@ -168,10 +160,11 @@ async fn deny_ip_rules_bar_resolved_destinations() {
 async fn ech_is_denied_in_connect_mode() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _received) = recording_backend(b"ok".to_vec()).await;
-    let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"connect\"\nports = [{}]", backend.port());
-    let proxy =
-        start(dir.path(), &listener, "allow localhost\n", "ech = \"deny\"\n[destinations]\nallow = [\"127.0.0.0/8\"]")
-            .await;
+    let proxy = config(dir.path(), Listener::connect(&[backend.port()]), "allow localhost\n")
+        .rules_setting("ech = \"deny\"")
+        .destinations(LOOPBACK)
+        .start(dir.path())
+        .await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", backend.port()).as_bytes()).await.unwrap();
     let mut head = [0u8; 39];
@@ -190,8 +183,10 @@ async fn no_sni_deny_overrides_ip_rules() {
     for (setting, allowed) in [("", true), ("no_sni = \"deny\"", false)] {
         let dir = tempfile::tempdir().unwrap();
         let (backend, _received) = recording_backend(b"ok".to_vec()).await;
-        let listener = format!("listen = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"");
-        let proxy = start(dir.path(), &listener, "allow ip 127.0.0.0/8\n", setting).await;
+        let proxy = config(dir.path(), Listener::upstream(backend), "allow ip 127.0.0.0/8\n")
+            .rules_setting(setting)
+            .start(dir.path())
+            .await;
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(&hello(&[])).await.unwrap();
         s.shutdown().await.unwrap();

@@ -41,8 +41,7 @@ async fn connect(proxy: SocketAddr, target: &str, extra: &str) -> (TcpStream, St
 async fn connect_tunnels_only_the_host_it_named() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"from upstream".to_vec()).await;
-    let listener = format!("mode = \"connect\"\nports = [{}, 443]", backend.port());
-    let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
+    let proxy = TestConfig::connect(&[backend.port(), 443]).rules(RULES_LOCAL).start(dir.path()).await;
     let target = format!("localhost:{}", backend.port());
 
     let (mut s, head) = connect(proxy.addr, &target, "").await;
@@ -76,8 +75,11 @@ async fn connect_requires_credentials_when_configured() {
     std::fs::write(dir.path().join("users"), "ops:s3cret\n").unwrap();
     let (backend, _received) = recording_backend(Vec::new()).await;
     let users = dir.path().join("users");
-    let listener = format!("mode = \"connect\"\ncredentials = \"{}\"\nports = [{}]", users.display(), backend.port());
-    let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
+    let proxy = TestConfig::connect(&[backend.port()])
+        .listener(format!("credentials = \"{}\"", users.display()))
+        .rules(RULES_LOCAL)
+        .start(dir.path())
+        .await;
     let target = format!("localhost:{}", backend.port());
     let (_s, head) = connect(proxy.addr, &target, "").await;
     assert!(head.starts_with("HTTP/1.1 407 ") && head.contains("Proxy-Authenticate: Basic"), "{head}");
@@ -132,13 +134,11 @@ async fn curl_through_connect_mode() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let proxy = start_listener(d, &format!("mode = \"connect\"\nports = [{port}, 443]"), RULES_LOCAL, "").await;
+    eventually(Duration::from_secs(5), "openssl s_server accepts", async || {
+        TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    let proxy = TestConfig::connect(&[port, 443]).rules(RULES_LOCAL).start(d).await;
     let curl = |url: String| {
         let proxy = format!("http://{}", proxy.addr);
         let cacert = d.join("cert.pem");
@@ -165,8 +165,7 @@ async fn curl_through_connect_mode() {
 async fn plain_http_is_filtered_on_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
-    let listener = format!("mode = \"http\"\nports = [{}, 80]", backend.port());
-    let proxy = start_listener(dir.path(), &listener, RULES_LOCAL, "").await;
+    let proxy = TestConfig::http(&[backend.port(), 80]).rules(RULES_LOCAL).start(dir.path()).await;
     let request = format!("POST /x HTTP/1.1\r\nHost: LOCALHOST:{}\r\nContent-Length: 5\r\n\r\nhello", backend.port());
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
@@ -194,8 +193,11 @@ async fn plain_http_is_filtered_on_the_host() {
 async fn verify_destination_checks_the_sni_against_dns() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"ok".to_vec()).await;
-    let listener = "mode = \"transparent\"\nverify_destination = \"dns\"\nproxy_protocol_trusted = [\"127.0.0.0/8\"]";
-    let proxy = start_listener(dir.path(), listener, RULES_LOCAL, "").await;
+    let proxy = TestConfig::new(Listener::transparent())
+        .listener("verify_destination = \"dns\"\nproxy_protocol_trusted = [\"127.0.0.0/8\"]")
+        .rules(RULES_LOCAL)
+        .start(dir.path())
+        .await;
     let h = hello(&[sni(b"localhost")]);
     let port = backend.port();
 

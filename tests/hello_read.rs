@@ -10,10 +10,16 @@ use common::*;
 use snigate::Reason;
 use snigate::hello::ClientHello;
 use snigate::hello::{HelloLimits, ReadError, read_client_hello};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Holds the client's connection open until the reader has done with it and closed its end
+/// (at most [`TIMEOUT`]), so that nothing the reader decides can come from the client's EOF.
+async fn hold_until_reader_closes(s: &mut TcpStream) {
+    let _ = tokio::time::timeout(TIMEOUT, s.read(&mut [0u8; 1])).await;
+}
 
 /// Accepts one connection on 127.0.0.1:0 while `client` runs, and reads its hello.
 async fn serve_one<F, Fut>(timeout: Duration, client: F) -> (Result<ClientHello, ReadError>, BytesMut)
@@ -69,7 +75,7 @@ async fn one_byte_segments_are_reassembled_and_kept() {
             s.write_all(std::slice::from_ref(b)).await.unwrap();
         }
         s.write_all(&to_send[hello_len..]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        hold_until_reader_closes(&mut s).await;
     })
     .await;
     let hello = result.unwrap();
@@ -87,7 +93,7 @@ async fn one_byte_records_over_tcp() {
     let (result, buf) = serve_one(TIMEOUT, move |addr| async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&wire).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        hold_until_reader_closes(&mut s).await;
     })
     .await;
     let hello = result.unwrap();
@@ -112,6 +118,8 @@ async fn slow_client_times_out() {
     let (reason, took) = reason_for(Duration::from_millis(300), move |addr| async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&r.bytes[..100]).await.unwrap();
+        // Silent for longer than the reader's 300 ms: the timeout being exceeded is what is
+        // tested (had the reader waited on, it would see this client's EOF: malformed).
         tokio::time::sleep(Duration::from_millis(800)).await;
     })
     .await;
@@ -153,7 +161,7 @@ async fn hostile_first_bytes_are_refused_without_waiting() {
         let (reason, took) = reason_for(TIMEOUT, move |addr| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(&bytes).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            hold_until_reader_closes(&mut s).await;
         })
         .await;
         assert_eq!(reason, want);
@@ -175,16 +183,8 @@ async fn what_is_there_is_read_without_waiting() {
         s
     };
     let hello = recording("chromium.bin").bytes;
-    let settled = |c: &std::net::TcpStream| {
-        // Loopback delivers within the write; poll briefly all the same.
-        for _ in 0..100 {
-            let mut probe = [0u8; 1];
-            if c.peek(&mut probe).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    // Loopback delivers within the write; wait for the bytes all the same.
+    let settled = |c: &std::net::TcpStream| arrived(c, libc::POLLIN);
 
     let mut client = std::net::TcpStream::connect(addr).unwrap();
     client.write_all(&hello).unwrap();
@@ -212,9 +212,18 @@ async fn what_is_there_is_read_without_waiting() {
     client.write_all(&hello[..100]).unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let conn = accept();
-    settled(&conn);
-    std::thread::sleep(Duration::from_millis(20));
+    arrived(&conn, libc::POLLRDHUP);
     let mut buf = BytesMut::new();
     let err = read_client_hello_now(&conn, &mut buf, HelloLimits::default()).expect("settled").unwrap_err();
     assert_eq!(err.reason(), Reason::Malformed, "closed mid-hello: {err}");
+}
+
+/// Blocks until `events` (`POLLIN`: bytes to read; `POLLRDHUP`: the client's FIN) have reached
+/// `conn`, for at most 5 s.
+fn arrived(conn: &std::net::TcpStream, events: libc::c_short) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: conn.as_raw_fd(), events, revents: 0 };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let n = unsafe { libc::poll(&mut fd, 1, 5000) };
+    assert!(n == 1 && fd.revents & events != 0, "poll {n}, revents {:#x}: not within 5 s", fd.revents);
 }

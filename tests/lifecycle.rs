@@ -5,6 +5,8 @@ mod common;
 mod harness;
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -50,7 +52,7 @@ async fn is_denied(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
 #[tokio::test]
 async fn silent_and_trickling_clients_are_cut_at_hello_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "hello_timeout = 0.5").await;
+    let proxy = TestConfig::upstream(echo_backend().await).limit("hello_timeout", 0.5).start(dir.path()).await;
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let (got, took) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
     assert!(got.is_empty() && took >= Duration::from_millis(400) && took < Duration::from_secs(3), "{took:?}");
@@ -66,6 +68,7 @@ async fn silent_and_trickling_clients_are_cut_at_hello_timeout() {
             cut = true;
             break;
         }
+        // The trickle itself: the client's pace is what is tested.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut probe = [0u8; 1];
         if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await {
@@ -80,7 +83,7 @@ async fn silent_and_trickling_clients_are_cut_at_hello_timeout() {
 #[tokio::test]
 async fn oversized_hello_is_denied_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "max_hello_bytes = 1024").await;
+    let proxy = TestConfig::upstream(echo_backend().await).limit("max_hello_bytes", 1024).start(dir.path()).await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let big = hello(&[sni(b"acme.my.salesforce.com"), ext(21, &[0; 2000])]);
     s.write_all(&big).await.unwrap();
@@ -94,7 +97,7 @@ async fn oversized_hello_is_denied_at_once() {
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_for_a_slot() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "max_connections = 2").await;
+    let proxy = TestConfig::upstream(echo_backend().await).limit("max_connections", 2).start(dir.path()).await;
     let first = spliced(proxy.addr, b"a.my.salesforce.com").await;
     let _second = spliced(proxy.addr, b"b.my.salesforce.com").await;
     let mut third = TcpStream::connect(proxy.addr).await.unwrap();
@@ -112,7 +115,7 @@ async fn connections_beyond_the_limit_wait_for_a_slot() {
 #[tokio::test]
 async fn reload_under_traffic() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let proxy = TestConfig::upstream(echo_backend().await).rules("allow a.example.com\n").start(dir.path()).await;
     let mut open = spliced(proxy.addr, b"a.example.com").await;
     assert!(is_denied(proxy.addr, b"b.example.com").await);
 
@@ -134,13 +137,14 @@ async fn reload_under_traffic() {
 #[tokio::test]
 async fn rule_file_changes_are_picked_up() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let proxy = TestConfig::upstream(echo_backend().await).rules("allow a.example.com\n").start(dir.path()).await;
     let (tx, mut triggers) = tokio::sync::mpsc::channel(4);
     let _watcher = snigate::watch_rules(&proxy.config, tx).unwrap().expect("a rule file to watch");
     // Another file in the same directory, written on and on (a log), triggers nothing.
     let other = dir.path().join("unrelated.log");
     for i in 0..20 {
         std::fs::write(&other, format!("line {i}\n")).unwrap();
+        // A log's pace: writes spread over longer than the debounce, which is what is tested.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let quiet = tokio::time::timeout(snigate::DEBOUNCE * 2, triggers.recv()).await;
@@ -159,12 +163,12 @@ async fn rule_file_changes_are_picked_up() {
 #[tokio::test]
 async fn shutdown_drains_open_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "drain_timeout = 10").await;
+    let proxy = TestConfig::upstream(echo_backend().await).limit("drain_timeout", 10).start(dir.path()).await;
     let mut open = spliced(proxy.addr, b"acme.my.salesforce.com").await;
     proxy.stop.send(()).unwrap();
     let mut done = proxy.done;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(TcpStream::connect(proxy.addr).await.is_err(), "no new connections once draining");
+    let refused = async || TcpStream::connect(proxy.addr).await.is_err();
+    eventually(Duration::from_secs(5), "no new connections once draining", refused).await;
     echoes(&mut open, b"spliced during the drain").await;
     assert!(done.try_recv().is_err(), "still draining while a connection is open");
     open.shutdown().await.unwrap();
@@ -178,19 +182,8 @@ async fn shutdown_drains_open_connections() {
 #[tokio::test]
 async fn sigterm_drains_until_the_deadline_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = echo_backend().await;
-    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
-    let config = dir.path().join("snigate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("t.rules").display()
-        ),
-    )
-    .unwrap();
+    let config =
+        TestConfig::upstream(echo_backend().await).limit("drain_timeout", 1.5).write(&dir.path().join("snigate.toml"));
     let (mut child, mut stderr) = run_binary(&config);
     let mut metrics = None;
     let addr: std::net::SocketAddr = loop {
@@ -206,17 +199,15 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
     };
     let metrics = metrics.expect("the metrics address is logged before the listeners");
     // Ready once the accept loops run, just after the listeners are logged.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while http_get(metrics, "/readyz").await != (200, "ready\n".to_string()) {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready = async || http_get(metrics, "/readyz").await == (200, "ready\n".to_string());
+    eventually(Duration::from_secs(5), "ready", ready).await;
     tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     let mut open = spliced(addr, b"acme.my.salesforce.com").await;
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let signalled = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draining = async || http_get(metrics, "/readyz").await.0 == 503;
+    eventually(Duration::from_secs(5), "the drain starts", draining).await;
     echoes(&mut open, b"alive after SIGTERM").await;
     assert_eq!(http_get(metrics, "/readyz").await.0, 503, "not ready while draining");
     assert_eq!(http_get(metrics, "/healthz").await.0, 200, "alive while draining");
@@ -231,23 +222,18 @@ async fn sigterm_drains_until_the_deadline_then_exits_0() {
 #[tokio::test]
 async fn connections_cut_at_the_drain_deadline_are_logged_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let rules_file = dir.path().join("test.rules");
-    std::fs::write(&rules_file, RULES).unwrap();
     let log_file = dir.path().join("access.log");
-    let text = format!(
-        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{}\"\n\
-         [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 0.5\nhello_timeout = 30\n\
-         [log]\nformat = \"json\"\npath = \"{}\"\n",
-        echo_backend().await,
-        rules_file.display(),
-        log_file.display()
-    );
-    let proxy = start_config(&text, rules_file).await;
+    let proxy = TestConfig::upstream(echo_backend().await)
+        .limit("drain_timeout", 0.5)
+        .limit("hello_timeout", 30)
+        .log_json(&log_file)
+        .start(dir.path())
+        .await;
     let mut open = spliced(proxy.addr, b"acme.my.salesforce.com").await;
     echoes(&mut open, b"before the drain").await;
     let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
     slow.write_all(&hello(&[sni(b"acme.my.salesforce.com")])[..20]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle(&proxy, |s| s.get(&key("snigate_active_connections", &[("listener", "test")])) == Some(&2.0)).await;
     proxy.stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), proxy.done).await.expect("drained").unwrap();
     for s in [&mut open, &mut slow] {
@@ -275,8 +261,14 @@ async fn connections_cut_at_the_drain_deadline_are_logged_and_counted() {
 
 /// Connects to `addr` every 20 ms for `lasting`, each time sending a hello for `name` and
 /// reading it echoed within `patience`; returns how many connections were served and how many
-/// were refused, cut or too slow.
-async fn probe(addr: std::net::SocketAddr, name: &'static [u8], lasting: Duration, patience: Duration) -> (u32, u32) {
+/// were refused, cut or too slow. Counts the served ones in `progress` as it goes.
+async fn probe(
+    addr: std::net::SocketAddr,
+    name: &'static [u8],
+    lasting: Duration,
+    patience: Duration,
+    progress: Arc<AtomicU32>,
+) -> (u32, u32) {
     let (mut served, mut refused) = (0, 0);
     let until = Instant::now() + lasting;
     while Instant::now() < until {
@@ -289,13 +281,30 @@ async fn probe(addr: std::net::SocketAddr, name: &'static [u8], lasting: Duratio
         })
         .await;
         if matches!(answered, Ok(Some(_))) {
-            served += 1
+            served += 1;
+            progress.fetch_add(1, Ordering::SeqCst);
         } else {
             refused += 1
         }
+        // The stream's pace: one new connection every 20 ms, throughout what is tested.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (served, refused)
+}
+
+/// Starts [`probe`] and returns once it has been served a few times: the stream of connections
+/// is flowing before what the test does next.
+async fn probe_flowing(
+    addr: std::net::SocketAddr,
+    name: &'static [u8],
+    lasting: Duration,
+    patience: Duration,
+) -> tokio::task::JoinHandle<(u32, u32)> {
+    let progress = Arc::new(AtomicU32::new(0));
+    let prober = tokio::spawn(probe(addr, name, lasting, patience, progress.clone()));
+    let flowing = async || progress.load(Ordering::SeqCst) >= 5;
+    eventually(Duration::from_secs(5), "the probing connections are served", flowing).await;
+    prober
 }
 
 /// A connection from `source` (a 127.0.0.0/8 address) to `proxy` that sends `bytes`.
@@ -325,14 +334,18 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 #[tokio::test]
 async fn per_source_limits_refuse_at_once_and_spare_other_sources() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = "max_hellos_per_source = 5\nmax_connections_per_source = 8";
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", limits).await;
+    let proxy = TestConfig::upstream(echo_backend().await)
+        .limit("max_hellos_per_source", 5)
+        .limit("max_connections_per_source", 8)
+        .start(dir.path())
+        .await;
+    let active = key("snigate_active_connections", &[("listener", "test")]);
     let partial = &hello(&[sni(b"acme.my.salesforce.com")])[..9];
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(from("127.0.0.1", proxy.addr, partial).await);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    settle(&proxy, |s| s.get(&active) == Some(&5.0)).await;
     let mut refused = from("127.0.0.1", proxy.addr, partial).await;
     assert!(closed_within(&mut refused, Duration::from_secs(1)).await, "refused at once");
 
@@ -366,13 +379,19 @@ async fn per_source_limits_refuse_at_once_and_spare_other_sources() {
 #[tokio::test]
 async fn a_full_listener_evicts_the_longest_waiting_hello() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy =
-        start_proxy(dir.path(), echo_backend().await, RULES, "", "max_connections = 3\nhello_timeout = 30").await;
+    let proxy = TestConfig::upstream(echo_backend().await)
+        .limit("max_connections", 3)
+        .limit("hello_timeout", 30)
+        .start(dir.path())
+        .await;
+    let active = key("snigate_active_connections", &[("listener", "test")]);
     let partial = &hello(&[sni(b"acme.my.salesforce.com")])[..9];
     let mut waiting = Vec::new();
     for source in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
         waiting.push(from(source, proxy.addr, partial).await);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Accepted before the next, so that the first has waited longest.
+        let accepted = waiting.len() as f64;
+        settle(&proxy, |s| s.get(&active) == Some(&accepted)).await;
     }
     let h = hello(&[sni(b"acme.my.salesforce.com")]);
     let started = Instant::now();
@@ -415,17 +434,12 @@ fn held_socket(
     socket.listen(1024).unwrap();
     socket.set_cloexec(false).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    std::fs::write(dir.join("t.rules"), RULES).unwrap();
-    let config = dir.join("snigate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nname = \"passed\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n",
-            dir.join("t.rules").display()
-        ),
-    )
-    .unwrap();
+    let config = TestConfig::upstream(backend)
+        .name("passed")
+        .listen(addr)
+        .limits(limits)
+        .metrics_off()
+        .write(&dir.join("snigate.toml"));
     (socket, config)
 }
 
@@ -457,10 +471,9 @@ async fn a_passed_listening_socket_is_adopted() {
     let (socket, config) = held_socket(dir.path(), echo_backend().await, "");
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut child = start_activated(&socket, &config);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut open = loop {
+    let mut open = eventually_some(Duration::from_secs(10), "spliced through the passed socket", async || {
         assert!(child.try_wait().unwrap().is_none(), "snigate exited: it did not adopt the socket");
-        if let Some(s) = tokio::time::timeout(Duration::from_secs(1), async {
+        tokio::time::timeout(Duration::from_secs(1), async {
             let mut s = TcpStream::connect(addr).await.ok()?;
             let h = hello(&[sni(b"acme.my.salesforce.com")]);
             s.write_all(&h).await.ok()?;
@@ -471,12 +484,8 @@ async fn a_passed_listening_socket_is_adopted() {
         .await
         .ok()
         .flatten()
-        {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "never spliced through the passed socket");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     echoes(&mut open, b"through the adopted socket").await;
     let _ = child.kill().await;
 }
@@ -487,8 +496,11 @@ async fn a_passed_listening_socket_is_adopted() {
 async fn silent_tunnels_count_against_the_hello_limit() {
     let dir = tempfile::tempdir().unwrap();
     let backend = echo_backend().await;
-    let listener = format!("mode = \"connect\"\nports = [{}]", backend.port());
-    let proxy = start_listener(dir.path(), &listener, "allow localhost\n", "max_hellos_per_source = 2").await;
+    let proxy = TestConfig::connect(&[backend.port()])
+        .rules("allow localhost\n")
+        .limit("max_hellos_per_source", 2)
+        .start(dir.path())
+        .await;
     let request = format!("CONNECT localhost:{} HTTP/1.1\r\n\r\n", backend.port());
     let mut open = Vec::new();
     for _ in 0..2 {
@@ -515,28 +527,23 @@ async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
     let backend = echo_backend().await;
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (addr, metrics) = (free(), free());
-    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
     let handover = dir.path().join("handover.sock");
-    let config = dir.path().join("snigate.toml");
-    let text = format!(
-        "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-         [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 1.5\n[log]\nformat = \"off\"\n\
-         [metrics]\nlisten = \"{metrics}\"\n[runtime]\nhandover_socket = \"{}\"\n",
-        dir.path().join("t.rules").display(),
-        handover.display()
-    );
-    std::fs::write(&config, &text).unwrap();
+    let config = TestConfig::upstream(backend)
+        .name("edge")
+        .listen(addr)
+        .limit("drain_timeout", 1.5)
+        .metrics(format!("listen = \"{metrics}\""))
+        .runtime(format!("handover_socket = \"{}\"", handover.display()))
+        .write(&dir.path().join("snigate.toml"));
     let (mut old, mut stderr) = run_binary(&config);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(metrics).await.is_err()
-        || http_get(metrics, "/readyz").await != (200, "ready\n".to_string())
-    {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ready = async || {
+        TcpStream::connect(metrics).await.is_ok() && http_get(metrics, "/readyz").await == (200, "ready\n".to_string())
+    };
+    eventually(Duration::from_secs(10), "ready", ready).await;
 
     // A new process with an invalid configuration is refused before it takes anything over.
     let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&bad, text.replace("mode = \"upstream\"", "mode = \"bogus\"")).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_snigate"))
         .args(["run", "--config"])
@@ -549,8 +556,7 @@ async fn sigusr2_hands_the_listening_sockets_to_a_new_process() {
     assert_eq!(status.code(), Some(64));
 
     let mut open = spliced(addr, b"acme.my.salesforce.com").await;
-    let prober = tokio::spawn(probe(addr, b"acme.my.salesforce.com", Duration::from_secs(4), Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prober = probe_flowing(addr, b"acme.my.salesforce.com", Duration::from_secs(4), Duration::from_secs(2)).await;
     let pid = old.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
     let new_pid = loop {
@@ -589,15 +595,17 @@ async fn sighup_rereads_the_configuration() {
     std::fs::write(dir.path().join("a.rules"), "allow a.example.com\n").unwrap();
     std::fs::write(dir.path().join("b.rules"), "allow b.example.com\n").unwrap();
     let config = dir.path().join("snigate.toml");
-    let text = |rules: &str, hello_timeout: f64, max_connections: u32, threads: u32| {
-        format!(
-            "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\nhello_timeout = {hello_timeout}\nmax_connections = {max_connections}\n\
-             [log]\nformat = \"off\"\n[metrics]\nenabled = false\n[runtime]\nthreads = {threads}\n",
-            dir.path().join(rules).display()
-        )
+    let write = |rules: &str, hello_timeout: f64, max_connections: u32, threads: u32| {
+        TestConfig::upstream(backend)
+            .listen(addr)
+            .rules_file(dir.path().join(rules))
+            .limit("hello_timeout", hello_timeout)
+            .limit("max_connections", max_connections)
+            .metrics_off()
+            .runtime(format!("threads = {threads}"))
+            .write(&config)
     };
-    std::fs::write(&config, text("a.rules", 10.0, 1000, 1)).unwrap();
+    write("a.rules", 10.0, 1000, 1);
     let (mut child, mut stderr) = run_binary(&config);
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
@@ -606,7 +614,7 @@ async fn sighup_rereads_the_configuration() {
         }
     }
     assert!(is_denied(addr, b"b.example.com").await);
-    std::fs::write(&config, text("b.rules", 0.5, 2000, 2)).unwrap();
+    write("b.rules", 0.5, 2000, 2);
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let mut named = Vec::new();
@@ -658,18 +666,15 @@ async fn takeover_between(old_threads: usize, new_threads: usize) {
     std::fs::write(dir.path().join("b.rules"), "allow a.example.com\nallow b.example.com\n").unwrap();
     let handover = dir.path().join("handover.sock");
     let config = |rules: &str, threads: usize| {
-        let path = dir.path().join(format!("{rules}.toml"));
-        let text = format!(
-            "[[listener]]\nname = \"edge\"\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-             [[listener]]\nname = \"edge-quic\"\nlisten = \"{addr}\"\nprotocol = \"quic\"\nmode = \"upstream\"\n\
-             upstream = \"{backend}\"\n\
-             [rules]\nfiles = [\"{}\"]\n[limits]\ndrain_timeout = 5\n[log]\nformat = \"off\"\n\
-             [metrics]\nenabled = false\n[runtime]\nthreads = {threads}\nhandover_socket = \"{}\"\n",
-            dir.path().join(rules).display(),
-            handover.display()
-        );
-        std::fs::write(&path, text).unwrap();
-        path
+        TestConfig::upstream(backend)
+            .name("edge")
+            .listen(addr)
+            .and(Listener::upstream(backend).name("edge-quic").listen(addr).quic())
+            .rules_file(dir.path().join(rules))
+            .limit("drain_timeout", 5)
+            .metrics_off()
+            .runtime(format!("threads = {threads}\nhandover_socket = \"{}\"", handover.display()))
+            .write(&dir.path().join(format!("{rules}.toml")))
     };
     let start = |config: std::path::PathBuf, takeover: bool| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"));
@@ -680,11 +685,8 @@ async fn takeover_between(old_threads: usize, new_threads: usize) {
         cmd.spawn().unwrap()
     };
     let mut old = start(config("a.rules", old_threads), false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !handover.exists() || TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "the old process never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let listening = async || handover.exists() && TcpStream::connect(addr).await.is_ok();
+    eventually(Duration::from_secs(10), "the old process listens", listening).await;
     assert_eq!(listening_sockets(addr.port(), &mut old).await, old_threads, "one listening socket per worker");
     assert!(is_denied(addr, b"b.example.com").await, "the old rules deny b");
 
@@ -697,6 +699,7 @@ async fn takeover_between(old_threads: usize, new_threads: usize) {
         let writer = tokio::spawn(async move {
             for chunk in sent.chunks(64 * 1024) {
                 w.write_all(chunk).await.unwrap();
+                // The writer's pace, so that the transfer spans the handover.
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             w
@@ -706,8 +709,7 @@ async fn takeover_between(old_threads: usize, new_threads: usize) {
         drop(writer.await.unwrap());
         back == data
     });
-    let prober = tokio::spawn(probe(addr, b"a.example.com", Duration::from_secs(3), Duration::from_secs(2)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prober = probe_flowing(addr, b"a.example.com", Duration::from_secs(3), Duration::from_secs(2)).await;
     let mut new = start(config("b.rules", new_threads), true);
     let (served, refused) = prober.await.unwrap();
     assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
@@ -759,8 +761,7 @@ async fn a_restart_on_a_held_socket_refuses_nothing() {
     let start = || start_activated(&socket, &config);
     let mut first = start();
     let _ = spliced(addr, b"acme.my.salesforce.com").await;
-    let prober = tokio::spawn(probe(addr, b"acme.my.salesforce.com", Duration::from_secs(3), Duration::from_secs(3)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let prober = probe_flowing(addr, b"acme.my.salesforce.com", Duration::from_secs(3), Duration::from_secs(3)).await;
     // systemctl restart: stop (SIGTERM, wait for the exit), then start on the same socket.
     assert!(Command::new("kill").args(["-TERM", &first.id().unwrap().to_string()]).status().unwrap().success());
     let _ = tokio::time::timeout(Duration::from_secs(5), first.wait()).await.expect("the first process exits");
@@ -778,22 +779,18 @@ async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
     let blackhole = Blackhole::new();
     let addr = blackhole.addr;
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), addr, RULES, "", "connect_timeout = 30").await;
-    let active = || async {
-        let text = scrape(&proxy).await;
-        samples(&text).get(&key("snigate_active_connections", &[("listener", "test")])).copied().unwrap_or(-1.0)
-    };
+    let proxy = TestConfig::upstream(addr).limit("connect_timeout", 30).start(dir.path()).await;
+    let active = key("snigate_active_connections", &[("listener", "test")]);
     for _ in 0..2 {
         let mut client = TcpStream::connect(proxy.addr).await.unwrap();
         client.write_all(&hello(&[sni(b"acme.my.salesforce.com")])).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(active().await, 1.0, "waiting at the connect");
+        // Waiting at the connect (an upstream that answers would have ended it allowed, one that
+        // refuses denied: the count at the end tells).
+        settle(&proxy, |s| s.get(&active) == Some(&1.0)).await;
         socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
         drop(client);
         let started = Instant::now();
-        while active().await != 0.0 && started.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        settle(&proxy, |s| s.get(&active) == Some(&0.0)).await;
         assert!(started.elapsed() < Duration::from_secs(2), "freed in {:?}", started.elapsed());
     }
     let series = key("snigate_connections_total", &[("listener", "test"), ("reason", "rule"), ("verdict", "allow")]);
@@ -806,16 +803,12 @@ async fn a_client_that_leaves_during_the_connect_frees_its_slot_at_once() {
 #[tokio::test]
 async fn every_worker_serves_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = echo_backend().await;
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    std::fs::write(dir.path().join("t.rules"), RULES).unwrap();
-    let config = dir.path().join("snigate.toml");
-    let text = format!(
-        "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
-         [rules]\nfiles = [\"{}\"]\n[log]\nformat = \"off\"\n[metrics]\nenabled = false\n[runtime]\nthreads = 3\n",
-        dir.path().join("t.rules").display()
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = TestConfig::upstream(echo_backend().await)
+        .listen(addr)
+        .metrics_off()
+        .runtime("threads = 3")
+        .write(&dir.path().join("snigate.toml"));
     let (mut child, mut stderr) = run_binary(&config);
     loop {
         let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap().unwrap();
@@ -841,10 +834,7 @@ async fn every_worker_serves_connections() {
             .collect()
     };
     // The workers start as the server runs, a moment after the listening line.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while switches().len() < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "three workers", async || switches().len() >= 3).await;
     let before = switches();
     assert_eq!(before.len(), 3, "three workers: {before:?}");
     for _ in 0..300 {

@@ -40,26 +40,23 @@ fn total(s: &BTreeMap<String, f64>, name: &str) -> f64 {
     s.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
 }
 
-fn config(dir: &Path, echo: SocketAddr, sink: SocketAddr, dead: SocketAddr, log: &str) -> (String, std::path::PathBuf) {
-    let rules_file = dir.join("test.rules");
-    std::fs::write(&rules_file, RULES).unwrap();
+/// Six listeners, one per way a connection ends: `edge` (to the echo backend), `sink` (to a
+/// backend that answers), `dead` (to nothing), `pp` (expects a PROXY header from elsewhere),
+/// `proxy` and `auth` (CONNECT, the second with credentials).
+fn config(dir: &Path, echo: SocketAddr, sink: SocketAddr, dead: SocketAddr) -> TestConfig {
     let credentials = dir.join("credentials");
     std::fs::write(&credentials, "user:secret\n").unwrap();
-    let text = format!(
-        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
-         [[listener]]\nname = \"sink\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{sink}\"\n\
-         [[listener]]\nname = \"dead\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{dead}\"\n\
-         [[listener]]\nname = \"pp\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
-         proxy_protocol_trusted = [\"10.0.0.0/8\"]\n\
-         [[listener]]\nname = \"proxy\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\n\
-         [[listener]]\nname = \"auth\"\nlisten = \"127.0.0.1:0\"\nmode = \"connect\"\ncredentials = \"{}\"\n\
-         [rules]\nfiles = [\"{}\"]\nech = \"deny\"\n\
-         [destinations]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\
-         [limits]\nhello_timeout = 0.5\nmax_hello_bytes = 1024\n{log}",
-        credentials.display(),
-        rules_file.display()
-    );
-    (text, rules_file)
+    TestConfig::upstream(echo)
+        .name("edge")
+        .and(Listener::upstream(sink).name("sink"))
+        .and(Listener::upstream(dead).name("dead"))
+        .and(Listener::upstream(echo).name("pp").set("proxy_protocol_trusted = [\"10.0.0.0/8\"]"))
+        .and(Listener::connect(&[]).name("proxy"))
+        .and(Listener::connect(&[]).name("auth").set(format!("credentials = \"{}\"", credentials.display())))
+        .rules(RULES)
+        .rules_setting("ech = \"deny\"")
+        .limit("hello_timeout", 0.5)
+        .limit("max_hello_bytes", 1024)
 }
 
 /// Every reason reachable on real sockets, each counted exactly once under its listener, with
@@ -70,8 +67,8 @@ async fn every_outcome_is_counted_exactly() {
     let echo = echo_backend().await;
     let reply = pseudo_random(5000);
     let (sink, received) = recording_backend(reply.clone()).await;
-    let (text, rules_file) = config(dir.path(), echo, sink, closed_port().await, "[log]\nformat = \"off\"\n");
-    let proxy = start_config(&text, rules_file.clone()).await;
+    let proxy = config(dir.path(), echo, sink, closed_port().await).start(dir.path()).await;
+    let rules_file = proxy.rules_file.clone();
     let [edge, sink_l, dead, pp, connect, auth] = proxy.addrs[..] else { panic!("six listeners") };
     let ruleset = rules_file.display().to_string();
 
@@ -216,13 +213,11 @@ async fn every_outcome_is_counted_exactly() {
 #[tokio::test]
 async fn random_snis_do_not_grow_the_series() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_listener(
-        dir.path(),
-        &format!("mode = \"upstream\"\nupstream = \"{}\"\nreject = \"close\"", closed_port().await),
-        "deny *.blocked.test\n",
-        "",
-    )
-    .await;
+    let proxy = TestConfig::upstream(closed_port().await)
+        .listener("reject = \"close\"")
+        .rules("deny *.blocked.test\n")
+        .start(dir.path())
+        .await;
     let names = |text: &str| -> Vec<String> {
         let mut series: Vec<String> = samples(text).into_keys().filter(|k| !k.starts_with("process_")).collect();
         series.sort();
@@ -283,7 +278,7 @@ async fn the_exposition_passes_promtool() {
     };
     assert!(version.status.success());
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "").await;
+    let proxy = TestConfig::upstream(echo_backend().await).rules(RULES).start(dir.path()).await;
     let h = hello(&[sni(b"a.example.com")]);
     assert_eq!(exchange(proxy.addr, &h, true).await, h);
     exchange(proxy.addr, &hello(&[sni(b"b.example.com")]), false).await;
@@ -319,7 +314,8 @@ async fn healthcheck(url: &str) -> Option<i32> {
 #[tokio::test]
 async fn readyz_flips_during_drain() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, RULES, "", "drain_timeout = 10").await;
+    let proxy =
+        TestConfig::upstream(echo_backend().await).rules(RULES).limit("drain_timeout", 10).start(dir.path()).await;
     let m = proxy.metrics_addr;
     assert_eq!(http_get(m, "/readyz").await, (200, "ready\n".to_string()));
     assert_eq!(http_get(m, "/healthz").await.0, 200);
@@ -334,11 +330,7 @@ async fn readyz_flips_during_drain() {
     settle(&proxy, |s| s[&key("snigate_active_connections", &[("listener", "test")])] == 1.0).await;
 
     proxy.stop.send(()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while http_get(m, "/readyz").await.0 != 503 {
-        assert!(Instant::now() < deadline, "/readyz never flipped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(5), "/readyz flips to 503", async || http_get(m, "/readyz").await.0 == 503).await;
     assert_eq!(http_get(m, "/healthz").await.0, 200, "alive while draining");
     assert_eq!(healthcheck(&format!("http://{m}/readyz")).await, Some(1));
     assert_eq!(healthcheck(&format!("http://{m}/healthz")).await, Some(0));
@@ -357,17 +349,13 @@ async fn readyz_flips_during_drain() {
 async fn a_denial_flood_is_rate_limited_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let echo = echo_backend().await;
-    let rules_file = dir.path().join("test.rules");
-    std::fs::write(&rules_file, RULES).unwrap();
-    let text = format!(
-        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{echo}\"\n\
-         reject = \"close\"\n[rules]\nfiles = [\"{}\"]\n\
-         [log]\nformat = \"json\"\npath = \"{}\"\ndeny_lines_per_second = 20\n",
-        rules_file.display(),
-        log.display()
-    );
-    let proxy = start_config(&text, rules_file).await;
+    let proxy = TestConfig::upstream(echo_backend().await)
+        .name("edge")
+        .listener("reject = \"close\"")
+        .rules(RULES)
+        .log(format!("format = \"json\"\npath = \"{}\"\ndeny_lines_per_second = 20", log.display()))
+        .start(dir.path())
+        .await;
     const DENIED: usize = 1000;
     let addr = proxy.addr;
     let mut tasks = tokio::task::JoinSet::new();
@@ -411,21 +399,33 @@ async fn a_denial_flood_is_rate_limited_and_counted() {
 #[tokio::test]
 async fn health_answers_while_clients_hold_the_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(dir.path(), echo_backend().await, "allow a.example.com\n", "", "").await;
+    let proxy = TestConfig::upstream(echo_backend().await).rules("allow a.example.com\n").start(dir.path()).await;
     let addr = proxy.metrics_addr;
     let until = Instant::now() + Duration::from_secs(3);
+    // Holders that have made their first request (answered or not).
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut holders = Vec::new();
     for _ in 0..64 {
+        let started = started.clone();
         holders.push(tokio::spawn(async move {
-            let Ok(mut s) = TcpStream::connect(addr).await else { return };
+            let mut first = true;
+            let mut begun = || {
+                if std::mem::take(&mut first) {
+                    started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            };
+            let Ok(mut s) = TcpStream::connect(addr).await else { return begun() };
             let mut buf = vec![0u8; 1 << 16];
             while Instant::now() < until {
                 if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
+                    return begun();
+                }
+                let answered = matches!(s.read(&mut buf).await, Ok(n) if n > 0);
+                begun();
+                if !answered {
                     return;
                 }
-                if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
-                    return;
-                }
+                // The holder's pace: a request now and then keeps its connection alive.
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }));
@@ -434,12 +434,14 @@ async fn health_answers_while_clients_hold_the_endpoint() {
     for _ in 0..64 {
         silent.push(TcpStream::connect(addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let holding = async || started.load(std::sync::atomic::Ordering::SeqCst) == 64;
+    eventually(Duration::from_secs(5), "every holder has made its first request", holding).await;
     for _ in 0..10 {
         let started = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(1), http_get(addr, "/healthz")).await;
         assert_eq!(answer.expect("healthz answers within a second"), (200, "ok\n".to_string()));
         assert!(started.elapsed() < Duration::from_secs(1));
+        // Probes spread over the holders' three seconds, as a prober's interval would.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(silent);

@@ -20,12 +20,13 @@ async fn allowed_bytes_arrive_unchanged_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let reply = pseudo_random(300_000);
     let (backend, received) = recording_backend(reply.clone()).await;
-    let running = start_proxy(dir.path(), backend, RULES, "", "").await;
+    let running = TestConfig::upstream(backend).start(dir.path()).await;
     let proxy = running.addr;
     let hello = hello(&[sni(b"ACME.my.salesforce.com.")]);
     let sent = [hello, pseudo_random(1_000_000)].concat();
     let mut c = TcpStream::connect(proxy).await.unwrap();
-    // The hello in three writes, to cross read boundaries.
+    // The hello in three writes, to cross read boundaries: the pause between the first two is
+    // the client's, part of what is tested.
     c.write_all(&sent[..10]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     c.write_all(&sent[10..30]).await.unwrap();
@@ -45,7 +46,7 @@ async fn upstream_mode_matches_ports_against_the_upstream() {
     let (backend, received) = recording_backend(b"reply".to_vec()).await;
     let other = if backend.port() == 443 { 444 } else { 443 };
     let rules = format!("allow *.p.example port {}\nallow *.q.example port {other}\n", backend.port());
-    let running = start_proxy(dir.path(), backend, &rules, "", "").await;
+    let running = TestConfig::upstream(backend).rules(rules).start(dir.path()).await;
     let mut c = TcpStream::connect(running.addr).await.unwrap();
     c.write_all(&hello(&[sni(b"a.q.example")])).await.unwrap();
     let mut got = Vec::new();
@@ -62,10 +63,10 @@ async fn upstream_mode_matches_ports_against_the_upstream() {
 }
 
 /// What a rejected client reads before the connection ends.
-async fn rejected_reads(bytes: &[u8], extra: &str) -> Vec<u8> {
+async fn rejected_reads(bytes: &[u8], listener: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _) = recording_backend(Vec::new()).await;
-    let running = start_proxy(dir.path(), backend, RULES, extra, "").await;
+    let running = TestConfig::upstream(backend).listener(listener).start(dir.path()).await;
     let proxy = running.addr;
     let mut c = TcpStream::connect(proxy).await.unwrap();
     c.write_all(bytes).await.unwrap();
@@ -96,7 +97,7 @@ async fn denials_end_as_configured() {
 async fn rst_style_resets() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _) = recording_backend(Vec::new()).await;
-    let running = start_proxy(dir.path(), backend, RULES, "reject = \"rst\"", "").await;
+    let running = TestConfig::upstream(backend).listener("reject = \"rst\"").start(dir.path()).await;
     let proxy = running.addr;
     let mut c = TcpStream::connect(proxy).await.unwrap();
     c.write_all(&hello(&[sni(b"evil.my.salesforce.com")])).await.unwrap();
@@ -135,13 +136,9 @@ async fn openssl_client_and_server_through_the_proxy() {
         .spawn()
         .expect("openssl s_server");
     let backend: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if TcpStream::connect(backend).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let running = start_proxy(dir.path(), backend, RULES, "", "").await;
+    eventually(Duration::from_secs(5), "openssl s_server accepts", async || TcpStream::connect(backend).await.is_ok())
+        .await;
+    let running = TestConfig::upstream(backend).start(dir.path()).await;
     let proxy = running.addr;
     let s_client = move |name: &str| {
         std::process::Command::new("timeout")
@@ -243,7 +240,7 @@ tls.close()
     let mut port = String::new();
     tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut port).await.unwrap();
     let backend: SocketAddr = format!("127.0.0.1:{}", port.trim()).parse().unwrap();
-    let running = start_proxy(d, backend, RULES, "", "").await;
+    let running = TestConfig::upstream(backend).start(d).await;
     let proxy = running.addr.to_string();
     let dd = d.to_path_buf();
     let client = tokio::task::spawn_blocking(move || {
@@ -282,8 +279,11 @@ async fn proxy_protocol_in_and_out() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"ok".to_vec()).await;
     let rules = "allow acme.my.salesforce.com from 203.0.113.0/24\n";
-    let listener = "proxy_protocol_trusted = [\"127.0.0.0/8\"]\nproxy_protocol_out = \"v2\"";
-    let running = start_proxy(dir.path(), backend, rules, listener, "").await;
+    let running = TestConfig::upstream(backend)
+        .rules(rules)
+        .listener("proxy_protocol_trusted = [\"127.0.0.0/8\"]\nproxy_protocol_out = \"v2\"")
+        .start(dir.path())
+        .await;
     let h = hello(&[sni(b"acme.my.salesforce.com")]);
     let mut c = TcpStream::connect(running.addr).await.unwrap();
     c.write_all(b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\n").await.unwrap();
@@ -323,7 +323,8 @@ async fn proxy_protocol_in_and_out() {
 async fn proxy_protocol_from_an_untrusted_source_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, _) = recording_backend(Vec::new()).await;
-    let running = start_proxy(dir.path(), backend, RULES, "proxy_protocol_trusted = [\"10.0.0.0/8\"]", "").await;
+    let running =
+        TestConfig::upstream(backend).listener("proxy_protocol_trusted = [\"10.0.0.0/8\"]").start(dir.path()).await;
     let mut c = TcpStream::connect(running.addr).await.unwrap();
     c.write_all(b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\n").await.unwrap();
     c.write_all(&hello(&[sni(b"acme.my.salesforce.com")])).await.unwrap();
@@ -338,8 +339,7 @@ async fn proxy_protocol_from_an_untrusted_source_is_refused() {
 async fn sni_mode_resolves_the_name() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, received) = recording_backend(b"ok".to_vec()).await;
-    let listener = format!("mode = \"sni\"\nupstream_port = {}", backend.port());
-    let running = start_listener(dir.path(), &listener, "allow localhost\n", "").await;
+    let running = TestConfig::sni(backend.port()).rules("allow localhost\n").start(dir.path()).await;
     let h = hello(&[sni(b"localhost")]);
     let mut c = TcpStream::connect(running.addr).await.unwrap();
     c.write_all(&h).await.unwrap();

@@ -3,18 +3,16 @@
 //! counts are exact, and an idle connection is closed.
 
 mod common;
+mod harness;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use snigate::AccessLog;
-use snigate::Config;
-use snigate::Metrics;
-use snigate::{End, Moved, Server, SpliceMode, splice};
+use harness::{Proxy, TestConfig};
+use snigate::{End, Moved, SpliceMode, splice};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
 /// Bytes each way in the large transfer. The debug build moves this through both paths in a
@@ -22,29 +20,17 @@ use tokio::time::{Instant, timeout};
 const LARGE: usize = 64 << 20;
 
 /// Starts snigate in `upstream` mode in front of `upstream`, allowing every name, with the given
-/// `splice` option and idle timeout; returns its address and a sender that stops it.
-async fn start_proxy(
-    upstream: SocketAddr,
-    splice: &str,
-    idle: f64,
-) -> (SocketAddr, oneshot::Sender<()>, tempfile::TempDir) {
+/// `splice` option and idle timeout; returns its address and the running proxy (dropping it
+/// stops it).
+async fn start_proxy(upstream: SocketAddr, splice: &str, idle: f64) -> (SocketAddr, Proxy, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("all.rules");
-    std::fs::write(&rules, "allow *\n").unwrap();
-    let config = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"upstream\"\nupstream = \"{upstream}\"\nsplice = \"{splice}\"\n\
-         [rules]\nfiles = [\"{}\"]\n[limits]\nidle_timeout = {idle}\n[log]\nformat = \"off\"\n",
-        rules.display()
-    );
-    let config = Config::parse("test.toml", &config).unwrap();
-    let (metrics, log) = (std::sync::Arc::new(Metrics::new()), AccessLog::open(&config.log).unwrap());
-    let server = Server::bind(&config, config.compile_rules().unwrap(), metrics, &log).await.unwrap();
-    let addr = server.local_addrs()[0];
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    (addr, tx, dir)
+    let proxy = TestConfig::upstream(upstream)
+        .listener(format!("splice = \"{splice}\""))
+        .rules("allow *\n")
+        .limit("idle_timeout", idle)
+        .start(dir.path())
+        .await;
+    (proxy.addr, proxy, dir)
 }
 
 /// A deterministic byte stream (xorshift64*), produced and checked in 8-byte words so that
@@ -98,7 +84,7 @@ async fn check_stream(r: &mut (impl AsyncReadExt + Unpin), seed: u64, len: usize
 /// 64 MiB up and 64 MiB down at the same time, each followed by a FIN, through a real listener.
 async fn large_both_ways(mode: &str) {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (proxy, _stop, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
+    let (proxy, _running, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
     let hello = hello(&[sni(b"acme.my.salesforce.com")]);
     let started = Instant::now();
     let server = {
@@ -140,7 +126,7 @@ async fn large_payloads_both_ways_at_once_copied() {
 async fn client_half_close_passes_on_and_the_reply_still_arrives() {
     for mode in ["auto", "copy"] {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (proxy, _stop, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
+        let (proxy, _running, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
         let server = tokio::spawn(async move {
             let (mut s, _) = backend.accept().await.unwrap();
             let mut got = Vec::new();
@@ -166,7 +152,7 @@ async fn client_half_close_passes_on_and_the_reply_still_arrives() {
 async fn upstream_half_close_passes_on_and_later_client_data_still_arrives() {
     for mode in ["auto", "copy"] {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (proxy, _stop, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
+        let (proxy, _running, _dir) = start_proxy(backend.local_addr().unwrap(), mode, 60.0).await;
         let server = tokio::spawn(async move {
             let (mut s, _) = backend.accept().await.unwrap();
             s.write_all(b"done talking").await.unwrap();
@@ -195,7 +181,7 @@ async fn idle_connection_is_closed_and_traffic_keeps_it_open() {
     const IDLE: Duration = Duration::from_millis(400);
     for mode in ["auto", "copy"] {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (proxy, _stop, _dir) = start_proxy(backend.local_addr().unwrap(), mode, IDLE.as_secs_f64()).await;
+        let (proxy, _running, _dir) = start_proxy(backend.local_addr().unwrap(), mode, IDLE.as_secs_f64()).await;
         let server = tokio::spawn(async move {
             let (mut s, _) = backend.accept().await.unwrap();
             let mut got = Vec::new();
@@ -204,7 +190,8 @@ async fn idle_connection_is_closed_and_traffic_keeps_it_open() {
         });
         let mut c = TcpStream::connect(proxy).await.unwrap();
         c.write_all(&hello(&[sni(b"a.example")])).await.unwrap();
-        // 1.2 s of a byte every 100 ms: three idle timeouts long, never idle for one.
+        // 1.2 s of a byte every 100 ms: three idle timeouts long, never idle for one. The pace is
+        // what is tested.
         let mut last = Instant::now();
         for _ in 0..12 {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -8,12 +8,14 @@
 //! Needs root, `ip` (iproute2) and `nft` (nftables); CI has them. Elsewhere they skip, saying why.
 
 mod common;
+mod harness;
 mod netns;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use harness::{Listener, TestConfig};
 use netns::{Namespaces, Subnet, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -91,7 +93,7 @@ async fn redirected_connections_reach_their_original_destination() {
             return;
         }
     };
-    let listener = "listen = \"0.0.0.0:15001\"\nmode = \"transparent\"\nmark = 0x100";
+    let listener = Listener::transparent().listen("0.0.0.0:15001").set("mark = 0x100");
     let (ok, no) = allowed_and_denied(&c, &c, &r, listener).await;
     assert_eq!(ok["original_dst"], "10.99.0.2:443");
     assert_eq!(ok["upstream"], "10.99.0.2:443");
@@ -99,22 +101,22 @@ async fn redirected_connections_reach_their_original_destination() {
     assert_eq!(no["reason"], "rule");
 }
 
-/// Runs snigate in namespace `ns` with `listener` (TOML lines) and the echo server in
+/// Runs snigate in namespace `ns` with `listener` and the echo server in
 /// `remote`; a client in `client` connecting to 10.99.0.2:443 must get its hello echoed back
 /// for an allowed name and `access_denied` for a denied one. Returns the two access-log lines.
 async fn allowed_and_denied(
     client: &str,
     ns: &str,
     remote: &str,
-    listener: &str,
+    listener: Listener,
 ) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.rules"), "allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n").unwrap();
-    let config = dir.path().join("snigate.toml");
-    let rules = dir.path().join("t.rules");
-    let text =
-        format!("[[listener]]\n{listener}\n[rules]\nfiles = [\"{}\"]\n[log]\nformat = \"json\"\n", rules.display());
-    std::fs::write(&config, text).unwrap();
+    // The access log on stdout; the destination guard as it is by default.
+    let config = TestConfig::new(listener)
+        .rules("allow *.my.salesforce.com\ndeny evil.my.salesforce.com\n")
+        .log("format = \"json\"")
+        .default_guard()
+        .write(&dir.path().join("snigate.toml"));
     let _backend = tokio::process::Command::new("ip")
         .args(["netns", "exec", remote, "python3", "-c", ECHO])
         .kill_on_drop(true)
@@ -124,15 +126,8 @@ async fn allowed_and_denied(
     // The echo server may still be starting (snigate then answers upstream_error): retry the
     // first allowed connection briefly.
     let want = hello(&[sni(b"acme.my.salesforce.com")]);
-    let mut allowed = Vec::new();
-    for _ in 0..50 {
-        allowed = connect_through(client, "acme.my.salesforce.com").await;
-        if allowed == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(allowed, want, "the remote echoed the hello through snigate");
+    let echoed = async || connect_through(client, "acme.my.salesforce.com").await == want;
+    eventually(Duration::from_secs(5), "the remote echoed the hello through snigate", echoed).await;
     let denied = connect_through(client, "evil.my.salesforce.com").await;
     assert_eq!(denied, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 49], "access_denied from snigate");
     let (mut ok, mut no) = (None, None);
@@ -199,7 +194,7 @@ async fn tproxy_on_a_gateway_reaches_the_original_destination() {
             return;
         }
     };
-    let listener = "listen = \"0.0.0.0:15002\"\nmode = \"transparent\"\ntproxy = true";
+    let listener = Listener::transparent().listen("0.0.0.0:15002").set("tproxy = true");
     let (ok, no) = allowed_and_denied(&c, &g, &r, listener).await;
     assert_eq!(ok["client"].as_str().unwrap().split(':').next(), Some("10.98.0.2"), "the real client, no NAT");
     assert_eq!(ok["original_dst"], "10.99.0.2:443");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// One recorded ClientHello from `tests/data/hellos/`, with what MANIFEST.tsv says it holds.
 #[derive(Debug, Clone)]
@@ -211,5 +212,45 @@ pub fn aioquic_python() -> Result<String, String> {
     match out.status.success() {
         true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
         false => Err("python3 cannot import aioquic (pip install aioquic)".into()),
+    }
+}
+
+// ---- waiting for what can be observed ----
+
+/// How often [`eventually`] and [`wait_until`] look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Awaits `check` until it holds, looking every 20 ms for at most `limit`; panics, naming
+/// `what`, if it never does. For a condition a test can observe (a port accepting, an endpoint
+/// answering, a log line written), instead of a fixed sleep that hopes it is long enough.
+pub async fn eventually(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    eventually_some(limit, what, async || check().await.then_some(())).await
+}
+
+/// Awaits `check` until it yields a value, looking every 20 ms for at most `limit`, and
+/// returns it; panics, naming `what`, if it never does.
+pub async fn eventually_some<T>(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Blocks until `done` holds, looking every 20 ms for at most `limit`; whether it did. For
+/// synchronous tests that report a condition that never came rather than panic at once.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
     }
 }

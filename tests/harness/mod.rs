@@ -46,25 +46,311 @@ pub struct Proxy {
     pub done: oneshot::Receiver<()>,
 }
 
-/// Starts snigate in `upstream` mode in front of `upstream`, with `rules` written to
-/// `dir/test.rules`. `listener` and `limits` are extra TOML lines for those sections.
-pub async fn start_proxy(dir: &Path, upstream: SocketAddr, rules: &str, listener: &str, limits: &str) -> Proxy {
-    start_listener(dir, &format!("mode = \"upstream\"\nupstream = \"{upstream}\"\n{listener}"), rules, limits).await
+/// One `[[listener]]` of a [`TestConfig`]: named `test`, on 127.0.0.1:0 unless set otherwise,
+/// with its mode and settings as TOML lines.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    name: String,
+    listen: String,
+    lines: Vec<String>,
 }
 
-/// Starts snigate with one listener on 127.0.0.1:0 configured by `listener` (TOML lines: the
-/// mode and its settings), `rules` written to `dir/test.rules`, and `limits`. The backends are
-/// local, so loopback is carved out of the destination guard's denied set.
+impl Listener {
+    /// A listener whose mode and settings are the TOML `lines` (`mode = "..."` and the rest).
+    pub fn mode(lines: impl Into<String>) -> Listener {
+        Listener { name: "test".into(), listen: "127.0.0.1:0".into(), lines: vec![lines.into()] }
+    }
+
+    /// `mode = "upstream"` to `addr`.
+    pub fn upstream(addr: SocketAddr) -> Listener {
+        Listener::mode(format!("mode = \"upstream\"\nupstream = \"{addr}\""))
+    }
+
+    /// `mode = "sni"`, reaching allowed names on `upstream_port`.
+    pub fn sni(upstream_port: u16) -> Listener {
+        Listener::mode(format!("mode = \"sni\"\nupstream_port = {upstream_port}"))
+    }
+
+    /// `mode = "connect"`, allowing `ports` (none: the mode's default).
+    pub fn connect(ports: &[u16]) -> Listener {
+        Listener::mode("mode = \"connect\"").ports(ports)
+    }
+
+    /// `mode = "http"`, allowing `ports` (none: the mode's default).
+    pub fn http(ports: &[u16]) -> Listener {
+        Listener::mode("mode = \"http\"").ports(ports)
+    }
+
+    /// `mode = "transparent"`.
+    pub fn transparent() -> Listener {
+        Listener::mode("mode = \"transparent\"")
+    }
+
+    /// Its name (default `test`).
+    pub fn name(mut self, name: &str) -> Listener {
+        self.name = name.into();
+        self
+    }
+
+    /// Where it listens (default 127.0.0.1:0).
+    pub fn listen(mut self, addr: impl std::fmt::Display) -> Listener {
+        self.listen = addr.to_string();
+        self
+    }
+
+    /// `protocol = "quic"`.
+    pub fn quic(self) -> Listener {
+        self.set("protocol = \"quic\"")
+    }
+
+    /// More TOML lines for this listener, e.g. `reject = "rst"`.
+    pub fn set(mut self, lines: impl Into<String>) -> Listener {
+        self.lines.push(lines.into());
+        self
+    }
+
+    fn ports(self, ports: &[u16]) -> Listener {
+        if ports.is_empty() {
+            return self;
+        }
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        self.set(format!("ports = [{}]", list.join(", ")))
+    }
+
+    fn toml(&self) -> String {
+        format!("[[listener]]\nname = \"{}\"\nlisten = \"{}\"\n{}\n", self.name, self.listen, self.lines.join("\n"))
+    }
+}
+
+/// Where the rules come from: text written next to the configuration, or a file already there.
+#[derive(Clone, Debug)]
+enum RulesSource {
+    Text(String),
+    File(PathBuf),
+}
+
+/// A snigate configuration for a test, section by section; every part has the default the
+/// proxy tests want, so that a test names only what it is about:
+///
+/// - listeners: the one given, named `test`, on 127.0.0.1:0;
+/// - rules: [`RULES`], written to `test.rules` in the test's directory;
+/// - `[limits]`: none set;
+/// - `[log]`: `format = "off"`;
+/// - `[destinations]`: loopback allowed (the backends are local);
+/// - `[metrics]`: on 127.0.0.1:0;
+/// - `[runtime]`: none set.
+///
+/// ```ignore
+/// let proxy = TestConfig::upstream(backend).rules("allow a.example.com\n").listener("reject = \"rst\"")
+///     .limit("hello_timeout", 0.5).start(dir.path()).await;
+/// ```
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    listeners: Vec<Listener>,
+    rules: RulesSource,
+    rules_settings: Vec<String>,
+    limits: Vec<String>,
+    log: String,
+    destinations: Option<String>,
+    metrics: String,
+    runtime: Vec<String>,
+}
+
+impl TestConfig {
+    /// A configuration with `listener` as its only listener.
+    pub fn new(listener: Listener) -> TestConfig {
+        TestConfig {
+            listeners: vec![listener],
+            rules: RulesSource::Text(RULES.into()),
+            rules_settings: Vec::new(),
+            limits: Vec::new(),
+            log: "format = \"off\"".into(),
+            destinations: Some("allow = [\"127.0.0.0/8\", \"::1/128\"]".into()),
+            metrics: "listen = \"127.0.0.1:0\"".into(),
+            runtime: Vec::new(),
+        }
+    }
+
+    /// One listener in `upstream` mode in front of `addr`.
+    pub fn upstream(addr: SocketAddr) -> TestConfig {
+        TestConfig::new(Listener::upstream(addr))
+    }
+
+    /// One listener in `sni` mode, reaching allowed names on `upstream_port`.
+    pub fn sni(upstream_port: u16) -> TestConfig {
+        TestConfig::new(Listener::sni(upstream_port))
+    }
+
+    /// One listener in `connect` mode, allowing `ports`.
+    pub fn connect(ports: &[u16]) -> TestConfig {
+        TestConfig::new(Listener::connect(ports))
+    }
+
+    /// One listener in `http` mode, allowing `ports`.
+    pub fn http(ports: &[u16]) -> TestConfig {
+        TestConfig::new(Listener::http(ports))
+    }
+
+    /// One listener whose mode and settings are the TOML `lines`.
+    pub fn mode(lines: impl Into<String>) -> TestConfig {
+        TestConfig::new(Listener::mode(lines))
+    }
+
+    /// Another listener, after the others; [`TestConfig::listener`], `name` and `listen` then
+    /// apply to it.
+    pub fn and(mut self, listener: Listener) -> TestConfig {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// More TOML lines for the last listener, e.g. `reject = "rst"`.
+    pub fn listener(self, lines: impl Into<String>) -> TestConfig {
+        self.last(|l| l.set(lines))
+    }
+
+    /// The last listener's name.
+    pub fn name(self, name: &str) -> TestConfig {
+        self.last(|l| l.name(name))
+    }
+
+    /// Where the last listener listens.
+    pub fn listen(self, addr: impl std::fmt::Display) -> TestConfig {
+        self.last(|l| l.listen(addr))
+    }
+
+    /// The rules, written to a file beside the configuration.
+    pub fn rules(mut self, text: impl Into<String>) -> TestConfig {
+        self.rules = RulesSource::Text(text.into());
+        self
+    }
+
+    /// A rule file that is already there, instead of rules to write.
+    pub fn rules_file(mut self, path: impl Into<PathBuf>) -> TestConfig {
+        self.rules = RulesSource::File(path.into());
+        self
+    }
+
+    /// Another key of `[rules]`, e.g. `ech = "deny"`.
+    pub fn rules_setting(mut self, line: impl Into<String>) -> TestConfig {
+        self.rules_settings.push(line.into());
+        self
+    }
+
+    /// More `[limits]` lines, e.g. `hello_timeout = 0.5`.
+    pub fn limits(mut self, lines: impl Into<String>) -> TestConfig {
+        self.limits.push(lines.into());
+        self
+    }
+
+    /// One `[limits]` key.
+    pub fn limit(self, key: &str, value: impl std::fmt::Display) -> TestConfig {
+        self.limits(format!("{key} = {value}"))
+    }
+
+    /// The whole `[log]` section's lines (default `format = "off"`).
+    pub fn log(mut self, lines: impl Into<String>) -> TestConfig {
+        self.log = lines.into();
+        self
+    }
+
+    /// A JSON access log written to `path`.
+    pub fn log_json(self, path: &Path) -> TestConfig {
+        self.log(format!("format = \"json\"\npath = \"{}\"", path.display()))
+    }
+
+    /// The whole `[destinations]` section's lines (default: loopback allowed).
+    pub fn destinations(mut self, lines: impl Into<String>) -> TestConfig {
+        self.destinations = Some(lines.into());
+        self
+    }
+
+    /// No `[destinations]` section: the destination guard as it is by default.
+    pub fn default_guard(mut self) -> TestConfig {
+        self.destinations = None;
+        self
+    }
+
+    /// The whole `[metrics]` section's lines (default: on 127.0.0.1:0).
+    pub fn metrics(mut self, lines: impl Into<String>) -> TestConfig {
+        self.metrics = lines.into();
+        self
+    }
+
+    /// No metrics endpoint.
+    pub fn metrics_off(self) -> TestConfig {
+        self.metrics("enabled = false")
+    }
+
+    /// More `[runtime]` lines, e.g. `threads = 3`.
+    pub fn runtime(mut self, lines: impl Into<String>) -> TestConfig {
+        self.runtime.push(lines.into());
+        self
+    }
+
+    /// The configuration's text, its rules in `rules_file` unless it names a rule file.
+    pub fn toml(&self, rules_file: &Path) -> String {
+        let rules_file = match &self.rules {
+            RulesSource::Text(_) => rules_file,
+            RulesSource::File(path) => path,
+        };
+        let mut text: String = self.listeners.iter().map(Listener::toml).collect();
+        text += &format!("[rules]\nfiles = [\"{}\"]\n", rules_file.display());
+        text += &self.rules_settings.iter().map(|l| format!("{l}\n")).collect::<String>();
+        text += &format!("[limits]\n{}\n", self.limits.join("\n"));
+        text += &format!("[log]\n{}\n", self.log);
+        if let Some(destinations) = &self.destinations {
+            text += &format!("[destinations]\n{destinations}\n");
+        }
+        text += &format!("[metrics]\n{}\n", self.metrics);
+        if !self.runtime.is_empty() {
+            text += &format!("[runtime]\n{}\n", self.runtime.join("\n"));
+        }
+        text
+    }
+
+    /// Writes the configuration to `path` (its rules, if given as text, beside it with the
+    /// extension `rules`), for the binary; returns `path`.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        let rules_file = self.write_rules(&path.with_extension("rules"));
+        std::fs::write(path, self.toml(&rules_file)).unwrap();
+        path.to_path_buf()
+    }
+
+    /// Starts snigate in this process on the configuration, its rules, if given as text,
+    /// written to `dir/test.rules`.
+    pub async fn start(&self, dir: &Path) -> Proxy {
+        let rules_file = self.write_rules(&dir.join("test.rules"));
+        start_config(&self.toml(&rules_file), rules_file).await
+    }
+
+    /// Writes the rules to `path` if they are text; the rule file either way.
+    fn write_rules(&self, path: &Path) -> PathBuf {
+        match &self.rules {
+            RulesSource::Text(text) => {
+                std::fs::write(path, text).unwrap();
+                path.to_path_buf()
+            }
+            RulesSource::File(file) => file.clone(),
+        }
+    }
+
+    fn last(mut self, change: impl FnOnce(Listener) -> Listener) -> TestConfig {
+        let last = self.listeners.pop().expect("a listener");
+        self.listeners.push(change(last));
+        self
+    }
+}
+
+/// Starts snigate in `upstream` mode in front of `upstream`, with `rules`, and `listener` and
+/// `limits` as extra TOML lines for those sections. New tests say it with [`TestConfig`].
+pub async fn start_proxy(dir: &Path, upstream: SocketAddr, rules: &str, listener: &str, limits: &str) -> Proxy {
+    TestConfig::upstream(upstream).rules(rules).listener(listener).limits(limits).start(dir).await
+}
+
+/// Starts snigate with one listener configured by `listener` (TOML lines: the mode and its
+/// settings), `rules` and `limits`. New tests say it with [`TestConfig`].
 pub async fn start_listener(dir: &Path, listener: &str, rules: &str, limits: &str) -> Proxy {
-    let rules_file = dir.join("test.rules");
-    std::fs::write(&rules_file, rules).unwrap();
-    let text = format!(
-        "[[listener]]\nname = \"test\"\nlisten = \"127.0.0.1:0\"\n{listener}\n\
-         [rules]\nfiles = [\"{}\"]\n[limits]\n{limits}\n[log]\nformat = \"off\"\n\
-         [destinations]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n",
-        rules_file.display()
-    );
-    start_config(&text, rules_file).await
+    TestConfig::mode(listener).rules(rules).limits(limits).start(dir).await
 }
 
 /// Starts snigate on the configuration `text` (listeners on port 0), with its metrics
