@@ -731,11 +731,16 @@ fn logged(log: &Path) -> Vec<Value> {
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
-/// The `protocol` and `reason` of the last line logged for `key` (see [`Probe::log_key`]).
+/// The `protocol` and `reason` of the last line logged for `key` (see [`Probe::log_key`]): the
+/// name is the SNI, or an HTTP request's host (`host`, logged as `host:port`).
 fn line_for(lines: &[Value], (dst, sni, quic): (SocketAddr, Option<&str>, bool)) -> Option<(String, String)> {
-    let line = lines.iter().rev().find(|l| {
-        l["original_dst"] == dst.to_string() && l["sni"].as_str() == sni && (l["protocol"] == "quic") == quic
-    })?;
+    fn name(l: &Value) -> Option<&str> {
+        l["sni"].as_str().or_else(|| l["host"].as_str().map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name)))
+    }
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l["original_dst"] == dst.to_string() && name(l) == sni && (l["protocol"] == "quic") == quic)?;
     let field = |k: &str| line[k].as_str().unwrap_or("?").to_string();
     Some((field("protocol"), field("reason")))
 }
