@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::reply::Replies;
+use super::reply::{Key, Replies};
 use crate::hello::quic::{Cid, Follower, Inspector, is_long_header, long_header};
 use crate::metrics::registry::{ActiveGuard, Dropped};
 use crate::outcome::Outcome;
@@ -62,6 +62,9 @@ pub(super) struct Pending {
     pub buffered: Vec<Vec<u8>>,
     pub record: Outcome,
     pub started: Instant,
+    /// The client's first Destination Connection ID as sent (empty when it cannot be one):
+    /// what a denial is remembered by.
+    pub dcid: Cid,
     pub held: Held,
 }
 
@@ -82,11 +85,16 @@ pub(super) enum Event {
     ServerCid(FlowId, Cid),
     /// An allowed flow ended, its record finished.
     Ended(FlowId),
+    /// A client datagram that reached a flow's own socket (TPROXY) but is addressed to another
+    /// connection of the same address pair: the kernel delivers by address alone.
+    Stray(Key, Vec<u8>),
 }
 
 /// An allowed flow, shared by the listener's task (client → upstream) and the flow's relay
 /// (upstream → client).
 pub(super) struct Open {
+    /// The address pair it serves.
+    key: Key,
     upstream: UdpSocket,
     /// How the upstream's datagrams reach the client, chosen when the flow opened.
     reply: Replies,
@@ -104,8 +112,9 @@ pub(super) struct Open {
 
 impl Open {
     /// An allowed flow, relayed between `upstream` and its client through `reply`.
-    pub fn new(upstream: UdpSocket, reply: Replies, follower: Follower) -> Open {
+    pub fn new(key: Key, upstream: UdpSocket, reply: Replies, follower: Follower) -> Open {
         Open {
+            key,
             upstream,
             reply,
             follower: Mutex::new(follower),
@@ -137,6 +146,28 @@ impl Open {
         }
         self.touch();
         Ok(())
+    }
+
+    /// Whether a client datagram is addressed to this flow's connection: its first ID, or one
+    /// the server chose (a short header's, when the server chose any that is not empty).
+    fn owns(&self, datagram: &[u8]) -> bool {
+        let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
+        let server = |id: &[u8]| cids.iter().any(|c| c.as_bytes() == id);
+        match datagram.first() {
+            Some(&first) if is_long_header(first) => match long_header(datagram) {
+                Ok(h) => {
+                    let follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
+                    h.dcid == follower.initial().dcid.as_bytes() || server(h.dcid)
+                }
+                // Not a packet any connection could read: the follower judges it.
+                Err(_) => true,
+            },
+            Some(_) => {
+                cids.iter().all(|c| c.as_bytes().is_empty())
+                    || cids.iter().any(|c| datagram.get(1..1 + c.as_bytes().len()) == Some(c.as_bytes()))
+            }
+            None => true,
+        }
     }
 
     /// A server datagram of the flow: its connection IDs are learned; a new one is returned,
@@ -208,7 +239,8 @@ pub(super) async fn run_open(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let learned = |cid| drop(events.send(Event::ServerCid(id, cid)));
-    if let Err(e) = relay(&listener, &open, learned).await {
+    let stray = |datagram: &[u8]| drop(events.send(Event::Stray(open.key, datagram.to_vec())));
+    if let Err(e) = relay(&listener, &open, learned, stray).await {
         record.error = Some(e);
     }
     record.bytes_up = open.up.load(Ordering::Relaxed);
@@ -231,7 +263,7 @@ thread_local! {
 /// the drain deadline passes: the upstream's datagrams to the client, and (TPROXY) the client's
 /// datagrams that reach the flow's own socket to the upstream. UDP all the way: a datagram the
 /// other side's socket cannot take now is dropped, as the network would.
-async fn relay(listener: &Listener, open: &Open, learned: impl Fn(Cid)) -> Result<(), String> {
+async fn relay(listener: &Listener, open: &Open, learned: impl Fn(Cid), stray: impl Fn(&[u8])) -> Result<(), String> {
     let idle = listener.live.load().limits.flow_idle_timeout();
     let own = open.reply.own();
     loop {
@@ -240,6 +272,8 @@ async fn relay(listener: &Listener, open: &Open, learned: impl Fn(Cid)) -> Resul
             ready = std::future::poll_fn(|cx| open.upstream.poll_recv_ready(cx)) => {
                 ready.map_err(|e| format!("receiving from the upstream: {e}"))?;
                 burst(&open.upstream, |datagram| {
+                    // Reported before the datagram goes on: the client's answer to it may be
+                    // addressed to the new ID.
                     if let Some(cid) = open.server_sent(datagram) {
                         learned(cid);
                     }
@@ -256,6 +290,9 @@ async fn relay(listener: &Listener, open: &Open, learned: impl Fn(Cid)) -> Resul
                 ready.map_err(|e| format!("receiving from the client: {e}"))?;
                 if let Some(socket) = own {
                     burst(socket, |datagram| {
+                        if !open.owns(datagram) {
+                            return stray(datagram);
+                        }
                         if let Err(cause) = open.client_sent(datagram) {
                             listener.metrics.quic_dropped(cause);
                         }

@@ -3,13 +3,15 @@
 //!
 //! A flow is one QUIC connection: found by its connection IDs (the client's first Destination
 //! Connection ID, and those the server chose), or else by its client address and the address it
-//! sent to (the original destination, with TPROXY). One task per listener owns the flow table
-//! (`table`): it inspects the datagrams of flows being read (buffering them, bounded), decides
-//! with the same rules, destination guard, limits, metrics and log as TCP, and forwards the
-//! client's datagrams of open flows. A flow's states are types (`flow`): `Reading`, `Opening`,
-//! `Open`. Each open flow has a task that relays the upstream's datagrams back on the flow's own
-//! reply path (`reply`), until the flow is idle for `flow_idle_timeout`. Denied flows get a CONNECTION_CLOSE with `reject = "alert"` (so that
-//! clients fall back to TCP at once), and their later datagrams are dropped until forgotten.
+//! sent to (the original destination, with TPROXY). A client Initial to an ID no flow knows
+//! starts a new flow, even from an address and port in use. One task per listener owns the flow
+//! table (`table`): it inspects the datagrams of flows being read (buffering them, bounded),
+//! decides with the same rules, destination guard, limits, metrics and log as TCP, and forwards
+//! the client's datagrams of open flows. A flow's states are types (`flow`): `Reading`,
+//! `Opening`, `Open`. Each open flow has a task that relays the upstream's datagrams back on the
+//! flow's own reply path (`reply`), until the flow is idle for `flow_idle_timeout`. Denied flows
+//! get a CONNECTION_CLOSE with `reject = "alert"` (so that clients fall back to TCP at once),
+//! and their later datagrams are dropped until forgotten.
 
 mod flow;
 mod reply;
@@ -86,6 +88,12 @@ pub(super) async fn serve(socket: Socket, listener: Arc<Listener>) {
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
+            // Events first: a relay reports the server's new connection ID before the client
+            // can answer the packet that carried it, so the client's answer finds its flow. The
+            // sweep's tick is rare, and must not wait behind a flood.
+            biased;
+            Some(event) = incoming.recv() => table.event(event),
+            _ = sweep.tick() => table.sweep(),
             received = socket.async_io(Interest::READABLE, || crate::sys::recv_from_to(socket.as_fd(), &mut buf)) => {
                 match received {
                     Ok((n, _, _)) if n > MAX_DATAGRAM => table.listener.metrics.quic_dropped(Dropped::Buffer),
@@ -97,8 +105,6 @@ pub(super) async fn serve(socket: Socket, listener: Arc<Listener>) {
                     }
                 }
             }
-            Some(event) = incoming.recv() => table.event(event),
-            _ = sweep.tick() => table.sweep(),
         }
     }
 }

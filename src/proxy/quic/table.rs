@@ -15,8 +15,9 @@ use super::reply::{Key, Replies};
 use crate::config::RejectStyle;
 use crate::hello::ClientHello;
 use crate::hello::quic::{
-    ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Initial, Inspect, Inspector, MIN_INITIAL_DATAGRAM, QuicError,
-    QuicLimits, VERSION_NEGOTIATION, Version, close_datagram, is_long_header, long_header, version_negotiation,
+    ACCESS_DENIED, Cid, DEFAULT_MAX_DATAGRAMS, Initial, Inspect, Inspector, LongHeader, MIN_INITIAL_DATAGRAM,
+    QuicError, QuicLimits, VERSION_NEGOTIATION, Version, close_datagram, is_long_header, long_header,
+    version_negotiation,
 };
 use crate::metrics::registry::Dropped;
 use crate::outcome::{Outcome, Seen, Stage};
@@ -29,6 +30,11 @@ use crate::reason::Reason;
 const MAX_BUFFERED: usize = DEFAULT_MAX_DATAGRAMS * 2;
 /// The longest connection ID (RFC 9000 §17.2): a short header's is tried at each length up to it.
 const MAX_CID_LEN: usize = 20;
+/// Most flows being decided that one client address and port may have at once. A client opens
+/// a new connection from the same port now and then (after closing one, or racing two), so one
+/// is not enough; without a bound, one port could fill its source's share of the table with
+/// Initials that never finish, each under a new connection ID.
+const MAX_UNDECIDED_PER_ADDR: usize = 8;
 
 /// A flow in the table.
 struct Flow {
@@ -41,7 +47,7 @@ struct Flow {
 }
 
 /// Where a client's datagram goes: a flow found by a connection ID first, its address pair
-/// second.
+/// second (the newest flow of the pair).
 #[derive(Default)]
 struct Index {
     /// Flows by address pair, oldest first.
@@ -54,15 +60,19 @@ struct Index {
 }
 
 impl Index {
-    /// The flow a client datagram from `key` belongs to, if any.
-    fn find(&self, key: Key, datagram: &[u8]) -> Option<FlowId> {
+    /// The flow whose connection ID a client datagram from `key` is addressed to.
+    fn by_cid(&self, key: Key, datagram: &[u8]) -> Option<FlowId> {
         let by_cid = |id: &[u8]| self.by_cid.get(&(key, Cid::new(id)?)).copied();
-        let found = match datagram.first() {
+        match datagram.first() {
             Some(&first) if is_long_header(first) => long_header(datagram).ok().and_then(|h| by_cid(h.dcid)),
             Some(_) => (1..=MAX_CID_LEN).filter(|&n| self.lengths[n] > 0).find_map(|n| by_cid(datagram.get(1..1 + n)?)),
             None => None,
-        };
-        found.or_else(|| self.by_addr.get(&key)?.last().copied())
+        }
+    }
+
+    /// The flows of address pair `key`, oldest first.
+    fn at(&self, key: Key) -> &[FlowId] {
+        self.by_addr.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// Adds flow `id`, from `key`.
@@ -106,11 +116,12 @@ pub(super) struct Table {
     /// Flows being read, in the order they started, for eviction and the hello deadline
     /// (entries of flows since decided or gone are skipped, and pruned by the sweep).
     order: VecDeque<(Instant, FlowId)>,
-    /// Denied flows, until their datagrams are no longer dropped: at most `max_flows`, the
-    /// oldest forgotten first.
-    denied: HashMap<Key, Instant>,
+    /// Denied flows, by address pair and the client's first Destination Connection ID (empty
+    /// when it had none that could be one), until their datagrams are no longer dropped: at
+    /// most `max_flows`, the oldest forgotten first.
+    denied: HashMap<(Key, Cid), Instant>,
     /// `denied` in the order the flows were denied.
-    denied_order: VecDeque<(Instant, Key)>,
+    denied_order: VecDeque<(Instant, (Key, Cid))>,
     /// The listener, shared with the flows' tasks.
     pub listener: Arc<Listener>,
     socket: Arc<UdpSocket>,
@@ -141,10 +152,17 @@ impl Table {
     /// A datagram `client` sent to `to` (the listener's address when not known).
     pub fn datagram(&mut self, datagram: &[u8], client: SocketAddr, to: Option<SocketAddr>) {
         let key = (client, to.unwrap_or(self.listener.listen));
-        if self.denied.contains_key(&key) {
+        let header = long_header(datagram).ok();
+        if header.is_some_and(|h| self.denied.contains_key(&(key, dcid(&h)))) {
             return self.listener.metrics.quic_dropped(Dropped::Denied);
         }
-        let found = self.index.find(key, datagram);
+        let found = match self.index.by_cid(key, datagram) {
+            Some(id) => Some(id),
+            // A client Initial to an ID no flow knows is a new connection, even from an address
+            // pair in use: it is decided on its own hello.
+            None if header.is_some_and(|h| h.is_initial()) => None,
+            None => self.index.at(key).last().copied(),
+        };
         // The hot path: an open flow's datagram is forwarded where the flow lies.
         if let Some(Flow { state: FlowState::Open(open), .. }) = found.and_then(|id| self.flows.get(&id)) {
             return forward(&self.listener, open, datagram);
@@ -209,6 +227,13 @@ impl Table {
                 return finish(&listener, self.record(key), Instant::now(), Some(denied));
             }
         };
+        let undecided =
+            |id| matches!(self.flows.get(id), Some(Flow { state: FlowState::Reading(_) | FlowState::Opening(_), .. }));
+        if self.index.at(key).iter().filter(|id| undecided(id)).count() >= MAX_UNDECIDED_PER_ADDR {
+            let error = format!("{MAX_UNDECIDED_PER_ADDR} connections from {} are being decided", key.0);
+            let denied = Denied::failed(Reason::SourceLimit, error).answered(Reply::Silent);
+            return finish(&listener, self.record(key), Instant::now(), Some(denied));
+        }
         if self.flows.len() >= listener.live.load().limits.max_flows && !self.evict_oldest() {
             return listener.metrics.quic_dropped(Dropped::Full);
         }
@@ -220,7 +245,8 @@ impl Table {
         let mut inspector = Inspector::new(limits);
         let answer = inspector.push(datagram);
         let started = Instant::now();
-        let pending = Pending { buffered: vec![datagram.to_vec()], record: self.record(key), started, held };
+        let record = self.record(key);
+        let pending = Pending { buffered: vec![datagram.to_vec()], record, started, dcid: dcid(&header), held };
         let id = FlowId(self.next);
         self.next += 1;
         self.index.add_flow(id, key);
@@ -310,6 +336,7 @@ impl Table {
                 }
             }
             Event::Opened(id, opened) => self.opened(id, opened),
+            Event::Stray((client, to), datagram) => self.datagram(&datagram, client, Some(to)),
         }
     }
 
@@ -336,7 +363,7 @@ impl Table {
                 return self.deny(key, Some(follower.initial()), pending, denied);
             }
         };
-        let Pending { buffered, mut record, started, held } = pending;
+        let Pending { buffered, mut record, started, held, .. } = pending;
         self.listener.metrics.connected(started.elapsed().as_secs_f64());
         record.upstream = Some(addr);
         // Where the upstream's datagrams go back: set up before anything is forwarded.
@@ -349,7 +376,7 @@ impl Table {
             }
         };
         record.stage = Stage::Splice;
-        let open = Arc::new(Open::new(upstream, reply, follower));
+        let open = Arc::new(Open::new(key, upstream, reply, follower));
         for datagram in &buffered {
             forward(&self.listener, &open, datagram);
         }
@@ -359,8 +386,8 @@ impl Table {
     }
 
     /// Ends a flow being decided, already out of the table and its index, as denied: answers
-    /// the client as configured, logs and counts the flow, and drops its address pair's later
-    /// datagrams until it is forgotten.
+    /// the client as configured, logs and counts the flow, and drops its later long-header
+    /// datagrams (those to its first connection ID) until it is forgotten.
     fn deny(&mut self, key: Key, initial: Option<Initial>, pending: Pending, denied: Denied) {
         let listener = self.listener.clone();
         let live = listener.live.load();
@@ -372,8 +399,9 @@ impl Table {
                 self.denied.remove(&old);
             }
         }
-        self.denied.insert(key, until);
-        self.denied_order.push_back((until, key));
+        let remembered = (key, pending.dcid);
+        self.denied.insert(remembered, until);
+        self.denied_order.push_back((until, remembered));
         if denied.reply == Reply::Usual
             && listener.reject == RejectStyle::Alert
             && let Some(initial) = initial
@@ -450,6 +478,12 @@ impl Table {
     }
 }
 
+/// The Destination Connection ID of a client's long header, as the flow it starts is
+/// remembered by: empty when it cannot be one.
+fn dcid(header: &LongHeader<'_>) -> Cid {
+    Cid::new(header.dcid).unwrap_or_default()
+}
+
 /// A client datagram of an open flow, to the upstream (or dropped, and counted).
 fn forward(listener: &Listener, open: &Open, datagram: &[u8]) {
     if let Err(cause) = open.client_sent(datagram) {
@@ -478,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn connection_ids_find_their_flow_and_the_address_pair_is_the_fallback() {
+    fn connection_ids_find_their_flow_within_their_address_pair() {
         let mut index = Index::default();
         let (old, new) = (FlowId(1), FlowId(2));
         index.add_flow(old, key(1));
@@ -488,19 +522,20 @@ mod tests {
         assert!(index.add_cid(old, key(1), cid(&[9; 5])), "a server's ID");
         assert!(!index.add_cid(new, key(1), cid(&[9; 5])), "taken by the other flow");
         assert!(!index.add_cid(new, key(1), cid(&[])), "an empty ID identifies nothing");
-        assert_eq!(index.find(key(1), &long_to(&[1; 8])), Some(old));
-        assert_eq!(index.find(key(1), &long_to(&[2; 8])), Some(new));
+        assert_eq!(index.by_cid(key(1), &long_to(&[1; 8])), Some(old));
+        assert_eq!(index.by_cid(key(1), &long_to(&[2; 8])), Some(new));
         // A short header, to the server's ID, whatever follows it.
-        assert_eq!(index.find(key(1), &[&[0x40][..], &[9; 5], &[7; 30]].concat()), Some(old));
-        // Unknown IDs fall back to the newest flow of the address pair.
-        assert_eq!(index.find(key(1), &long_to(&[3; 8])), Some(new));
-        assert_eq!(index.find(key(1), &[0x40, 3, 3, 3, 3, 3, 3]), Some(new));
+        assert_eq!(index.by_cid(key(1), &[&[0x40][..], &[9; 5], &[7; 30]].concat()), Some(old));
+        assert_eq!(index.by_cid(key(1), &long_to(&[3; 8])), None);
+        assert_eq!(index.by_cid(key(1), &[0x40, 3, 3, 3, 3, 3, 3]), None);
+        assert_eq!(index.at(key(1)), [old, new], "oldest first");
         // IDs belong to their address pair: another client's datagram is not steered by them.
-        assert_eq!(index.find(key(2), &long_to(&[1; 8])), None);
+        assert_eq!(index.by_cid(key(2), &long_to(&[1; 8])), None);
         index.remove(new, key(1), &[cid(&[2; 8])]);
-        assert_eq!(index.find(key(1), &long_to(&[2; 8])), Some(old));
+        assert_eq!(index.by_cid(key(1), &long_to(&[2; 8])), None);
+        assert_eq!(index.at(key(1)), [old]);
         index.remove(old, key(1), &[cid(&[1; 8]), cid(&[9; 5])]);
-        assert_eq!(index.find(key(1), &long_to(&[1; 8])), None);
+        assert_eq!(index.by_cid(key(1), &long_to(&[1; 8])), None);
         assert!(index.by_addr.is_empty() && index.by_cid.is_empty());
         assert_eq!(index.lengths, [0; MAX_CID_LEN + 1]);
     }
