@@ -45,7 +45,9 @@ pub(super) enum FlowState {
 
 /// A flow whose hello is not complete yet.
 pub(super) struct Reading {
+    /// Reads the hello from the flow's datagrams.
     pub inspector: Inspector,
+    /// What the flow holds until it opens.
     pub pending: Pending,
 }
 
@@ -53,6 +55,7 @@ pub(super) struct Reading {
 pub(super) struct Opening {
     /// Checks the client's later packets once the upstream is open.
     pub follower: Follower,
+    /// What the flow holds until it opens.
     pub pending: Pending,
 }
 
@@ -60,7 +63,9 @@ pub(super) struct Opening {
 pub(super) struct Pending {
     /// Every datagram received so far: sent upstream, in order, once open.
     pub buffered: Vec<Vec<u8>>,
+    /// Its log line and metrics, filled as it goes.
     pub record: Outcome,
+    /// When its first datagram came: its duration and hello deadline count from here.
     pub started: Instant,
     /// The client's first Destination Connection ID as sent (empty when it cannot be one):
     /// what a denial is remembered by.
@@ -71,8 +76,11 @@ pub(super) struct Pending {
 /// What a flow holds while it lives: a slot of the listener, the `active` gauge, and its place
 /// in its source's counts.
 pub(super) struct Held {
+    /// A slot of the listener's `max_connections`, given back when dropped.
     pub _slot: Slot,
+    /// The `active` gauge's count of it.
     pub _active: ActiveGuard,
+    /// Its place in its source's counts; told when the rules decide.
     pub source: SourceSlot,
 }
 
