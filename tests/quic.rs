@@ -244,9 +244,15 @@ mod aioquic {
 
     /// One client run: its JSON answer.
     async fn client(python: &str, to: SocketAddr, sni: &str, version: &str) -> serde_json::Value {
+        client_from(python, to, sni, version, 0).await
+    }
+
+    /// One client run from local port `port` (any with 0): its JSON answer.
+    async fn client_from(python: &str, to: SocketAddr, sni: &str, version: &str, port: u16) -> serde_json::Value {
         let out = tokio::process::Command::new(python)
             .args(["tests/quic/quic_client.py", &to.ip().to_string(), &to.port().to_string(), "--sni", sni])
             .args(["--alpn", "echo", "--version", version, "--timeout", "5", "--message", "through snigate"])
+            .args(["--local-port", &port.to_string()])
             .output();
         let out = tokio::time::timeout(Duration::from_secs(20), out).await.unwrap().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
@@ -283,6 +289,124 @@ mod aioquic {
         let up = counter(&proxy, "snigate_bytes_total", &[("direction", "upstream")]).await;
         assert!(up > 2400.0, "the flows' bytes are counted ({up})");
     }
+
+    /// A client that opens a new connection from the address and port of one it just closed
+    /// (or that was just denied) gets it decided on its own hello, once, whatever the first
+    /// connection's verdict; the first flow is left as it was, still known meanwhile.
+    #[tokio::test]
+    async fn a_new_connection_from_a_reused_port_is_decided_on_its_own_hello() {
+        let python = match python() {
+            Ok(p) => p,
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let backend = server(&python);
+        let idle = Duration::from_secs(4);
+        let (proxy, _dir) = quic_proxy(backend.1, "flow_idle_timeout = 4").await;
+        let (allow, deny) = ("acme.my.salesforce.com", "other.my.salesforce.com");
+        let expect = |sni: &str, answer: &serde_json::Value, what: &str| match sni == allow {
+            true => assert_eq!(answer["echo"], "through snigate", "{what}: {answer}"),
+            false => {
+                assert_eq!(answer["result"], "closed", "{what}: {answer}");
+                assert!(answer["elapsed"].as_f64().unwrap() < 1.0, "{what}, refused at once: {answer}");
+            }
+        };
+        for (first, second) in [(allow, allow), (allow, deny), (deny, allow), (deny, deny)] {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let begun = std::time::Instant::now();
+            let one = client_from(&python, proxy.addr, first, "1", port).await;
+            let two = client_from(&python, proxy.addr, second, "1", port).await;
+            expect(first, &one, &format!("{first} first"));
+            expect(second, &two, &format!("{second} after {first}"));
+            assert!(begun.elapsed() < idle, "the first flow was still known when the second connection began");
+        }
+        assert_eq!(connections(&proxy, "deny", "rule").await, 4.0, "each denied connection logged once");
+        let mut allowed = 0.0;
+        for _ in 0..80 {
+            allowed = connections(&proxy, "allow", "rule").await;
+            if allowed == 4.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(allowed, 4.0, "each allowed connection logged once, when it went quiet");
+        assert_eq!(connections(&proxy, "deny", "malformed").await, 0.0);
+        let other = [("listener", "test"), ("cause", "other_hello")];
+        assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &other).await, 0.0);
+    }
+}
+
+/// A client Initial, packet number `pn`, to `dcid`, carrying `hello` from offset 0.
+fn initial_to(dcid: &[u8; 8], pn: u32, hello: &[u8]) -> Vec<u8> {
+    seal_initial(Version::V1, dcid, Side::Client, (dcid, &[]), pn, &padded(&crypto_frame(0, hello), dcid, &[]))
+}
+
+/// Two connections from one address and port are two flows, told apart by connection ID: each
+/// has its own upstream socket, each upstream's datagrams reach the client, a short header to the
+/// server's ID of the older one reaches the older one's upstream, and a second hello under the
+/// first connection's ID is still dropped.
+#[tokio::test]
+async fn connections_sharing_an_address_are_told_apart_by_connection_id() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let allowed = common::hello_message_for("acme.my.salesforce.com");
+    let (first, second) = ([0x31u8; 8], [0x32u8; 8]);
+    let mut buf = vec![0u8; 2048];
+    let mut next =
+        async || tokio::time::timeout(Duration::from_secs(5), upstream.recv_from(&mut buf)).await.unwrap().unwrap();
+    client.send_to(&initial_to(&first, 0, &allowed), proxy.addr).await.unwrap();
+    let (n, one) = next().await;
+    assert_eq!(n, 1200);
+    client.send_to(&initial_to(&second, 0, &allowed), proxy.addr).await.unwrap();
+    let (n, two) = next().await;
+    assert_eq!(n, 1200);
+    assert_ne!(one, two, "each connection has its own upstream socket");
+    // The server of the first connection picks its ID; the client's short header to it goes there.
+    let server_cid = [0x99u8; 6];
+    let server_initial =
+        seal_initial(Version::V1, &first, Side::Server, (&[], &server_cid), 0, &crypto_frame(0, &[0; 40]));
+    upstream.send_to(&server_initial, one).await.unwrap();
+    let mut back = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut back)).await.unwrap().unwrap();
+    assert_eq!(&back[..n], &server_initial[..], "the first connection's answer reached the client");
+    upstream.send_to(b"to the second", two).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut back)).await.unwrap().unwrap();
+    assert_eq!(&back[..n], b"to the second");
+    let short = [&[0x41][..], &server_cid, b"short header payload"].concat();
+    client.send_to(&short, proxy.addr).await.unwrap();
+    let (n, from) = next().await;
+    assert_eq!((&buf[..n], from), (&short[..], one), "the short header went to the first connection");
+    // Another hello under the first connection's ID is not a new connection.
+    let evil = common::hello_message_for("evil.my.salesforce.com");
+    client.send_to(&initial_to(&first, 1, &evil), proxy.addr).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(300), upstream.recv_from(&mut buf)).await;
+    assert!(quiet.is_err(), "the smuggled hello did not reach the upstream");
+    let cause = [("listener", "test"), ("cause", "other_hello")];
+    assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &cause).await, 1.0);
+    assert_eq!(connections(&proxy, "deny", "malformed").await, 0.0);
+}
+
+/// One client address and port holds a bounded number of connections being decided; more are
+/// refused at once (`source_limit`) and logged, and the port's held ones stay.
+#[tokio::test]
+async fn one_port_holds_a_bounded_number_of_undecided_connections() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "").await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hello = common::hello_message_for("acme.my.salesforce.com");
+    for i in 0..11u8 {
+        client.send_to(&initial_to(&[0x50 + i; 8], 0, &hello[..60]), proxy.addr).await.unwrap();
+    }
+    let mut refused = 0.0;
+    for _ in 0..50 {
+        refused = connections(&proxy, "deny", "source_limit").await;
+        if refused >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused, 3.0, "eight held, three refused");
+    assert_eq!(counter(&proxy, "snigate_active_connections", &[("listener", "test")]).await, 8.0);
 }
 
 /// On an allowed flow, a new Initial with the same connection ID and another hello (after the

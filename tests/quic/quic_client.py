@@ -3,7 +3,7 @@
 
 Usage:
     quic_client.py HOST PORT --sni NAME [--alpn h3|echo] [--version 1|2]
-                   [--timeout SECS] [--message TEXT]
+                   [--timeout SECS] [--message TEXT] [--local-port PORT]
 
 Connects to HOST:PORT over QUIC with server name NAME, certificate
 verification disabled, and prints exactly one JSON line:
@@ -28,6 +28,10 @@ verification disabled, and prints exactly one JSON line:
 (handshake completion, CONNECTION_CLOSE received, or the timeout); the echo
 exchange is not included. Exit status is 0 for all three results, 2 for
 usage errors.
+
+--local-port PORT sends from that UDP port (on the address that reaches HOST),
+so that a test can open a second connection from the address and port of a
+first one.
 
 --version 1|2 selects QUIC v1 (0x00000001) or QUIC v2 (0x6b3343cf, RFC 9369)
 as the client's initial version, and it is the only version the client
@@ -83,7 +87,8 @@ async def run(args, version):
 
     info = (await loop.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM))[0]
     transport, proto = await loop.create_datagram_endpoint(
-        lambda: QuicConnectionProtocol(conn), family=info[0])
+        lambda: QuicConnectionProtocol(conn), family=info[0],
+        local_addr=(info[4][0], args.local_port) if args.local_port else None)
     connected = asyncio.ensure_future(proto.wait_connected())
     try:
         proto.connect(info[4])
@@ -141,9 +146,12 @@ def main():
     p.add_argument("--version", type=int, choices=[1, 2], default=1)
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--message")
+    p.add_argument("--local-port", type=int, default=0)
     args = p.parse_args()
     if not 0 < args.port < 65536:
         p.error("PORT must be 1..65535")
+    if not 0 <= args.local_port < 65536:
+        p.error("--local-port must be 0..65535")
     if not 0 < args.timeout <= 300:
         p.error("--timeout must be in (0, 300]")
     if args.version == 2:
