@@ -29,9 +29,8 @@ verification disabled, and prints exactly one JSON line:
 exchange is not included. Exit status is 0 for all three results, 2 for
 usage errors.
 
---local-port PORT sends from that UDP port (on the address that reaches HOST),
-so that a test can open a second connection from the address and port of a
-first one.
+--local-port PORT sends from that UDP port (on any address), so that a test
+can open a second connection from the address and port of a first one.
 
 --version 1|2 selects QUIC v1 (0x00000001) or QUIC v2 (0x6b3343cf, RFC 9369)
 as the client's initial version, and it is the only version the client
@@ -88,7 +87,8 @@ async def run(args, version):
     info = (await loop.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM))[0]
     transport, proto = await loop.create_datagram_endpoint(
         lambda: QuicConnectionProtocol(conn), family=info[0],
-        local_addr=(info[4][0], args.local_port) if args.local_port else None)
+        local_addr=("::" if info[0] == socket.AF_INET6 else "0.0.0.0", args.local_port)
+        if args.local_port else None)
     connected = asyncio.ensure_future(proto.wait_connected())
     try:
         proto.connect(info[4])
