@@ -10,16 +10,23 @@
 //! both hold the sockets, so connections queue in the kernel and none is refused. A new
 //! process that fails (a bad configuration, a crash) never confirms, and the old one keeps
 //! serving.
+//!
+//! Whoever takes the sockets over owns the egress, so the channel is private: its socket is
+//! created mode 0600 whatever the umask, in a directory only this user can write (a service
+//! manager's runtime directory, or one this process creates mode 0700 with a name nobody can
+//! take first), and both ends check the other's credentials (SO_PEERCRED): the same user, or
+//! root.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::sys::{MAX_PASSED_FDS, recv_fds, send_fds};
+use crate::sys::{MAX_PASSED_FDS, effective_uid, peer_uid, recv_fds, send_fds};
 
 /// What the new process writes once it accepts.
 const ACCEPTING: &str = "accepting";
@@ -69,6 +76,7 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, Socket)>, Confirm)> {
     let stream = UnixStream::connect(path)
         .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
+    trusted(stream.as_fd()).map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
     stream.set_read_timeout(Some(HANDOVER_TIMEOUT))?;
     let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("handover: {why}"));
     let mut payload = vec![0u8; 16 * 1024];
@@ -76,6 +84,11 @@ pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, Socket)>, Confirm)> {
     let mut total = None;
     loop {
         let (n, fds) = recv_fds(stream.as_fd(), &mut payload)?;
+        if n == 0 && fds.is_empty() {
+            let why = "the running process closed the handover without sending its sockets (it refuses this \
+                       process's user, or it failed)";
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, why));
+        }
         let text = std::str::from_utf8(&payload[..n]).map_err(|_| invalid("names are not UTF-8"))?;
         let mut lines = text.lines().peekable();
         if total.is_none() {
@@ -117,6 +130,7 @@ impl Confirm {
 /// with their names and waits until the new process accepts. `Err` when it does not (it failed
 /// or went away): the caller keeps serving.
 pub fn hand_over(stream: UnixStream, sockets: &[(Role, BorrowedFd<'_>)]) -> io::Result<()> {
+    trusted(stream.as_fd())?;
     let mut payload = format!("{HEADER} {}\n", sockets.len());
     for chunk in sockets.chunks(MAX_PASSED_FDS) {
         for (role, _) in chunk {
@@ -134,6 +148,90 @@ pub fn hand_over(stream: UnixStream, sockets: &[(Role, BorrowedFd<'_>)]) -> io::
         ACCEPTING => Ok(()),
         _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the new process went away before accepting")),
     }
+}
+
+/// Whether the process at the other end of `stream` may take part in a handover: it runs as
+/// this process's user, or as root.
+fn trusted(stream: BorrowedFd<'_>) -> io::Result<()> {
+    let (theirs, ours) = (peer_uid(stream)?, effective_uid());
+    match theirs == ours || theirs == 0 {
+        true => Ok(()),
+        false => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("handover refused: the peer runs as uid {theirs}, neither this process's uid {ours} nor root"),
+        )),
+    }
+}
+
+/// A handover socket at `path`, mode 0600 whatever the umask, in a directory that only its
+/// owner (this user or root) can write: a socket in a shared directory could be replaced or
+/// taken first by another user. A stale socket of an earlier process is replaced.
+pub fn listen(path: &Path) -> io::Result<UnixListener> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    private(dir)?;
+    let refuse = |why: String| io::Error::new(io::ErrorKind::PermissionDenied, why);
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(refuse(format!("{} exists and is not a socket", path.display())));
+        }
+        Ok(meta) if meta.uid() != effective_uid() && meta.uid() != 0 => {
+            return Err(refuse(format!("{} belongs to uid {}", path.display(), meta.uid())));
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    // Set before anyone can connect but through the directory, which only this user can enter;
+    // a peer that connects all the same is refused by its credentials.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Refuses a directory that another user could write to, or that another user owns.
+fn private(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(dir)?;
+    let owner = meta.uid();
+    let shared = meta.mode() & 0o022 != 0;
+    if (owner != effective_uid() && owner != 0) || shared {
+        let why = format!(
+            "the handover socket's directory {} is {}: use a private runtime directory (mode 0700, \
+             systemd's RuntimeDirectory=)",
+            dir.display(),
+            if shared { "writable by others" } else { "another user's" }
+        );
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    }
+    Ok(())
+}
+
+/// Where an upgrade's handover socket goes when none is configured: the service manager's
+/// runtime directory (`RUNTIME_DIRECTORY`) when it gave one, else a new directory, mode 0700,
+/// under the temporary directory, whose name is created exclusively (nobody can have made it
+/// first: an existing name is never reused).
+pub fn upgrade_socket() -> io::Result<PathBuf> {
+    let pid = std::process::id();
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        if !first.is_empty() {
+            return Ok(Path::new(&first).join(format!("handover-{pid}.sock")));
+        }
+    }
+    let base = std::env::temp_dir();
+    for attempt in 0u32..16 {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let dir = base.join(format!("snigate-{pid}-{nanos:08x}{attempt}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir.join("handover.sock")),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::AlreadyExists, "no private directory could be created for the handover"))
 }
 
 #[cfg(test)]
@@ -198,6 +296,30 @@ mod tests {
         assert_eq!(sockets[1].1.local_addr().unwrap().as_socket(), Some(addr));
         confirm.accepting().unwrap();
         assert_eq!(old.join().unwrap().trim(), ACCEPTING);
+    }
+
+    /// The socket is 0600 whatever the umask, and a directory others can write is refused.
+    #[test]
+    fn the_channel_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handover.sock");
+        let _listener = listen(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = listen(&shared.join("handover.sock")).unwrap_err();
+        assert!(e.to_string().contains("writable by others"), "{e}");
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        assert!(listen(&dir.path().join("file")).is_err(), "a file that is not a socket is not replaced");
+        let upgrade = upgrade_socket().unwrap();
+        let parent = upgrade.parent().unwrap();
+        assert_eq!(std::fs::metadata(parent).unwrap().mode() & 0o777, 0o700);
+        let again = upgrade_socket().unwrap();
+        assert_ne!(again, upgrade, "a fresh directory each time");
+        for path in [upgrade, again] {
+            let _ = std::fs::remove_dir(path.parent().unwrap());
+        }
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Handovers {
         let listener = configured.as_deref().and_then(|path| match handover_listener(path) {
             Ok(l) => Some(l),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot serve the handover socket");
+                tracing::error!(path = %path.display(), error = %e, "cannot serve the handover socket; --takeover cannot reach this process");
                 None
             }
         });
@@ -246,10 +246,11 @@ impl Handovers {
     }
 }
 
-/// A Unix socket at `path` for new processes to take over from (a stale one is replaced).
+/// A private Unix socket at `path` for new processes to take over from ([`handover::listen`]).
 fn handover_listener(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    let _ = std::fs::remove_file(path);
-    tokio::net::UnixListener::bind(path)
+    let listener = handover::listen(path)?;
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }
 
 /// An upgrade: starts this binary again with the same arguments and `--takeover`, and returns
@@ -258,13 +259,22 @@ async fn re_exec(
     configured: Option<&Path>,
     listener: Option<&tokio::net::UnixListener>,
 ) -> Option<tokio::net::UnixStream> {
-    let temporary = std::env::temp_dir().join(format!("snigate-handover-{}.sock", std::process::id()));
     let own;
+    let mut temporary = None;
     let (path, listener) = match (configured, listener) {
         (Some(path), Some(listener)) => (path.to_path_buf(), listener),
         _ => {
-            own = handover_listener(&temporary).ok()?;
-            (temporary.clone(), &own)
+            let made = handover::upgrade_socket().and_then(|path| Ok((handover_listener(&path)?, path)));
+            let (made, path) = match made {
+                Ok(made) => made,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create the handover socket for the upgrade; still serving");
+                    return None;
+                }
+            };
+            own = made;
+            temporary = Some(path.clone());
+            (path, &own)
         }
     };
     let (program, rest) = own_command(std::env::args_os())?;
@@ -283,7 +293,15 @@ async fn re_exec(
             None
         }
     };
-    let _ = std::fs::remove_file(&temporary);
+    if let Some(path) = &temporary {
+        let _ = std::fs::remove_file(path);
+        // The private directory made for it, if this process made one.
+        if std::env::var_os("RUNTIME_DIRECTORY").is_none()
+            && let Some(dir) = path.parent()
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
     if connected.is_some() {
         tracing::info!(pid = child.id(), "the new process is taking over");
         // It runs on; reaping it is its new parent's business once this process exits.

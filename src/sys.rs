@@ -261,6 +261,28 @@ pub fn recv_fds(socket: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(usize
     Ok((n as usize, fds))
 }
 
+/// The user id of the process at the other end of a connected Unix socket (SO_PEERCRED), as
+/// it was when it connected.
+pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the descriptor is borrowed, hence open; getsockopt writes at most `len` bytes
+    // into `cred`, a live local of that size.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &raw mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// This process's effective user id.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Asks the kernel to report each datagram's original destination (IP_RECVORIGDSTADDR,
 /// IPV6_RECVORIGDSTADDR): with TPROXY, the address the client sent to.
 pub fn set_recv_original_dst(socket: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {

@@ -847,3 +847,151 @@ async fn every_worker_serves_connections() {
     }
     let _ = child.kill().await;
 }
+
+/// Whether this test may run here: it needs root (to make a user, or to run as root). In CI a
+/// missing prerequisite fails the test; elsewhere the test skips, saying why.
+fn needs_root(what: &str) -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        assert!(std::env::var_os("CI").is_none(), "{what} needs root, and CI runs as root");
+        eprintln!("SKIPPED: {what} needs root");
+    }
+    root
+}
+
+/// An unprivileged user, made for the test if it is not there, to run a process as.
+fn unprivileged_user() -> &'static str {
+    const USER: &str = "snigate-probe";
+    if !Command::new("id").arg(USER).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success() {
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", USER])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd {USER}");
+    }
+    USER
+}
+
+/// Reads `stderr` until a line contains `what`, within 10 s; returns that line.
+async fn line_with(stderr: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>, what: &str) -> String {
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), stderr.next_line()).await.unwrap().unwrap();
+        let line = line.unwrap_or_else(|| panic!("stderr ended before {what:?}"));
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+/// The handover channel hands over the egress itself, so only this user or root may use it:
+/// started at umask 0000, the socket is still 0600, and an unprivileged user can neither
+/// connect to it nor take the listener over; snigate serves on.
+#[tokio::test]
+async fn an_unprivileged_user_cannot_take_over() {
+    if !needs_root("the handover permission test") {
+        return;
+    }
+    let user = unprivileged_user();
+    let dir = tempfile::tempdir().unwrap();
+    // Others may enter and read (not write): the user can reach the socket's name.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let handover = dir.path().join("handover.sock");
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics_off()
+        .runtime(format!("handover_socket = \"{}\"", handover.display()))
+        .write(&dir.path().join("snigate.toml"));
+    for file in [&config, &dir.path().join("snigate.rules")] {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let mut old = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 0000 && exec \"$0\" run --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(old.stderr.take().unwrap()).lines();
+    line_with(&mut stderr, "listening").await;
+    let said_by_old = Arc::new(std::sync::Mutex::new(String::new()));
+    let collected = said_by_old.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            collected.lock().unwrap().push_str(&line);
+        }
+    });
+    eventually(Duration::from_secs(10), "the handover socket", async || handover.exists()).await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&handover).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the handover socket is private whatever the umask");
+
+    let taker = Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--takeover")
+        .arg(&handover)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&taker.stderr);
+    assert!(!taker.status.success(), "an unprivileged takeover must fail: {said}");
+    assert!(said.contains("ermission denied"), "{said}");
+    assert!(old.try_wait().unwrap().is_none(), "the running snigate serves on");
+
+    // Were the socket's mode loosened, the credentials check still refuses the user.
+    std::fs::set_permissions(&handover, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let taker = Command::new("runuser")
+        .args(["-u", user, "--"])
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--takeover")
+        .arg(&handover)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&taker.stderr);
+    assert!(!taker.status.success(), "an unprivileged takeover must fail: {said}");
+    assert!(said.contains("closed the handover without sending"), "{said}");
+    let refused = async || said_by_old.lock().unwrap().contains("handover refused: the peer runs as uid");
+    eventually(Duration::from_secs(10), "the old side's refusal", refused).await;
+    assert!(old.try_wait().unwrap().is_none(), "the running snigate serves on");
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+}
+
+/// A handover socket configured in a directory others can write (a shared temporary directory)
+/// is refused, loudly; an upgrade by SIGUSR2 still goes through a private directory of its own.
+#[tokio::test]
+async fn a_shared_handover_directory_is_refused_and_sigusr2_still_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics_off()
+        .limit("drain_timeout", 1)
+        .runtime(format!("handover_socket = \"{}\"", shared.join("handover.sock").display()))
+        .write(&dir.path().join("snigate.toml"));
+    let (mut old, mut stderr) = run_binary(&config);
+    // Logged once the listeners accept.
+    let refused = line_with(&mut stderr, "cannot serve the handover socket").await;
+    assert!(refused.contains("writable by others"), "{refused}");
+    assert!(!shared.join("handover.sock").exists(), "nothing is bound in the shared directory");
+    let pid = old.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
+    let taking = line_with(&mut stderr, "the new process is taking over").await;
+    let new_pid: String = taking.split("pid=").nth(1).unwrap().chars().filter(char::is_ascii_digit).collect();
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    let _ = Command::new("kill").arg(&new_pid).status();
+}
