@@ -15,6 +15,9 @@ pub enum Phase {
     Reloading,
     /// Accepting, while a new process takes the listening sockets over.
     HandingOver,
+    /// Told to stop: not ready any more (load balancers take it out), still accepting for
+    /// `[runtime] shutdown_delay`, so that clients routed here meanwhile are served.
+    Stopping,
     /// No longer accepting; open connections finish until the drain deadline.
     Draining,
     /// Drained: the process exits.
@@ -39,10 +42,11 @@ impl Default for Phases {
 }
 
 impl Phases {
-    /// Moves to `phase`. Once draining, the process only goes on to `Done`.
+    /// Moves to `phase`. Once stopping, the process only goes on to draining and done.
     pub fn set(&self, phase: Phase) {
         self.0.send_if_modified(|now| {
             let allowed = match *now {
+                Phase::Stopping => matches!(phase, Phase::Draining | Phase::Done),
                 Phase::Draining => phase == Phase::Done,
                 Phase::Done => false,
                 _ => true,
@@ -79,6 +83,9 @@ mod tests {
         phases.set(Phase::Ready);
         phases.set(Phase::Reloading);
         assert!(phases.current().serving());
+        phases.set(Phase::Stopping);
+        phases.set(Phase::Ready);
+        assert!(!phases.current().serving(), "stopping is not ready");
         phases.set(Phase::Draining);
         phases.set(Phase::Ready);
         assert_eq!(phases.current(), Phase::Draining);

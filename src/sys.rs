@@ -150,13 +150,16 @@ const LISTEN_FDS_START: libc::c_int = 3;
 
 /// The listening sockets a service manager passed to this process (systemd's socket
 /// activation, `sd_listen_fds(3)`: descriptors 3 and up, `LISTEN_FDS` of them, named by
-/// `LISTEN_FDNAMES`), each with its name. Only when `LISTEN_PID` is this process; only once
+/// `LISTEN_FDNAMES`), each with its name. Only when `LISTEN_PID` is this process, or with
+/// `inherited` its parent (a master's worker: the master, which systemd passed them to, leaves
+/// them open for its first worker); only once
 /// per process (a second call returns none), so that no descriptor is owned twice. Each is
 /// made close-on-exec.
-pub fn listen_fds() -> Vec<(String, socket2::Socket)> {
+pub fn listen_fds(inherited: bool) -> Vec<(String, socket2::Socket)> {
     static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let var = |name: &str| std::env::var(name).ok();
-    let ours = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    let pid = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok());
+    let ours = pid == Some(std::process::id()) || (inherited && pid == Some(std::os::unix::process::parent_id()));
     let count = var("LISTEN_FDS").and_then(|n| n.parse::<libc::c_int>().ok()).unwrap_or(0);
     if !ours || count <= 0 || TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Vec::new();
@@ -275,6 +278,42 @@ pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(cred.uid)
+}
+
+/// CLOCK_MONOTONIC in microseconds: what a service manager compares reload times with.
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000
+}
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes two integers; no memory is involved.
+    match unsafe { libc::kill(pid, signal) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Reaps one child that has ended, if any has, without waiting: its pid and exit code (128 +
+/// the signal for a child killed by one). A process that reaps with this must reap every child
+/// so (as PID 1 it also reaps the orphans handed to it).
+pub fn reap_any() -> Option<(u32, i32)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into a live local.
+    let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
+    if pid <= 0 {
+        return None;
+    }
+    let code = match (libc::WIFEXITED(status), libc::WIFSIGNALED(status)) {
+        (true, _) => libc::WEXITSTATUS(status),
+        (_, true) => 128 + libc::WTERMSIG(status),
+        _ => return Some((pid as u32, -1)),
+    };
+    Some((pid as u32, code))
 }
 
 /// This process's effective user id.

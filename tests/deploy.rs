@@ -197,3 +197,36 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The configurations the Kubernetes ConfigMaps carry are valid, are mounted as directories
+/// (an edit of a `subPath` mount never reaches a running pod), and the containers read them
+/// where they are mounted; the grace period covers the shutdown delay and the drain.
+#[test]
+fn kubernetes_configurations_are_valid_and_reach_the_pods() {
+    for (manifest, key, block) in [
+        ("configmap.yaml", "snigate.toml", "deployment.yaml"),
+        ("daemonset.yaml", "snigate-node.toml", "daemonset.yaml"),
+    ] {
+        let text = std::fs::read_to_string(format!("{ROOT}/deploy/kubernetes/{manifest}")).unwrap();
+        let embedded = text.split(&format!("  {key}: |\n")).nth(1).expect("the embedded configuration");
+        let config: String = embedded
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed = snigate::Config::parse(key, &config).unwrap_or_else(|e| panic!("{manifest} {key}: {e}"));
+        let workload = std::fs::read_to_string(format!("{ROOT}/deploy/kubernetes/{block}")).unwrap();
+        assert!(!workload.contains("subPath"), "{block} mounts a configuration with subPath");
+        assert!(workload.contains("\"--config\", \"/etc/snigate/config/snigate.toml\""), "{block}");
+        let grace: f64 = workload
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+            .expect("a grace period")
+            .trim()
+            .parse()
+            .unwrap();
+        let needed = parsed.runtime.shutdown_delay + parsed.limits.drain_timeout;
+        assert!(grace > needed, "{block}: {grace} s of grace for {needed} s of delay and drain");
+    }
+}

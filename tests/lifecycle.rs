@@ -446,9 +446,14 @@ fn held_socket(
 /// The binary on `config`, passed `socket` as systemd passes it: bash puts it on descriptor 3
 /// and names itself in LISTEN_PID, then becomes snigate (exec keeps the pid).
 fn start_activated(socket: &socket2::Socket, config: &std::path::Path) -> tokio::process::Child {
+    start_activated_with(socket, config, "")
+}
+
+/// [`start_activated`], with more arguments to `snigate run`.
+fn start_activated_with(socket: &socket2::Socket, config: &std::path::Path, more: &str) -> tokio::process::Child {
     use std::os::fd::AsRawFd;
     let script = format!(
-        "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run --config {cfg}",
+        "exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=passed exec {bin} run {more} --config {cfg}",
         fd = socket.as_raw_fd(),
         bin = env!("CARGO_BIN_EXE_snigate"),
         cfg = config.display()
@@ -467,10 +472,21 @@ fn start_activated(socket: &socket2::Socket, config: &std::path::Path) -> tokio:
 /// keeps bound, so that binding it again would fail.
 #[tokio::test]
 async fn a_passed_listening_socket_is_adopted() {
+    adopts_the_passed_socket("").await;
+}
+
+/// Under `--master`, the service manager's sockets go to the master, which leaves them to its
+/// first worker: the worker serves on them (it could not bind the address itself).
+#[tokio::test]
+async fn a_master_passes_the_activated_socket_to_its_worker() {
+    adopts_the_passed_socket("--master").await;
+}
+
+async fn adopts_the_passed_socket(more: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (socket, config) = held_socket(dir.path(), echo_backend().await, "");
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let mut child = start_activated(&socket, &config);
+    let mut child = start_activated_with(&socket, &config, more);
     let mut open = eventually_some(Duration::from_secs(10), "spliced through the passed socket", async || {
         assert!(child.try_wait().unwrap().is_none(), "snigate exited: it did not adopt the socket");
         tokio::time::timeout(Duration::from_secs(1), async {
@@ -487,7 +503,12 @@ async fn a_passed_listening_socket_is_adopted() {
     })
     .await;
     echoes(&mut open, b"through the adopted socket").await;
-    let _ = child.kill().await;
+    drop(open);
+    // SIGTERM, not SIGKILL: a master stops its worker before it exits.
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("it stops").unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 /// A CONNECT tunnel that has its `200` but not yet its hello still counts as waiting for its
@@ -994,4 +1015,170 @@ async fn a_shared_handover_directory_is_refused_and_sigusr2_still_upgrades() {
     assert_eq!(status.code(), Some(0));
     let _ = spliced(addr, b"acme.my.salesforce.com").await;
     let _ = Command::new("kill").arg(&new_pid).status();
+}
+
+/// Starts `command` with its stderr piped, and waits until it says it is listening.
+async fn started(
+    mut command: tokio::process::Command,
+) -> (tokio::process::Child, tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    line_with(&mut stderr, "listening").await;
+    (child, stderr)
+}
+
+/// Reads the rest of `stderr` in the background, so that the process never blocks on it.
+fn drain_stderr(mut stderr: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) {
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+}
+
+/// As PID 1 of its own PID namespace (a container's entry point), snigate is a master that
+/// never exits during an upgrade: SIGUSR2 leaves a listener, refuses nothing and cuts nothing,
+/// and SIGTERM then stops everything with exit code 0.
+#[tokio::test]
+async fn as_pid_1_an_upgrade_keeps_the_namespace_alive() {
+    if !needs_root("the PID 1 test (unshare --pid)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics_off()
+        .limit("drain_timeout", 20)
+        .runtime("threads = 1")
+        .write(&dir.path().join("snigate.toml"));
+    let mut unshare = tokio::process::Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--kill-child"]).arg(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&config);
+    let (mut outer, stderr) = started(unshare).await;
+    let mut stderr = stderr;
+    // The namespace's PID 1, as this namespace sees it: unshare's only child.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", outer.id().unwrap())).unwrap();
+    let init = children.split_whitespace().next().expect("unshare's child").to_string();
+    let mut open = spliced(addr, b"acme.my.salesforce.com").await;
+    let prober = probe_flowing(addr, b"acme.my.salesforce.com", Duration::from_secs(3), Duration::from_secs(2)).await;
+    assert!(Command::new("kill").args(["-USR2", &init]).status().unwrap().success());
+    line_with(&mut stderr, "took over the listening sockets").await;
+    echoes(&mut open, b"the connection opened before the upgrade is not cut").await;
+    drop(open);
+    // The previous worker exits once its last connection has closed, well before its deadline.
+    line_with(&mut stderr, "the previous worker has drained").await;
+    drain_stderr(stderr);
+    let (served, refused) = prober.await.unwrap();
+    assert!(served > 20 && refused == 0, "served {served}, refused {refused}");
+    assert!(outer.try_wait().unwrap().is_none(), "the namespace lives on");
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    assert!(Command::new("kill").args(["-TERM", &init]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), outer.wait()).await.expect("it stops").unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Under systemd (`Type=notify`), the service manager hears READY=1 once snigate serves,
+/// RELOADING=1 and READY=1 around a SIGHUP, and after an upgrade by SIGUSR2 the new process's
+/// MAINPID with its READY=1, then STOPPING=1 from the old one.
+#[tokio::test]
+async fn the_service_manager_is_notified_and_follows_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let next = async || {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), notify.recv(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics_off()
+        .limit("drain_timeout", 1)
+        .write(&dir.path().join("snigate.toml"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"));
+    command.args(["run", "--config"]).arg(&config).env("NOTIFY_SOCKET", &notify_path);
+    let (mut old, stderr) = started(command).await;
+    let mut stderr = stderr;
+    let ready = next().await;
+    assert!(ready.contains("READY=1") && !ready.contains("MAINPID"), "{ready}");
+    let pid = old.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let reloading = next().await;
+    assert!(reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(next().await.contains("READY=1"), "ready again after the reload");
+
+    assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
+    let taking = line_with(&mut stderr, "the new process is taking over").await;
+    let new_pid: String = taking.split("pid=").nth(1).unwrap().chars().filter(char::is_ascii_digit).collect();
+    drain_stderr(stderr);
+    let mut heard = Vec::new();
+    while !heard.iter().any(|m: &String| m.contains("MAINPID=")) || !heard.iter().any(|m| m.contains("STOPPING=1")) {
+        heard.push(next().await);
+    }
+    let main = heard.iter().find(|m| m.contains("MAINPID=")).unwrap();
+    assert!(main.contains(&format!("MAINPID={new_pid}")) && main.contains("READY=1"), "{heard:?}");
+    let status = tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    let _ = Command::new("kill").arg(&new_pid).status();
+}
+
+/// SIGTERM closes every copy of the listening sockets (those kept for a handover too) before
+/// the drain: a new client is refused at once instead of waiting in a queue nobody accepts from.
+#[tokio::test]
+async fn a_client_during_the_drain_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics_off()
+        .limit("drain_timeout", 10)
+        .write(&dir.path().join("snigate.toml"));
+    let (mut child, mut stderr) = run_binary(&config);
+    line_with(&mut stderr, "listening").await;
+    let mut open = spliced(addr, b"acme.my.salesforce.com").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    line_with(&mut stderr, "draining open connections").await;
+    drain_stderr(stderr);
+    let began = Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await.unwrap();
+    let took = began.elapsed();
+    assert!(refused.is_err(), "a new client is refused during the drain");
+    assert!(took < Duration::from_millis(100), "refused within 100 ms, not after {took:?}");
+    echoes(&mut open, b"the open connection still finishes").await;
+    drop(open);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `[runtime] shutdown_delay`: after SIGTERM readiness is off at once, but clients still
+/// routed here meanwhile (the endpoints update late) are served until the delay has passed.
+#[tokio::test]
+async fn the_shutdown_delay_serves_late_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (addr, metrics) = (free(), free());
+    let config = TestConfig::upstream(backend)
+        .listen(addr)
+        .metrics(format!("listen = \"{metrics}\""))
+        .runtime("shutdown_delay = 2")
+        .write(&dir.path().join("snigate.toml"));
+    let (mut child, mut stderr) = run_binary(&config);
+    line_with(&mut stderr, "listening").await;
+    drain_stderr(stderr);
+    eventually(Duration::from_secs(10), "ready", async || http_get(metrics, "/readyz").await.0 == 200).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    eventually(Duration::from_secs(1), "not ready", async || http_get(metrics, "/readyz").await.0 == 503).await;
+    tokio::time::sleep_until((signalled + Duration::from_secs(1)).into()).await;
+    // One second after SIGTERM: still served.
+    let mut late = spliced(addr, b"acme.my.salesforce.com").await;
+    echoes(&mut late, b"served during the shutdown delay").await;
+    drop(late);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "the delay was kept");
 }

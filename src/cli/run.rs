@@ -48,6 +48,13 @@ pub struct RunArgs {
     /// `[runtime] handover_socket`); it stops accepting once this process accepts.
     #[arg(long, value_name = "PATH")]
     pub takeover: Option<PathBuf>,
+    /// Run as a master process that never exits during an upgrade (as `[runtime] master`; on
+    /// by default as PID 1).
+    #[arg(long)]
+    pub master: bool,
+    /// Started by a master process: serve handovers at PATH, leave upgrades to the master.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub worker: Option<PathBuf>,
 }
 
 /// The value of `--metrics`.
@@ -147,11 +154,27 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    // A master: as PID 1 (a container) and where configured, so that an upgrade never ends the
+    // process the supervisor watches.
+    if args.worker.is_none() && (args.master || config.runtime.master || std::process::id() == 1) {
+        drop(rules);
+        let Some((program, rest)) = lifecycle::own_command(std::env::args_os()) else {
+            return ExitCode::from(EXIT_USAGE);
+        };
+        return match lifecycle::run_master(program, rest, args.takeover.clone()) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("snigate run: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        };
+    }
     let reread = {
         let args = args.clone();
         Box::new(move || configuration(&args))
     };
-    match lifecycle::run(Start { config, rules, takeover: args.takeover.clone(), reread }) {
+    let start = Start { config, rules, takeover: args.takeover.clone(), reread, worker: args.worker.clone() };
+    match lifecycle::run(start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("snigate run: {e}");

@@ -40,11 +40,27 @@ pub struct RuntimeConfig {
     pub threads: usize,
     /// Where a new snigate started with `--takeover PATH` can take over this one's listening
     /// sockets (a Unix socket this process serves). Absent: only SIGUSR2 hands over, through a
-    /// temporary socket.
+    /// private temporary socket.
     pub handover_socket: Option<PathBuf>,
+    /// On SIGTERM, seconds to keep accepting after readiness turns off, before the listening
+    /// sockets close: long enough for a load balancer (Kubernetes endpoints) to stop routing
+    /// here. 0: close at once.
+    #[serde(default)]
+    pub shutdown_delay: f64,
+    /// Run as a master process that never exits during an upgrade: it starts a worker process
+    /// that serves, and on SIGUSR2 re-executes itself in place and starts a new worker that
+    /// takes the sockets over. On by default as PID 1 (a container), where the process that
+    /// exits would take the whole PID namespace with it.
+    #[serde(default)]
+    pub master: bool,
 }
 
 impl RuntimeConfig {
+    /// `shutdown_delay` as a duration.
+    pub fn shutdown_delay(&self) -> Duration {
+        secs(self.shutdown_delay)
+    }
+
     /// The worker threads to run: `threads`, or the CPUs available (CPU affinity and cgroup
     /// quota included).
     pub fn worker_threads(&self) -> usize {

@@ -153,7 +153,7 @@ impl Server {
     /// `metrics` and logging finished connections to `log`. Listening sockets a service
     /// manager passed (systemd socket activation) are adopted instead of bound.
     pub async fn bind(config: &Config, rules: RuleSet, metrics: Arc<Metrics>, log: &AccessLog) -> io::Result<Server> {
-        Server::bind_adopting(config, rules, metrics, log, crate::sys::listen_fds()).await
+        Server::bind_adopting(config, rules, metrics, log, crate::sys::listen_fds(false)).await
     }
 
     /// [`bind`](Self::bind), adopting `passed` listening sockets (each with a listener name)

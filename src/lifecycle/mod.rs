@@ -1,0 +1,197 @@
+//! The process's one lifecycle: starting, ready, reloading, handing over, draining, done.
+//!
+//! [`run`] owns the phases ([`Phase`]). Signals become [`Event`]s here and nowhere else:
+//! SIGHUP reloads, SIGUSR2 hands the listening sockets to a new process, SIGTERM and SIGINT
+//! stop. What depends on the phase follows it: readiness (`/readyz`) through the server, the
+//! reload task, the handover.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::Socket;
+use tokio::sync::{Notify, mpsc};
+
+use crate::access_log::AccessLog;
+use crate::config::{Config, ConfigError, Keyword};
+use crate::handover::{self, Role};
+use crate::metrics::endpoint::Endpoint;
+use crate::metrics::registry::Metrics;
+
+use crate::policy::decide::RuleSet;
+use crate::proxy::server::Server;
+use crate::reload::{self, ReloadTrigger};
+
+mod handovers;
+mod master;
+mod notify;
+mod signals;
+
+pub use handovers::own_command;
+pub use master::run as run_master;
+
+use handovers::Handovers;
+use crate::phase::Phase;
+pub use signals::Event;
+use signals::spawn_signals;
+
+/// What a start needs: a validated configuration, its compiled rules, and how to read the
+/// configuration again.
+pub struct Start {
+    /// The configuration to run.
+    pub config: Config,
+    /// Its rules, compiled.
+    pub rules: RuleSet,
+    /// Take over the sockets of the snigate serving this handover socket.
+    pub takeover: Option<PathBuf>,
+    /// Reads the configuration again, as it was read at start (a SIGHUP).
+    pub reread: Box<dyn Fn() -> Result<Config, Vec<ConfigError>> + Send>,
+    /// Started by a master process: serve handovers at this path (in the master's private
+    /// directory), and leave upgrades to the master.
+    pub worker: Option<PathBuf>,
+}
+
+/// Runs the process until it has drained: binds (or takes over) every socket, serves, reloads
+/// on SIGHUP and on file changes, hands over on SIGUSR2 or a handover connection, and drains on
+/// SIGTERM, SIGINT or a completed handover. `Err` when it cannot start.
+pub fn run(start: Start) -> Result<(), String> {
+    let Start { mut config, rules, takeover, reread, worker } = start;
+    let handover_path = worker.clone().or_else(|| config.runtime.handover_socket.clone());
+    let worker = worker.is_some();
+    let threads = config.runtime.worker_threads();
+    // The first worker; the server starts the others on their own threads (thread per core).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let log = Arc::new(AccessLog::open(&config.log).map_err(|e| e.to_string())?);
+    // Taking over from a running snigate: only now, with this configuration valid. Nobody
+    // serving the handover socket (a first start, as in a rollout) is not an error: the
+    // listeners are then bound as usual.
+    let (passed, confirm) = match &takeover {
+        Some(path) => match handover::take_over(path) {
+            Ok((sockets, confirm)) => (sockets, Some(confirm)),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+                eprintln!("snigate run: nothing to take over ({e}); binding the listeners");
+                (systemd_sockets(worker), None)
+            }
+            Err(e) => return Err(e.to_string()),
+        },
+        None => (systemd_sockets(worker), None),
+    };
+    let served = runtime.block_on(async {
+        let metrics = Arc::new(Metrics::with_workers(threads));
+        let (mut listening, mut handed_metrics) = (Vec::new(), None);
+        for (role, socket) in passed {
+            match role {
+                Role::Listener(name) => listening.push((name, socket)),
+                Role::Metrics => handed_metrics = Some(socket),
+            }
+        }
+        // The endpoint is bound first: a taken metrics port fails the start like any other.
+        let endpoint = match (config.metrics.address(), handed_metrics) {
+            (Some(_), Some(socket)) => Some(Endpoint::adopt(socket, metrics.clone())),
+            (Some(addr), None) => Some(Endpoint::bind(addr, metrics.clone()).await),
+            (None, _) => None,
+        };
+        let endpoint = endpoint.transpose().map_err(|e| e.to_string())?;
+        // The destination guard refuses the endpoint's address as bound (port 0 resolved).
+        if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
+            config.metrics.listen = addr;
+        }
+        let server =
+            Server::bind_adopting(&config, rules, metrics.clone(), &log, listening).await.map_err(|e| e.to_string())?;
+        let mut sockets: Vec<(Role, Socket)> = server
+            .handover_sockets()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(name, s)| (Role::Listener(name), s))
+            .collect();
+        if let Some(endpoint) = endpoint {
+            if let Ok(socket) = endpoint.socket() {
+                sockets.push((Role::Metrics, socket));
+            }
+            if let Ok(addr) = endpoint.local_addr() {
+                tracing::info!(metrics = %addr, "serving /metrics, /healthz and /readyz");
+            }
+            tokio::spawn(endpoint.serve());
+        }
+        for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
+            tracing::info!(listen = %addr, mode = l.get_ref().mode.mode().as_str(), threads, "listening");
+        }
+        let phases = server.phases();
+        let (events, mut event) = mpsc::channel(8);
+        spawn_signals(events, false)?;
+        let (reloads, triggers) = mpsc::channel(4);
+        let reloading =
+            reload::run(config.clone(), server.live(), metrics, phases.clone(), (reloads.clone(), triggers), reread);
+        tokio::spawn(reloading);
+        let (upgrades, upgrade) = mpsc::channel(1);
+        let handed_over = Arc::new(Notify::new());
+        let handovers = Handovers { configured: handover_path, sockets, phases: phases.clone() };
+        // Holds the duplicates of the listening sockets kept for a handover: stopping it
+        // closes them, so that a stopped process refuses new clients at once.
+        let handing_over = tokio::spawn(handovers.serve(upgrade, handed_over.clone()));
+        if let Some(notifier) = notify::Notifier::from_env() {
+            // A worker's master stays the main process; a process that took over becomes it.
+            tokio::spawn(notify::follow(notifier, phases.subscribe(), confirm.is_some() && !worker));
+        }
+        if let Some(confirm) = confirm {
+            match confirm.accepting() {
+                Ok(()) => tracing::info!("took over the listening sockets; the previous process drains"),
+                Err(e) => tracing::warn!(error = %e, "could not tell the previous process to stop accepting"),
+            }
+        }
+        let shutdown_delay = config.runtime.shutdown_delay();
+        let stop = async {
+            loop {
+                tokio::select! {
+                    () = handed_over.notified() => {
+                        tracing::info!("handed over; draining open connections");
+                        return;
+                    }
+                    e = event.recv() => match e {
+                        Some(Event::Reload) => {
+                            let _ = reloads.try_send(ReloadTrigger::Signal);
+                        }
+                        Some(Event::Upgrade) if worker => {
+                            tracing::warn!("SIGUSR2 goes to the master process, which upgrades its workers");
+                        }
+                        Some(Event::Upgrade) => {
+                            let _ = upgrades.try_send(());
+                        }
+                        Some(Event::Stop) | None => break,
+                        // Not asked for: only a master reaps its children.
+                        Some(Event::Child) => {}
+                    },
+                }
+            }
+            // Not ready from now on; still accepting until the load balancer has noticed.
+            phases.set(Phase::Stopping);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(delay = ?shutdown_delay, "stopping: not ready, still accepting for the shutdown delay");
+                tokio::select! {
+                    () = tokio::time::sleep(shutdown_delay) => {}
+                    // A second stop does not wait.
+                    _ = async { while !matches!(event.recv().await, Some(Event::Stop) | None) {} } => {}
+                }
+            }
+            tracing::info!("shutting down");
+            handing_over.abort();
+            let _ = (&mut { handing_over }).await;
+        };
+        server.run(stop).await;
+        Ok::<(), String>(())
+    });
+    // Connections still open past the drain deadline are cut here; then the last lines go out.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    log.finish(Duration::from_secs(2));
+    served
+}
+
+/// Listening sockets a service manager passed (systemd socket activation), by name; to a
+/// master's worker, through the master.
+fn systemd_sockets(worker: bool) -> Vec<(Role, Socket)> {
+    crate::sys::listen_fds(worker).into_iter().map(|(name, s)| (Role::Listener(name), s)).collect()
+}
+
