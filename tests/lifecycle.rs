@@ -1182,3 +1182,51 @@ async fn the_shutdown_delay_serves_late_clients() {
     assert_eq!(status.code(), Some(0));
     assert!(signalled.elapsed() >= Duration::from_secs(2), "the delay was kept");
 }
+
+/// A name added to /etc/hosts while snigate runs resolves, without a restart (the C library
+/// reads the file on every lookup, and so must snigate). /etc/hosts is replaced by a file of the
+/// test's own in a mount namespace of its own.
+#[tokio::test]
+async fn a_hosts_file_entry_added_at_run_time_resolves() {
+    if !needs_root("the hosts-file test (unshare --mount)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::copy("/etc/hosts", &hosts).unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::sni(backend.port())
+        .listen(addr)
+        .rules("allow added-at-run-time.example\n")
+        .metrics_off()
+        .write(&dir.path().join("snigate.toml"));
+    let mut command = tokio::process::Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\"", "sh"])
+        .arg(&hosts)
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .arg(&config);
+    let (mut child, stderr) = started(command).await;
+    drain_stderr(stderr);
+    // Edited in place, as an operator's `echo >> /etc/hosts` does.
+    let mut text = std::fs::read_to_string(&hosts).unwrap();
+    text.push_str("127.0.0.1 added-at-run-time.example\n");
+    std::fs::write(&hosts, text).unwrap();
+    let mut s = eventually_some(Duration::from_secs(10), "the added name is served", async || {
+        tokio::time::timeout(Duration::from_secs(2), async {
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            let h = hello(&[sni(b"added-at-run-time.example")]);
+            s.write_all(&h).await.ok()?;
+            let mut back = vec![0; h.len()];
+            s.read_exact(&mut back).await.ok()?;
+            Some(s)
+        })
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
+    echoes(&mut s, b"through the name added at run time").await;
+    let _ = child.kill().await;
+}
