@@ -1,12 +1,13 @@
 //! The crate's only `unsafe`: the Linux calls that std, tokio and socket2 do not wrap
 //! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`), tokio's
 //! registration of a raw listening socket, and taking the listening sockets a service manager
-//! passed, each behind a safe wrapper over owned or borrowed file descriptors; and glibc's
-//! `mallopt`, so that a dropped rule snapshot goes back to the system.
+//! passed, each behind a safe wrapper over owned or borrowed file descriptors; glibc's
+//! `mallopt`, so that a dropped rule snapshot goes back to the system; and `getifaddrs`, for
+//! the destination guard's list of this machine's addresses.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use tokio::io::Interest;
@@ -143,6 +144,41 @@ pub fn huge_pages<T>(data: &[T]) {
         // advice changes how it is backed, never its contents.
         unsafe { libc::madvise(first as *mut libc::c_void, last - first, advice) };
     }
+}
+
+/// Every address of this machine's interfaces, IPv4 and IPv6, up or down (`getifaddrs(3)`),
+/// in the kernel's order, repeats included.
+pub fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` is a valid place for getifaddrs to write the list's head; on success the
+    // list is this function's to read and to free.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut node = head;
+    while !node.is_null() {
+        // SAFETY: `node` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*node };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null `ifa_addr` points to a socket address whose family field says
+            // which type it is, and it is at least as large as that type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a `sockaddr_in` (see above).
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                found.push(IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a `sockaddr_in6` (see above).
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                found.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        node = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs, is freed once, and no node is used after this.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(found)
 }
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
@@ -429,6 +465,12 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn interface_addresses_include_loopback() {
+        let found = interface_addresses().unwrap();
+        assert!(found.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)), "{found:?}");
+    }
 
     #[test]
     fn bytes_cross_a_pipe_between_sockets() {

@@ -142,6 +142,25 @@ async fn internal_addresses_and_other_ports_are_refused_by_default() {
     assert!(line["error"].as_str().unwrap().contains("port 22"), "{line}");
 }
 
+/// A name the rules allow, resolving (through the hosts file) to a host-local service on the
+/// port snigate connects to: the guard refuses the address, the connection is denied with
+/// `dst_denied`, the log names the address and the registry range with its RFC, and the
+/// service receives nothing.
+#[tokio::test]
+async fn an_allowed_name_resolving_to_a_refused_address_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut received) = recording_backend(b"ok".to_vec()).await;
+    let proxy = config(dir.path(), Listener::sni(backend.port()), "allow localhost\n").start(dir.path()).await;
+    assert_eq!(exchange(proxy.addr, &hello(&[sni(b"localhost")])).await, ACCESS_DENIED);
+    let line = last_line(dir.path(), 1).await;
+    assert_eq!(line["verdict"], "deny", "{line}");
+    assert_eq!(line["reason"], "dst_denied", "{line}");
+    let error = line["error"].as_str().unwrap();
+    let refused = format!("destination 127.0.0.1:{} refused: in 127.0.0.0/8 (loopback (RFC 1122))", backend.port());
+    assert!(error.contains(&refused), "{error}");
+    assert!(received.try_recv().is_err(), "the local service was not reached");
+}
+
 /// A `deny ip` rule bars a resolved destination, whatever name led there.
 #[tokio::test]
 async fn deny_ip_rules_bar_resolved_destinations() {

@@ -4,8 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use snigate::salesforce::{FAMILIES, ImportError, ImportOptions, SHARED_HOSTS, import_ip_ranges};
-use snigate::{Pattern, Target, Verdict, parse_rules};
+use snigate::salesforce::{
+    FAMILIES, ImportError, ImportOptions, OPEN_FAMILIES, SHARED_HOSTS, Tenant, import_ip_ranges, tenant_rules,
+};
+use snigate::{Name, Pattern, RuleSet, Target, Verdict, parse_rules, preset_rules};
 
 const FIXTURES: &str = "tests/data/salesforce";
 
@@ -390,6 +392,21 @@ fn tenant_with_named_sandboxes_allows_only_those() {
             "allow acme--dev.sandbox.my.salesforce-setup.com",
             "allow acme--qa2.sandbox.my.salesforce-setup.com",
             "deny *.my.salesforce-setup.com",
+            "allow acme.my.salesforce-scrt.com",
+            "allow acme--dev.sandbox.my.salesforce-scrt.com",
+            "allow acme--qa2.sandbox.my.salesforce-scrt.com",
+            "deny *.my.salesforce-scrt.com",
+            "allow acme--*.my.force-user-content.com",
+            "allow acme--dev--*.sandbox.my.force-user-content.com",
+            "allow acme--qa2--*.sandbox.my.force-user-content.com",
+            "allow acme--*.file.force-user-content.com",
+            "allow acme--dev--*.sandbox.file.force-user-content.com",
+            "allow acme--qa2--*.sandbox.file.force-user-content.com",
+            "deny *.force-user-content.com",
+            "allow acme--c.documentforce.com",
+            "allow acme--dev--c.documentforce.com",
+            "allow acme--qa2--c.documentforce.com",
+            "deny *.documentforce.com",
         ]
     );
     for (name, want) in [
@@ -419,6 +436,9 @@ fn tenant_for_a_developer_edition_org_uses_the_develop_partition() {
         ("acme-dev-ed.develop.my.salesforce.com", "allow"),
         ("acme-dev-ed.develop.lightning.force.com", "allow"),
         ("acme-dev-ed--c.develop.vf.force.com", "allow"),
+        ("acme-dev-ed.develop.my.salesforce-scrt.com", "allow"),
+        ("acme-dev-ed--c.documentforce.com", "allow"),
+        ("other-dev-ed--c.documentforce.com", "deny"),
         ("acme-dev-ed.my.salesforce.com", "deny"),
         ("other-dev-ed.develop.my.salesforce.com", "deny"),
         ("login.salesforce.com", "allow"),
@@ -485,4 +505,104 @@ fn family_table_matches_the_preset_and_the_tenant_example() {
         rules
     };
     assert_eq!(set(&generated), set(&example));
+}
+
+/// Every family of the preset, in its production, sandbox and `--c` (or other suffixed) forms,
+/// with `ORG` for the org: the family's domain, then the hosts. A host without `ORG` names no
+/// org.
+const FAMILY_HOSTS: &[(&str, &[&str])] = &[
+    ("my.salesforce.com", &["ORG.my.salesforce.com", "ORG--uat.sandbox.my.salesforce.com"]),
+    ("lightning.force.com", &["ORG.lightning.force.com", "ORG--uat.sandbox.lightning.force.com"]),
+    ("vf.force.com", &["ORG--c.vf.force.com", "ORG--pkg.vf.force.com", "ORG--uat--c.sandbox.vf.force.com"]),
+    ("my.site.com", &["ORG.my.site.com", "ORG--uat.sandbox.my.site.com"]),
+    ("my.salesforce-sites.com", &["ORG.my.salesforce-sites.com", "ORG--uat.sandbox.my.salesforce-sites.com"]),
+    ("file.force.com", &["ORG.file.force.com", "ORG--uat.sandbox.file.force.com"]),
+    ("my.salesforce-setup.com", &["ORG.my.salesforce-setup.com", "ORG--uat.sandbox.my.salesforce-setup.com"]),
+    ("my.salesforce-scrt.com", &["ORG.my.salesforce-scrt.com", "ORG--uat.sandbox.my.salesforce-scrt.com"]),
+    (
+        "force-user-content.com",
+        &[
+            "ORG--0a1b2c3d.my.force-user-content.com",
+            "ORG--uat--0a1b2c3d.sandbox.my.force-user-content.com",
+            "ORG--0a1b2c3d.file.force-user-content.com",
+            "ORG--uat--0a1b2c3d.sandbox.file.force-user-content.com",
+        ],
+    ),
+    ("documentforce.com", &["ORG--c.documentforce.com", "ORG--uat--c.documentforce.com"]),
+    ("salesforceliveagent.com", &["d.la1-c1-frf.salesforceliveagent.com", "c.la3-c1cs-ph2.salesforceliveagent.com"]),
+    ("sfdcstatic.com", &["c1.sfdcstatic.com"]),
+];
+
+/// The verdict `set` gives a hello for `host` on 443, as the proxy asks it.
+fn decide(set: &RuleSet, host: &str) -> Verdict {
+    let name = Name::parse(host.as_bytes(), false).unwrap();
+    set.decide(Some(&name), "10.0.0.1".parse().unwrap(), None, 443).verdict
+}
+
+/// The preset with `snigate salesforce tenant --my-domain acme` beside it, compiled as the
+/// proxy compiles them: `acme`'s hosts in every org-named family are allowed, another org's
+/// denied, and the families that name no org stay allowed.
+#[test]
+fn the_tenant_restriction_covers_every_org_named_family_of_the_preset() {
+    let tenant = tenant_rules(&Tenant::new("acme", &[], false).unwrap());
+    let tenant = parse_rules("tenant.rules", &tenant).unwrap();
+    let mut rules = preset_rules().unwrap();
+    rules.extend(tenant.iter().cloned());
+    let both = RuleSet::new(rules, Vec::new(), Verdict::Deny);
+    let alone = RuleSet::new(tenant, Vec::new(), Verdict::Deny);
+
+    // The table lists every family the preset allows, each of them once.
+    let preset = preset_rules().unwrap();
+    let mut allowed: Vec<String> = preset
+        .iter()
+        .filter(|r| r.verdict == Verdict::Allow)
+        .filter_map(|r| r.text.split_whitespace().nth(1)?.strip_prefix("*.").map(str::to_string))
+        .collect();
+    let mut listed: Vec<String> = FAMILY_HOSTS.iter().map(|(d, _)| d.to_string()).collect();
+    allowed.sort();
+    listed.sort();
+    assert_eq!(allowed, listed, "every `allow *.DOMAIN` of the preset is in the table");
+
+    for (domain, hosts) in FAMILY_HOSTS {
+        let named = FAMILIES.iter().any(|f| f.domain == *domain);
+        let open = OPEN_FAMILIES.iter().any(|f| f.domain == *domain);
+        let shared = SHARED_HOSTS.iter().any(|h| h.pattern == format!("*.{domain}"));
+        assert_eq!([named, open, shared].iter().filter(|b| **b).count(), 1, "{domain}: org-named, open or shared");
+        for host in *hosts {
+            if named {
+                assert!(host.contains("ORG"), "{host}");
+                let (ours, theirs) = (host.replace("ORG", "acme"), host.replace("ORG", "other"));
+                assert_eq!(decide(&both, &ours), Verdict::Allow, "{ours} with the preset");
+                assert_eq!(decide(&alone, &ours), Verdict::Allow, "{ours} with the tenant file alone");
+                assert_eq!(decide(&both, &theirs), Verdict::Deny, "{theirs} with the preset");
+                assert_eq!(decide(&alone, &theirs), Verdict::Deny, "{theirs} with the tenant file alone");
+            } else {
+                assert!(!host.contains("ORG"), "{host}");
+                assert_eq!(decide(&both, host), Verdict::Allow, "{host}: names no org, stays allowed");
+            }
+        }
+    }
+
+    // The other orgs' hosts the preset let through before, and the org's own content host.
+    for host in ["other.my.salesforce-scrt.com", "other--c.documentforce.com", "other.force-user-content.com"] {
+        assert_eq!(decide(&both, host), Verdict::Deny, "{host}");
+    }
+    assert_eq!(decide(&alone, "acme--c.documentforce.com"), Verdict::Allow);
+    // Live Agent's hosts name a pod: a leftmost label is no org there, and it stays open.
+    assert_eq!(decide(&both, "other.salesforceliveagent.com"), Verdict::Allow);
+    assert!(OPEN_FAMILIES.iter().any(|f| f.domain == "salesforceliveagent.com"));
+}
+
+/// `snigate check` on the preset and a tenant file names the families that stay open.
+#[test]
+fn check_names_the_families_a_tenant_restriction_leaves_open() {
+    let (_dir, path, _) = tenant(&["--my-domain", "acme"]);
+    let (code, out, _) = snigate(&["check", "rules/salesforce.rules", &path]);
+    assert_eq!(code, 0, "{out}");
+    let open: Vec<&str> = out.lines().filter(|l| l.starts_with("open: ")).collect();
+    assert_eq!(open.len(), 1, "{out}");
+    assert!(open[0].contains("`allow *.salesforceliveagent.com` stays open to every Salesforce org"), "{out}");
+    assert!(open[0].contains("name a pod, not an org"), "{out}");
+    let (_, out, _) = snigate(&["check", "rules/salesforce.rules"]);
+    assert!(!out.contains("open: "), "no restriction, nothing to point out: {out}");
 }

@@ -211,7 +211,18 @@ impl Server {
             sockets.iter().filter_map(|s| s.sockets().first()?.local_addr().ok()?.as_socket()).collect();
         own.extend(config.metrics.address());
         let destinations = &config.destinations;
-        let guard = Arc::new(DestinationGuard::new(destinations.allow.clone(), destinations.deny.clone(), own.clone()));
+        // This machine's addresses, refused as destinations on every port; later ones are found
+        // by the route lookup of `upstream::is_local`.
+        let machine = crate::sys::interface_addresses().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list this machine's addresses; only route lookups will find them");
+            Vec::new()
+        });
+        let guard = Arc::new(DestinationGuard::new(
+            destinations.allow.clone(),
+            destinations.deny.clone(),
+            own.clone(),
+            machine,
+        ));
         let limits = &config.limits;
         let (per_source, hellos) = (limits.max_connections_per_source, limits.max_hellos_per_source);
         let sources = Arc::new(Sources::new(per_source, hellos, metrics.sources_tracked()));

@@ -24,7 +24,7 @@ use super::list::List;
 use super::pattern::Pattern;
 use super::precedence::{Kind, Precedence};
 use super::rule::{PortRange, Rule, Target, Verdict};
-use super::salesforce::FAMILIES;
+use super::salesforce::{FAMILIES, OPEN_FAMILIES};
 use crate::name::Name;
 
 /// Rules by kind.
@@ -88,6 +88,16 @@ pub enum Finding<'a> {
         /// The `allow ip` rule that lets connections without SNI through.
         ip: &'a Rule,
     },
+    /// A Salesforce family whose host names carry no org name, allowed beside a restriction of
+    /// orgs by name: it stays open to every org, and no rule by name can close it.
+    OpenFamily {
+        /// The rule that allows the family.
+        allow: &'a Rule,
+        /// The deny rule that restricts orgs by name.
+        deny: &'a Rule,
+        /// What the family's host names carry instead of the org.
+        why: &'static str,
+    },
 }
 
 /// The result of [`check`].
@@ -149,25 +159,45 @@ pub fn check<'a>(rules: &'a [Rule], lists: &[List]) -> Report<'a> {
         Finding::Duplicate { rule, .. } | Finding::Shadowed { rule, .. } => (position(rule), 0),
         Finding::Conflict { allow, deny } => (std::cmp::max(position(allow), position(deny)), 1),
         Finding::NoSniBypass { deny, ip } => (std::cmp::max(position(deny), position(ip)), 2),
+        Finding::OpenFamily { allow, .. } => (position(allow), 3),
     });
     findings.extend(no_sni_bypass(rules));
+    findings.extend(open_families(rules));
     Report { counts, findings }
 }
 
 /// The first Salesforce-org restriction by name and the first `allow ip` rule, when both exist.
 fn no_sni_bypass(rules: &[Rule]) -> Option<Finding<'_>> {
-    let salesforce = |r: &&Rule| match &r.target {
-        Target::Name(p) => p.key().is_some_and(|k| {
-            let k = k.as_str();
-            FAMILIES
-                .iter()
-                .any(|f| k.strip_suffix(f.domain).is_some_and(|above| above.is_empty() || above.ends_with('.')))
-        }),
-        Target::Ip(_) => false,
-    };
-    let deny = rules.iter().filter(|r| r.verdict == Verdict::Deny).find(salesforce)?;
+    let deny = org_restriction(rules)?;
     let ip = rules.iter().find(|r| r.verdict == Verdict::Allow && matches!(r.target, Target::Ip(_)))?;
     Some(Finding::NoSniBypass { deny, ip })
+}
+
+/// Every allow of a family that cannot be restricted by org, when orgs are restricted.
+fn open_families(rules: &[Rule]) -> Vec<Finding<'_>> {
+    let Some(deny) = org_restriction(rules) else { return Vec::new() };
+    let mut found = Vec::new();
+    for allow in rules.iter().filter(|r| r.verdict == Verdict::Allow) {
+        let Target::Name(p) = &allow.target else { continue };
+        let Some(key) = p.key() else { continue };
+        if let Some(open) = OPEN_FAMILIES.iter().find(|f| at_or_below(key.as_str(), f.domain)) {
+            found.push(Finding::OpenFamily { allow, deny, why: open.why });
+        }
+    }
+    found
+}
+
+/// The first deny of an org-specific Salesforce family: a restriction of orgs by name.
+fn org_restriction(rules: &[Rule]) -> Option<&Rule> {
+    rules.iter().filter(|r| r.verdict == Verdict::Deny).find(|r| match &r.target {
+        Target::Name(p) => p.key().is_some_and(|k| FAMILIES.iter().any(|f| at_or_below(k.as_str(), f.domain))),
+        Target::Ip(_) => false,
+    })
+}
+
+/// Whether `name` is `domain` or a name below it.
+fn at_or_below(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain).is_some_and(|above| above.is_empty() || above.ends_with('.'))
 }
 
 fn analyse_group<'a>(group: &[&'a Rule], out: &mut Vec<Finding<'a>>) {
@@ -330,6 +360,14 @@ impl fmt::Display for Finding<'_> {
                 at(ip),
                 ip.text
             ),
+            Finding::OpenFamily { allow, deny, why } => write!(
+                f,
+                "open: {} `{}` stays open to every Salesforce org while {} `{}` restricts orgs by name: {why}",
+                at(allow),
+                allow.text,
+                at(deny),
+                deny.text
+            ),
         }
     }
 }
@@ -432,6 +470,22 @@ allow ip 10.0.0.0/8 from 10.1.0.0/16 port 25
             "{got:?}"
         );
         assert!(got[0].contains("t.rules:3 `allow ip 13.108.0.0/14`") && got[0].contains("no_sni = \"deny\""));
+    }
+
+    #[test]
+    fn names_the_families_an_org_restriction_leaves_open() {
+        let restricted = "allow acme.my.salesforce.com\ndeny *.my.salesforce.com\n";
+        let got = findings(&format!("{restricted}allow *.salesforceliveagent.com\nallow *.sfdcstatic.com\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "open: t.rules:3 `allow *.salesforceliveagent.com` stays open to every Salesforce org while \
+                 t.rules:2 `deny *.my.salesforce.com` restricts orgs by name: "
+            ),
+            "{got:?}"
+        );
+        assert!(findings("allow *.my.salesforce.com\nallow *.salesforceliveagent.com\n").is_empty(), "no restriction");
+        assert!(findings(restricted).is_empty(), "nothing open allowed");
     }
 
     #[test]

@@ -21,40 +21,114 @@ use super::rule::Verdict;
 
 /// One hostname family Salesforce serves for each org, with enhanced domains (enforced since
 /// Winter '24). Source: Salesforce Help, "My Domain URL Formats", "My Domain Login and
-/// Application URL Formats with Enhanced Domains"; Metadata API `MyDomainSettings` and Tooling
-/// API `OrgDomainLog.DomainPartition` for the partitions (`sandbox`, `develop`, …).
+/// Application URL Formats with Enhanced Domains", "Partitioned Domains for Scratch Orgs";
+/// Metadata API `MyDomainSettings` and Tooling API `OrgDomainLog.DomainPartition` for the
+/// partitions (`sandbox`, `develop`, …).
 ///
-/// For My Domain `acme` and sandbox `uat`, a family with domain `D` has the hosts
-/// `acme.D` (production), `acme--uat.sandbox.D` (sandbox) and `acme.develop.D` (Developer
-/// Edition); a namespaced family appends `--NAMESPACE` to the first label.
+/// For My Domain `acme` and sandbox `uat`, the hosts of a family sit directly below each of its
+/// [`parents`](Family::parents) `P`, shaped as its [`Shape`] says: for [`Shape::Org`],
+/// `acme.P` (production), `acme--uat.sandbox.P` (sandbox) and `acme.develop.P` (Developer
+/// Edition).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Family {
     /// What the family serves: the heading of its section in generated files.
     pub title: &'static str,
-    /// The domain an org's production hosts sit directly below; sandboxes and partitions add
-    /// one label (`sandbox.`, `develop.`) in front of it.
+    /// The domain the preset allows everything below (`allow *.DOMAIN`) and a tenant
+    /// restriction denies for every other org.
     pub domain: &'static str,
-    /// The hosts carry a package namespace after the org (`acme--c.vf.force.com`), so even
-    /// production is a leftmost-label glob (`acme--*`) rather than an exact name.
-    pub namespaced: bool,
+    /// The domains an org's hosts sit directly below: `domain` itself, or subdomains of it
+    /// (user content is under `my.` and `file.force-user-content.com`).
+    pub parents: &'static [&'static str],
+    /// How the org's name makes the leftmost label.
+    pub shape: Shape,
+}
+
+/// How an org's hosts are named in a family, for My Domain `acme` and sandbox `uat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `acme.P`, `acme--uat.sandbox.P`, `acme.develop.P`.
+    Org,
+    /// `acme--X.P`, `acme--uat--X.sandbox.P`, `acme--X.develop.P`: `X` is a package namespace
+    /// (`acme--c.vf.force.com`) or a unique ID, so even production is a leftmost-label glob
+    /// (`acme--*`) rather than an exact name.
+    Suffixed,
+    /// `acme--c.P` and `acme--uat--c.P`: the content domain of orgs without enhanced domains,
+    /// which has no partition label (`acme-dev-ed--c.documentforce.com` for Developer Edition).
+    Content,
 }
 
 /// The org-specific families, in the order generated files list them. `rules/salesforce.rules`
 /// allows `*.DOMAIN` for each of them (a test checks it), and a tenant restriction denies
 /// `*.DOMAIN` for every org but one.
 pub const FAMILIES: &[Family] = &[
-    Family { title: "My Domain login, UI and API", domain: "my.salesforce.com", namespaced: false },
-    Family { title: "Lightning Experience", domain: "lightning.force.com", namespaced: false },
+    Family {
+        title: "My Domain login, UI and API",
+        domain: "my.salesforce.com",
+        parents: &["my.salesforce.com"],
+        shape: Shape::Org,
+    },
+    Family {
+        title: "Lightning Experience",
+        domain: "lightning.force.com",
+        parents: &["lightning.force.com"],
+        shape: Shape::Org,
+    },
     Family {
         title: "Visualforce (hosts are `<org>--<namespace>`, for example acme--c)",
         domain: "vf.force.com",
-        namespaced: true,
+        parents: &["vf.force.com"],
+        shape: Shape::Suffixed,
     },
-    Family { title: "Experience Cloud sites", domain: "my.site.com", namespaced: false },
-    Family { title: "Salesforce Sites", domain: "my.salesforce-sites.com", namespaced: false },
-    Family { title: "Content files", domain: "file.force.com", namespaced: false },
-    Family { title: "Setup", domain: "my.salesforce-setup.com", namespaced: false },
+    Family { title: "Experience Cloud sites", domain: "my.site.com", parents: &["my.site.com"], shape: Shape::Org },
+    Family {
+        title: "Salesforce Sites",
+        domain: "my.salesforce-sites.com",
+        parents: &["my.salesforce-sites.com"],
+        shape: Shape::Org,
+    },
+    Family { title: "Content files", domain: "file.force.com", parents: &["file.force.com"], shape: Shape::Org },
+    Family {
+        title: "Setup",
+        domain: "my.salesforce-setup.com",
+        parents: &["my.salesforce-setup.com"],
+        shape: Shape::Org,
+    },
+    Family {
+        title: "Enhanced Chat, voice and messaging (Service Cloud real-time)",
+        domain: "my.salesforce-scrt.com",
+        parents: &["my.salesforce-scrt.com"],
+        shape: Shape::Org,
+    },
+    Family {
+        title: "User content and user images (hosts are `<org>--<unique ID>`)",
+        domain: "force-user-content.com",
+        parents: &["my.force-user-content.com", "file.force-user-content.com"],
+        shape: Shape::Suffixed,
+    },
+    Family {
+        title: "Salesforce CRM Content of orgs without enhanced domains (hosts are `<org>--c`)",
+        domain: "documentforce.com",
+        parents: &["documentforce.com"],
+        shape: Shape::Content,
+    },
 ];
+
+/// A family of the preset whose host names do not carry the org's name, so that no rule by
+/// name can keep other orgs out of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFamily {
+    /// The domain the preset allows everything below.
+    pub domain: &'static str,
+    /// Why it cannot be restricted by org: what its host names carry instead.
+    pub why: &'static str,
+}
+
+/// The preset's families that a tenant restriction leaves open to every org. `snigate check`
+/// names them when a rule set both restricts orgs and allows one of these.
+pub const OPEN_FAMILIES: &[OpenFamily] = &[OpenFamily {
+    domain: "salesforceliveagent.com",
+    why: "Chat (Live Agent) hosts name a pod, not an org (d.la1-c1-frf.salesforceliveagent.com)",
+}];
 
 /// A host (or suffix pattern) that every org uses, whichever tenant it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -572,6 +646,12 @@ pub fn tenant_rules(tenant: &Tenant) -> String {
     ] {
         lines.push(Line::Comment(text));
     }
+    // What no rule by name can restrict, so that the file does not seem to promise it.
+    for open in OPEN_FAMILIES {
+        lines.push(Line::Comment(String::new()));
+        lines.push(Line::Comment(format!("Left open to every org, where the preset allows it: *.{}.", open.domain)));
+        lines.push(Line::Comment(format!("{}.", open.why)));
+    }
     lines.push(Line::Blank);
     lines.push(Line::Comment("Shared hosts every org uses".to_string()));
     for h in SHARED_HOSTS {
@@ -580,38 +660,52 @@ pub fn tenant_rules(tenant: &Tenant) -> String {
     for f in FAMILIES {
         lines.push(Line::Blank);
         lines.push(Line::Comment(f.title.to_string()));
-        let ns = if f.namespaced { "--*" } else { "" };
-        let d = f.domain;
-        match &tenant.kind {
-            OrgKind::Production(sandboxes) => {
-                let why = if f.namespaced { "production: every package namespace" } else { "production" };
-                lines.push(Line::Rule { rule: format!("allow {org}{ns}.{d}"), why: why.to_string() });
-                match sandboxes {
-                    Sandboxes::All => lines.push(Line::Rule {
-                        rule: format!("allow {org}--*.sandbox.{d}"),
-                        why: format!("every {org} sandbox"),
-                    }),
-                    Sandboxes::Only(names) => {
-                        for n in names {
-                            lines.push(Line::Rule {
-                                rule: format!("allow {org}--{n}{ns}.sandbox.{d}"),
-                                why: format!("sandbox {n}"),
-                            });
-                        }
-                    }
-                }
-            }
-            OrgKind::DeveloperEdition => lines.push(Line::Rule {
-                rule: format!("allow {org}{ns}.develop.{d}"),
-                why: "Developer Edition (develop partition)".to_string(),
-            }),
+        for p in f.parents {
+            lines.extend(family_allows(org, &tenant.kind, f.shape, p));
         }
         lines.push(Line::Rule {
-            rule: format!("deny  *.{d}"),
+            rule: format!("deny  *.{}", f.domain),
             why: "every other org, sandbox and partition".to_string(),
         });
     }
     render(&lines)
+}
+
+/// The allows for `org`'s hosts of one shape directly below `parent`.
+fn family_allows(org: &str, kind: &OrgKind, shape: Shape, parent: &str) -> Vec<Line> {
+    let rule = |rule: String, why: String| Line::Rule { rule: format!("allow {rule}"), why };
+    let (own, x) = match shape {
+        Shape::Org => (org.to_string(), ""),
+        Shape::Suffixed => (format!("{org}--*"), "--*"),
+        Shape::Content => (format!("{org}--c"), "--c"),
+    };
+    // The content domain has no partition label: sandboxes differ by their first label only.
+    let sandbox = if shape == Shape::Content { "" } else { "sandbox." };
+    let production = match shape {
+        Shape::Suffixed => "production: every package namespace or unique ID",
+        _ => "production",
+    };
+    match kind {
+        OrgKind::Production(sandboxes) => {
+            let mut out = vec![rule(format!("{own}.{parent}"), production.to_string())];
+            match sandboxes {
+                Sandboxes::All => {
+                    let all = if shape == Shape::Content { format!("{org}--*--c") } else { format!("{org}--*") };
+                    out.push(rule(format!("{all}.{sandbox}{parent}"), format!("every {org} sandbox")));
+                }
+                Sandboxes::Only(names) => {
+                    for n in names {
+                        out.push(rule(format!("{org}--{n}{x}.{sandbox}{parent}"), format!("sandbox {n}")));
+                    }
+                }
+            }
+            out
+        }
+        OrgKind::DeveloperEdition => {
+            let develop = if shape == Shape::Content { "" } else { "develop." };
+            vec![rule(format!("{own}.{develop}{parent}"), "Developer Edition (develop partition)".to_string())]
+        }
+    }
 }
 
 /// Writes the lines, with rule comments aligned in one column.
