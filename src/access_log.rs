@@ -328,6 +328,9 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
                 o.bytes_down,
                 o.duration
             );
+            if o.requests > 0 {
+                let _ = write!(line, " requests={}", o.requests);
+            }
             if let Some(e) = &o.error {
                 let _ = write!(line, " error={e:?}");
             }
@@ -358,6 +361,7 @@ mod tests {
             ruleset: Some("salesforce.rules".into()),
             upstream: Some("10.0.0.1:443".parse().unwrap()),
             stage: crate::outcome::Stage::Splice,
+            requests: 0,
             bytes_up: 517,
             bytes_down: 4096,
             duration: 0.25,

@@ -104,6 +104,11 @@ pub struct Outcome {
     pub upstream: Option<SocketAddr>,
     /// The stage the connection ended in.
     pub stage: Stage,
+    /// Plain HTTP: the requests decided on the connection, the refused one included (each is
+    /// decided by its own host; a refusal ends the connection and its line names the host and
+    /// the reason). 0 for other protocols, and then not logged.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub requests: u32,
     /// Client → upstream bytes, the replayed hello included.
     pub bytes_up: u64,
     /// Upstream → client bytes.
@@ -159,12 +164,18 @@ impl Outcome {
             ruleset: None,
             upstream: None,
             stage: Stage::Hello,
+            requests: 0,
             bytes_up: 0,
             bytes_down: 0,
             duration: 0.0,
             error: None,
         }
     }
+}
+
+/// Whether a count is 0 (then left out of the log).
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Serialises a `SystemTime` as RFC 3339 (the `time` field).

@@ -37,7 +37,8 @@ pub enum Reason {
     SniMismatch,
     /// `verify_destination`: the original destination is not among the SNI's addresses.
     DstMismatch,
-    /// `connect` and `http` modes: a malformed request, a method other than CONNECT, or no host.
+    /// `connect` and `http` modes: a malformed request, a method other than CONNECT (a CONNECT
+    /// in `http` and transparent modes), or no host.
     BadRequest,
     /// `connect` mode: missing or wrong Proxy-Authorization.
     ProxyAuth,
@@ -53,11 +54,19 @@ pub enum Reason {
     /// Transparent mode: the first bytes are neither a TLS ClientHello nor an HTTP/1 request,
     /// and no `ip` rule allows the original destination on its port.
     UnknownProtocol,
+    /// `http` and transparent modes: a request whose framing two HTTP implementations could
+    /// read differently (request smuggling): Content-Length with Transfer-Encoding, several or
+    /// malformed Content-Lengths, a Transfer-Encoding that does not end in `chunked`, a folded
+    /// header line, a malformed chunk.
+    AmbiguousRequest,
+    /// `http` and transparent modes: a later request on a connection names another host than
+    /// the one the connection goes to.
+    HostMismatch,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -78,6 +87,8 @@ impl Reason {
         Reason::SourceLimit,
         Reason::QuicVersion,
         Reason::UnknownProtocol,
+        Reason::AmbiguousRequest,
+        Reason::HostMismatch,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -103,6 +114,8 @@ impl Reason {
             Reason::SourceLimit => "source_limit",
             Reason::QuicVersion => "quic_version",
             Reason::UnknownProtocol => "unknown_protocol",
+            Reason::AmbiguousRequest => "ambiguous_request",
+            Reason::HostMismatch => "host_mismatch",
         }
     }
 }

@@ -24,12 +24,13 @@ use tokio::time::Instant;
 use super::admission::{self, Admitted, Ask, Route};
 use super::client::Client;
 use super::explicit;
-use super::http::{self, Target};
+use super::http::forward;
+use super::http::{self, Body, Head, Target};
 use super::listener::{Listener, ListenerMode, Slot};
 use super::proxy_protocol::{self, ProxyError};
 use super::reject::{Denied, Reply, answer};
 use super::sources::SourceSlot;
-use super::splice::{End, Moved, splice};
+use super::splice::{End, Meter, Moved, splice, splice_up};
 use super::upstream;
 use crate::config::HTTP_PORT;
 use crate::hello::{ClientHello, HelloError, ReadError, read_client_hello, read_client_hello_now};
@@ -59,6 +60,7 @@ pub(super) fn waiting_size(listener: &Listener, accepted: std::net::TcpStream, p
         deadline: Instant::now(),
         proxied_dst: None,
         source: None,
+        http: None,
     };
     let mut client = Client::Fresh(accepted);
     std::mem::size_of_val(&conn.wait_queued(&mut client))
@@ -111,6 +113,7 @@ async fn stages(listener: &Listener, mut client: Client, record: &mut Outcome, s
         deadline: start + listener.live.load().timeouts.hello,
         proxied_dst: None,
         source: None,
+        http: None,
     };
     if let Err(denied) = conn.pipeline(&mut client, start).await {
         conn.deny(client, denied).await;
@@ -133,6 +136,19 @@ struct Conn<'a> {
     proxied_dst: Option<SocketAddr>,
     /// The connection's place in its source's counts, released when it ends.
     source: Option<SourceSlot>,
+    /// A plain-HTTP connection's first request, decided: its later requests are decided as
+    /// they pass. Boxed: most connections are TLS.
+    http: Option<Box<FirstRequest>>,
+}
+
+/// A plain-HTTP connection's first request, once decided.
+struct FirstRequest {
+    /// Its head: how its body is framed, whether the connection persists after it.
+    head: Head,
+    /// Where it goes: every later request on the connection must name it too.
+    target: Target,
+    /// What the client sent after its head, forwarded request by request.
+    rest: BytesMut,
 }
 
 impl Conn<'_> {
@@ -158,7 +174,14 @@ impl Conn<'_> {
         }
         self.record.stage = Stage::Resolve;
         let route = admitted.route(self.listener, self.record.client.ip()).await?;
+        // Plain HTTP: the first head is replayed, and what follows it passes request by request.
+        if let Some(first) = &mut self.http {
+            first.rest = self.buf.split_off(first.head.len);
+        }
         let upstream = self.connect(client, route.addrs()).await?;
+        if let Some(first) = self.http.take() {
+            return Box::pin(self.http_requests(client, upstream, *first)).await;
+        }
         // Not boxed: an idle spliced connection is what snigate holds most of, and the splice's
         // state shares the task's room with the stages before it.
         self.splice(client, upstream).await;
@@ -182,8 +205,9 @@ impl Conn<'_> {
     }
 
     /// Stage hello, transparent mode, for a client whose first bytes are not TLS: an HTTP/1
-    /// request is decided by its host (its first request only, as in `http` mode), anything
-    /// else by the `ip` rules on its destination and port, else denied (`unknown_protocol`).
+    /// request is decided by its host (and each later one by its own, as in `http` mode),
+    /// anything else by the `ip` rules on its destination and port, else denied
+    /// (`unknown_protocol`).
     async fn not_tls(&mut self, stream: &mut TcpStream) -> Result<Admitted, Denied> {
         let dst = self.original_dst(stream)?;
         let verify = matches!(self.listener.mode, ListenerMode::Transparent { verify: true, .. });
@@ -195,10 +219,12 @@ impl Conn<'_> {
         if http::is_request_line(&self.buf) {
             self.record.protocol = Seen::Http;
             let head = explicit::read_request(stream, &mut self.buf, self.deadline).await?;
-            let target = explicit::http_target(&head, port)?;
+            let target = explicit::http_request(&head, port, None)?;
             self.record.host = Some(target.to_string());
             self.record.stage = Stage::Decide;
-            return admission::admit(self.listener, Ask::request(&target, Some(dst), verify), self.record);
+            let admitted = admission::admit(self.listener, Ask::request(&target, Some(dst), verify), self.record)?;
+            self.http = Some(Box::new(FirstRequest { head, target, rest: BytesMut::new() }));
+            return Ok(admitted);
         }
         self.record.protocol = Seen::Other;
         self.record.stage = Stage::Decide;
@@ -349,16 +375,18 @@ impl Conn<'_> {
         Ok((target, route))
     }
 
-    /// Stage mode prelude, `http`: the request's host is what it asks for; the request is
-    /// replayed to it unchanged.
+    /// Stage mode prelude, `http`: the first request's host is where the connection goes; the
+    /// request is replayed to it unchanged, and each later one is decided as it passes
+    /// ([`http_requests`](Self::http_requests)).
     async fn http_prelude(&mut self, client: &mut TcpStream) -> Result<Admitted, Denied> {
         self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
-        let target = explicit::http_target(&head, HTTP_PORT)?;
+        let target = explicit::http_request(&head, HTTP_PORT, Some(self.listener.mode.ports()))?;
         self.record.host = Some(target.to_string());
         self.record.stage = Stage::Decide;
-        explicit::check_port(&target, self.listener.mode.ports())?;
-        admission::admit(self.listener, Ask::request(&target, None, false), self.record)
+        let admitted = admission::admit(self.listener, Ask::request(&target, None, false), self.record)?;
+        self.http = Some(Box::new(FirstRequest { head, target, rest: BytesMut::new() }));
+        Ok(admitted)
     }
 
     /// Stage hello, waited for by the deadline.
@@ -466,15 +494,95 @@ impl Conn<'_> {
         let (Some(up), Client::Registered(client)) = (upstream, client) else { return };
         let idle = self.listener.live.load().timeouts.idle;
         let (moved, end) = splice(client, &up, idle, self.listener.splice, self.listener.drain.passed()).await;
+        self.record.error = self.moved(moved, end, idle);
+    }
+
+    /// Stage splice, for plain HTTP: the upstream's answers are spliced to the client, and the
+    /// client's requests pass one by one ([`forward::requests`]), each decided by its own host
+    /// through admission, and refused when it names another host than the connection goes to.
+    /// The first refused request is answered once the upstream has finished the answers
+    /// before it. A WebSocket handshake that opens the connection and is answered `101` turns
+    /// it into a splice.
+    async fn http_requests(
+        &mut self,
+        client: &mut Client,
+        upstream: Option<TcpStream>,
+        first: FirstRequest,
+    ) -> Result<(), Denied> {
+        self.buf = BytesMut::new();
+        self.record.requests = 1;
+        let (Some(mut up), Client::Registered(stream)) = (upstream, &mut *client) else { return Ok(()) };
+        let listener = self.listener;
+        let idle = listener.live.load().timeouts.idle;
+        let FirstRequest { head, target, rest } = first;
+        if head.websocket && head.body == Body::None {
+            match forward::switched(&mut up, stream, Instant::now() + idle).await {
+                Ok((switched, n)) => {
+                    self.record.bytes_down += n;
+                    if switched {
+                        // What followed the handshake is the new protocol's.
+                        if let Err(e) = up.write_all(&rest).await {
+                            self.record.error = Some(format!("after the WebSocket handshake: {e}"));
+                            return Ok(());
+                        }
+                        self.record.bytes_up += rest.len() as u64;
+                        self.splice(client, Some(up)).await;
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.record.error = Some(format!("reading the answer to a WebSocket handshake: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+        let original = self.record.original_dst;
+        let (default_port, ports) = match original {
+            Some(dst) => (dst.port(), None),
+            None => (HTTP_PORT, Some(listener.mode.ports())),
+        };
+        let record = &mut *self.record;
+        let decide = |head: &Head| {
+            record.requests += 1;
+            let asked = explicit::http_request(head, default_port, ports)?;
+            if asked != target {
+                record.host = Some(asked.to_string());
+            }
+            admission::admit(listener, Ask::request(&asked, original, false), record)?;
+            if asked != target {
+                let error = format!("a request for {asked} on a connection to {target}");
+                return Err(Denied::failed(Reason::HostMismatch, error));
+            }
+            Ok(())
+        };
+        let (stream, up) = (&*stream, &up);
+        let forward = async move |meter: &Meter<'_>| {
+            forward::requests(stream, up, rest, &head, meter, decide, explicit::refusal).await
+        };
+        let (moved, end, refused) =
+            splice_up(stream, up, idle, listener.splice, listener.drain.passed(), forward).await;
+        let answered = matches!(end, End::Closed);
+        self.record.error = self.moved(moved, end, idle);
+        match refused {
+            // The upstream did not finish the answers before it: a refusal now would be read as
+            // part of them.
+            Some(denied) if !answered => Err(denied.answered(Reply::Silent)),
+            Some(denied) => Err(denied),
+            None => Ok(()),
+        }
+    }
+
+    /// Records what a splice moved, and returns how it ended, as the record's error.
+    fn moved(&mut self, moved: Moved, end: End, idle: std::time::Duration) -> Option<String> {
         let Moved { upstream, downstream } = moved;
         self.record.bytes_up += upstream;
-        self.record.bytes_down = downstream;
-        self.record.error = match end {
+        self.record.bytes_down += downstream;
+        match end {
             End::Closed => None,
             End::Idle => Some(format!("idle for {idle:?}")),
             End::Error(e) => Some(e.to_string()),
             End::Stopped => Some(CUT.into()),
-        };
+        }
     }
 
     /// The one exit of a connection that ends before the splice: records why, then answers

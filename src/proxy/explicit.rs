@@ -1,6 +1,7 @@
 //! The explicit modes' requests: `connect` (an HTTP CONNECT proxy whose tunnel must carry a
-//! ClientHello for the host it named) and `http` (plain HTTP filtered on the request's host).
-//! Reading and checking a request is here; deciding and forwarding are the connection's stages.
+//! ClientHello for the host it named) and `http` (plain HTTP filtered on each request's host,
+//! as transparent mode's HTTP path is). Reading and checking a request is here; deciding and
+//! forwarding are the connection's stages.
 
 use base64::Engine;
 use bytes::BytesMut;
@@ -27,11 +28,34 @@ pub(super) async fn read_request(
         Err(HeadError::Closed { read: 0 }) => Err(Denied::by(Reason::ClientClosed).answered(Reply::Silent)),
         Err(HeadError::Timeout) => Err(Denied::by(Reason::HelloTimeout).answered(Reply::Silent)),
         Err(e @ HeadError::Closed { .. }) => Err(Denied::failed(Reason::BadRequest, e).answered(Reply::Silent)),
-        Err(e) => {
-            Err(Denied::failed(Reason::BadRequest, e)
-                .answered(Reply::Http(Refusal::BadRequest("snigate: bad request\n"))))
-        }
+        Err(e) => Err(refusal(e)),
     }
+}
+
+/// The `400` a request that cannot be read one way is refused with: ambiguous framing (request
+/// smuggling) has its own reason.
+pub(super) fn refusal(e: HeadError) -> Denied {
+    let (reason, body) = match e {
+        HeadError::Ambiguous(_) => (Reason::AmbiguousRequest, "snigate: ambiguous request framing\n"),
+        _ => (Reason::BadRequest, "snigate: bad request\n"),
+    };
+    Denied::failed(reason, e).answered(Reply::Http(Refusal::BadRequest(body)))
+}
+
+/// `http` and transparent modes: the target of one request on a plain-HTTP connection (each is
+/// checked). A CONNECT is refused, never forwarded: it would open a tunnel nothing inspects. A
+/// host without a port is on `default_port`; `ports`, where given, bound the port it names.
+pub(super) fn http_request(head: &Head, default_port: u16, ports: Option<&[u16]>) -> Result<Target, Denied> {
+    if head.method.eq_ignore_ascii_case("CONNECT") {
+        let error = format!("CONNECT {} on a plain-HTTP connection", head.target);
+        let body = "snigate: CONNECT is not served here\n";
+        return Err(Denied::failed(Reason::BadRequest, error).answered(Reply::Http(Refusal::MethodNotAllowed(body))));
+    }
+    let target = http_target(head, default_port)?;
+    if let Some(ports) = ports {
+        check_port(&target, ports)?;
+    }
+    Ok(target)
 }
 
 /// `connect` mode: checks the method and the credentials, and returns the CONNECT target.
@@ -43,7 +67,8 @@ pub(super) fn connect_target(
 ) -> Result<Target, Denied> {
     if !head.method.eq_ignore_ascii_case("CONNECT") {
         let error = format!("method {} in connect mode", head.method);
-        return Err(Denied::failed(Reason::BadRequest, error).answered(Reply::Http(Refusal::MethodNotAllowed)));
+        return Err(Denied::failed(Reason::BadRequest, error)
+            .answered(Reply::Http(Refusal::MethodNotAllowed("snigate: only CONNECT is served here\n"))));
     }
     if let Some(credentials) = credentials
         && !authorized(credentials.users(), head.proxy_authorization.as_deref())

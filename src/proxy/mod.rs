@@ -10,7 +10,8 @@
 //! - [`client`]: the accepted socket, registered with the runtime only when a stage waits.
 //! - [`quic`]: QUIC listeners: UDP flows decided by their Initial packets, then forwarded.
 //! - [`proxy_protocol`]: PROXY headers in (from trusted load balancers) and out.
-//! - [`explicit`] and [`http`]: the `connect` and `http` modes' requests and answers.
+//! - [`explicit`] and [`http`]: the `connect` and `http` modes' requests and answers; every
+//!   request of a plain-HTTP connection is decided as it passes ([`http::forward`]).
 //! - [`reject`]: how a denial reaches the wire.
 //! - [`resolver`] and [`upstream`]: finding and reaching the upstream (vetted in [`admission`]).
 //! - [`splice`]: moving bytes both ways once allowed.

@@ -100,6 +100,8 @@ impl Alert {
             | Reason::ClientClosed
             | Reason::ProxyProtocol
             | Reason::BadRequest
+            | Reason::AmbiguousRequest
+            | Reason::HostMismatch
             | Reason::ProxyAuth => None,
             _ => Some(Alert::AccessDenied),
         }

@@ -73,6 +73,87 @@ pub fn splice<'a>(
 /// Where a direction gets its pipe; `None` copies in userspace.
 type Pipes = Option<fn() -> io::Result<Pipe>>;
 
+/// How long the upstream may take to finish its answers and close once the client →
+/// upstream direction has refused a request (and closed its side): the refusal is written
+/// after the answers before it.
+pub const REFUSAL_GRACE: Duration = Duration::from_secs(10);
+
+/// [`splice`], with the client → upstream direction carried by `up` instead (an HTTP
+/// connection's requests, each decided as it passes), metered like a spliced one. `up`'s
+/// `Some`: it refused something and closed the upstream's side; the upstream then has
+/// [`REFUSAL_GRACE`] to finish, past which the connection ends [`End::Idle`]. The upstream →
+/// client direction is spliced, and does not pass on the upstream's FIN once `up` refused:
+/// the refusal follows.
+pub async fn splice_up<R>(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+    mode: SpliceMode,
+    stop: impl Future<Output = ()>,
+    up: impl AsyncFnOnce(&Meter<'_>) -> io::Result<Option<R>>,
+) -> (Moved, End, Option<R>) {
+    let pipes: Pipes = match mode {
+        SpliceMode::Auto => Some(|| Pipe::new(PIPE_SIZE)),
+        SpliceMode::Copy => None,
+    };
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (up_moved, down_moved) = (AtomicU64::new(0), AtomicU64::new(0));
+    let one_ended = AtomicBool::new(false);
+    let mut refused = None;
+    let end = {
+        let to_upstream = Meter { moved: &up_moved, last: &last, start, one_ended: &one_ended };
+        let to_client = Meter { moved: &down_moved, last: &last, start, one_ended: &one_ended };
+        let both = async {
+            let mut down = std::pin::pin!(pump(upstream, client, &to_client, pipes));
+            let mut up = std::pin::pin!(up(&to_upstream));
+            tokio::select! {
+                biased;
+                done = &mut up => match done? {
+                    None => down.await,
+                    Some(r) => {
+                        refused = Some(r);
+                        match tokio::time::timeout(REFUSAL_GRACE, down).await {
+                            Ok(done) => done,
+                            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+                        }
+                    }
+                },
+                done = &mut down => {
+                    done?;
+                    refused = up.await?;
+                    Ok(())
+                }
+            }
+        };
+        let watchdog = watchdog(&last, start, idle);
+        tokio::select! {
+            biased;
+            r = both => match r {
+                Ok(()) => End::Closed,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => End::Idle,
+                Err(e) => End::Error(e),
+            },
+            () = watchdog => End::Idle,
+            () = stop => End::Stopped,
+        }
+    };
+    let moved = Moved { upstream: up_moved.load(Ordering::Relaxed), downstream: down_moved.load(Ordering::Relaxed) };
+    (moved, end, refused)
+}
+
+/// Resolves once nothing has moved either way for `idle`.
+async fn watchdog(last: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        let deadline = start + since + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
 async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -89,16 +170,7 @@ async fn relay(
         let to_client = Meter { moved: &down, last: &last, start, one_ended: &one_ended };
         tokio::try_join!(pump(client, upstream, &to_upstream, pipes), pump(upstream, client, &to_client, pipes))
     };
-    let watchdog = async {
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = start + since + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
+    let watchdog = watchdog(&last, start, idle);
     // In order (`biased`): the relay first, and no random draw on every wake-up.
     let end = tokio::select! {
         biased;
@@ -111,7 +183,7 @@ async fn relay(
 
 /// One direction's byte count, and the connection's last-traffic clock the watchdog reads.
 #[derive(Clone, Copy)]
-struct Meter<'a> {
+pub struct Meter<'a> {
     /// Bytes delivered in this direction.
     moved: &'a AtomicU64,
     /// Milliseconds from `start` to the last delivery in either direction.
@@ -123,7 +195,8 @@ struct Meter<'a> {
 }
 
 impl Meter<'_> {
-    fn add(&self, n: usize) {
+    /// `n` bytes delivered.
+    pub fn add(&self, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
         self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -131,7 +204,7 @@ impl Meter<'_> {
     /// This direction's EOF: passed on as a FIN (shutdown of the write half of `to`) while the
     /// other direction keeps flowing. When the other direction has ended already, both sockets
     /// are about to be closed, and closing sends the FIN: no shutdown call is needed.
-    fn ended(&self, to: &TcpStream) -> io::Result<()> {
+    pub fn ended(&self, to: &TcpStream) -> io::Result<()> {
         if self.one_ended.swap(true, Ordering::Relaxed) { Ok(()) } else { SockRef::from(to).shutdown(Shutdown::Write) }
     }
 }
@@ -283,7 +356,8 @@ async fn pump_copy(from: &TcpStream, to: &TcpStream, meter: &Meter<'_>) -> io::R
     }
 }
 
-async fn write_all(mut buf: &[u8], to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
+/// Writes all of `buf` to `to`, metered.
+pub async fn write_all(mut buf: &[u8], to: &TcpStream, meter: &Meter<'_>) -> io::Result<()> {
     while !buf.is_empty() {
         match to.try_write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -1,5 +1,6 @@
-//! HTTP/1.x request heads for the `connect` and `http` modes: read bounded and timed (httparse
-//! does the parsing), the request's target, and the short responses snigate answers with.
+//! HTTP/1.x request heads: read bounded and timed (httparse does the parsing), how each
+//! request's body is framed (anything ambiguous is refused, as request smuggling defences do),
+//! the request's target, and the short responses snigate answers with.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -29,6 +30,25 @@ pub struct Head {
     pub proxy_authorization: Option<Vec<u8>>,
     /// Length of the head in bytes, final CRLF included.
     pub len: usize,
+    /// How the request's body is delimited.
+    pub body: Body,
+    /// Whether another request may follow on the connection: not after `Connection: close`,
+    /// nor after an HTTP/1.0 request without `Connection: keep-alive`.
+    pub persistent: bool,
+    /// A WebSocket handshake: `Upgrade: websocket` with `Connection: upgrade`.
+    pub websocket: bool,
+}
+
+/// How a request's body is delimited (RFC 9112 6.3). A request is never delimited by the
+/// close of its connection: without Content-Length or Transfer-Encoding it has no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked transfer coding, ended by the last chunk and the trailer section.
+    Chunked,
 }
 
 /// Where a request wants to go.
@@ -71,9 +91,15 @@ impl Target {
 /// Why no usable request head could be read.
 #[derive(Debug, Error)]
 pub enum HeadError {
-    /// Not an HTTP/1.x request, or an ambiguous one.
+    /// Not an HTTP/1.x request, or one that names its host ambiguously.
     #[error("bad request: {0}")]
     Bad(String),
+    /// Framing that two HTTP implementations could read differently (request smuggling):
+    /// Content-Length with Transfer-Encoding, several or malformed Content-Lengths, a
+    /// Transfer-Encoding whose final coding is not `chunked`, a folded header line, a malformed
+    /// chunk.
+    #[error("ambiguous request framing: {0}")]
+    Ambiguous(String),
     /// Longer than [`MAX_HEAD`].
     #[error("request head longer than {MAX_HEAD} bytes")]
     TooLarge,
@@ -177,13 +203,84 @@ pub fn parse_head(bytes: &[u8]) -> Result<Option<Head>, HeadError> {
         [h] => Some(h.value.to_vec()),
         _ => return Err(HeadError::Bad("several Proxy-Authorization headers".into())),
     };
+    let (body, persistent, websocket) = framing(&req, &bytes[..len])?;
     Ok(Some(Head {
         method: req.method.unwrap_or_default().to_string(),
         target: req.path.unwrap_or_default().to_string(),
         host,
         proxy_authorization,
         len,
+        body,
+        persistent,
+        websocket,
     }))
+}
+
+/// A request's body framing, whether the connection persists after it, and whether it is a
+/// WebSocket handshake. Anything another implementation could read differently is refused.
+fn framing(req: &httparse::Request<'_, '_>, head: &[u8]) -> Result<(Body, bool, bool), HeadError> {
+    let ambiguous = |why: String| HeadError::Ambiguous(why);
+    // A folded line (obs-fold) joins its predecessor for some readers and not others.
+    if head.windows(2).any(|w| w[0] == b'\n' && matches!(w[1], b' ' | b'\t')) {
+        return Err(ambiguous("a folded header line".into()));
+    }
+    let mut length: Option<u64> = None;
+    let mut codings: Vec<&[u8]> = Vec::new();
+    let (mut connection, mut upgrade) = (Vec::new(), Vec::new());
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let value = trim(h.value);
+            let valid = !value.is_empty() && value.len() <= 18 && value.iter().all(u8::is_ascii_digit);
+            if !valid {
+                return Err(ambiguous(format!("Content-Length {:?}", String::from_utf8_lossy(h.value))));
+            }
+            if length.is_some() {
+                return Err(ambiguous("several Content-Length headers".into()));
+            }
+            length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.extend(h.value.split(|&b| b == b',').map(trim));
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection.extend(h.value.split(|&b| b == b',').map(trim));
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade.extend(h.value.split(|&b| b == b',').map(trim));
+        }
+    }
+    let is = |token: &[u8], name: &str| token.eq_ignore_ascii_case(name.as_bytes());
+    let http10 = req.version == Some(0);
+    let body = match (length, codings.as_slice()) {
+        (length, []) => length.map_or(Body::None, Body::Length),
+        (Some(_), _) => return Err(ambiguous("both Content-Length and Transfer-Encoding".into())),
+        (None, _) if http10 => return Err(ambiguous("Transfer-Encoding in an HTTP/1.0 request".into())),
+        (None, [before @ .., last]) => {
+            let token = |c: &&[u8]| !c.is_empty() && c.iter().all(|&b| is_tchar(b));
+            if !is(last, "chunked") || before.iter().any(|c| is(c, "chunked")) || !codings.iter().all(token) {
+                let codings: Vec<_> = codings.iter().map(|c| String::from_utf8_lossy(c)).collect();
+                return Err(ambiguous(format!(
+                    "Transfer-Encoding {:?} does not end in one chunked",
+                    codings.join(",")
+                )));
+            }
+            Body::Chunked
+        }
+    };
+    let says = |token: &str| connection.iter().any(|c| is(c, token));
+    let persistent = if http10 { says("keep-alive") && !says("close") } else { !says("close") };
+    let websocket = says("upgrade") && upgrade.iter().any(|u| is(u, "websocket"));
+    Ok((body, persistent, websocket))
+}
+
+/// `value` without the optional whitespace around it.
+fn trim(value: &[u8]) -> &[u8] {
+    let start = value.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    &value[start..end]
+}
+
+/// Whether `b` may appear in a token (RFC 9110 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `host`, `host:port`, `[v6]:port` or `v4:port` → a target; `default_port` when none is given.
@@ -243,8 +340,9 @@ pub fn response(status: u16, reason: &str, body: &str) -> Vec<u8> {
 pub enum Refusal {
     /// 400, with what was wrong.
     BadRequest(&'static str),
-    /// 405: a method other than CONNECT in `connect` mode.
-    MethodNotAllowed,
+    /// 405, with what is served: a method other than CONNECT in `connect` mode, a CONNECT in
+    /// `http` and transparent modes.
+    MethodNotAllowed(&'static str),
     /// 407, with a Basic challenge.
     AuthRequired,
     /// 403: the rules deny the request.
@@ -266,7 +364,7 @@ impl Refusal {
     pub fn response(self, reason: Reason) -> Vec<u8> {
         match self {
             Refusal::BadRequest(body) => response(400, "Bad Request", body),
-            Refusal::MethodNotAllowed => response(405, "Method Not Allowed", "snigate: only CONNECT is served here\n"),
+            Refusal::MethodNotAllowed(body) => response(405, "Method Not Allowed", body),
             Refusal::AuthRequired => {
                 let body = "snigate: proxy authentication required\n";
                 let mut response = response(407, "Proxy Authentication Required", body);
@@ -379,5 +477,56 @@ mod tests {
         let mut buf = BytesMut::new();
         let head = read_head(&mut server, &mut buf, deadline).await.unwrap();
         assert_eq!(head.host.as_deref(), Some("a.com"), "empty lines before the request line are skipped");
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+
+    fn framed(text: &str) -> Result<(Body, bool, bool), HeadError> {
+        let head = parse_head(text.as_bytes())?.expect("complete");
+        Ok((head.body, head.persistent, head.websocket))
+    }
+
+    #[test]
+    fn bodies_and_persistence() {
+        let ok = |text: &str| framed(text).unwrap();
+        assert_eq!(ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), (Body::None, true, false));
+        assert_eq!(ok("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n"), (Body::Length(12), true, false));
+        assert_eq!(ok("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").0, Body::Chunked);
+        assert_eq!(ok("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").1, false);
+        assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").1, false, "HTTP/1.0 closes by default");
+        assert_eq!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").1, true);
+        assert!(ok("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").2);
+        assert!(!ok("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").2, "without Connection: upgrade");
+        assert!(!ok("GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n").2, "only WebSocket");
+    }
+
+    /// What request smuggling uses is refused as ambiguous, not guessed at.
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for text in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(matches!(framed(text), Err(HeadError::Ambiguous(_))), "{text:?}: {:?}", framed(text));
+        }
+        // A folded line is refused, by httparse or by the framing check.
+        let folded = framed("POST / HTTP/1.1\r\nX: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n");
+        assert!(matches!(folded, Err(HeadError::Ambiguous(_) | HeadError::Bad(_))), "{folded:?}");
+        let spaced = framed("POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n");
+        assert!(spaced.is_err(), "whitespace before the colon");
     }
 }
