@@ -1050,7 +1050,11 @@ async fn as_pid_1_an_upgrade_keeps_the_namespace_alive() {
         .runtime("threads = 1")
         .write(&dir.path().join("snigate.toml"));
     let mut unshare = tokio::process::Command::new("unshare");
-    unshare.args(["--pid", "--fork", "--kill-child"]).arg(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&config);
+    unshare
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--config"])
+        .arg(&config);
     let (mut outer, stderr) = started(unshare).await;
     let mut stderr = stderr;
     // The namespace's PID 1, as this namespace sees it: unshare's only child.
@@ -1116,7 +1120,8 @@ async fn the_service_manager_is_notified_and_follows_an_upgrade() {
     }
     let main = heard.iter().find(|m| m.contains("MAINPID=")).unwrap();
     assert!(main.contains(&format!("MAINPID={new_pid}")) && main.contains("READY=1"), "{heard:?}");
-    let status = tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), old.wait()).await.expect("the old process exits").unwrap();
     assert_eq!(status.code(), Some(0));
     let _ = spliced(addr, b"acme.my.salesforce.com").await;
     let _ = Command::new("kill").arg(&new_pid).status();
@@ -1203,7 +1208,15 @@ async fn a_hosts_file_entry_added_at_run_time_resolves() {
         .write(&dir.path().join("snigate.toml"));
     let mut command = tokio::process::Command::new("unshare");
     command
-        .args(["--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\"", "sh"])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && exec \"$2\" run --config \"$3\"",
+            "sh",
+        ])
         .arg(&hosts)
         .arg(env!("CARGO_BIN_EXE_snigate"))
         .arg(&config);

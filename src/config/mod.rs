@@ -260,7 +260,10 @@ impl Config {
         }
         let delay = self.runtime.shutdown_delay;
         if !(delay.is_finite() && delay >= 0.0) {
-            err(key_span(text, "shutdown_delay"), "runtime.shutdown_delay must be 0 or a positive number of seconds".into());
+            err(
+                key_span(text, "shutdown_delay"),
+                "runtime.shutdown_delay must be 0 or a positive number of seconds".into(),
+            );
         }
         if limits.max_hello_bytes < 512 {
             err(key_span(text, "max_hello_bytes"), "limits.max_hello_bytes must be at least 512".into());

@@ -147,7 +147,11 @@ impl Master {
                 remove_socket(self.current.take().map(|w| w.socket));
                 match self.next.take() {
                     Some(next) => {
-                        tracing::info!(old = pid, new = next.pid, "the previous worker has drained; the new one serves");
+                        tracing::info!(
+                            old = pid,
+                            new = next.pid,
+                            "the previous worker has drained; the new one serves"
+                        );
                         self.current = Some(next);
                     }
                     None if self.stopping => return Some(code),

@@ -30,8 +30,8 @@ mod signals;
 pub use handovers::own_command;
 pub use master::run as run_master;
 
-use handovers::Handovers;
 use crate::phase::Phase;
+use handovers::Handovers;
 pub use signals::Event;
 use signals::spawn_signals;
 
@@ -194,4 +194,3 @@ pub fn run(start: Start) -> Result<(), String> {
 fn systemd_sockets(worker: bool) -> Vec<(Role, Socket)> {
     crate::sys::listen_fds(worker).into_iter().map(|(name, s)| (Role::Listener(name), s)).collect()
 }
-

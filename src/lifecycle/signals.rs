@@ -40,4 +40,3 @@ pub(super) fn spawn_signals(events: mpsc::Sender<Event>, children: bool) -> Resu
     }
     Ok(())
 }
-
