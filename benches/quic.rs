@@ -62,7 +62,8 @@ const RULES: &str = "allow acme.my.salesforce.com\n";
 const DENIED_SNI: &str = "evil.my.salesforce.com";
 /// Limits under which one source (127.0.0.1) may hold every flow of the memory figures.
 const ROOMY: &str = "max_flows = 1000000\nmax_connections = 1000000\nmax_connections_per_source = 1000000\n\
-                     max_hellos_per_source = 1000000\nhello_timeout = 300\nflow_idle_timeout = 300\n";
+                     max_hellos_per_source = 1000000\nmax_quic_flows_per_source = 1000000\nhello_timeout = 300\n\
+                     flow_idle_timeout = 300\n";
 
 /// The run's sizes: the knobs with `--bench`, a smoke run's without.
 struct Settings {

@@ -47,7 +47,8 @@ pub enum Reason {
     /// or (connect and http modes) a port outside the listener's `ports`.
     DstDenied,
     /// The client's source already holds `max_connections_per_source` connections, or
-    /// `max_hellos_per_source` that are not decided yet: refused at once.
+    /// `max_hellos_per_source` that are not decided yet (for QUIC, `max_quic_flows_per_source`
+    /// flows): refused at once.
     SourceLimit,
     /// QUIC: the client's Initial uses a version snigate cannot read, so cannot filter.
     QuicVersion,

@@ -2,8 +2,9 @@
 //! (`pipe2`, `fcntl(F_SETPIPE_SZ)`, `splice`, `setsockopt(TCP_DEFER_ACCEPT)`), tokio's
 //! registration of a raw listening socket, and taking the listening sockets a service manager
 //! passed, each behind a safe wrapper over owned or borrowed file descriptors; glibc's
-//! `mallopt`, so that a dropped rule snapshot goes back to the system; and `getifaddrs`, for
-//! the destination guard's list of this machine's addresses.
+//! `mallopt` and `malloc_trim`, so that a dropped rule snapshot and the flows of a flood go
+//! back to the system; and `getifaddrs`, for the destination guard's list of this machine's
+//! addresses.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -122,6 +123,20 @@ pub fn map_large_allocations() {
     // SAFETY: mallopt takes two ints and changes only the allocator's tuning; no pointers.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_MAPPING as libc::c_int);
+    }
+}
+
+/// Gives the free memory at the top of glibc's heaps, and free whole pages within them, back to
+/// the system (`malloc_trim(0)`, every arena). Many small blocks freed at once (the flows of a
+/// flood) otherwise stay resident in the arenas that served them. Costs a walk of the free
+/// lists: call it after large frees, not per free. musl returns memory on its own; there this
+/// does nothing.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a size and only releases memory the allocator holds free; no
+    // pointers, and it locks each arena itself.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -93,12 +93,13 @@ async fn a_denied_flow_gets_a_connection_close_and_the_upstream_nothing() {
 }
 
 /// A source that sends Initials without ever completing a hello holds at most
-/// `max_hellos_per_source` flows; the rest are refused at once (`source_limit`), and another
-/// flow is still served.
+/// `max_quic_flows_per_source` flows (its TCP limits play no part); the rest are refused at
+/// once (`source_limit`), and another flow is still served.
 #[tokio::test]
 async fn a_flood_of_initials_from_one_source_is_bounded() {
     let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), "max_hellos_per_source = 10").await;
+    let limits = "max_quic_flows_per_source = 10\nmax_hellos_per_source = 1\nmax_connections_per_source = 1";
+    let (proxy, _dir) = quic_proxy(upstream.local_addr().unwrap(), limits).await;
     let hello = common::hello_message_for("acme.my.salesforce.com");
     let half = &hello[..hello.len() / 2];
     let mut flood = Vec::new();

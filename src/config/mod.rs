@@ -252,6 +252,7 @@ impl Config {
             ("max_connections", limits.max_connections),
             ("max_connections_per_source", limits.max_connections_per_source),
             ("max_hellos_per_source", limits.max_hellos_per_source),
+            ("max_quic_flows_per_source", limits.max_quic_flows_per_source),
             ("max_flows", limits.max_flows),
         ] {
             if value == 0 {

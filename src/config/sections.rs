@@ -173,6 +173,9 @@ pub struct LimitsConfig {
     /// Connections per source not decided yet (waiting for their hello); beyond it a new one is
     /// refused at once (`source_limit`).
     pub max_hellos_per_source: usize,
+    /// QUIC flows per source, across listeners, decided or not; beyond it a new one is refused
+    /// at once (`source_limit`). Apart from the TCP limits: a datagram's source may be forged.
+    pub max_quic_flows_per_source: usize,
     /// Deadline for the whole ClientHello.
     pub hello_timeout: f64,
     /// Deadline for the upstream connect.
@@ -196,6 +199,7 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             max_connections_per_source: 1000,
             max_hellos_per_source: 100,
+            max_quic_flows_per_source: 1000,
             hello_timeout: 10.0,
             connect_timeout: 5.0,
             idle_timeout: 600.0,

@@ -66,6 +66,10 @@ pub enum Dropped {
     /// On an allowed flow, a long-header packet that could start a connection snigate has not
     /// decided: another connection's Initial, another hello, another version.
     OtherHello,
+    /// A server datagram toward a client that has not proved its address, beyond three times
+    /// what that client sent on the flow (RFC 9000 §8.1): the address may be forged, and
+    /// snigate must not amplify toward it.
+    Amplification,
 }
 
 impl Dropped {
@@ -77,6 +81,7 @@ impl Dropped {
             Dropped::Full => "flows_full",
             Dropped::NotInitial => "not_initial",
             Dropped::OtherHello => "other_hello",
+            Dropped::Amplification => "amplification",
         }
     }
 }
@@ -238,7 +243,8 @@ impl Families {
         let quic_dropped = counter_vec(
             "snigate_quic_datagrams_dropped_total",
             "QUIC datagrams dropped without a new verdict: for a denied flow, beyond a flow's buffer while it is \
-             decided, with the flow table full, or not starting a flow (not a client Initial).",
+             decided, with the flow table full, not starting a flow (not a client Initial), another hello on an \
+             allowed flow, or beyond 3x what a client not yet validated sent.",
             &["listener", "cause"],
         );
         Families {

@@ -133,7 +133,7 @@ impl LiveSettings {
             l.access_log.set_deny_lines_per_second(live.deny_lines_per_second);
         }
         if let Some(l) = self.listeners.first() {
-            l.sources.set_limits(limits.max_connections_per_source, limits.max_hellos_per_source);
+            l.sources.set_limits(limits.into());
         }
         self.current.store(Arc::new(live));
     }
@@ -224,8 +224,7 @@ impl Server {
             machine,
         ));
         let limits = &config.limits;
-        let (per_source, hellos) = (limits.max_connections_per_source, limits.max_hellos_per_source);
-        let sources = Arc::new(Sources::new(per_source, hellos, metrics.sources_tracked()));
+        let sources = Arc::new(Sources::new(limits.into(), metrics.sources_tracked()));
         let mut listeners = Vec::new();
         for (index, (l, socket)) in config.listeners.iter().zip(sockets).enumerate() {
             let l = l.get_ref();

@@ -4,6 +4,10 @@
 //! A source is an IPv4 address or an IPv6 /64 (what one host or one customer usually holds);
 //! behind PROXY protocol, the header's source. The table holds an entry only while its source
 //! has connections open, so it is never larger than the connections themselves.
+//!
+//! QUIC flows count apart, in `max_quic_flows_per_source`: a UDP source address is only what
+//! a datagram claims, so a flow from a forged one must not take a TCP connection's place
+//! (TCP's source has completed a handshake; its limits stay its own).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
@@ -13,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::IntGauge;
 use tokio::sync::oneshot;
 
+use crate::config::LimitsConfig;
+
 /// What one source holds.
 #[derive(Debug, Default, Clone, Copy)]
 struct Held {
@@ -20,6 +26,23 @@ struct Held {
     connections: usize,
     /// Connections not decided yet (waiting for a PROXY header, a request head or a hello).
     hellos: usize,
+    /// QUIC flows, decided or not: their source address is unproven.
+    flows: usize,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.connections == 0 && self.flows == 0
+    }
+}
+
+/// Which count a [`SourceSlot`] holds its place in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// A TCP connection; `undecided` while it also counts against `max_hellos_per_source`.
+    Connection { undecided: bool },
+    /// A QUIC flow, for its whole life.
+    Flow,
 }
 
 /// Shards of the source table: connections from different sources rarely take the same lock,
@@ -35,6 +58,8 @@ pub struct Sources {
     max_connections: AtomicUsize,
     /// `[limits] max_hellos_per_source` (a SIGHUP may change it).
     max_hellos: AtomicUsize,
+    /// `[limits] max_quic_flows_per_source` (a SIGHUP may change it).
+    max_flows: AtomicUsize,
     /// `snigate_sources_tracked`.
     tracked: IntGauge,
 }
@@ -46,22 +71,49 @@ pub struct SourceSlot {
     sources: Arc<Sources>,
     /// The source.
     key: IpAddr,
-    /// Still counted as undecided.
-    undecided: bool,
+    /// What it counts as.
+    counted: Counted,
+}
+
+/// The per-source limits, as `[limits]` states them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLimits {
+    /// `max_connections_per_source`: TCP connections.
+    pub connections: usize,
+    /// `max_hellos_per_source`: TCP connections not decided yet.
+    pub hellos: usize,
+    /// `max_quic_flows_per_source`: QUIC flows.
+    pub quic_flows: usize,
+}
+
+impl From<&LimitsConfig> for SourceLimits {
+    fn from(limits: &LimitsConfig) -> SourceLimits {
+        SourceLimits {
+            connections: limits.max_connections_per_source,
+            hellos: limits.max_hellos_per_source,
+            quic_flows: limits.max_quic_flows_per_source,
+        }
+    }
 }
 
 impl Sources {
     /// A table enforcing these limits, counting its sources in `tracked`.
-    pub fn new(max_connections: usize, max_hellos: usize, tracked: IntGauge) -> Sources {
-        let (max_connections, max_hellos) = (AtomicUsize::new(max_connections), AtomicUsize::new(max_hellos));
+    pub fn new(limits: SourceLimits, tracked: IntGauge) -> Sources {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        Sources { shards, max_connections, max_hellos, tracked }
+        Sources {
+            shards,
+            max_connections: AtomicUsize::new(limits.connections),
+            max_hellos: AtomicUsize::new(limits.hellos),
+            max_flows: AtomicUsize::new(limits.quic_flows),
+            tracked,
+        }
     }
 
-    /// New limits, for the connections admitted from now on.
-    pub fn set_limits(&self, max_connections: usize, max_hellos: usize) {
-        self.max_connections.store(max_connections, Ordering::Relaxed);
-        self.max_hellos.store(max_hellos, Ordering::Relaxed);
+    /// New limits, for the connections and flows admitted from now on.
+    pub fn set_limits(&self, limits: SourceLimits) {
+        self.max_connections.store(limits.connections, Ordering::Relaxed);
+        self.max_hellos.store(limits.hellos, Ordering::Relaxed);
+        self.max_flows.store(limits.quic_flows, Ordering::Relaxed);
     }
 
     /// Counts a new, undecided connection from `ip`, or says which limit it would pass.
@@ -85,7 +137,26 @@ impl Sources {
         if table.len() > before {
             self.tracked.inc();
         }
-        Ok(SourceSlot { sources: self.clone(), key, undecided: true })
+        Ok(SourceSlot { sources: self.clone(), key, counted: Counted::Connection { undecided: true } })
+    }
+
+    /// Counts a new QUIC flow from `ip` in the source's QUIC budget alone, or says that it is
+    /// spent: whoever forged `ip` cannot lock its TCP connections out.
+    pub fn admit_flow(self: &Arc<Self>, ip: IpAddr) -> Result<SourceSlot, String> {
+        let key = source_of(ip);
+        let mut table = self.lock(key);
+        let before = table.len();
+        let held = table.entry(key).or_default();
+        if held.flows >= self.max_flows.load(Ordering::Relaxed) {
+            let n = held.flows;
+            drop_if_empty(&mut table, key);
+            return Err(format!("source {key} holds {n} QUIC flows (max_quic_flows_per_source)"));
+        }
+        held.flows += 1;
+        if table.len() > before {
+            self.tracked.inc();
+        }
+        Ok(SourceSlot { sources: self.clone(), key, counted: Counted::Flow })
     }
 
     /// Sources with connections open.
@@ -107,7 +178,7 @@ impl Sources {
 }
 
 fn drop_if_empty(table: &mut HashMap<IpAddr, Held>, key: IpAddr) {
-    if table.get(&key).is_some_and(|h| h.connections == 0) {
+    if table.get(&key).is_some_and(Held::is_empty) {
         table.remove(&key);
     }
 }
@@ -115,10 +186,11 @@ fn drop_if_empty(table: &mut HashMap<IpAddr, Held>, key: IpAddr) {
 impl SourceSlot {
     /// The connection has been decided: it no longer counts against `max_hellos_per_source`.
     pub fn decided(&mut self) {
-        if std::mem::replace(&mut self.undecided, false)
-            && let Some(held) = self.sources.lock(self.key).get_mut(&self.key)
-        {
-            held.hellos -= 1;
+        if self.counted == (Counted::Connection { undecided: true }) {
+            self.counted = Counted::Connection { undecided: false };
+            if let Some(held) = self.sources.lock(self.key).get_mut(&self.key) {
+                held.hellos -= 1;
+            }
         }
     }
 }
@@ -127,9 +199,14 @@ impl Drop for SourceSlot {
     fn drop(&mut self) {
         let mut table = self.sources.lock(self.key);
         if let Some(held) = table.get_mut(&self.key) {
-            held.connections -= 1;
-            held.hellos -= usize::from(self.undecided);
-            if held.connections == 0 {
+            match self.counted {
+                Counted::Connection { undecided } => {
+                    held.connections -= 1;
+                    held.hellos -= usize::from(undecided);
+                }
+                Counted::Flow => held.flows -= 1,
+            }
+            if held.is_empty() {
                 table.remove(&self.key);
                 self.sources.tracked.dec();
             }
@@ -201,7 +278,7 @@ mod tests {
     #[test]
     fn limits_hold_per_source_and_entries_go_with_their_last_connection() {
         let gauge = IntGauge::new("t", "t").unwrap();
-        let s = Arc::new(Sources::new(3, 2, gauge.clone()));
+        let s = Arc::new(Sources::new(SourceLimits { connections: 3, hellos: 2, quic_flows: 2 }, gauge.clone()));
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
         let mut a = s.admit(ip("10.0.0.1")).unwrap();
         let _b = s.admit(ip("::ffff:10.0.0.1")).unwrap();
@@ -218,6 +295,25 @@ mod tests {
         assert!(s.admit(ip("2001:db8:0:1::1")).is_ok(), "another /64");
         drop((a, _b, _c, _other, _v6, _v6b));
         assert_eq!(s.tracked(), 0, "no entry outlives its connections");
+        assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn quic_flows_count_apart_from_tcp_connections() {
+        let gauge = IntGauge::new("t", "t").unwrap();
+        let s = Arc::new(Sources::new(SourceLimits { connections: 1, hellos: 1, quic_flows: 2 }, gauge.clone()));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let flows = [s.admit_flow(ip).unwrap(), s.admit_flow(ip).unwrap()];
+        assert!(s.admit_flow(ip).unwrap_err().contains("max_quic_flows_per_source"));
+        // The QUIC budget is spent, and the source's TCP limits are untouched.
+        let mut tcp = s.admit(ip).expect("a TCP connection beside a full QUIC budget");
+        tcp.decided();
+        assert!(s.admit(ip).unwrap_err().contains("max_connections_per_source"));
+        drop(flows);
+        assert_eq!(s.tracked(), 1, "the entry stays with the TCP connection");
+        assert!(s.admit_flow(ip).is_ok(), "a flow's place is given back");
+        drop(tcp);
+        assert_eq!(s.tracked(), 0);
         assert_eq!(gauge.get(), 0);
     }
 

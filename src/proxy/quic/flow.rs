@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::reply::{Key, Replies};
-use crate::hello::quic::{Cid, Follower, Inspector, is_long_header, long_header};
+use crate::hello::quic::{Cid, Follower, Inspector, PacketType, is_long_header, long_header};
 use crate::metrics::registry::{ActiveGuard, Dropped};
 use crate::outcome::Outcome;
 use crate::proxy::admission::{self, Admitted};
@@ -27,6 +27,10 @@ use crate::reason::Reason;
 pub(super) const MAX_DATAGRAM: usize = 2048;
 /// Most server connection IDs remembered per flow (a server picks one, maybe a few).
 const MAX_SERVER_CIDS: usize = 4;
+/// How many times what a client sent on a flow the server's datagrams toward it may total until
+/// it proves its address (RFC 9000 §8.1's anti-amplification limit). The server itself cannot
+/// apply it: it sees snigate's address, never the client's.
+pub(super) const AMPLIFICATION: u64 = 3;
 
 /// A flow's handle in its listener's table. Never reused, so that an event about a flow that
 /// has gone cannot reach a newer one.
@@ -59,10 +63,54 @@ pub(super) struct Opening {
     pub pending: Pending,
 }
 
+/// Datagrams held while a flow is decided: back to back in one allocation sized to them, so
+/// that a flow holds the bytes its client sent and a few words, nothing ahead of them.
+#[derive(Default)]
+pub(super) struct Datagrams {
+    /// The datagrams' bytes, in order.
+    bytes: Vec<u8>,
+    /// Where each datagram ends in `bytes`.
+    ends: Vec<u32>,
+}
+
+impl Datagrams {
+    /// Held datagrams: `datagram` alone.
+    pub fn one(datagram: &[u8]) -> Datagrams {
+        let mut held = Datagrams::default();
+        held.push(datagram);
+        held
+    }
+
+    /// Appends `datagram` (at most [`MAX_DATAGRAM`] bytes; a flow holds a few).
+    pub fn push(&mut self, datagram: &[u8]) {
+        // Exact: a flow holds a few datagrams, and a doubled buffer would hold up to twice them.
+        self.bytes.reserve_exact(datagram.len());
+        self.bytes.extend_from_slice(datagram);
+        self.ends.reserve_exact(1);
+        self.ends.push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Their bytes in all.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The datagrams, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| &self.bytes[start as usize..end as usize])
+    }
+}
+
 /// What a flow holds until it is open: its datagrams, for the upstream, and its record.
 pub(super) struct Pending {
     /// Every datagram received so far: sent upstream, in order, once open.
-    pub buffered: Vec<Vec<u8>>,
+    pub buffered: Datagrams,
     /// Its log line and metrics, filled as it goes.
     pub record: Outcome,
     /// When its first datagram came: its duration and hello deadline count from here.
@@ -80,8 +128,8 @@ pub(super) struct Held {
     pub _slot: Slot,
     /// The `active` gauge's count of it.
     pub _active: ActiveGuard,
-    /// Its place in its source's counts; told when the rules decide.
-    pub source: SourceSlot,
+    /// Its place in its source's QUIC budget (`max_quic_flows_per_source`), for its life.
+    pub _source: SourceSlot,
 }
 
 /// What the flows' tasks tell the listener's task.
@@ -116,6 +164,13 @@ pub(super) struct Open {
     last: AtomicU64,
     up: AtomicU64,
     down: AtomicU64,
+    /// Bytes the client's address sent on the flow, forwarded or not: three times them bound
+    /// what reaches that address until it is validated.
+    from_client: AtomicU64,
+    /// Bytes relayed to the client.
+    to_client: AtomicU64,
+    /// The client has proved its address (see [`Open::proves_address`]): no more bound.
+    validated: AtomicBool,
 }
 
 impl Open {
@@ -131,6 +186,9 @@ impl Open {
             last: AtomicU64::new(0),
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
+            from_client: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            validated: AtomicBool::new(false),
         }
     }
 
@@ -142,10 +200,14 @@ impl Open {
     /// A client datagram of the flow, forwarded unless a long-header packet in it could start
     /// a connection snigate has not decided (see [`Follower`]).
     pub fn client_sent(&self, datagram: &[u8]) -> Result<(), Dropped> {
+        self.from_client.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         if datagram.first().is_some_and(|&b| is_long_header(b)) {
             let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
             let mut follower = self.follower.lock().unwrap_or_else(|e| e.into_inner());
             follower.check(datagram, &cids).map_err(|_| Dropped::OtherHello)?;
+        }
+        if !self.validated.load(Ordering::Relaxed) && self.proves_address(datagram) {
+            self.validated.store(true, Ordering::Relaxed);
         }
         // Sent on the descriptor: tokio's `try_send` refuses until the reactor has seen the new
         // socket writable, and a flow's first datagrams go out right after the socket opens.
@@ -153,6 +215,51 @@ impl Open {
             self.up.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         }
         self.touch();
+        Ok(())
+    }
+
+    /// Whether a client datagram proves that the client's address is its own: it came after
+    /// the server's first datagram reached that address, and is addressed to a connection ID
+    /// the server chose (only a receiver of the server's packets knows it), or is a Handshake
+    /// packet of the flow's version to the empty ID the server chose. Handshake packets cannot
+    /// be opened here, so one to an ID anyone could name proves nothing.
+    fn proves_address(&self, datagram: &[u8]) -> bool {
+        if self.to_client.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let cids = self.server_cids.lock().unwrap_or_else(|e| e.into_inner());
+        let chosen = |id: &[u8]| cids.iter().any(|c| c.as_bytes() == id);
+        match datagram.first() {
+            Some(&first) if is_long_header(first) => long_header(datagram).is_ok_and(|h| {
+                let version = self.follower.lock().unwrap_or_else(|e| e.into_inner()).initial().version;
+                let handshake = h.version == version.wire() && h.packet_type() == Some(PacketType::Handshake);
+                chosen(h.dcid) && (!h.dcid.is_empty() || handshake)
+            }),
+            Some(_) => cids
+                .iter()
+                .any(|c| !c.as_bytes().is_empty() && datagram.get(1..1 + c.as_bytes().len()) == Some(c.as_bytes())),
+            None => false,
+        }
+    }
+
+    /// Whether a server datagram of `len` bytes may go to the client: always once it has
+    /// proved its address, else while the flow's replies stay within [`AMPLIFICATION`] times
+    /// what it sent.
+    fn may_reply(&self, len: usize) -> bool {
+        self.validated.load(Ordering::Relaxed)
+            || self.to_client.load(Ordering::Relaxed) + len as u64
+                <= AMPLIFICATION * self.from_client.load(Ordering::Relaxed)
+    }
+
+    /// Sends a server datagram on to the client, unless the client's address is unproven and
+    /// its budget is spent.
+    fn reply(&self, datagram: &[u8]) -> Result<(), Dropped> {
+        if !self.may_reply(datagram.len()) {
+            return Err(Dropped::Amplification);
+        }
+        if self.reply.try_send(datagram).is_ok() {
+            self.to_client.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -285,7 +392,9 @@ async fn relay(listener: &Listener, open: &Open, learned: impl Fn(Cid), stray: i
                     if let Some(cid) = open.server_sent(datagram) {
                         learned(cid);
                     }
-                    let _ = open.reply.try_send(datagram);
+                    if let Err(cause) = open.reply(datagram) {
+                        listener.metrics.quic_dropped(cause);
+                    }
                 })
                 .map_err(|e| format!("receiving from the upstream: {e}"))?;
             }
@@ -334,4 +443,21 @@ fn burst(socket: &UdpSocket, mut each: impl FnMut(&[u8])) -> io::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_datagrams_come_back_in_order_and_hold_only_their_bytes() {
+        let mut held = Datagrams::one(&[1; 1200]);
+        held.push(&[2; 1300]);
+        held.push(&[]);
+        held.push(&[3; 7]);
+        let back: Vec<&[u8]> = held.iter().collect();
+        assert_eq!(back, [&[1; 1200][..], &[2; 1300], &[], &[3; 7]]);
+        assert_eq!((held.len(), held.bytes()), (4, 2507));
+        assert_eq!(held.bytes.capacity(), 2507, "no room held ahead of the bytes");
+    }
 }

@@ -10,7 +10,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::flow::{Event, FlowId, FlowState, Held, Open, Opening, Pending, Reading, finish, open_upstream, run_open};
+use super::flow::{
+    Datagrams, Event, FlowId, FlowState, Held, Open, Opening, Pending, Reading, finish, open_upstream, run_open,
+};
 use super::reply::{Key, Replies};
 use crate::config::RejectStyle;
 use crate::hello::ClientHello;
@@ -35,6 +37,12 @@ const MAX_CID_LEN: usize = 20;
 /// is not enough; without a bound, one port could fill its source's share of the table with
 /// Initials that never finish, each under a new connection ID.
 const MAX_UNDECIDED_PER_ADDR: usize = 8;
+/// Flows, or bytes held by flows being decided, freed since the last trim beyond which a sweep
+/// gives the allocator's free memory back to the system: a flood's many small blocks otherwise
+/// stay resident after its flows are gone. Low enough that a flood's memory goes within a
+/// sweep of its flows, high enough that a trim (a walk of the allocator's free lists) is rare.
+const TRIM_FLOWS: usize = 1024;
+const TRIM_BYTES: usize = 8 << 20;
 
 /// A flow in the table.
 struct Flow {
@@ -91,6 +99,12 @@ impl Index {
         true
     }
 
+    /// Gives back spare capacity, after many flows left.
+    fn shrink_to_fit(&mut self) {
+        self.by_addr.shrink_to_fit();
+        self.by_cid.shrink_to_fit();
+    }
+
     /// Forgets flow `id`, which left the table.
     fn remove(&mut self, id: FlowId, key: Key, cids: &[Cid]) {
         if let Some(ids) = self.by_addr.get_mut(&key) {
@@ -122,6 +136,9 @@ pub(super) struct Table {
     denied: HashMap<(Key, Cid), Instant>,
     /// `denied` in the order the flows were denied.
     denied_order: VecDeque<(Instant, (Key, Cid))>,
+    /// Flows and remembered denials, and bytes buffered by flows being decided, freed since
+    /// the last trim.
+    freed: (usize, usize),
     /// The listener, shared with the flows' tasks.
     pub listener: Arc<Listener>,
     socket: Arc<UdpSocket>,
@@ -139,6 +156,7 @@ impl Table {
             order: VecDeque::new(),
             denied: HashMap::new(),
             denied_order: VecDeque::new(),
+            freed: (0, 0),
             listener,
             socket,
             events,
@@ -177,14 +195,14 @@ impl Table {
                 self.flows.insert(id, Flow { key, cids, state: FlowState::Reading(reading) });
             }
             FlowState::Reading(mut reading) => {
-                reading.pending.buffered.push(datagram.to_vec());
+                reading.pending.buffered.push(datagram);
                 let answer = reading.inspector.push(datagram);
                 self.inspected(id, key, cids, reading, answer);
             }
             FlowState::Opening(mut opening) => {
                 match opening.pending.buffered.len() >= MAX_BUFFERED {
                     true => self.listener.metrics.quic_dropped(Dropped::Buffer),
-                    false => opening.pending.buffered.push(datagram.to_vec()),
+                    false => opening.pending.buffered.push(datagram),
                 }
                 self.flows.insert(id, Flow { key, cids, state: FlowState::Opening(opening) });
             }
@@ -219,8 +237,9 @@ impl Table {
         if !header.is_initial() {
             return listener.metrics.quic_dropped(Dropped::NotInitial);
         }
-        // The source first: one over its limits must not make others' flows room for it.
-        let source = match listener.sources.admit(key.0.ip()) {
+        // The source first: one over its limits must not make others' flows room for it. Its
+        // QUIC budget only: the address is unproven, and must not cost its TCP connections.
+        let source = match listener.sources.admit_flow(key.0.ip()) {
             Ok(source) => source,
             Err(e) => {
                 let denied = Denied::failed(Reason::SourceLimit, e).answered(Reply::Silent);
@@ -240,13 +259,13 @@ impl Table {
         let Some(slot) = listener.slots.try_take() else {
             return listener.metrics.quic_dropped(Dropped::Full);
         };
-        let held = Held { _slot: slot, _active: listener.metrics.accepted(), source };
+        let held = Held { _slot: slot, _active: listener.metrics.accepted(), _source: source };
         let limits = QuicLimits { hello: listener.live.load().hello_limits(), max_datagrams: DEFAULT_MAX_DATAGRAMS };
         let mut inspector = Inspector::new(limits);
         let answer = inspector.push(datagram);
         let started = Instant::now();
         let record = self.record(key);
-        let pending = Pending { buffered: vec![datagram.to_vec()], record, started, dcid: dcid(&header), held };
+        let pending = Pending { buffered: Datagrams::one(datagram), record, started, dcid: dcid(&header), held };
         let id = FlowId(self.next);
         self.next += 1;
         self.index.add_flow(id, key);
@@ -308,7 +327,6 @@ impl Table {
                 return self.deny(key, Some(follower.initial()), pending, denied);
             }
         };
-        pending.held.source.decided();
         record.stage = Stage::Resolve;
         let (listener, events) = (listener.clone(), self.events.clone());
         tokio::spawn(async move {
@@ -326,6 +344,7 @@ impl Table {
                 // Its record is finished: the relay did it before it reported.
                 if let Some(Flow { key, cids, .. }) = self.flows.remove(&id) {
                     self.index.remove(id, key, &cids);
+                    self.freed.0 += 1;
                 }
             }
             Event::ServerCid(id, cid) => {
@@ -377,7 +396,7 @@ impl Table {
         };
         record.stage = Stage::Splice;
         let open = Arc::new(Open::new(key, upstream, reply, follower));
-        for datagram in &buffered {
+        for datagram in buffered.iter() {
             forward(&self.listener, &open, datagram);
         }
         self.flows.insert(id, Flow { key, cids, state: FlowState::Open(open.clone()) });
@@ -392,6 +411,7 @@ impl Table {
         let listener = self.listener.clone();
         let live = listener.live.load();
         let limits = &live.limits;
+        self.freed = (self.freed.0 + 1, self.freed.1 + pending.buffered.bytes());
         let until = Instant::now() + limits.flow_idle_timeout();
         while self.denied.len() >= limits.max_flows {
             let Some((at, old)) = self.denied_order.pop_front() else { break };
@@ -464,6 +484,7 @@ impl Table {
             self.denied_order.pop_front();
             if self.denied.get(&key) == Some(&until) {
                 self.denied.remove(&key);
+                self.freed.0 += 1;
             }
         }
         let flows = &self.flows;
@@ -475,6 +496,21 @@ impl Table {
             self.order.pop_front();
             self.give_up(id, format!("no complete ClientHello within {hello_timeout:?}"));
         }
+        if self.freed.0 >= TRIM_FLOWS || self.freed.1 >= TRIM_BYTES {
+            self.trim();
+        }
+    }
+
+    /// Gives back what many freed flows held: the table's own spare capacity, then the
+    /// allocator's free memory, to the system.
+    fn trim(&mut self) {
+        self.freed = (0, 0);
+        self.flows.shrink_to_fit();
+        self.order.shrink_to_fit();
+        self.denied.shrink_to_fit();
+        self.denied_order.shrink_to_fit();
+        self.index.shrink_to_fit();
+        crate::sys::trim_heap();
     }
 }
 
