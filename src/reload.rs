@@ -176,7 +176,7 @@ impl InUse {
 }
 
 /// Reloads the live settings on every trigger until the triggers end: `triggers` carries the
-/// lifecycle's SIGHUPs, and this adds the watched files' changes (`tx` is its sender). On a
+/// lifecycle's SIGHUPs and the changes `watcher` (from [`watch_rules`]) sees. On a
 /// signal the configuration is read again with `reread` first: what it changes in place is
 /// swapped in, and what only a new process can apply is named in the log (a handover, SIGUSR2,
 /// applies it); a configuration that does not validate keeps the running one. The phase is
@@ -186,16 +186,11 @@ pub async fn run(
     live: LiveSettings,
     metrics: Arc<Metrics>,
     phases: Phases,
-    (tx, mut triggers): (mpsc::Sender<ReloadTrigger>, mpsc::Receiver<ReloadTrigger>),
+    (watcher, mut triggers): (Option<notify::RecommendedWatcher>, mpsc::Receiver<ReloadTrigger>),
     reread: impl Fn() -> Result<Config, Vec<ConfigError>> + Send + 'static,
 ) {
-    let _watcher = match watch_rules(&config, tx) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the rule files; reload with SIGHUP");
-            None
-        }
-    };
+    // Kept for as long as reloads run.
+    let _watcher = watcher;
     while let Some(trigger) = triggers.recv().await {
         // Triggers that queued up meanwhile are served by this one reload.
         while triggers.try_recv().is_ok() {}

@@ -367,6 +367,23 @@ pub fn reap_any() -> Option<(u32, i32)> {
     Some((pid as u32, code))
 }
 
+/// Raises the soft limit on open files to the hard limit; returns the limit now in force.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads one rlimit from a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// This process's effective user id.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes nothing and cannot fail.

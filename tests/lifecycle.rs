@@ -42,6 +42,20 @@ async fn spliced(proxy: std::net::SocketAddr, name: &[u8]) -> TcpStream {
     s
 }
 
+/// Whether a connection with `name` as SNI is spliced through `proxy` to the echo backend (its
+/// hello comes back) rather than refused, within 3 s.
+async fn is_allowed(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
+    let attempt = async {
+        let mut s = TcpStream::connect(proxy).await.ok()?;
+        let h = hello(&[sni(name)]);
+        s.write_all(&h).await.ok()?;
+        let mut back = vec![0; h.len()];
+        s.read_exact(&mut back).await.ok()?;
+        Some(back == h)
+    };
+    tokio::time::timeout(Duration::from_secs(3), attempt).await.ok().flatten().unwrap_or(false)
+}
+
 async fn is_denied(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
     let mut s = TcpStream::connect(proxy).await.unwrap();
     s.write_all(&hello(&[sni(name)])).await.unwrap();
@@ -1241,5 +1255,93 @@ async fn a_hosts_file_entry_added_at_run_time_resolves() {
     })
     .await;
     echoes(&mut s, b"through the name added at run time").await;
+    let _ = child.kill().await;
+}
+
+/// The limit on open files is raised to the hard limit at start, and a limit still below what
+/// `max_connections` needs is said in the log.
+#[tokio::test]
+async fn too_few_file_descriptors_are_raised_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = TestConfig::upstream(echo_backend().await)
+        .listen(addr)
+        .metrics_off()
+        .limit("max_connections", 100_000)
+        .write(&dir.path().join("snigate.toml"));
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .args(["-c", "ulimit -Sn 512 && ulimit -Hn 4096 && exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_snigate"))
+        .arg(&config);
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warned = line_with(&mut stderr, "limit on open files").await;
+    assert!(warned.contains("limit=4096") && warned.contains("needed=200064"), "{warned}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id().unwrap())).unwrap();
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_string();
+    let soft: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(soft[3], "4096", "the soft limit raised to the hard one: {files}");
+    let _ = child.kill().await;
+}
+
+/// A configuration whose `[rules] files` is relative: the path is the configuration file's
+/// folder's, whatever the working directory, and the rules reload when a file in it changes
+/// or a new one appears.
+#[tokio::test]
+async fn relative_rule_paths_are_the_configuration_files_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("rules")).unwrap();
+    std::fs::write(conf.join("rules/a.rules"), "allow a.example.com\n").unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let text = format!(
+        "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+         [rules]\nfiles = [\"rules/\"]\n[metrics]\nenabled = false\n[log]\nformat = \"off\"\n\
+         [destinations]\nallow = [\"127.0.0.0/8\"]\n"
+    );
+    std::fs::write(conf.join("snigate.toml"), text).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"));
+    command.current_dir("/").args(["run", "--config"]).arg(conf.join("snigate.toml"));
+    let (mut child, stderr) = started(command).await;
+    drain_stderr(stderr);
+    let _a = spliced(addr, b"a.example.com").await;
+    assert!(is_denied(addr, b"b.example.com").await);
+    std::fs::write(conf.join("rules/a.rules"), "allow b.example.com\n").unwrap();
+    eventually(Duration::from_secs(10), "the edit reloads", async || is_allowed(addr, b"b.example.com").await).await;
+    std::fs::write(conf.join("rules/c.rules"), "allow c.example.com\n").unwrap();
+    eventually(Duration::from_secs(10), "a new file reloads", async || is_allowed(addr, b"c.example.com").await).await;
+    let _ = child.kill().await;
+}
+
+/// A ruleset that would be empty is refused: at start (exit 64, naming why), and at reload,
+/// where the running rules keep serving.
+#[tokio::test]
+async fn an_emptied_rules_folder_is_refused_and_the_old_rules_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let config = dir.path().join("snigate.toml");
+    let text = format!(
+        "[[listener]]\nlisten = \"{addr}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
+         [rules]\nfiles = [\"rules/\"]\n[metrics]\nenabled = false\n[log]\nformat = \"off\"\n\
+         [destinations]\nallow = [\"127.0.0.0/8\"]\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no rule"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    std::fs::write(rules.join("a.rules"), "allow a.example.com\n").unwrap();
+    let (mut child, mut stderr) = run_binary(&config);
+    line_with(&mut stderr, "listening").await;
+    std::fs::remove_file(rules.join("a.rules")).unwrap();
+    let failed = line_with(&mut stderr, "reload failed").await;
+    assert!(failed.contains("no rule"), "{failed}");
+    drain_stderr(stderr);
+    let _still = spliced(addr, b"a.example.com").await;
     let _ = child.kill().await;
 }

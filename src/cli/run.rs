@@ -109,7 +109,9 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         }
     }
     if !args.rules.is_empty() {
-        config.rules.files = Some(args.rules.clone());
+        // Relative to the working directory, made absolute once: what is watched is what was read.
+        config.rules.files =
+            Some(args.rules.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect());
     }
     if let Some(default) = args.default {
         config.rules.default = default;

@@ -144,13 +144,6 @@ impl fmt::Debug for Credentials {
     }
 }
 
-impl<'de> Deserialize<'de> for Credentials {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Credentials, D::Error> {
-        let path = PathBuf::deserialize(d)?;
-        Credentials::load(&path).map_err(serde::de::Error::custom)
-    }
-}
-
 /// One `[[listener]]` block: the settings every listener has, and its mode with that mode's
 /// own settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -322,7 +315,8 @@ pub(super) struct ListenerFile {
     proxy_protocol_trusted: Vec<IpNet>,
     proxy_protocol_out: Option<ProxyVersion>,
     verify_destination: Option<VerifyDestination>,
-    credentials: Option<Credentials>,
+    /// Read when the listener is resolved, relative to the configuration file's folder.
+    credentials: Option<PathBuf>,
     #[serde(default)]
     splice: SpliceMode,
     ports: Option<Vec<u16>>,
@@ -353,7 +347,7 @@ fn only_used(key: &str, mode: Mode) -> String {
 impl ListenerFile {
     /// The listener this block describes, and every key it sets that its mode does not take
     /// (the listener is still returned then, for the checks across listeners).
-    pub(super) fn resolve(self) -> (ListenerConfig, Vec<String>) {
+    pub(super) fn resolve(self, base: &Path) -> (ListenerConfig, Vec<String>) {
         let f = self;
         let given = [
             ("upstream", f.upstream.is_some()),
@@ -378,7 +372,11 @@ impl ListenerFile {
             Mode::Transparent => {
                 ModeConfig::Transparent { tproxy: f.tproxy.unwrap_or(false), verify_destination: f.verify_destination }
             }
-            Mode::Connect => ModeConfig::Connect { credentials: f.credentials, ports: f.ports.clone() },
+            Mode::Connect => {
+                let credentials =
+                    f.credentials.and_then(|path| Credentials::load(&base.join(path)).map_err(|e| errors.push(e)).ok());
+                ModeConfig::Connect { credentials, ports: f.ports.clone() }
+            }
             Mode::Http => ModeConfig::Http { ports: f.ports },
         };
         let listener = ListenerConfig {

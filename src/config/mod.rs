@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::policy::decide::RuleSet;
 use crate::policy::destination::accepts;
-use crate::rules::file::RuleErrors;
+use crate::rules::file::{RuleError, RuleErrorKind, RuleErrors};
 
 #[macro_use]
 mod keyword;
@@ -126,6 +126,13 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Parses `text`, read from `file` (used in error messages), and validates it.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
+        let here = std::env::current_dir().unwrap_or_default();
+        Config::parse_in(file, text, &here)
+    }
+
+    /// Parses `text`, read from `file`, with its relative paths relative to `base`, and
+    /// validates it.
+    pub fn parse_in(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let parsed: ConfigFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             ConfigErrors(vec![ConfigError { file: file.to_string(), line, reason: e.message().to_string() }])
@@ -134,18 +141,26 @@ impl Config {
         let mut listeners = Vec::new();
         for l in parsed.listeners {
             let span = l.span();
-            let (resolved, reasons) = l.into_inner().resolve();
+            let (resolved, reasons) = l.into_inner().resolve(base);
             let line = Some(line_of(text, span.start));
             errors.extend(reasons.into_iter().map(|reason| ConfigError { file: file.to_string(), line, reason }));
             listeners.push(Spanned::new(span, resolved));
         }
+        let mut rules = parsed.rules;
+        let mut log = parsed.log;
+        let mut runtime = parsed.runtime;
+        let anchored = |p: &mut std::path::PathBuf| *p = base.join(&*p);
+        rules.files.iter_mut().flatten().for_each(anchored);
+        rules.lists.iter_mut().for_each(|l| anchored(&mut l.path));
+        log.path.iter_mut().for_each(anchored);
+        runtime.handover_socket.iter_mut().for_each(anchored);
         let config = Config {
             listeners,
-            rules: parsed.rules,
+            rules,
             limits: parsed.limits,
-            log: parsed.log,
+            log,
             metrics: parsed.metrics,
-            runtime: parsed.runtime,
+            runtime,
             destinations: parsed.destinations,
         };
         if let Err(more) = config.validate(file, Some(text)) {
@@ -156,12 +171,16 @@ impl Config {
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// Reads and parses a configuration file.
+    /// Reads and parses a configuration file. The relative paths it names (rule files, lists,
+    /// credentials, the access log, the handover socket) are relative to the file's folder,
+    /// whatever the working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors(vec![ConfigError { file: file.clone(), line: None, reason: e.to_string() }]))?;
-        Config::parse(&file, &text)
+        let error = |reason: String| ConfigErrors(vec![ConfigError { file: file.clone(), line: None, reason }]);
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let absolute = std::path::absolute(path).map_err(|e| error(e.to_string()))?;
+        let base = absolute.parent().unwrap_or(Path::new("/"));
+        Config::parse_in(&file, &text, base)
     }
 
     /// The embedded default configuration.
@@ -306,6 +325,14 @@ impl Config {
     pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
         let lists: Vec<_> = self.rules.lists.iter().map(|l| (l.spec(), l.path.as_path())).collect();
         let set = RuleSet::load(self.rules.files.as_deref(), &lists, self.rules.default)?;
+        if set.len() == 0 && !self.rules.allow_empty {
+            let files = match &self.rules.files {
+                Some(files) => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                None => "the embedded preset".into(),
+            };
+            let kind = RuleErrorKind::Empty;
+            return Err(RuleErrors(vec![RuleError { file: files.into(), line: 0, column: 0, kind }]));
+        }
         Ok(match self.rules.no_sni {
             NoSni::Ip => set,
             NoSni::Deny => set.deny_no_sni(),

@@ -106,6 +106,11 @@ pub struct RulesConfig {
     /// the name out.
     #[serde(default)]
     pub no_sni: NoSni,
+    /// Run with no rule at all (every connection decided by `default`): refused unless said
+    /// here, so that an emptied rules folder or a deleted file cannot silently become deny-all
+    /// (or allow-all).
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// `[rules] no_sni`: how a hello without SNI is decided.
@@ -128,6 +133,7 @@ impl Default for RulesConfig {
             ech: EchPolicy::Outer,
             sni_allow_underscore: false,
             no_sni: NoSni::Ip,
+            allow_empty: false,
         }
     }
 }

@@ -64,6 +64,7 @@ pub fn run(start: Start) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    open_files(&config);
     let log = Arc::new(AccessLog::open(&config.log).map_err(|e| e.to_string())?);
     // Taking over from a running snigate: only now, with this configuration valid. Nobody
     // serving the handover socket (a first start, as in a rollout) is not an error: the
@@ -116,16 +117,21 @@ pub fn run(start: Start) -> Result<(), String> {
             }
             tokio::spawn(endpoint.serve());
         }
-        for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
-            tracing::info!(listen = %addr, mode = l.get_ref().mode.mode().as_str(), threads, "listening");
-        }
         let phases = server.phases();
         let (events, mut event) = mpsc::channel(8);
         spawn_signals(events, false)?;
         let (reloads, triggers) = mpsc::channel(4);
-        let reloading =
-            reload::run(config.clone(), server.live(), metrics, phases.clone(), (reloads.clone(), triggers), reread);
+        // Watching before the start is announced: a file changed right after it is seen.
+        let watcher = reload::watch_rules(&config, reloads.clone()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot watch the rule files; reload with SIGHUP");
+            None
+        });
+        let live = server.live();
+        let reloading = reload::run(config.clone(), live, metrics, phases.clone(), (watcher, triggers), reread);
         tokio::spawn(reloading);
+        for (addr, l) in server.local_addrs().iter().zip(&config.listeners) {
+            tracing::info!(listen = %addr, mode = l.get_ref().mode.mode().as_str(), threads, "listening");
+        }
         let (upgrades, upgrade) = mpsc::channel(1);
         let handed_over = Arc::new(Notify::new());
         let handovers = Handovers { configured: handover_path, sockets, phases: phases.clone() };
@@ -187,6 +193,26 @@ pub fn run(start: Start) -> Result<(), String> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     log.finish(Duration::from_secs(2));
     served
+}
+
+/// Raises the limit on open files as far as the hard limit allows, and says so when it is still
+/// below what `max_connections` needs: each connection holds two descriptors (the client's and
+/// the upstream's), and a process out of them refuses connections with EMFILE.
+fn open_files(config: &Config) {
+    let listeners = config.listeners.len() as u64;
+    let needed = (config.limits.max_connections as u64).saturating_mul(2).saturating_mul(listeners) + 64;
+    match crate::sys::raise_open_files() {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the limit on open files is below what max_connections needs ({} listener(s) x {} connections x 2 \
+             descriptors): raise it (LimitNOFILE=, ulimit -n) or lower max_connections",
+            listeners,
+            config.limits.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the limit on open files"),
+    }
 }
 
 /// Listening sockets a service manager passed (systemd socket activation), by name; to a

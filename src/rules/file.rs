@@ -100,6 +100,11 @@ pub enum RuleErrorKind {
     /// The file cannot be read.
     #[error("cannot read: {0}")]
     Io(String),
+    /// The rule files and lists hold no rule at all.
+    #[error(
+        "no rule: every connection would be decided by the default verdict; add rules, or set `[rules] allow_empty = true` if that is meant"
+    )]
+    Empty,
 }
 
 impl fmt::Display for RuleError {
