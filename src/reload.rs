@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ConfigError, Credentials, ModeConfig};
+use crate::config::{Config, ConfigError, Credentials, Keyword, ModeConfig};
 use crate::metrics::registry::Metrics;
 use crate::phase::{Phase, Phases};
 use crate::proxy::live::Live;
@@ -29,17 +29,27 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// rules stay. Either way `metrics` counts the reload. Returns the new rule count.
 pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metrics) -> Result<usize, RuleErrors> {
     let config = config.clone();
-    let compiled = tokio::task::spawn_blocking(move || config.compile_rules())
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let compiled = tokio::task::spawn_blocking(move || -> Result<_, RuleErrors> {
+        Ok((config.compile_rules()?, config.fingerprint()))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     match compiled {
-        Ok(new) => {
+        Ok((new, fingerprint)) => {
             let n = new.len();
             metrics.rules_loaded(&new);
+            metrics.rules_identity(&fingerprint.sha256);
             metrics.reloaded(true);
-            let new = Arc::new(new);
-            live.update(|running| Live { rules: new, ..running.clone() });
-            tracing::info!(rules = n, "rules reloaded");
+            for change in fingerprint.changes_from(&live.load().fingerprint) {
+                // The first few rules of each side: enough to recognise the edit.
+                let (added, removed) = (change.added.len(), change.removed.len());
+                let first = |rules: &[String]| rules.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+                let (adds, removes) = (first(&change.added), first(&change.removed));
+                tracing::info!(file = %change.file, added, removed, adds, removes, "rules changed");
+            }
+            let (new, fingerprint) = (Arc::new(new), Arc::new(fingerprint));
+            live.update(|running| Live { rules: new, fingerprint: fingerprint.clone(), ..running.clone() });
+            tracing::info!(rules = n, sha256 = %fingerprint.sha256, "rules reloaded");
             Ok(n)
         }
         Err(errors) => {
@@ -203,10 +213,17 @@ pub async fn run(
                     for section in config.needs_handover(&fresh) {
                         tracing::warn!(section, "changed in the configuration; a handover (SIGUSR2) applies it");
                     }
+                    for (setting, was, now) in [
+                        ("default", config.rules.default.as_str(), fresh.rules.default.as_str()),
+                        ("no_sni", config.rules.no_sni.as_str(), fresh.rules.no_sni.as_str()),
+                    ] {
+                        if was != now {
+                            tracing::info!(setting, was, now, "[rules] changed");
+                        }
+                    }
                     live.update(|running| Live {
-                        rules: running.rules.clone(),
                         credentials: running.credentials.clone(),
-                        ..Live::new(&fresh, running.rules.clone())
+                        ..Live::new(&fresh, running.rules.clone(), running.fingerprint.clone())
                     });
                     config.rules = fresh.rules;
                     config.limits = fresh.limits;

@@ -1345,3 +1345,46 @@ async fn an_emptied_rules_folder_is_refused_and_the_old_rules_serve() {
     let _still = spliced(addr, b"a.example.com").await;
     let _ = child.kill().await;
 }
+
+/// A reload says what it changed, file by file, and the metrics say which ruleset runs and
+/// whether the last reload succeeded.
+#[tokio::test]
+async fn a_reload_says_what_changed_and_which_ruleset_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("a.rules"), "allow a.example.com\nallow b.example.com\n").unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (addr, metrics) = (free(), free());
+    let config = TestConfig::upstream(echo_backend().await)
+        .listen(addr)
+        .rules_file(rules.clone())
+        .metrics(format!("listen = \"{metrics}\""))
+        .write(&dir.path().join("snigate.toml"));
+    let (mut child, mut stderr) = run_binary(&config);
+    line_with(&mut stderr, "listening").await;
+    let info = async || {
+        let (_, body) = http_get(metrics, "/metrics").await;
+        let line = body.lines().find(|l| l.starts_with("snigate_rules_info{"))?.to_string();
+        let ok = body.lines().find(|l| l.starts_with("snigate_config_last_reload_successful "))?.to_string();
+        Some((line, ok))
+    };
+    let (first, ok) = eventually_some(Duration::from_secs(10), "the ruleset's identity", info).await;
+    assert!(ok.ends_with(" 1"), "{ok}");
+    std::fs::write(rules.join("a.rules"), "allow b.example.com\nallow c.example.com\n").unwrap();
+    let changed = line_with(&mut stderr, "rules changed").await;
+    assert!(changed.contains("a.rules") && changed.contains("added=1") && changed.contains("removed=1"), "{changed}");
+    assert!(changed.contains("allow c.example.com") && changed.contains("allow a.example.com"), "{changed}");
+    let (second, _) = eventually_some(Duration::from_secs(10), "a new identity", async || {
+        info().await.filter(|(line, _)| *line != first)
+    })
+    .await;
+    assert!(second.ends_with(" 1") && second.contains("sha256=\""), "{second}");
+    std::fs::write(rules.join("a.rules"), "bogus line\n").unwrap();
+    line_with(&mut stderr, "reload failed").await;
+    drain_stderr(stderr);
+    let failed = async || info().await.filter(|(_, ok)| ok.ends_with(" 0"));
+    let (still, _) = eventually_some(Duration::from_secs(10), "the failure in the metrics", failed).await;
+    assert_eq!(still, second, "the running ruleset is still the one reported");
+    let _ = child.kill().await;
+}

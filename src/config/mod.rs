@@ -13,6 +13,7 @@ use toml::Spanned;
 use crate::policy::decide::RuleSet;
 use crate::policy::destination::accepts;
 use crate::rules::file::{RuleError, RuleErrorKind, RuleErrors};
+use crate::rules::fingerprint::Fingerprint;
 
 #[macro_use]
 mod keyword;
@@ -319,6 +320,12 @@ impl Config {
     /// by section; empty when a reload applies all of `fresh` in place.
     pub fn needs_handover(&self, fresh: &Config) -> Vec<&'static str> {
         self.fixed().changed(&fresh.fixed())
+    }
+
+    /// The configured rule files' and lists' fingerprint as they are on disk now.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let lists: Vec<&Path> = self.rules.lists.iter().map(|l| l.path.as_path()).collect();
+        Fingerprint::of(self.rules.files.as_deref(), &lists)
     }
 
     /// Loads and compiles the configured rules and lists into a snapshot.

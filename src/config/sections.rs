@@ -124,6 +124,8 @@ pub enum NoSni {
     Deny,
 }
 
+keywords!(NoSni { Ip => "ip", Deny => "deny" });
+
 impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {

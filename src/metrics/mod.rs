@@ -7,3 +7,4 @@
 
 pub(crate) mod endpoint;
 pub(crate) mod registry;
+mod sum;

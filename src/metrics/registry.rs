@@ -11,10 +11,9 @@
 //! scrape sums the workers' series. The rest (readiness, reloads, limits) is kept once.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prometheus::proto::{MetricFamily, MetricType};
+use super::sum::sum;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -133,6 +132,10 @@ pub struct Metrics {
     reloads_failed: IntCounter,
     /// `snigate_rules_last_reload_success_timestamp_seconds`.
     last_reload: Gauge,
+    /// `snigate_config_last_reload_successful`: 0 from a failed reload until one succeeds.
+    reload_ok: IntGauge,
+    /// `snigate_rules_info{sha256}`: 1 for the running ruleset's identity.
+    rules_info: IntGaugeVec,
     /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
     /// answers from it.
     ready: IntGauge,
@@ -331,6 +334,16 @@ impl Metrics {
         registry.register(Box::new(last_reload.clone())).expect("unique metric");
         let build_info = gauge_vec("snigate_build_info", "Always 1; the labels describe the build.", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let reload_ok = int_gauge(
+            "snigate_config_last_reload_successful",
+            "1 when the last reload of the rules (or the start) succeeded, 0 while its failure stands.",
+        );
+        reload_ok.set(1);
+        let rules_info = gauge_vec(
+            "snigate_rules_info",
+            "Always 1; sha256 identifies the running rule files and lists.",
+            &["sha256"],
+        );
         let ready = int_gauge("snigate_ready", "1 while every listener accepts; 0 at start and while draining.");
         let sources_tracked = int_gauge(
             "snigate_sources_tracked",
@@ -348,6 +361,8 @@ impl Metrics {
             reloads_ok: reloads.with_label_values(&["success"]),
             reloads_failed: reloads.with_label_values(&["failure"]),
             last_reload,
+            reload_ok,
+            rules_info,
             ready,
             sources_tracked,
             registry,
@@ -374,7 +389,18 @@ impl Metrics {
 
     /// Counts a reload; a successful one has already been reported by [`rules_loaded`](Self::rules_loaded).
     pub fn reloaded(&self, ok: bool) {
-        if ok { self.reloads_ok.inc() } else { self.reloads_failed.inc() }
+        if ok {
+            self.reloads_ok.inc()
+        } else {
+            self.reloads_failed.inc()
+        }
+        self.reload_ok.set(i64::from(ok));
+    }
+
+    /// The running ruleset's identity: the one `snigate_rules_info` series.
+    pub fn rules_identity(&self, sha256: &str) {
+        self.rules_info.reset();
+        self.rules_info.with_label_values(&[sha256]).set(1);
     }
 
     /// Marks the server ready (every listener accepting) or not (starting, draining).
@@ -413,70 +439,6 @@ const fn possible(verdict: Verdict, reason: Reason) -> bool {
     match verdict {
         Verdict::Allow => matches!(reason, Reason::Rule | Reason::Default),
         Verdict::Deny => true,
-    }
-}
-
-/// Every worker's families summed: the series of the same family and labels added up
-/// (counters, gauges, histograms bucket by bucket), in label order.
-fn sum(workers: impl Iterator<Item = Vec<MetricFamily>>) -> Vec<MetricFamily> {
-    use std::collections::btree_map::Entry;
-    type Labels = Vec<(String, String)>;
-    let labels = |m: &prometheus::proto::Metric| -> Labels {
-        m.get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect()
-    };
-    let mut out: BTreeMap<String, (MetricFamily, BTreeMap<Labels, prometheus::proto::Metric>)> = BTreeMap::new();
-    for families in workers {
-        for mut family in families {
-            let metrics = family.take_metric();
-            let name = family.name().to_string();
-            let (into, series) = out.entry(name).or_insert_with(|| (family, BTreeMap::new()));
-            let kind = into.get_field_type();
-            for metric in metrics {
-                match series.entry(labels(&metric)) {
-                    Entry::Vacant(e) => {
-                        e.insert(metric);
-                    }
-                    Entry::Occupied(mut e) => add(e.get_mut(), &metric, kind),
-                }
-            }
-        }
-    }
-    out.into_values()
-        .map(|(mut family, series)| {
-            family.set_metric(series.into_values().collect());
-            family
-        })
-        .collect()
-}
-
-/// Adds `from`'s value into `into`'s, both of type `kind`.
-fn add(into: &mut prometheus::proto::Metric, from: &prometheus::proto::Metric, kind: MetricType) {
-    use prometheus::proto::{Counter, Gauge, Histogram};
-    match kind {
-        MetricType::COUNTER => {
-            let mut c = Counter::default();
-            c.set_value(into.get_counter().get_value() + from.get_counter().get_value());
-            into.set_counter(c);
-        }
-        MetricType::GAUGE => {
-            let mut g = Gauge::default();
-            g.set_value(into.get_gauge().get_value() + from.get_gauge().get_value());
-            into.set_gauge(g);
-        }
-        MetricType::HISTOGRAM => {
-            let (a, b) = (into.get_histogram(), from.get_histogram());
-            let mut h = Histogram::default();
-            h.set_sample_count(a.get_sample_count() + b.get_sample_count());
-            h.set_sample_sum(a.get_sample_sum() + b.get_sample_sum());
-            let mut buckets = a.get_bucket().to_vec();
-            for (bucket, other) in buckets.iter_mut().zip(b.get_bucket()) {
-                bucket.set_cumulative_count(bucket.cumulative_count() + other.cumulative_count());
-            }
-            h.set_bucket(buckets);
-            into.set_histogram(h);
-        }
-        // snigate has no summaries or untyped metrics.
-        MetricType::SUMMARY | MetricType::UNTYPED => {}
     }
 }
 

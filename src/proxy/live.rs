@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, Credentials, EchPolicy, LimitsConfig};
 use crate::hello::HelloLimits;
 use crate::policy::decide::RuleSet;
+use crate::rules::fingerprint::Fingerprint;
 
 /// One snapshot of the live settings. A connection reads the snapshot that is current when it
 /// needs a setting; a reload swaps in a whole new one.
@@ -17,6 +18,9 @@ use crate::policy::decide::RuleSet;
 pub struct Live {
     /// The rule snapshot new decisions are made with.
     pub rules: Arc<RuleSet>,
+    /// What `rules` was compiled from: its identity, and its files' rules to tell what a
+    /// reload changes.
+    pub fingerprint: Arc<Fingerprint>,
     /// Limits and timeouts, as configured.
     pub limits: LimitsConfig,
     /// The timeouts a connection reads, as durations (converted once per reload, not per
@@ -34,10 +38,11 @@ pub struct Live {
 }
 
 impl Live {
-    /// The live part of `config`, deciding with `rules`.
-    pub fn new(config: &Config, rules: Arc<RuleSet>) -> Live {
+    /// The live part of `config`, deciding with `rules`, compiled from `fingerprint`'s files.
+    pub fn new(config: &Config, rules: Arc<RuleSet>, fingerprint: Arc<Fingerprint>) -> Live {
         Live {
             rules,
+            fingerprint,
             limits: config.limits.clone(),
             timeouts: Timeouts::of(&config.limits),
             ech: config.rules.ech,

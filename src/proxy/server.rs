@@ -166,7 +166,9 @@ impl Server {
         mut passed: Vec<(String, Socket)>,
     ) -> io::Result<Server> {
         metrics.rules_loaded(&rules);
-        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules))));
+        let fingerprint = Arc::new(config.fingerprint());
+        metrics.rules_identity(&fingerprint.sha256);
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules), fingerprint)));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
         let workers = config.runtime.worker_threads().max(1);

@@ -249,7 +249,7 @@ pub fn rule_text(file: &str, line: u32, preset: bool) -> Option<String> {
 }
 
 /// A rule line as reported: comment removed, whitespace collapsed.
-fn written(raw: &str) -> String {
+pub(crate) fn written(raw: &str) -> String {
     let rule = strip_comment(raw).trim();
     let collapsed =
         rule.is_ascii() && !rule.contains("  ") && rule.bytes().all(|b| b == b' ' || !(b as char).is_whitespace());
@@ -260,7 +260,7 @@ fn written(raw: &str) -> String {
 }
 
 /// Expands directories to their `*.rules` files (sorted); files are kept as given.
-fn rule_files(paths: &[PathBuf], errors: &mut Vec<RuleError>) -> Vec<PathBuf> {
+pub(crate) fn rule_files(paths: &[PathBuf], errors: &mut Vec<RuleError>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in paths {
         if !path.is_dir() {

@@ -6,6 +6,7 @@
 //! - [`precedence`]: the kinds of rule and the precedence between them, stated once.
 //! - [`file`]: the rule-file parser, which reports every error with file, line and column,
 //!   and streams rules from their files line by line.
+//! - [`fingerprint`]: which ruleset runs (a SHA-256 of its files) and what a reload changed.
 //! - [`list`]: large domain lists (plain, hosts-file, adblock) tied to one action, streamed
 //!   likewise.
 //! - [`check`]: the `snigate check` analysis: counts, duplicates, shadowed rules, conflicts.
@@ -16,6 +17,7 @@
 
 pub(crate) mod check;
 pub(crate) mod file;
+pub(crate) mod fingerprint;
 pub(crate) mod list;
 pub(crate) mod pattern;
 pub(crate) mod precedence;

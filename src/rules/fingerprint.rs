@@ -1,0 +1,107 @@
+//! What a ruleset is made of, to say which one runs and what a reload changed: a SHA-256 over
+//! every rule file and list read (the `snigate_rules_info` metric's label), and each rule
+//! file's rules as written (comments and spacing aside), to log the rules a reload added and
+//! removed, file by file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ring::digest::{Context, SHA256};
+
+use super::file::{PRESET, rule_files, written};
+
+/// A ruleset's identity and its rule files' rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// SHA-256 of every file read, with its name, in order, as lowercase hex.
+    pub sha256: String,
+    /// Each rule file's rules, as written.
+    pub rules: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What one reload changed in one rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// The rule file.
+    pub file: String,
+    /// Rules it holds now and did not.
+    pub added: Vec<String>,
+    /// Rules it held and does not now.
+    pub removed: Vec<String>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of the rule files (or directories; `None`: the embedded preset) and the
+    /// lists, as they are on disk now. A file that cannot be read counts as empty: the load
+    /// itself reports it.
+    pub fn of(files: Option<&[PathBuf]>, lists: &[&Path]) -> Fingerprint {
+        let mut digest = Context::new(&SHA256);
+        let mut rules = BTreeMap::new();
+        let mut add = |name: &str, text: &[u8]| {
+            digest.update(name.as_bytes());
+            digest.update(&[0]);
+            digest.update(&(text.len() as u64).to_be_bytes());
+            digest.update(text);
+        };
+        let mut rule_file = |name: String, text: &str| {
+            add(&name, text.as_bytes());
+            let lines = text.lines().map(written).filter(|l| !l.is_empty()).collect();
+            rules.insert(name, lines);
+        };
+        match files {
+            None => PRESET.iter().for_each(|(name, text)| rule_file(name.to_string(), text)),
+            Some(paths) => {
+                for path in rule_files(paths, &mut Vec::new()) {
+                    rule_file(path.display().to_string(), &std::fs::read_to_string(&path).unwrap_or_default());
+                }
+            }
+        }
+        for list in lists {
+            let mut text = Vec::new();
+            let _ = std::fs::File::open(list).and_then(|mut f| f.read_to_end(&mut text));
+            add(&list.display().to_string(), &text);
+        }
+        let sha256 = digest.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Fingerprint { sha256, rules }
+    }
+
+    /// What changed from `old` to this one, file by file (files added or removed count whole).
+    pub fn changes_from(&self, old: &Fingerprint) -> Vec<FileChange> {
+        let empty = BTreeSet::new();
+        let files: BTreeSet<&String> = self.rules.keys().chain(old.rules.keys()).collect();
+        files
+            .into_iter()
+            .filter_map(|file| {
+                let (now, then) = (self.rules.get(file).unwrap_or(&empty), old.rules.get(file).unwrap_or(&empty));
+                let added: Vec<String> = now.difference(then).cloned().collect();
+                let removed: Vec<String> = then.difference(now).cloned().collect();
+                (!added.is_empty() || !removed.is_empty()).then(|| FileChange { file: file.clone(), added, removed })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_told_file_by_file_and_the_identity_follows_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.rules"), dir.path().join("b.rules"));
+        std::fs::write(&a, "allow a.example.com  # first\nallow   b.example.com\n").unwrap();
+        let before = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
+        std::fs::write(&a, "allow b.example.com\nallow c.example.com\n").unwrap();
+        std::fs::write(&b, "deny d.example.com\n").unwrap();
+        let after = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
+        assert_ne!(before.sha256, after.sha256);
+        assert_eq!(after.sha256.len(), 64);
+        let changes = after.changes_from(&before);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].added, ["allow c.example.com"]);
+        assert_eq!(changes[0].removed, ["allow a.example.com"]);
+        assert_eq!(changes[1].added, ["deny d.example.com"]);
+        assert_eq!(Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]), after, "the same files, the same print");
+    }
+}
