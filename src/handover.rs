@@ -18,13 +18,11 @@
 //! root.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use socket2::Socket;
 
 use crate::sys::{MAX_PASSED_FDS, effective_uid, peer_uid, recv_fds, send_fds};
 
@@ -42,6 +40,8 @@ pub enum Role {
     Listener(String),
     /// The metrics endpoint's socket.
     Metrics,
+    /// The lock file by which this process owns a listen address (the lock goes with it).
+    Lock(String),
 }
 
 /// How the metrics endpoint's socket is named on the wire.
@@ -50,6 +50,8 @@ const METRICS: &str = "metrics-endpoint";
 const METRICS_EARLIER: &str = "(metrics)";
 /// What precedes a listener's name on the wire (an earlier version sent the name alone).
 const LISTENER: &str = "listener ";
+/// What precedes an address lock's name on the wire.
+const LOCK: &str = "lock ";
 
 impl Role {
     /// The name on the wire.
@@ -57,6 +59,7 @@ impl Role {
         match self {
             Role::Listener(name) => format!("{LISTENER}{name}"),
             Role::Metrics => METRICS.to_string(),
+            Role::Lock(name) => format!("{LOCK}{name}"),
         }
     }
 
@@ -64,7 +67,10 @@ impl Role {
     fn decode(name: &str) -> Role {
         match name {
             METRICS | METRICS_EARLIER => Role::Metrics,
-            _ => Role::Listener(name.strip_prefix(LISTENER).unwrap_or(name).to_string()),
+            _ => match name.strip_prefix(LOCK) {
+                Some(lock) => Role::Lock(lock.to_string()),
+                None => Role::Listener(name.strip_prefix(LISTENER).unwrap_or(name).to_string()),
+            },
         }
     }
 }
@@ -73,7 +79,7 @@ impl Role {
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The new process's side: the running process's listening sockets, each with its role, and the connection to confirm on once the new process accepts.
-pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, Socket)>, Confirm)> {
+pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, OwnedFd)>, Confirm)> {
     let stream = UnixStream::connect(path)
         .map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
     trusted(stream.as_fd()).map_err(|e| io::Error::new(e.kind(), format!("take over from {}: {e}", path.display())))?;
@@ -105,7 +111,7 @@ pub fn take_over(path: &Path) -> io::Result<(Vec<(Role, Socket)>, Confirm)> {
         if n == 0 || names.len() != fds.len() {
             return Err(invalid("names and sockets disagree"));
         }
-        sockets.extend(names.into_iter().zip(fds).map(|(name, fd)| (Role::decode(name), Socket::from(fd))));
+        sockets.extend(names.into_iter().zip(fds).map(|(name, fd)| (Role::decode(name), fd)));
         match total {
             Some(t) if sockets.len() < t => continue,
             Some(t) if sockets.len() == t => break,
@@ -255,6 +261,7 @@ mod tests {
         assert_eq!(sockets.len(), n);
         for (i, (role, socket)) in sockets.iter().enumerate() {
             assert_eq!(*role, Role::Listener(format!("edge{i}")));
+            let socket = socket2::Socket::from(socket.try_clone().unwrap());
             assert_eq!(socket.local_addr().unwrap().as_socket(), Some(addrs[i]));
         }
         confirm.accepting().unwrap();
@@ -293,7 +300,8 @@ mod tests {
         let (sockets, confirm) = take_over(&path).unwrap();
         let roles: Vec<&Role> = sockets.iter().map(|(r, _)| r).collect();
         assert_eq!(roles, [&Role::Listener("edge".into()), &Role::Metrics]);
-        assert_eq!(sockets[1].1.local_addr().unwrap().as_socket(), Some(addr));
+        let metrics = socket2::Socket::from(sockets[1].1.try_clone().unwrap());
+        assert_eq!(metrics.local_addr().unwrap().as_socket(), Some(addr));
         confirm.accepting().unwrap();
         assert_eq!(old.join().unwrap().trim(), ACCEPTING);
     }

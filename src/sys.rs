@@ -384,6 +384,19 @@ pub fn raise_open_files() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Takes an exclusive lock on `file` (`flock`) if nobody holds one: `Ok(false)` when another
+/// open file holds it. The lock lasts while any descriptor of this open file does.
+pub fn try_lock(file: &std::fs::File) -> io::Result<bool> {
+    // SAFETY: the descriptor is borrowed from a live File; flock takes no pointers.
+    match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
+        0 => Ok(true),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
 /// This process's effective user id.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid takes nothing and cannot fail.

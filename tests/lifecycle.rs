@@ -1388,3 +1388,40 @@ async fn a_reload_says_what_changed_and_which_ruleset_runs() {
     assert_eq!(still, second, "the running ruleset is still the one reported");
     let _ = child.kill().await;
 }
+
+/// One snigate owns an address: a second one with another policy on the same address is
+/// refused, naming the address, instead of silently taking half the traffic; the first serves
+/// on, and a handover (which passes the ownership on) still works.
+#[tokio::test]
+async fn a_second_instance_on_the_same_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = echo_backend().await;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let first = TestConfig::upstream(backend).listen(addr).metrics_off().write(&dir.path().join("first.toml"));
+    let (mut child, mut stderr) = run_binary(&first);
+    line_with(&mut stderr, "listening").await;
+    let second = TestConfig::upstream(backend)
+        .listen(addr)
+        .rules("allow *\n")
+        .metrics_off()
+        .write(&dir.path().join("second.toml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&second).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second instance must not start: {said}");
+    assert!(said.contains(&addr.to_string()) && said.contains("already served by another snigate"), "{said}");
+    assert!(child.try_wait().unwrap().is_none(), "the first serves on");
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-USR2", &pid]).status().unwrap().success());
+    let taking = line_with(&mut stderr, "the new process is taking over").await;
+    let new_pid: String = taking.split("pid=").nth(1).unwrap().chars().filter(char::is_ascii_digit).collect();
+    drain_stderr(stderr);
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await.expect("the old one exits").unwrap();
+    assert_eq!(status.code(), Some(0));
+    // The new process owns the address now: a third is refused too.
+    let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--config"]).arg(&second).output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = spliced(addr, b"acme.my.salesforce.com").await;
+    let _ = Command::new("kill").arg(&new_pid).status();
+}

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use socket2::Socket;
+use std::os::fd::OwnedFd;
 use tokio::sync::{Notify, mpsc};
 
 use crate::handover::{self, Role};
@@ -15,7 +15,7 @@ pub(super) struct Handovers {
     /// `[runtime] handover_socket`: served for `snigate run --takeover PATH`.
     pub configured: Option<PathBuf>,
     /// Every listening socket and the metrics endpoint's, with their roles.
-    pub sockets: Vec<(Role, Socket)>,
+    pub sockets: Vec<(Role, OwnedFd)>,
     /// `HandingOver` while a new process takes over.
     pub phases: Phases,
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+
 use socket2::Socket;
 use tokio::sync::{Notify, mpsc};
 
@@ -25,6 +27,7 @@ use crate::reload::{self, ReloadTrigger};
 mod handovers;
 mod master;
 mod notify;
+mod ownership;
 mod signals;
 
 pub use handovers::own_command;
@@ -82,13 +85,16 @@ pub fn run(start: Start) -> Result<(), String> {
     };
     let served = runtime.block_on(async {
         let metrics = Arc::new(Metrics::with_workers(threads));
-        let (mut listening, mut handed_metrics) = (Vec::new(), None);
-        for (role, socket) in passed {
+        let (mut listening, mut handed_metrics, mut locks) = (Vec::new(), None, Vec::new());
+        for (role, fd) in passed {
             match role {
-                Role::Listener(name) => listening.push((name, socket)),
-                Role::Metrics => handed_metrics = Some(socket),
+                Role::Listener(name) => listening.push((name, Socket::from(fd))),
+                Role::Metrics => handed_metrics = Some(Socket::from(fd)),
+                Role::Lock(name) => locks.push((name, std::fs::File::from(fd))),
             }
         }
+        // Before anything is bound: a second snigate on these addresses stops here.
+        let claims = ownership::claim(&config, locks)?;
         // The endpoint is bound first: a taken metrics port fails the start like any other.
         let endpoint = match (config.metrics.address(), handed_metrics) {
             (Some(_), Some(socket)) => Some(Endpoint::adopt(socket, metrics.clone())),
@@ -102,15 +108,20 @@ pub fn run(start: Start) -> Result<(), String> {
         }
         let server =
             Server::bind_adopting(&config, rules, metrics.clone(), &log, listening).await.map_err(|e| e.to_string())?;
-        let mut sockets: Vec<(Role, Socket)> = server
+        let mut sockets: Vec<(Role, OwnedFd)> = server
             .handover_sockets()
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|(name, s)| (Role::Listener(name), s))
+            .map(|(name, s)| (Role::Listener(name), OwnedFd::from(s)))
             .collect();
+        for (name, file) in &claims.0 {
+            if let Ok(copy) = file.try_clone() {
+                sockets.push((Role::Lock(name.clone()), OwnedFd::from(copy)));
+            }
+        }
         if let Some(endpoint) = endpoint {
             if let Ok(socket) = endpoint.socket() {
-                sockets.push((Role::Metrics, socket));
+                sockets.push((Role::Metrics, OwnedFd::from(socket)));
             }
             if let Ok(addr) = endpoint.local_addr() {
                 tracing::info!(metrics = %addr, "serving /metrics, /healthz and /readyz");
@@ -187,6 +198,8 @@ pub fn run(start: Start) -> Result<(), String> {
             let _ = (&mut { handing_over }).await;
         };
         server.run(stop).await;
+        // The addresses are this process's until it has drained.
+        drop(claims);
         Ok::<(), String>(())
     });
     // Connections still open past the drain deadline are cut here; then the last lines go out.
@@ -217,6 +230,6 @@ fn open_files(config: &Config) {
 
 /// Listening sockets a service manager passed (systemd socket activation), by name; to a
 /// master's worker, through the master.
-fn systemd_sockets(worker: bool) -> Vec<(Role, Socket)> {
-    crate::sys::listen_fds(worker).into_iter().map(|(name, s)| (Role::Listener(name), s)).collect()
+fn systemd_sockets(worker: bool) -> Vec<(Role, OwnedFd)> {
+    crate::sys::listen_fds(worker).into_iter().map(|(name, s)| (Role::Listener(name), OwnedFd::from(s))).collect()
 }
