@@ -2,7 +2,7 @@
 //! shipped (QUIC dropped) and with QUIC sent to its listener, and so are the rules
 //! `tproxy.sh` generates; checked inside a network namespace this test creates and removes.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[test]
 fn nftables_rule_sets_check() {
@@ -229,4 +229,58 @@ fn kubernetes_configurations_are_valid_and_reach_the_pods() {
         let needed = parsed.runtime.shutdown_delay + parsed.limits.drain_timeout;
         assert!(grace > needed, "{block}: {grace} s of grace for {needed} s of delay and drain");
     }
+}
+
+/// The single-machine recipe of docs/deploy.md works as written: its commands (but for
+/// building the static binary, `systemctl` and `nft`, which change this machine) run against a
+/// directory of the test's own standing in for `/etc/snigate`, and the unit's own command line
+/// then starts snigate on what they installed, in network and PID namespaces of its own (so
+/// that stopping the namespace stops every process of it).
+#[test]
+fn the_single_machine_recipe_runs() {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        assert!(std::env::var_os("CI").is_none(), "the recipe test needs root, and CI runs as root");
+        return eprintln!("SKIPPED: the recipe test needs root (a network namespace, SO_MARK)");
+    }
+    let doc = std::fs::read_to_string(format!("{ROOT}/docs/deploy.md")).unwrap();
+    let section = doc.split("## Transparent egress on one Linux box").nth(1).unwrap();
+    let block = section.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc/snigate");
+    let bin = env!("CARGO_BIN_EXE_snigate");
+    let local = |line: &str| line.replace("/etc/snigate", &etc.display().to_string()).replace("/usr/local/bin/snigate", bin);
+    let mut ran = 0;
+    for line in block.lines().map(|l| l.split(" # ").next().unwrap().trim()) {
+        let machine_wide = ["deploy/container/build-static.sh", "cp deploy/systemd", "nft "];
+        if line.is_empty() || machine_wide.iter().any(|m| line.starts_with(m)) {
+            continue;
+        }
+        let out = Command::new("sh").arg("-c").arg(local(line)).current_dir(ROOT).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        ran += 1;
+    }
+    assert!(ran >= 2, "the recipe's install and check ran");
+    let unit = std::fs::read_to_string(format!("{ROOT}/deploy/systemd/snigate.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let script = format!("ip link set lo up && exec {}", local(exec));
+    let mut child = Command::new("unshare")
+        .args(["--net", "--pid", "--fork", "--kill-child", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in std::io::BufRead::lines(stderr) {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let listening = seen.iter().find(|l| l.contains("listening")).unwrap_or_else(|| panic!("{seen:#?}"));
+    assert!(listening.contains("127.0.0.1:15001") && listening.contains("transparent"), "{listening}");
 }
