@@ -249,7 +249,8 @@ fn the_single_machine_recipe_runs() {
     let dir = tempfile::tempdir().unwrap();
     let etc = dir.path().join("etc/snigate");
     let bin = env!("CARGO_BIN_EXE_snigate");
-    let local = |line: &str| line.replace("/etc/snigate", &etc.display().to_string()).replace("/usr/local/bin/snigate", bin);
+    let local =
+        |line: &str| line.replace("/etc/snigate", &etc.display().to_string()).replace("/usr/local/bin/snigate", bin);
     let mut ran = 0;
     for line in block.lines().map(|l| l.split(" # ").next().unwrap().trim()) {
         let machine_wide = ["deploy/container/build-static.sh", "cp deploy/systemd", "nft "];

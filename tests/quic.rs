@@ -334,6 +334,66 @@ mod aioquic {
         let other = [("listener", "test"), ("cause", "other_hello")];
         assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &other).await, 0.0);
     }
+
+    /// A soak of real clients, several at once, each reusing one local port for all its
+    /// connections (as clients behind a NAT, or reusing sockets, do), allowed and denied mixed:
+    /// every allowed connection completes, every denied one is refused at once, and each is
+    /// counted exactly once, so that snigate's allow and deny counts equal the clients' own.
+    #[tokio::test]
+    async fn a_soak_of_reused_ports_counts_every_connection_once() {
+        let python = match python() {
+            Ok(p) => p,
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let backend = server(&python);
+        let (proxy, _dir) = quic_proxy(backend.1, "flow_idle_timeout = 1").await;
+        const CLIENTS: usize = 4;
+        const EACH: usize = 12;
+        let began = std::time::Instant::now();
+        let runs = (0..CLIENTS).map(|k| {
+            let python = python.clone();
+            let to = proxy.addr;
+            tokio::spawn(async move {
+                let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let (mut allowed, mut denied) = (0.0, 0.0);
+                for i in 0..EACH {
+                    let deny = (i + k) % 3 == 0;
+                    let sni = if deny { "other.my.salesforce.com" } else { "acme.my.salesforce.com" };
+                    let answer = client_from(&python, to, sni, "1", port).await;
+                    match deny {
+                        false => {
+                            assert_eq!(answer["echo"], "through snigate", "client {k}, run {i}: {answer}");
+                            allowed += 1.0;
+                        }
+                        true => {
+                            assert_eq!(answer["result"], "closed", "client {k}, run {i}: {answer}");
+                            denied += 1.0;
+                        }
+                    }
+                }
+                (allowed, denied)
+            })
+        });
+        let (mut allowed, mut denied) = (0.0, 0.0);
+        for run in runs.collect::<Vec<_>>() {
+            let (a, d) = run.await.unwrap();
+            allowed += a;
+            denied += d;
+        }
+        assert!(began.elapsed() < Duration::from_secs(120), "bounded in time");
+        assert_eq!(connections(&proxy, "deny", "rule").await, denied, "every denied connection counted once");
+        let mut counted = 0.0;
+        for _ in 0..100 {
+            counted = connections(&proxy, "allow", "rule").await;
+            if counted >= allowed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(counted, allowed, "every allowed connection counted once, when it went quiet");
+        let other = [("listener", "test"), ("cause", "other_hello")];
+        assert_eq!(counter(&proxy, "snigate_quic_datagrams_dropped_total", &other).await, 0.0);
+    }
 }
 
 /// A client Initial, packet number `pn`, to `dcid`, carrying `hello` from offset 0.

@@ -128,6 +128,6 @@ mod tests {
     #[test]
     fn lock_names_are_file_names() {
         assert_eq!(lock_name(Protocol::Tcp, "127.0.0.1:8443".parse().unwrap()), "tcp-127.0.0.1_8443.lock");
-        assert_eq!(lock_name(Protocol::Quic, "[::1]:443".parse().unwrap()), "udp-__1__443.lock");
+        assert_eq!(lock_name(Protocol::Quic, "[::1]:443".parse().unwrap()), "udp-___1__443.lock");
     }
 }
