@@ -42,18 +42,24 @@ async fn spliced(proxy: std::net::SocketAddr, name: &[u8]) -> TcpStream {
     s
 }
 
-/// Whether a connection with `name` as SNI is spliced through `proxy` to the echo backend (its
-/// hello comes back) rather than refused, within 3 s.
-async fn is_allowed(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
+/// A connection with `name` as SNI, spliced through `proxy` to the echo backend (its hello
+/// came back) within `patience`; `None` when refused, cut or slower.
+async fn try_spliced(proxy: std::net::SocketAddr, name: &[u8], patience: Duration) -> Option<TcpStream> {
     let attempt = async {
         let mut s = TcpStream::connect(proxy).await.ok()?;
         let h = hello(&[sni(name)]);
         s.write_all(&h).await.ok()?;
         let mut back = vec![0; h.len()];
         s.read_exact(&mut back).await.ok()?;
-        Some(back == h)
+        (back == h).then_some(s)
     };
-    tokio::time::timeout(Duration::from_secs(3), attempt).await.ok().flatten().unwrap_or(false)
+    tokio::time::timeout(patience, attempt).await.ok().flatten()
+}
+
+/// Whether a connection with `name` as SNI is spliced through `proxy` rather than refused,
+/// within 3 s.
+async fn is_allowed(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
+    try_spliced(proxy, name, Duration::from_secs(3)).await.is_some()
 }
 
 async fn is_denied(proxy: std::net::SocketAddr, name: &[u8]) -> bool {
@@ -503,17 +509,7 @@ async fn adopts_the_passed_socket(more: &str) {
     let mut child = start_activated_with(&socket, &config, more);
     let mut open = eventually_some(Duration::from_secs(10), "spliced through the passed socket", async || {
         assert!(child.try_wait().unwrap().is_none(), "snigate exited: it did not adopt the socket");
-        tokio::time::timeout(Duration::from_secs(1), async {
-            let mut s = TcpStream::connect(addr).await.ok()?;
-            let h = hello(&[sni(b"acme.my.salesforce.com")]);
-            s.write_all(&h).await.ok()?;
-            let mut back = vec![0; h.len()];
-            s.read_exact(&mut back).await.ok()?;
-            Some(s)
-        })
-        .await
-        .ok()
-        .flatten()
+        try_spliced(addr, b"acme.my.salesforce.com", Duration::from_secs(1)).await
     })
     .await;
     echoes(&mut open, b"through the adopted socket").await;
@@ -1240,20 +1236,8 @@ async fn a_hosts_file_entry_added_at_run_time_resolves() {
     let mut text = std::fs::read_to_string(&hosts).unwrap();
     text.push_str("127.0.0.1 added-at-run-time.example\n");
     std::fs::write(&hosts, text).unwrap();
-    let mut s = eventually_some(Duration::from_secs(10), "the added name is served", async || {
-        tokio::time::timeout(Duration::from_secs(2), async {
-            let mut s = TcpStream::connect(addr).await.ok()?;
-            let h = hello(&[sni(b"added-at-run-time.example")]);
-            s.write_all(&h).await.ok()?;
-            let mut back = vec![0; h.len()];
-            s.read_exact(&mut back).await.ok()?;
-            Some(s)
-        })
-        .await
-        .ok()
-        .flatten()
-    })
-    .await;
+    let served = async || try_spliced(addr, b"added-at-run-time.example", Duration::from_secs(2)).await;
+    let mut s = eventually_some(Duration::from_secs(10), "the added name is served", served).await;
     echoes(&mut s, b"through the name added at run time").await;
     let _ = child.kill().await;
 }
