@@ -16,8 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{LogConfig, LogFormat};
 use crate::metrics::registry::Suppressed;
-use crate::outcome::{Outcome, rfc3339};
-use crate::rules::rule::Verdict;
+use crate::outcome::{Disposition, Outcome, rfc3339};
 
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE: usize = 8192;
@@ -140,7 +139,8 @@ impl ListenerLog {
     /// queue. Never blocks.
     pub fn write(&self, o: Outcome) -> Result<(), Suppressed> {
         let Some(tx) = &self.tx else { return Ok(()) };
-        if o.verdict == Verdict::Deny && !self.limiter.admit() {
+        // Errors are limited with denials: an outage turns every connection into one.
+        if o.verdict != Disposition::Allow && !self.limiter.admit() {
             self.limiter.suppressed.fetch_add(1, Ordering::Relaxed);
             return Err(Suppressed::RateLimit);
         }
@@ -355,7 +355,7 @@ mod tests {
             alpn: vec!["h2".into(), "http/1.1".into()],
             tls_version: Some("TLSv1.3".into()),
             ech: false,
-            verdict: Verdict::Allow,
+            verdict: Disposition::Allow,
             reason: crate::reason::Reason::Rule,
             rule: Some("salesforce.rules:3".into()),
             ruleset: Some("salesforce.rules".into()),
@@ -409,7 +409,7 @@ mod tests {
         let out = Shared::default();
         let log = AccessLog::to_writer(LogFormat::Text, 2, Box::new(out.clone()));
         let l = log.listener("edge");
-        let denied = Outcome { verdict: Verdict::Deny, reason: crate::reason::Reason::Default, ..outcome() };
+        let denied = Outcome { verdict: Disposition::Deny, reason: crate::reason::Reason::Default, ..outcome() };
         let results: Vec<_> = (0..5).map(|_| l.write(denied.clone())).collect();
         let suppressed = results.iter().filter(|r| **r == Err(Suppressed::RateLimit)).count();
         // Three beyond the budget of two, or fewer if the writes straddle a second boundary.

@@ -67,7 +67,7 @@ pub use crate::metrics::registry::{
     ListenerMetrics, Metrics, Suppressed,
 };
 pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
-pub use crate::outcome::{Outcome, Stage};
+pub use crate::outcome::{Disposition, Outcome, Stage};
 pub use crate::phase::{Phase, Phases};
 pub use crate::policy::decide::{Decision, Matched, RuleSet};
 pub use crate::policy::origin::RuleRef;
