@@ -6,18 +6,21 @@
 //! refused connections cannot crowd allowed connections out of the queue or turn the log into
 //! the bottleneck. Once a second the writer prints one summary line per listener that had lines
 //! suppressed or dropped, saying how many.
+//!
+//! A log file is reopened on request ([`AccessLog::reopen`], SIGUSR1), as nginx does: logrotate
+//! renames the file, signals, and the next line goes to a new file at the configured path.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{LogConfig, LogFormat};
 use crate::metrics::registry::Suppressed;
-use crate::outcome::{Outcome, rfc3339};
-use crate::rules::rule::Verdict;
+use crate::outcome::{Disposition, Outcome, rfc3339};
 
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE: usize = 8192;
@@ -32,6 +35,8 @@ enum Message {
     Listener(Arc<Limiter>),
     /// Write what is queued, flush and stop; the sender waits on the enclosed channel.
     Close(mpsc::Sender<()>),
+    /// Wakes the writer to reopen its file (the request itself is [`AccessLog::reopen_asked`]).
+    Reopen,
 }
 
 /// The access log of a server: the writer thread and its queue. `Off` has neither.
@@ -44,6 +49,9 @@ pub struct AccessLog {
     deny_per_second: u32,
     /// The writer thread, joined by [`finish`](AccessLog::finish).
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set by [`reopen`](AccessLog::reopen), taken by the writer: a flag rather than a message,
+    /// so that asking never waits on a full queue.
+    reopen_asked: Arc<AtomicBool>,
 }
 
 impl AccessLog {
@@ -51,29 +59,46 @@ impl AccessLog {
     /// so that an unwritable path is a startup error.
     pub fn open(config: &LogConfig) -> io::Result<AccessLog> {
         if config.format == LogFormat::Off {
-            return Ok(AccessLog { format: LogFormat::Off, tx: None, deny_per_second: 0, writer: Mutex::new(None) });
+            return Ok(AccessLog {
+                format: LogFormat::Off,
+                tx: None,
+                deny_per_second: 0,
+                writer: Mutex::new(None),
+                reopen_asked: Arc::default(),
+            });
         }
         let out: Box<dyn Write + Send> = match &config.path {
-            Some(path) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("open access log {}: {e}", path.display())))?,
-            ),
+            Some(path) => Box::new(open_file(path)?),
             None => Box::new(io::stdout()),
         };
-        Ok(AccessLog::to_writer(config.format, config.deny_lines_per_second, out))
+        Ok(AccessLog::spawn(config.format, config.deny_lines_per_second, out, config.path.clone()))
     }
 
     /// A log writing `format` lines to `out`, on its own thread.
     pub fn to_writer(format: LogFormat, deny_per_second: u32, out: Box<dyn Write + Send>) -> AccessLog {
+        AccessLog::spawn(format, deny_per_second, out, None)
+    }
+
+    /// The writer thread on `out`, which is the file at `path` when there is one to reopen.
+    fn spawn(format: LogFormat, deny_per_second: u32, out: Box<dyn Write + Send>, path: Option<PathBuf>) -> AccessLog {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let reopen_asked = Arc::new(AtomicBool::new(false));
+        let file = Reopen { path, asked: reopen_asked.clone() };
         let writer = std::thread::Builder::new()
             .name("snigate-access-log".into())
-            .spawn(move || write_loop(rx, out, format))
+            .spawn(move || write_loop(rx, out, format, file))
             .expect("spawn the access-log writer");
-        AccessLog { format, tx: Some(tx), deny_per_second, writer: Mutex::new(Some(writer)) }
+        AccessLog { format, tx: Some(tx), deny_per_second, writer: Mutex::new(Some(writer)), reopen_asked }
+    }
+
+    /// Asks the writer to reopen the log file at its configured path (after a rotation moved
+    /// it): lines written from then on go to the file now there, created if missing. A log on
+    /// stdout, or off, has nothing to reopen. Never blocks.
+    pub fn reopen(&self) {
+        let Some(tx) = &self.tx else { return };
+        self.reopen_asked.store(true, Ordering::Relaxed);
+        // A full queue means a busy writer, which sees the flag after its next line.
+        let _ = tx.try_send(Message::Reopen);
     }
 
     /// The handle one listener logs through.
@@ -140,7 +165,8 @@ impl ListenerLog {
     /// queue. Never blocks.
     pub fn write(&self, o: Outcome) -> Result<(), Suppressed> {
         let Some(tx) = &self.tx else { return Ok(()) };
-        if o.verdict == Verdict::Deny && !self.limiter.admit() {
+        // Errors are limited with denials: an outage turns every connection into one.
+        if o.verdict != Disposition::Allow && !self.limiter.admit() {
             self.limiter.suppressed.fetch_add(1, Ordering::Relaxed);
             return Err(Suppressed::RateLimit);
         }
@@ -204,7 +230,45 @@ impl Limiter {
     }
 }
 
-fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: LogFormat) {
+/// Opens the log file at `path` for appending, created if missing.
+fn open_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open access log {}: {e}", path.display())))
+}
+
+/// What the writer needs to reopen its file.
+struct Reopen {
+    /// The configured path; `None` for stdout and other writers.
+    path: Option<PathBuf>,
+    /// Set when a reopen is asked for.
+    asked: Arc<AtomicBool>,
+}
+
+impl Reopen {
+    /// When a reopen was asked for, the lines so far flushed to the old file and `out` switched
+    /// to the file now at the path. A file that cannot be opened leaves `out` as it was: lines
+    /// keep going to the renamed file rather than nowhere.
+    fn apply(&self, out: &mut BufWriter<Box<dyn Write + Send>>) {
+        // A load first: this runs after every line, and a swap would write the cache line.
+        if !self.asked.load(Ordering::Relaxed) || !self.asked.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Some(path) = &self.path else { return };
+        let _ = out.flush();
+        match open_file(path) {
+            Ok(file) => {
+                *out.get_mut() = Box::new(file);
+                tracing::info!(path = %path.display(), "access log reopened");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file"),
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: LogFormat, file: Reopen) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let mut listeners: Vec<Arc<Limiter>> = Vec::new();
     let mut next_summary = Instant::now() + SUMMARY_EVERY;
@@ -230,14 +294,15 @@ fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: LogForm
                 let _ = out.write_all(line.as_bytes());
             }
             Some(Message::Listener(l)) => listeners.push(l),
+            Some(Message::Reopen) | None => {}
             Some(Message::Close(done)) => {
                 summarise(&listeners, format, &mut out);
                 let _ = out.flush();
                 let _ = done.send(());
                 return;
             }
-            None => {}
         }
+        file.apply(&mut out);
         if Instant::now() >= next_summary {
             summarise(&listeners, format, &mut out);
             next_summary = Instant::now() + SUMMARY_EVERY;
@@ -355,7 +420,7 @@ mod tests {
             alpn: vec!["h2".into(), "http/1.1".into()],
             tls_version: Some("TLSv1.3".into()),
             ech: false,
-            verdict: Verdict::Allow,
+            verdict: Disposition::Allow,
             reason: crate::reason::Reason::Rule,
             rule: Some("salesforce.rules:3".into()),
             ruleset: Some("salesforce.rules".into()),
@@ -409,7 +474,7 @@ mod tests {
         let out = Shared::default();
         let log = AccessLog::to_writer(LogFormat::Text, 2, Box::new(out.clone()));
         let l = log.listener("edge");
-        let denied = Outcome { verdict: Verdict::Deny, reason: crate::reason::Reason::Default, ..outcome() };
+        let denied = Outcome { verdict: Disposition::Deny, reason: crate::reason::Reason::Default, ..outcome() };
         let results: Vec<_> = (0..5).map(|_| l.write(denied.clone())).collect();
         let suppressed = results.iter().filter(|r| **r == Err(Suppressed::RateLimit)).count();
         // Three beyond the budget of two, or fewer if the writes straddle a second boundary.
@@ -421,6 +486,21 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.contains(" allow ")).count(), 1, "{text}");
         assert!(text.contains(&format!("edge suppressed {suppressed} denial lines in the last second")), "{text}");
         assert_eq!(l.write(outcome()), Ok(()), "after finish, lines are discarded quietly");
+    }
+
+    /// Error lines (allowed, then failed upstream) share the denial budget: an outage makes one
+    /// of every connection. Allowed lines never do.
+    #[test]
+    fn error_lines_are_limited_with_denials() {
+        let log = AccessLog::to_writer(LogFormat::Text, 1, Box::new(io::sink()));
+        let l = log.listener("edge");
+        let failed = Outcome { verdict: Disposition::Error, reason: crate::reason::Reason::UpstreamError, ..outcome() };
+        let denied = Outcome { verdict: Disposition::Deny, reason: crate::reason::Reason::Default, ..outcome() };
+        // Four lines against a budget of one: even straddling a second boundary, some are beyond it.
+        let results = [l.write(failed.clone()), l.write(denied), l.write(failed.clone()), l.write(failed)];
+        assert!(results.contains(&Err(Suppressed::RateLimit)), "{results:?}");
+        assert!((0..10).all(|_| l.write(outcome()).is_ok()), "allowed lines are not limited");
+        log.finish(Duration::from_secs(5));
     }
 
     #[test]

@@ -56,9 +56,9 @@ mod sys;
 pub use crate::access_log::{AccessLog, ListenerLog, QUEUE as ACCESS_LOG_QUEUE, format_line};
 pub use crate::config::{
     Config, ConfigError, ConfigErrors, Credentials, DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, EMBEDDED,
-    EMBEDDED_NAME, EchPolicy, Keyword, LimitsConfig, ListConfig, ListenerConfig, LogConfig, LogFormat, MetricsConfig,
-    Mode, ModeConfig, ProxyVersion, RejectStyle, RulesConfig, RuntimeConfig, SpliceMode, StaticConfig,
-    VerifyDestination,
+    EMBEDDED_NAME, EchPolicy, Keyword, LimitsConfig, ListConfig, ListenerConfig, LogConfig, LogFormat, LogLevel,
+    MetricsConfig, Mode, ModeConfig, OpsFormat, ProxyVersion, RejectStyle, RulesConfig, RuntimeConfig, SpliceMode,
+    StaticConfig, VerifyDestination,
 };
 pub use crate::lifecycle::{Event, Start};
 pub use crate::metrics::endpoint::Endpoint;
@@ -67,7 +67,7 @@ pub use crate::metrics::registry::{
     ListenerMetrics, Metrics, Suppressed,
 };
 pub use crate::name::{MAX_LABEL_LEN, MAX_NAME_LEN, Name, NameError};
-pub use crate::outcome::{Outcome, Stage};
+pub use crate::outcome::{Disposition, Outcome, Stage};
 pub use crate::phase::{Phase, Phases};
 pub use crate::policy::decide::{Decision, Matched, RuleSet};
 pub use crate::policy::origin::RuleRef;

@@ -66,6 +66,53 @@ impl Seen {
     }
 }
 
+/// How a connection ended, as the access log's `verdict` and the `verdict` metric label say it.
+/// The rules decide only allow or deny ([`Verdict`]); `Error` is the record's own: allowed by
+/// the policy, then failed upstream, so that a network outage is not read as denials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// Allowed, and sent on (or still going when it ended for another cause).
+    Allow,
+    /// Refused: by the rules, by a check before them, or by the destination guard.
+    Deny,
+    /// Allowed by the policy, but its upstream could not be resolved or reached
+    /// (`upstream_error`).
+    Error,
+}
+
+impl Disposition {
+    /// Every disposition, in label order; the metrics pre-create their series from it.
+    pub const ALL: [Disposition; 3] = [Disposition::Allow, Disposition::Deny, Disposition::Error];
+
+    /// The log value and metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Allow => "allow",
+            Disposition::Deny => "deny",
+            Disposition::Error => "error",
+        }
+    }
+
+    /// What the rules' verdict makes of a connection, until something else happens.
+    pub const fn decided(verdict: Verdict) -> Disposition {
+        match verdict {
+            Verdict::Allow => Disposition::Allow,
+            Verdict::Deny => Disposition::Deny,
+        }
+    }
+
+    /// How a connection that was `self` so far ends when it stops for `reason`: an allowed one
+    /// that could not reach its upstream is an error, anything else a denial (a destination the
+    /// guard refuses after an allow is still the policy's refusal).
+    pub const fn ended(self, reason: Reason) -> Disposition {
+        match (self, reason) {
+            (Disposition::Allow | Disposition::Error, Reason::UpstreamError) => Disposition::Error,
+            _ => Disposition::Deny,
+        }
+    }
+}
+
 /// What happened to one connection: the access-log record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -91,8 +138,8 @@ pub struct Outcome {
     pub tls_version: Option<String>,
     /// Whether the hello carried encrypted_client_hello.
     pub ech: bool,
-    /// allow or deny.
-    pub verdict: Verdict,
+    /// allow, deny or error ([`Disposition`]).
+    pub verdict: Disposition,
     /// Why.
     pub reason: Reason,
     /// The deciding rule (`file:line` or a list's name).
@@ -100,7 +147,8 @@ pub struct Outcome {
     /// The deciding rule's file or list: the `ruleset` metric label.
     #[serde(skip)]
     pub ruleset: Option<Arc<str>>,
-    /// The upstream reached.
+    /// The upstream reached; when connecting failed, the last address tried (null when no
+    /// address was tried: a name that did not resolve, a destination the guard refused).
     pub upstream: Option<SocketAddr>,
     /// The stage the connection ended in.
     pub stage: Stage,
@@ -158,7 +206,7 @@ impl Outcome {
             alpn: Vec::new(),
             tls_version: None,
             ech: false,
-            verdict: Verdict::Deny,
+            verdict: Disposition::Deny,
             reason: Reason::ClientClosed,
             rule: None,
             ruleset: None,
@@ -196,5 +244,19 @@ mod tests {
         assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
+    }
+
+    /// Only an allowed connection that failed upstream is an error; a failure before any
+    /// decision (a transparent connection with no destination) and every other stop deny.
+    #[test]
+    fn an_error_is_an_allowed_connection_that_failed_upstream() {
+        use Disposition::*;
+        assert_eq!(Allow.ended(Reason::UpstreamError), Error);
+        assert_eq!(Deny.ended(Reason::UpstreamError), Deny);
+        assert_eq!(Allow.ended(Reason::DstDenied), Deny);
+        assert_eq!(Allow.ended(Reason::SniMismatch), Deny);
+        assert_eq!(Disposition::decided(Verdict::Allow), Allow);
+        let labels: Vec<_> = Disposition::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(labels, ["allow", "deny", "error"]);
     }
 }

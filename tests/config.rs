@@ -205,7 +205,10 @@ fn what_needs_a_handover_is_the_static_part() {
     }
     assert_eq!(running.needs_handover(&config("[runtime]\nthreads = 3\n")), ["[runtime]"]);
     assert_eq!(running.needs_handover(&config("[destinations]\ndeny = [\"10.0.0.0/8\"]\n")), ["[destinations]"]);
-    assert_eq!(running.needs_handover(&config("[log]\nformat = \"text\"\n")), ["[log] format and path"]);
+    assert_eq!(
+        running.needs_handover(&config("[log]\nformat = \"text\"\n")),
+        ["[log] format, path, level and operational"]
+    );
     let other_mode = Config::parse("x.toml", "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"http\"\n").unwrap();
     assert_eq!(running.needs_handover(&other_mode), ["[[listener]]"]);
 }

@@ -535,3 +535,19 @@ async fn transparent_http_decides_every_request() {
         "{line}"
     );
 }
+
+/// A CONNECT the rules deny is logged with what it asked for: its target, as `host:port`.
+#[tokio::test]
+async fn a_denied_connect_logs_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = TestConfig::connect(&[443]).rules(RULES_LOCAL).log_json(&log).start(dir.path()).await;
+    let (mut s, head) = connect(proxy.addr, "unlisted-host.example.net:443", "").await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
+    read_all(&mut s).await;
+    let lines = log_lines(&log, 1).await;
+    let line = &lines[0];
+    assert_eq!(line["host"], "unlisted-host.example.net:443", "{line}");
+    assert_eq!((line["verdict"].as_str(), line["reason"].as_str()), (Some("deny"), Some("default")), "{line}");
+    assert_eq!(line["sni"], serde_json::Value::Null, "no hello was read: {line}");
+}

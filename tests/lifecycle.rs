@@ -1409,3 +1409,73 @@ async fn a_second_instance_on_the_same_address_is_refused() {
     let _ = spliced(addr, b"acme.my.salesforce.com").await;
     let _ = Command::new("kill").arg(&new_pid).status();
 }
+
+/// logrotate's habit: the access log is renamed, SIGUSR1 is sent, and the next line lands in a
+/// new file at the configured path while the renamed file keeps the lines before it. The
+/// operational log is JSON (`[log] operational`), one object a line, and says so.
+#[tokio::test]
+async fn sigusr1_reopens_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let log = dir.path().join("access.log");
+    let config = TestConfig::upstream(echo_backend().await)
+        .listen(addr)
+        .metrics_off()
+        .log(format!("format = \"json\"\npath = \"{}\"\noperational = \"json\"", log.display()))
+        .write(&dir.path().join("snigate.toml"));
+    let (mut child, mut stderr) = run_binary(&config);
+    let listening: serde_json::Value = serde_json::from_str(&line_with(&mut stderr, "listening").await).unwrap();
+    assert_eq!((listening["level"].as_str(), listening["message"].as_str()), (Some("INFO"), Some("listening")));
+    let lines = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default().lines().count();
+    drop(spliced(addr, b"acme.my.salesforce.com").await);
+    eventually(Duration::from_secs(5), "the first line", async || lines(&log) == 1).await;
+
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-USR1", &pid]).status().unwrap().success());
+    let reopened: serde_json::Value =
+        serde_json::from_str(&line_with(&mut stderr, "access log reopened").await).unwrap();
+    assert_eq!(reopened["path"], log.display().to_string(), "{reopened}");
+    drop(spliced(addr, b"acme.my.salesforce.com").await);
+    eventually(Duration::from_secs(5), "a line in the new file", async || lines(&log) == 1).await;
+    assert_eq!(lines(&rotated), 1, "the renamed file keeps only the line before the signal");
+    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(line["verdict"], "allow", "{line}");
+    let _ = child.kill().await;
+}
+
+/// `--log-level error` keeps the start's info lines out of the operational log; the access log
+/// is not the operational log and is not affected.
+#[tokio::test]
+async fn the_log_level_flag_filters_the_operational_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let log = dir.path().join("access.log");
+    let config = TestConfig::upstream(echo_backend().await)
+        .listen(addr)
+        .metrics_off()
+        .log_json(&log)
+        .write(&dir.path().join("snigate.toml"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+        .args(["run", "--log-level", "error", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(10), "snigate accepting", async || {
+        tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await.is_ok_and(|c| c.is_ok())
+    })
+    .await;
+    drop(spliced(addr, b"acme.my.salesforce.com").await);
+    let written = || std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    eventually(Duration::from_secs(5), "the access-log line", async || written() >= 1).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut stderr = String::new();
+    let mut pipe = child.stderr.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), pipe.read_to_string(&mut stderr)).await.unwrap().unwrap();
+    assert!(!stderr.contains("listening") && !stderr.contains("INFO"), "{stderr}");
+}

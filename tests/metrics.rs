@@ -150,7 +150,7 @@ async fn every_outcome_is_counted_exactly() {
         ("edge", "deny", "hello_too_large", 1.0),
         ("edge", "deny", "client_closed", 1.0),
         ("sink", "allow", "rule", 1.0),
-        ("dead", "deny", "upstream_error", 1.0),
+        ("dead", "error", "upstream_error", 1.0),
         ("pp", "deny", "proxy_protocol", 1.0),
         ("proxy", "deny", "bad_request", 1.0),
         ("proxy", "deny", "sni_mismatch", 1.0),
@@ -172,8 +172,9 @@ async fn every_outcome_is_counted_exactly() {
     for series in expected.keys() {
         assert!(counted.contains_key(series), "missing {series}");
     }
-    // Every listener has all its deny series and both allow series, and nothing else.
-    assert_eq!(counted.len(), 6 * (2 + snigate::Reason::ALL.len()));
+    // Every listener has all its deny series, both allow series and the error series, and
+    // nothing else.
+    assert_eq!(counted.len(), 6 * (2 + snigate::Reason::ALL.len() + 1));
 
     assert_eq!(s[&key("snigate_bytes_total", &[("direction", "upstream")])], up as f64);
     assert_eq!(s[&key("snigate_bytes_total", &[("direction", "downstream")])], down as f64);
@@ -191,7 +192,8 @@ async fn every_outcome_is_counted_exactly() {
     assert_eq!(s[&key("snigate_client_hello_bytes_bucket", &[("le", "+Inf")])], hellos.len() as f64);
     assert_eq!(s[&key("snigate_upstream_connect_seconds_count", &[])], 3.0);
     assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "allow")])], 3.0);
-    assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "deny")])], want - 3.0);
+    assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "error")])], 1.0);
+    assert_eq!(s[&key("snigate_connection_duration_seconds_count", &[("verdict", "deny")])], want - 4.0);
     assert_eq!(s[&key("snigate_ech_hellos_total", &[("listener", "edge")])], 1.0);
     assert_eq!(total(&s, "snigate_ech_hellos_total"), 1.0);
     assert_eq!(total(&s, "snigate_accept_errors_total"), 0.0);
@@ -448,4 +450,29 @@ async fn health_answers_while_clients_hold_the_endpoint() {
     for h in holders {
         let _ = h.await;
     }
+}
+
+/// An allowed connection whose upstream refuses is an error, not a denial: verdict `error` with
+/// reason `upstream_error` in the log and in the metrics, and the log names the address tried.
+#[tokio::test]
+async fn an_unreachable_upstream_is_an_error_with_the_address_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let dead = closed_port().await;
+    let proxy = TestConfig::upstream(dead).name("dead").rules(RULES).log_json(&log).start(dir.path()).await;
+    exchange(proxy.addr, &hello(&[sni(b"a.example.com")]), false).await;
+    let s = settle(&proxy, |s| total(s, "snigate_connections_total") == 1.0).await;
+    let errors =
+        key("snigate_connections_total", &[("listener", "dead"), ("verdict", "error"), ("reason", "upstream_error")]);
+    assert_eq!(s[&errors], 1.0);
+    let denials =
+        key("snigate_connections_total", &[("listener", "dead"), ("verdict", "deny"), ("reason", "upstream_error")]);
+    assert_eq!(s[&denials], 0.0, "not a denial");
+    proxy.log.finish(Duration::from_secs(5));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+    assert_eq!((line["verdict"].as_str(), line["reason"].as_str()), (Some("error"), Some("upstream_error")), "{line}");
+    assert_eq!(line["upstream"], dead.to_string(), "the address tried: {line}");
+    assert_eq!(line["stage"], "connect", "{line}");
+    assert!(line["error"].as_str().is_some_and(|e| !e.is_empty()), "{line}");
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValue;
 
-use crate::config::{Keyword, LogFormat, Mode, RejectStyle};
+use crate::config::{Keyword, LogFormat, LogLevel, Mode, OpsFormat, RejectStyle};
 use crate::policy::decide::RuleSet;
 use crate::rules::file::{PRESET, RuleErrors, load_rules, preset_rules};
 use crate::rules::list::{List, ListSpec, load_list};
@@ -34,7 +34,7 @@ macro_rules! value_enum {
     )+};
 }
 
-value_enum!(Mode, RejectStyle, LogFormat);
+value_enum!(Mode, RejectStyle, LogFormat, LogLevel, OpsFormat);
 
 /// `ACTION=PATH` → a list spec named after the file.
 pub(super) fn parse_list_arg(arg: &str, lenient: bool) -> Result<(ListSpec, PathBuf), String> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::common::{EXIT_USAGE, parse_verdict};
-use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode, RejectStyle};
+use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogConfig, LogFormat, LogLevel, Mode, OpsFormat, RejectStyle};
 use crate::lifecycle::{self, Start};
 use crate::rules::rule::Verdict;
 
@@ -41,6 +41,12 @@ pub struct RunArgs {
     /// The access-log format.
     #[arg(long, value_enum)]
     pub log: Option<LogFormat>,
+    /// The operational log's level (stderr).
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// The operational log's form (stderr): a line of text, or a JSON object, per event.
+    #[arg(long, value_enum)]
+    pub log_operational: Option<OpsFormat>,
     /// Serve `/metrics`, `/healthz` and `/readyz` here (`off`: not at all).
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics)]
     pub metrics: Option<MetricsFlag>,
@@ -119,6 +125,12 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
     if let Some(log) = args.log {
         config.log.format = log;
     }
+    if let Some(level) = args.log_level {
+        config.log.level = level;
+    }
+    if let Some(operational) = args.log_operational {
+        config.log.operational = operational;
+    }
     match args.metrics {
         Some(MetricsFlag::Listen(addr)) => {
             config.metrics.enabled = true;
@@ -151,11 +163,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    operational_log(&config.log);
     // A master: as PID 1 (a container) and where configured, so that an upgrade never ends the
     // process the supervisor watches.
     if args.worker.is_none() && (args.master || config.runtime.master || std::process::id() == 1) {
@@ -182,5 +190,22 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             eprintln!("snigate run: {e}");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// Sets the operational log on stderr: `[log] level` and `operational`, for the whole process
+/// (a master's workers are started with the same flags and file).
+fn operational_log(log: &LogConfig) {
+    let level = match log.level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+    };
+    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false);
+    match log.operational {
+        OpsFormat::Text => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        // One object a line, its fields at the top level: what log collectors parse.
+        OpsFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
     }
 }

@@ -27,7 +27,7 @@ pub use listener::{
 };
 pub use sections::{
     DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, DestinationsConfig, EchPolicy, LimitsConfig, ListConfig,
-    LogConfig, LogFormat, MetricsConfig, NoSni, RulesConfig, RuntimeConfig,
+    LogConfig, LogFormat, LogLevel, MetricsConfig, NoSni, OpsFormat, RulesConfig, RuntimeConfig,
 };
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -293,7 +293,7 @@ impl Config {
     }
 
     /// What only new sockets apply: the listeners (their credentials aside), the access log's
-    /// format and path, `[metrics]`, `[runtime]` and `[destinations]`. Everything else is live:
+    /// format and path, the operational log's level and form, `[metrics]`, `[runtime]` and `[destinations]`. Everything else is live:
     /// a reload applies it in place.
     pub fn fixed(&self) -> StaticConfig {
         let listeners = self
@@ -309,7 +309,7 @@ impl Config {
             .collect();
         StaticConfig {
             listeners,
-            log: (self.log.format, self.log.path.clone()),
+            log: (self.log.format, self.log.path.clone(), self.log.level, self.log.operational),
             metrics: self.metrics.clone(),
             runtime: self.runtime.clone(),
             destinations: self.destinations.clone(),
@@ -372,8 +372,9 @@ fn key_span(text: Option<&str>, key: &str) -> Option<std::ops::Range<usize>> {
 pub struct StaticConfig {
     /// The listeners, credentials aside (their files are read again on every reload).
     pub listeners: Vec<ListenerConfig>,
-    /// The access log's format and path.
-    pub log: (LogFormat, Option<std::path::PathBuf>),
+    /// The access log's format and path, and the operational log's level and form (the
+    /// process's log subscriber is set once, at start).
+    pub log: (LogFormat, Option<std::path::PathBuf>, LogLevel, OpsFormat),
     /// The observability endpoint.
     pub metrics: MetricsConfig,
     /// Workers and the handover socket.
@@ -388,7 +389,7 @@ impl StaticConfig {
         let StaticConfig { listeners, log, metrics, runtime, destinations } = self;
         [
             ("[[listener]]", *listeners != other.listeners),
-            ("[log] format and path", *log != other.log),
+            ("[log] format, path, level and operational", *log != other.log),
             ("[metrics]", *metrics != other.metrics),
             ("[runtime]", *runtime != other.runtime),
             ("[destinations]", *destinations != other.destinations),

@@ -264,6 +264,37 @@ pub enum LogFormat {
 
 keywords!(LogFormat { Json => "json", Text => "text", Off => "off" });
 
+/// The operational log's level: what snigate says about itself on stderr (`[log] level`,
+/// `--log-level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only what stops snigate or a part of it.
+    Error,
+    /// Also what an operator should look at: failed reloads, limits too low.
+    Warn,
+    /// Also the start, reloads, handovers and the drain.
+    #[default]
+    Info,
+    /// Also the detail of each of them.
+    Debug,
+}
+
+keywords!(LogLevel { Error => "error", Warn => "warn", Info => "info", Debug => "debug" });
+
+/// The operational log's form (`[log] operational`, `--log-operational`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpsFormat {
+    /// One line of text per event.
+    #[default]
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+keywords!(OpsFormat { Text => "text", Json => "json" });
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -275,6 +306,10 @@ pub struct LogConfig {
     /// Denial lines written per second and listener; beyond it they are counted, not written,
     /// and a summary line says how many were suppressed. 0: no limit.
     pub deny_lines_per_second: u32,
+    /// The operational log's level.
+    pub level: LogLevel,
+    /// The operational log's form.
+    pub operational: OpsFormat,
 }
 
 /// Default of `[log] deny_lines_per_second`: far above a normal denial rate, far below what
@@ -283,7 +318,13 @@ pub const DEFAULT_DENY_LINES_PER_SECOND: u32 = 100;
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Json, path: None, deny_lines_per_second: DEFAULT_DENY_LINES_PER_SECOND }
+        LogConfig {
+            format: LogFormat::Json,
+            path: None,
+            deny_lines_per_second: DEFAULT_DENY_LINES_PER_SECOND,
+            level: LogLevel::Info,
+            operational: OpsFormat::Text,
+        }
     }
 }
 

@@ -87,6 +87,12 @@ impl Master {
                         let _ = send_signal(w.pid, libc::SIGHUP);
                     }
                 }
+                // Both workers during an upgrade: each holds the file open.
+                Event::Reopen => {
+                    for w in self.current.iter().chain(&self.next) {
+                        let _ = send_signal(w.pid, libc::SIGUSR1);
+                    }
+                }
                 Event::Upgrade if self.next.is_some() || self.stopping => {
                     tracing::warn!("SIGUSR2: an upgrade or a stop is in progress; ignored");
                 }

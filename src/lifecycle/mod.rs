@@ -1,8 +1,8 @@
 //! The process's one lifecycle: starting, ready, reloading, handing over, draining, done.
 //!
 //! [`run`] owns the phases ([`Phase`]). Signals become [`Event`]s here and nowhere else:
-//! SIGHUP reloads, SIGUSR2 hands the listening sockets to a new process, SIGTERM and SIGINT
-//! stop. What depends on the phase follows it: readiness (`/readyz`) through the server, the
+//! SIGHUP reloads, SIGUSR1 reopens the access log, SIGUSR2 hands the listening sockets to a new
+//! process, SIGTERM and SIGINT stop. What depends on the phase follows it: readiness (`/readyz`) through the server, the
 //! reload task, the handover.
 
 use std::path::PathBuf;
@@ -171,6 +171,7 @@ pub fn run(start: Start) -> Result<(), String> {
                         Some(Event::Reload) => {
                             let _ = reloads.try_send(ReloadTrigger::Signal);
                         }
+                        Some(Event::Reopen) => log.reopen(),
                         Some(Event::Upgrade) if worker => {
                             tracing::warn!("SIGUSR2 goes to the master process, which upgrades its workers");
                         }

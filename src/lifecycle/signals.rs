@@ -1,5 +1,6 @@
-//! Signals become events here and nowhere else: SIGHUP reloads, SIGUSR2 upgrades, SIGTERM and
-//! SIGINT stop, and (for the master process) SIGCHLD says a worker ended.
+//! Signals become events here and nowhere else: SIGHUP reloads, SIGUSR1 reopens the access log,
+//! SIGUSR2 upgrades, SIGTERM and SIGINT stop, and (for the master process) SIGCHLD says a worker
+//! ended.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -9,6 +10,8 @@ use tokio::sync::mpsc;
 pub enum Event {
     /// SIGHUP: read the configuration, the rules and the credentials again.
     Reload,
+    /// SIGUSR1: reopen the access log file (logrotate has moved it).
+    Reopen,
     /// SIGUSR2: hand the listening sockets to a new process (this binary, re-executed).
     Upgrade,
     /// SIGTERM or SIGINT: stop accepting and drain.
@@ -22,6 +25,7 @@ pub enum Event {
 pub(super) fn spawn_signals(events: mpsc::Sender<Event>, children: bool) -> Result<(), String> {
     let kinds = [
         (SignalKind::hangup(), Event::Reload),
+        (SignalKind::user_defined1(), Event::Reopen),
         (SignalKind::user_defined2(), Event::Upgrade),
         (SignalKind::terminate(), Event::Stop),
         (SignalKind::interrupt(), Event::Stop),

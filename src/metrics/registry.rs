@@ -1,6 +1,6 @@
 //! The registry: every metric, and each listener's handles resolved once.
 //!
-//! Cardinality is fixed at start: label values come from fixed enums ([`Reason`], [`Verdict`],
+//! Cardinality is fixed at start: label values come from fixed enums ([`Reason`], [`Disposition`],
 //! directions, reload results) and from configured names (listeners, rule files, lists), never
 //! from client data. Every listener's `(verdict, reason)` series are created at 0 when it is
 //! bound, and resolved once into a [`ListenerMetrics`], so recording an outcome on the hot path
@@ -19,10 +19,9 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::outcome::Outcome;
+use crate::outcome::{Disposition, Outcome};
 use crate::policy::decide::RuleSet;
 use crate::reason::Reason;
-use crate::rules::rule::Verdict;
 
 /// `snigate_client_hello_seconds`: from the first read to a complete hello. A hello in one
 /// segment takes microseconds; a slow or fragmenting client milliseconds to seconds; the last
@@ -271,7 +270,7 @@ impl Families {
     /// Listener `name`'s handles into this worker's families, its possible
     /// `(verdict, reason)` series created at 0.
     fn listener(&self, name: &str) -> Handles {
-        let connections = [Verdict::Allow, Verdict::Deny].map(|verdict| {
+        let connections = Disposition::ALL.map(|verdict| {
             Reason::ALL.map(|reason| {
                 possible(verdict, reason)
                     .then(|| self.connections.with_label_values(&[name, verdict.as_str(), reason.as_str()]))
@@ -292,7 +291,7 @@ impl Families {
             hello_seconds: self.hello_seconds.clone(),
             hello_bytes: self.hello_bytes.clone(),
             connect_seconds: self.connect_seconds.clone(),
-            duration: [Verdict::Allow, Verdict::Deny].map(|v| self.duration.with_label_values(&[v.as_str()])),
+            duration: Disposition::ALL.map(|v| self.duration.with_label_values(&[v.as_str()])),
         }
     }
 }
@@ -434,11 +433,13 @@ impl Default for Metrics {
 }
 
 /// Whether `(verdict, reason)` can occur, so that only meaningful series are created at 0.
-/// An allowed connection was allowed by a rule or by the default; every reason can deny.
-const fn possible(verdict: Verdict, reason: Reason) -> bool {
+/// An allowed connection was allowed by a rule or by the default; an error is an allowed one
+/// whose upstream failed; every reason can deny.
+const fn possible(verdict: Disposition, reason: Reason) -> bool {
     match verdict {
-        Verdict::Allow => matches!(reason, Reason::Rule | Reason::Default),
-        Verdict::Deny => true,
+        Disposition::Allow => matches!(reason, Reason::Rule | Reason::Default),
+        Disposition::Deny => true,
+        Disposition::Error => matches!(reason, Reason::UpstreamError),
     }
 }
 
@@ -452,9 +453,9 @@ pub struct ListenerMetrics {
 
 /// One listener's handles into one worker's families.
 struct Handles {
-    /// `snigate_connections_total` by `[verdict][reason]` (Allow = 0, Deny = 1; [`Reason`]
-    /// in declaration order); `None` for combinations that cannot happen.
-    connections: [[Option<IntCounter>; Reason::ALL.len()]; 2],
+    /// `snigate_connections_total` by `[verdict][reason]` (each in its `ALL` order); `None`
+    /// for combinations that cannot happen.
+    connections: [[Option<IntCounter>; Reason::ALL.len()]; Disposition::ALL.len()],
     /// The vector, for a combination [`possible`] did not foresee.
     all_connections: IntCounterVec,
     /// `snigate_active_connections{listener}`.
@@ -482,8 +483,8 @@ struct Handles {
     hello_bytes: Histogram,
     /// `snigate_upstream_connect_seconds`.
     connect_seconds: Histogram,
-    /// `snigate_connection_duration_seconds` by verdict (Allow = 0, Deny = 1).
-    duration: [Histogram; 2],
+    /// `snigate_connection_duration_seconds` by verdict, in [`Disposition::ALL`] order.
+    duration: [Histogram; Disposition::ALL.len()],
 }
 
 impl ListenerMetrics {
@@ -523,7 +524,7 @@ impl ListenerMetrics {
     /// A connection finished: its verdict and reason, the deciding ruleset, bytes and duration.
     pub fn finished(&self, o: &Outcome) {
         let h = self.here();
-        let v = verdict_index(o.verdict);
+        let v = o.verdict as usize;
         match &h.connections[v][o.reason as usize] {
             Some(c) => c.inc(),
             None => h.all_connections.with_label_values(&[&self.name, o.verdict.as_str(), o.reason.as_str()]).inc(),
@@ -550,13 +551,6 @@ impl ListenerMetrics {
     }
 }
 
-const fn verdict_index(v: Verdict) -> usize {
-    match v {
-        Verdict::Allow => 0,
-        Verdict::Deny => 1,
-    }
-}
-
 /// Counts one connection in `snigate_active_connections` while alive, even if its task panics.
 pub struct ActiveGuard(IntGauge);
 
@@ -571,9 +565,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_index_in_declaration_order() {
+    fn reasons_and_verdicts_index_in_declaration_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{r}");
+        }
+        for (i, d) in Disposition::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{}", d.as_str());
         }
     }
 
@@ -583,10 +580,14 @@ mod tests {
         let _l = m.listener("edge", 10);
         let text = m.render();
         let series: Vec<&str> = text.lines().filter(|l| l.starts_with("snigate_connections_total{")).collect();
-        assert_eq!(series.len(), 2 + Reason::ALL.len(), "{series:#?}");
+        assert_eq!(series.len(), 2 + Reason::ALL.len() + 1, "{series:#?}");
         assert!(series.iter().all(|l| l.ends_with(" 0")));
         assert!(text.contains(r#"snigate_connections_total{listener="edge",reason="not_tls",verdict="deny"} 0"#));
         assert!(!text.contains(r#"reason="not_tls",verdict="allow""#));
+        assert!(
+            text.contains(r#"snigate_connections_total{listener="edge",reason="upstream_error",verdict="error"} 0"#)
+        );
+        assert!(!text.contains(r#"reason="rule",verdict="error""#));
         assert!(text.contains(r#"snigate_max_connections{listener="edge"} 10"#));
         assert!(text.contains(&format!(r#"snigate_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))));
     }
@@ -605,7 +606,7 @@ mod tests {
                     let guard = l.accepted();
                     for _ in 0..=k {
                         let mut o = Outcome::accepted("edge".into(), "127.0.0.1:1".parse().unwrap());
-                        o.verdict = Verdict::Allow;
+                        o.verdict = Disposition::Allow;
                         o.reason = Reason::Rule;
                         o.bytes_up = 10;
                         l.hello(0.001, 600, false);

@@ -17,7 +17,7 @@ use super::upstream;
 use crate::config::EchPolicy;
 use crate::hello::ClientHello;
 use crate::name::Name;
-use crate::outcome::Outcome;
+use crate::outcome::{Disposition, Outcome};
 use crate::policy::decide::Decision;
 use crate::policy::destination::Chosen;
 use crate::reason::Reason;
@@ -189,9 +189,10 @@ pub(super) fn hello_read(listener: &Listener, record: &mut Outcome, hello: &Clie
     }
 }
 
-/// Records a connection or flow that ends denied: the verdict, the reason and what went wrong.
+/// Records a connection or flow that ends before its splice: the verdict (an allowed one whose
+/// upstream failed is an error, not a denial), the reason and what went wrong.
 pub(super) fn denied(record: &mut Outcome, denied: &Denied) {
-    record.verdict = Verdict::Deny;
+    record.verdict = record.verdict.ended(denied.reason);
     record.reason = denied.reason;
     if denied.error.is_some() {
         record.error = denied.error.clone();
@@ -201,7 +202,7 @@ pub(super) fn denied(record: &mut Outcome, denied: &Denied) {
 /// Records what the rules decided: the verdict, the reason and the deciding rule (its text only
 /// when it is logged).
 fn decided(listener: &Listener, record: &mut Outcome, decision: &Decision<'_>) {
-    record.verdict = decision.verdict;
+    record.verdict = Disposition::decided(decision.verdict);
     record.reason = decision.reason;
     record.ruleset = decision.rule.map(|r| r.ruleset_label());
     if listener.access_log.is_on() {

@@ -457,7 +457,10 @@ impl Conn<'_> {
         let (mut up, sent) = tokio::select! {
             biased;
             connected = upstream::connect_any(candidates, timeout, listener.mark, &first) => {
-                connected.map_err(|e| Denied::failed(Reason::UpstreamError, e))?
+                connected.map_err(|failed| {
+                    record.upstream = failed.tried;
+                    Denied::failed(Reason::UpstreamError, failed.error)
+                })?
             }
             () = client_gone(stream) => {
                 record.error = Some("the client reset the connection while the upstream was being connected".into());

@@ -80,14 +80,16 @@ pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// answer's, and each attempt gets [`ATTEMPT_DELAY`] to itself before the next one starts
 /// beside it (at once when it fails sooner), so a blackholed address, typically IPv6 on a
 /// network without it, costs a quarter of a second rather than the whole timeout.
+///
+/// A failure names the last address tried (the one the access log records).
 pub async fn connect_any(
     addrs: &[SocketAddr],
     timeout: Duration,
     mark: Option<u32>,
     first: &[u8],
-) -> io::Result<(TcpStream, usize)> {
+) -> Result<(TcpStream, usize), ConnectFailed> {
     if let [addr] = addrs {
-        return connect(*addr, timeout, mark, first).await;
+        return connect(*addr, timeout, mark, first).await.map_err(|error| ConnectFailed { tried: Some(*addr), error });
     }
     let order = interleave(addrs);
     let deadline = Instant::now() + timeout;
@@ -123,9 +125,20 @@ pub async fn connect_any(
             }
         }
     });
-    tokio::time::timeout_at(deadline, race).await.unwrap_or_else(|_| {
+    let raced = tokio::time::timeout_at(deadline, race).await.unwrap_or_else(|_| {
         Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addrs:?} timed out after {timeout:?}")))
-    })
+    });
+    let tried = started.checked_sub(1).map(|last| order[last]);
+    raced.map_err(|error| ConnectFailed { tried, error })
+}
+
+/// No address of a [`connect_any`] answered.
+#[derive(Debug)]
+pub struct ConnectFailed {
+    /// The last address an attempt was started to (`None`: there was none to try).
+    pub tried: Option<SocketAddr>,
+    /// Why the last attempt failed, or the timeout.
+    pub error: io::Error,
 }
 
 /// One connection attempt in a race.
@@ -276,8 +289,10 @@ mod tests {
     async fn blackholed_addresses_time_out_together() {
         let (_hole, dead, _queued) = blackhole().await;
         let started = std::time::Instant::now();
-        let err = connect_any(&[dead, dead, dead], Duration::from_millis(600), None, b"x").await.unwrap_err();
+        let failed = connect_any(&[dead, dead, dead], Duration::from_millis(600), None, b"x").await.unwrap_err();
         let took = started.elapsed();
+        let err = failed.error;
+        assert_eq!(failed.tried, Some(dead));
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(took < Duration::from_millis(1500), "took {took:?}");
     }
