@@ -95,6 +95,10 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
+    /// Reason `report`: why the policy would have denied the connection (`rule`, `default`,
+    /// `no_sni`, `ech`, `unknown_protocol`, `dst_mismatch`). Logged only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_reason: Option<Reason>,
     /// The deciding rule (`file:line` or a list's name).
     pub rule: Option<String>,
     /// The deciding rule's file or list: the `ruleset` metric label.
@@ -160,6 +164,7 @@ impl Outcome {
             ech: false,
             verdict: Verdict::Deny,
             reason: Reason::ClientClosed,
+            would_reason: None,
             rule: None,
             ruleset: None,
             upstream: None,
