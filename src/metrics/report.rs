@@ -51,9 +51,8 @@ impl ReportMetrics {
             &["listener", "enforce"],
         )
         .expect("valid metric");
-        for m in [Box::new(would_deny.clone()) as Box<dyn prometheus::core::Collector>, Box::new(until.clone())] {
-            registry.register(m).expect("unique metric");
-        }
+        registry.register(Box::new(would_deny.clone())).expect("unique metric");
+        registry.register(Box::new(until.clone())).expect("unique metric");
         registry.register(Box::new(info.clone())).expect("unique metric");
         ReportMetrics { would_deny, until, info }
     }
