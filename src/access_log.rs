@@ -396,6 +396,9 @@ pub fn format_line(format: LogFormat, o: &Outcome, line: &mut String) {
             if o.requests > 0 {
                 let _ = write!(line, " requests={}", o.requests);
             }
+            if let Some(would) = o.would_reason {
+                let _ = write!(line, " would_reason={would}");
+            }
             if let Some(e) = &o.error {
                 let _ = write!(line, " error={e:?}");
             }
@@ -422,6 +425,7 @@ mod tests {
             ech: false,
             verdict: Disposition::Allow,
             reason: crate::reason::Reason::Rule,
+            would_reason: None,
             rule: Some("salesforce.rules:3".into()),
             ruleset: Some("salesforce.rules".into()),
             upstream: Some("10.0.0.1:443".parse().unwrap()),

@@ -142,6 +142,10 @@ pub struct Outcome {
     pub verdict: Disposition,
     /// Why.
     pub reason: Reason,
+    /// Reason `report`: why the policy would have denied the connection (`rule`, `default`,
+    /// `no_sni`, `ech`, `unknown_protocol`, `dst_mismatch`). Logged only then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_reason: Option<Reason>,
     /// The deciding rule (`file:line` or a list's name).
     pub rule: Option<String>,
     /// The deciding rule's file or list: the `ruleset` metric label.
@@ -208,6 +212,7 @@ impl Outcome {
             ech: false,
             verdict: Disposition::Deny,
             reason: Reason::ClientClosed,
+            would_reason: None,
             rule: None,
             ruleset: None,
             upstream: None,

@@ -63,11 +63,14 @@ pub enum Reason {
     /// `http` and transparent modes: a later request on a connection names another host than
     /// the one the connection goes to.
     HostMismatch,
+    /// A report scope let through a connection the policy would deny; the record's
+    /// `would_reason` says why it would have been denied.
+    Report,
 }
 
 impl Reason {
     /// Every reason, in label order; used to pre-register metric series.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::NotTls,
         Reason::Malformed,
         Reason::InvalidSni,
@@ -90,6 +93,7 @@ impl Reason {
         Reason::UnknownProtocol,
         Reason::AmbiguousRequest,
         Reason::HostMismatch,
+        Reason::Report,
     ];
 
     /// The snake_case label used in metrics, logs and JSON output.
@@ -117,6 +121,7 @@ impl Reason {
             Reason::UnknownProtocol => "unknown_protocol",
             Reason::AmbiguousRequest => "ambiguous_request",
             Reason::HostMismatch => "host_mismatch",
+            Reason::Report => "report",
         }
     }
 }

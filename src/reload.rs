@@ -225,10 +225,13 @@ pub async fn run(
                         credentials: running.credentials.clone(),
                         ..Live::new(&fresh, running.rules.clone(), running.fingerprint.clone())
                     });
+                    metrics.report_scopes(&fresh);
                     config.rules = fresh.rules;
                     config.limits = fresh.limits;
+                    config.report = fresh.report;
                     config.log.deny_lines_per_second = fresh.log.deny_lines_per_second;
                     for (running, fresh) in config.listeners.iter_mut().zip(fresh.listeners) {
+                        running.get_mut().enforce = fresh.get_ref().enforce;
                         if let (ModeConfig::Connect { credentials, .. }, ModeConfig::Connect { credentials: new, .. }) =
                             (&mut running.get_mut().mode, fresh.into_inner().mode)
                         {

@@ -243,3 +243,29 @@ fn settings_belong_to_their_mode() {
     );
     assert!(mode.with_flags(Some(snigate::Mode::Upstream), None, None).unwrap_err().contains("needs `upstream`"));
 }
+
+/// Report scopes: dates must parse, `[[report]]` needs `until` and `from`, `report_until`
+/// goes with `enforce = "report"`; each error names the file and the table's line. Changing
+/// them needs no handover.
+#[test]
+fn report_scopes_are_checked_and_live() {
+    let listener = "[[listener]]\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\n";
+    let cases = [
+        ("enforce = \"report\"\nreport_until = \"2027-02-30\"", 1, "report_until: \"2027-02-30\" is not a date"),
+        ("report_until = \"2027-01-31\"", 1, "`report_until` is only used with enforce = \"report\""),
+        ("[[report]]\nfrom = [\"10.0.0.0/8\"]", 4, "[[report]] needs `until`"),
+        ("[[report]]\nuntil = \"2027-01-31\"", 4, "[[report]] needs `from`"),
+        ("[[report]]\nfrom = [\"10.0.0.0/8\"]\nuntil = \"31/01/2027\"", 4, "is not a date"),
+    ];
+    for (lines, line, expected) in cases {
+        let e = Config::parse("snigate.toml", &format!("{listener}{lines}\n")).unwrap_err();
+        assert_eq!((e.0[0].file.as_str(), e.0[0].line), ("snigate.toml", Some(line)), "{lines}: {e}");
+        assert!(e.0[0].reason.contains(expected), "{lines}: {e}");
+    }
+    let enforcing = Config::parse("a.toml", listener).unwrap();
+    let reporting =
+        format!("{listener}enforce = \"report\"\n[[report]]\nfrom = [\"10.0.0.0/8\"]\nuntil = \"2027-01-31\"\n");
+    let reporting = Config::parse("a.toml", &reporting).unwrap();
+    assert!(enforcing.needs_handover(&reporting).is_empty(), "report scopes are live");
+    assert_eq!(reporting.report.len(), 1);
+}

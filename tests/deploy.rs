@@ -172,6 +172,10 @@ fn alerts_and_dashboard_use_only_exposed_metrics() {
     let metrics = snigate::Metrics::new();
     let _listener = metrics.listener("egress", 10);
     metrics.rules_loaded(&snigate::RuleSet::new(snigate::preset_rules().unwrap(), Vec::new(), snigate::Verdict::Deny));
+    // The report scopes' series exist once a server reports its configuration's scopes.
+    let scoped = "[[listener]]\nname = \"egress\"\nlisten = \"127.0.0.1:9443\"\nmode = \"sni\"\n\
+                  enforce = \"report\"\nreport_until = \"2099-12-31\"\n";
+    metrics.report_scopes(&snigate::Config::parse("report.toml", scoped).unwrap());
     let exposed: std::collections::BTreeSet<String> = metrics
         .render()
         .lines()

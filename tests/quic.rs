@@ -557,3 +557,31 @@ async fn denied_flows_take_no_room_from_new_ones() {
     assert_eq!(n, 1200, "the allowed flow reached the upstream");
     assert_eq!(connections(&proxy, "deny", "rule").await, 6.0);
 }
+
+/// A QUIC listener with `enforce = "report"` forwards a flow the rules deny, and counts it as
+/// reported once the flow ends; the same flow on an enforcing listener is denied.
+#[tokio::test]
+async fn a_reporting_quic_listener_forwards_what_it_would_deny() {
+    for (enforce, forwarded) in [("report", true), ("enforce", false)] {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let listener = format!(
+            "protocol = \"quic\"\nmode = \"upstream\"\nupstream = \"{}\"\nenforce = \"{enforce}\"",
+            upstream.local_addr().unwrap()
+        );
+        let proxy = start_listener(dir.path(), &listener, RULES, "flow_idle_timeout = 0.3").await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let denied = common::hello_message_for("zzzz.my.salesforce.org");
+        client.send_to(&initial_to(&[0x41; 8], 0, &denied), proxy.addr).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let got = tokio::time::timeout(Duration::from_secs(1), upstream.recv_from(&mut buf)).await.is_ok();
+        assert_eq!(got, forwarded, "{enforce}: forwarded");
+        let (verdict, reason) = if forwarded { ("allow", "report") } else { ("deny", "rule") };
+        common::eventually(Duration::from_secs(5), "the flow counted", async || {
+            connections(&proxy, verdict, reason).await == 1.0
+        })
+        .await;
+        let would = counter(&proxy, "snigate_would_deny_total", &[("listener", "test"), ("reason", "rule")]).await;
+        assert_eq!(would, if forwarded { 1.0 } else { 0.0 }, "{enforce}");
+    }
+}

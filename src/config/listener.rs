@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::keyword::Keyword;
+use super::report::{self, Enforce, EnforceKeyword};
 
 /// The port a CONNECT target names by default, and the only one `connect` listeners allow
 /// unless configured.
@@ -167,6 +168,8 @@ pub struct ListenerConfig {
     pub proxy_protocol_out: Option<ProxyVersion>,
     /// How allowed connections move bytes: `splice(2)` in the kernel, or a userspace copy.
     pub splice: SpliceMode,
+    /// Whether what the policy denies is denied or reported (live: a reload changes it).
+    pub enforce: Enforce,
 }
 
 /// A listener's mode and the settings that belong to it alone: a setting of another mode
@@ -320,6 +323,9 @@ pub(super) struct ListenerFile {
     #[serde(default)]
     splice: SpliceMode,
     ports: Option<Vec<u16>>,
+    #[serde(default)]
+    enforce: EnforceKeyword,
+    report_until: Option<String>,
 }
 
 /// The keys that belong to some modes only, and those modes: the one statement of which
@@ -379,6 +385,10 @@ impl ListenerFile {
             }
             Mode::Http => ModeConfig::Http { ports: f.ports },
         };
+        let enforce = report::enforce(f.enforce, f.report_until.as_deref()).unwrap_or_else(|e| {
+            errors.push(e);
+            Enforce::Enforce
+        });
         let listener = ListenerConfig {
             name: f.name,
             listen: f.listen,
@@ -389,6 +399,7 @@ impl ListenerFile {
             proxy_protocol_trusted: f.proxy_protocol_trusted,
             proxy_protocol_out: f.proxy_protocol_out,
             splice: f.splice,
+            enforce,
         };
         (listener, errors)
     }

@@ -12,12 +12,13 @@ use toml::Spanned;
 
 use crate::policy::decide::RuleSet;
 use crate::policy::destination::accepts;
-use crate::rules::file::{RuleError, RuleErrorKind, RuleErrors};
+use crate::rules::file::{RuleError, RuleErrorKind, RuleErrors, enforced_always};
 use crate::rules::fingerprint::Fingerprint;
 
 #[macro_use]
 mod keyword;
 mod listener;
+mod report;
 mod sections;
 
 pub use keyword::Keyword;
@@ -25,9 +26,10 @@ pub use listener::{
     Credentials, HTTP_PORT, HTTPS_PORT, ListenerConfig, MAX_CREDENTIAL, Mode, ModeConfig, Protocol, ProxyVersion,
     RejectStyle, SpliceMode, VerifyDestination,
 };
+pub use report::{Enforce, ReportScope};
 pub use sections::{
     DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, DestinationsConfig, EchPolicy, LimitsConfig, ListConfig,
-    LogConfig, LogFormat, LogLevel, MetricsConfig, NoSni, OpsFormat, RulesConfig, RuntimeConfig,
+    ListEnforce, LogConfig, LogFormat, LogLevel, MetricsConfig, NoSni, OpsFormat, RulesConfig, RuntimeConfig,
 };
 
 /// The configuration `snigate run` uses when given none: the Salesforce preset on
@@ -54,6 +56,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Where connections may go, whatever the rules allowed.
     pub destinations: DestinationsConfig,
+    /// `[[report]]`: sources whose connections every listener reports rather than denies.
+    pub report: Vec<ReportScope>,
 }
 
 /// A configuration file as written, before its listeners are resolved into their modes.
@@ -74,6 +78,8 @@ struct ConfigFile {
     runtime: RuntimeConfig,
     #[serde(default)]
     destinations: DestinationsConfig,
+    #[serde(rename = "report", default)]
+    report: Vec<Spanned<report::ReportFile>>,
 }
 
 impl Config {
@@ -147,6 +153,14 @@ impl Config {
             errors.extend(reasons.into_iter().map(|reason| ConfigError { file: file.to_string(), line, reason }));
             listeners.push(Spanned::new(span, resolved));
         }
+        let mut scopes = Vec::new();
+        for r in parsed.report {
+            let line = Some(line_of(text, r.span().start));
+            match r.into_inner().resolve() {
+                Ok(scope) => scopes.push(scope),
+                Err(reason) => errors.push(ConfigError { file: file.to_string(), line, reason }),
+            }
+        }
         let mut rules = parsed.rules;
         let mut log = parsed.log;
         let mut runtime = parsed.runtime;
@@ -163,6 +177,7 @@ impl Config {
             metrics: parsed.metrics,
             runtime,
             destinations: parsed.destinations,
+            report: scopes,
         };
         if let Err(more) = config.validate(file, Some(text)) {
             errors.extend(more.0);
@@ -292,9 +307,9 @@ impl Config {
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
 
-    /// What only new sockets apply: the listeners (their credentials aside), the access log's
-    /// format and path, the operational log's level and form, `[metrics]`, `[runtime]` and `[destinations]`. Everything else is live:
-    /// a reload applies it in place.
+    /// What only new sockets apply: the listeners (their credentials and `enforce` aside), the
+    /// access log's format and path, the operational log's level and form, `[metrics]`,
+    /// `[runtime]` and `[destinations]`. Everything else is live: a reload applies it in place.
     pub fn fixed(&self) -> StaticConfig {
         let listeners = self
             .listeners
@@ -304,6 +319,7 @@ impl Config {
                 if let ModeConfig::Connect { credentials, .. } = &mut l.mode {
                     *credentials = None;
                 }
+                l.enforce = Enforce::Enforce;
                 l
             })
             .collect();
@@ -340,6 +356,9 @@ impl Config {
             let kind = RuleErrorKind::Empty;
             return Err(RuleErrors(vec![RuleError { file: files.into(), line: 0, column: 0, kind }]));
         }
+        let mut always = self.rules.files.as_deref().map(enforced_always).unwrap_or_default();
+        always.extend(self.rules.lists.iter().filter(|l| l.enforce == ListEnforce::Always).map(|l| l.spec().name));
+        let set = set.enforce_always(&always);
         Ok(match self.rules.no_sni {
             NoSni::Ip => set,
             NoSni::Deny => set.deny_no_sni(),
@@ -370,7 +389,7 @@ fn key_span(text: Option<&str>, key: &str) -> Option<std::ops::Range<usize>> {
 /// changes it needs a handover; one that does not applies the whole configuration in place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticConfig {
-    /// The listeners, credentials aside (their files are read again on every reload).
+    /// The listeners, credentials and `enforce` aside (both are live).
     pub listeners: Vec<ListenerConfig>,
     /// The access log's format and path, and the operational log's level and form (the
     /// process's log subscriber is set once, at start).

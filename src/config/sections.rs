@@ -157,7 +157,23 @@ pub struct ListConfig {
     /// Count and skip malformed lines instead of failing the load.
     #[serde(default)]
     pub lenient: bool,
+    /// `enforce = "always"`: its denials stay denials in report scopes.
+    #[serde(default)]
+    pub enforce: ListEnforce,
 }
+
+/// `[[rules.list]] enforce`: whether a list's denials follow the report scopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListEnforce {
+    /// Reported like every rule where a report scope applies (the default).
+    #[default]
+    Scoped,
+    /// Denied in report scopes too (a malware blocklist stays a blocklist during a rollout).
+    Always,
+}
+
+keywords!(ListEnforce { Scoped => "scoped", Always => "always" });
 
 impl ListConfig {
     pub(crate) fn spec(&self) -> ListSpec {

@@ -7,4 +7,5 @@
 
 pub(crate) mod endpoint;
 pub(crate) mod registry;
+pub(crate) mod report;
 mod sum;

@@ -13,12 +13,14 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::report::{ReportMetrics, WOULD_REASONS};
 use super::sum::sum;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
+use crate::config::Config;
 use crate::outcome::{Disposition, Outcome};
 use crate::policy::decide::RuleSet;
 use crate::reason::Reason;
@@ -140,6 +142,8 @@ pub struct Metrics {
     ready: IntGauge,
     /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
     sources_tracked: IntGauge,
+    /// What the report scopes let through, and the scopes themselves.
+    report: ReportMetrics,
 }
 
 /// One worker's copy of the metrics connections record, in a registry of its own.
@@ -354,6 +358,7 @@ impl Metrics {
             .expect("unique metric");
 
         Metrics {
+            report: ReportMetrics::register(&registry),
             workers: (0..workers.max(1)).map(|_| Families::new()).collect(),
             max_connections,
             rules_loaded,
@@ -372,7 +377,17 @@ impl Metrics {
     /// worker.
     pub fn listener(&self, name: &str, max_connections: usize) -> ListenerMetrics {
         self.max_connections.with_label_values(&[name]).set(i64::try_from(max_connections).unwrap_or(i64::MAX));
-        ListenerMetrics { name: name.into(), workers: self.workers.iter().map(|f| f.listener(name)).collect() }
+        ListenerMetrics {
+            name: name.into(),
+            workers: self.workers.iter().map(|f| f.listener(name)).collect(),
+            would_deny: self.report.listener(name),
+        }
+    }
+
+    /// The report scopes of `config` (at start and on every reload): when each ends, and
+    /// whether each listener enforces or reports.
+    pub fn report_scopes(&self, config: &Config) {
+        self.report.scopes(config);
     }
 
     /// A rule snapshot went live (at start or by a reload): its pattern count, the time, and a
@@ -433,12 +448,12 @@ impl Default for Metrics {
 }
 
 /// Whether `(verdict, reason)` can occur, so that only meaningful series are created at 0.
-/// An allowed connection was allowed by a rule or by the default; an error is an allowed one
-/// whose upstream failed; every reason can deny.
+/// An allowed connection was allowed by a rule, by the default or by a report scope; an error
+/// is an allowed one whose upstream failed; every reason but `report` can deny.
 const fn possible(verdict: Disposition, reason: Reason) -> bool {
     match verdict {
-        Disposition::Allow => matches!(reason, Reason::Rule | Reason::Default),
-        Disposition::Deny => true,
+        Disposition::Allow => matches!(reason, Reason::Rule | Reason::Default | Reason::Report),
+        Disposition::Deny => !matches!(reason, Reason::Report),
         Disposition::Error => matches!(reason, Reason::UpstreamError),
     }
 }
@@ -449,6 +464,9 @@ pub struct ListenerMetrics {
     name: Box<str>,
     /// Each worker's handles.
     workers: Box<[Handles]>,
+    /// `snigate_would_deny_total{listener}` by [`WOULD_REASONS`]: shared by the workers, as
+    /// only connections a report scope let through count in it.
+    would_deny: [IntCounter; WOULD_REASONS.len()],
 }
 
 /// One listener's handles into one worker's families.
@@ -528,6 +546,11 @@ impl ListenerMetrics {
         match &h.connections[v][o.reason as usize] {
             Some(c) => c.inc(),
             None => h.all_connections.with_label_values(&[&self.name, o.verdict.as_str(), o.reason.as_str()]).inc(),
+        }
+        if let Some(would) = o.would_reason
+            && let Some(i) = WOULD_REASONS.iter().position(|&r| r == would)
+        {
+            self.would_deny[i].inc();
         }
         if let Some(ruleset) = &o.ruleset {
             h.rule_hits.with_label_values(&[ruleset]).inc();

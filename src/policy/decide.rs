@@ -159,6 +159,13 @@ impl RuleSet {
         alone.then(|| self.by_rule(rule.action, rule.net.prefix_len()))
     }
 
+    /// This snapshot with the rule files and lists named `names` always enforced: their
+    /// denials stay denials in report scopes ([`RuleRef::always_enforced`]).
+    pub fn enforce_always(mut self, names: &[String]) -> RuleSet {
+        self.compiled.origins.enforce_always(names);
+        self
+    }
+
     /// This snapshot with hellos without SNI denied whatever the `ip` rules say
     /// (`[rules] no_sni = "deny"`).
     pub fn deny_no_sni(mut self) -> RuleSet {

@@ -38,6 +38,8 @@ struct Source {
     name: Arc<str>,
     /// A list: reported by its name alone.
     list: bool,
+    /// Its denials stay denials in report scopes (`enforce = "always"`, `#! enforce always`).
+    always: bool,
     /// Its first origin; its last is the next source's first, less one.
     first: u32,
 }
@@ -59,13 +61,13 @@ impl Origins {
     /// Starts a rule file: the rules pushed next were written in it.
     pub(crate) fn file(&mut self, name: Arc<str>) {
         let first = self.lines.len() as u32;
-        self.sources.push(Source { name, list: false, first });
+        self.sources.push(Source { name, list: false, always: false, first });
     }
 
     /// A list: one origin for all its entries, returned.
     pub(crate) fn list(&mut self, name: Arc<str>) -> usize {
         let first = self.lines.len() as u32;
-        self.sources.push(Source { name, list: true, first });
+        self.sources.push(Source { name, list: true, always: false, first });
         self.lines.push(0);
         first as usize
     }
@@ -87,6 +89,13 @@ impl Origins {
             self.rich.push(Rich { line, from, ports, glob });
         }
         origin
+    }
+
+    /// Marks the files and lists named `names` always enforced.
+    pub(crate) fn enforce_always(&mut self, names: &[String]) {
+        for s in &mut self.sources {
+            s.always |= names.iter().any(|n| **n == *s.name);
+        }
     }
 
     /// Number of origins.
@@ -168,6 +177,12 @@ impl<'r> RuleRef<'r> {
     /// [`ruleset`](Self::ruleset), shared rather than copied.
     pub fn ruleset_label(&self) -> Arc<str> {
         self.origins.source(self.origin).name.clone()
+    }
+
+    /// Whether its file or list is always enforced: its denials stay denials in report scopes.
+    /// Asked only of denials, and then a binary search over the files and lists.
+    pub fn always_enforced(&self) -> bool {
+        self.origins.source(self.origin).always
     }
 
     /// The rule's 1-based line in its file; `None` for a list entry.

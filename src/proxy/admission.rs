@@ -3,7 +3,11 @@
 //! decision, asks here with an [`Ask`], and carries out the answer.
 //!
 //! [`admit`] is the only place a rules `Decision` becomes a verdict: it checks the ECH policy,
-//! asks the rules, and fills the record's decision fields. An [`Admitted`] ask is the only way
+//! asks the rules, and fills the record's decision fields. A denial in a report scope becomes
+//! an allowance with reason `report` ([`reported`]): the policy's denials (`rule`, `default`,
+//! `no_sni`, `ech`, and `unknown_protocol` and `dst_mismatch`, decided here too) are reported,
+//! never the safety checks, which deny before or after admission (the destination guard,
+//! source limits, malformed hellos). An [`Admitted`] ask is the only way
 //! to its upstream addresses ([`Admitted::route`]: resolved or taken as they are, verified,
 //! then passed through the destination guard).
 
@@ -12,6 +16,7 @@ use std::time::Duration;
 
 use super::http::Target;
 use super::listener::{Listener, ListenerMode};
+use super::live::Live;
 use super::reject::Denied;
 use super::upstream;
 use crate::config::EchPolicy;
@@ -20,6 +25,7 @@ use crate::name::Name;
 use crate::outcome::{Disposition, Outcome};
 use crate::policy::decide::Decision;
 use crate::policy::destination::Chosen;
+use crate::policy::origin::RuleRef;
 use crate::reason::Reason;
 use crate::rules::rule::Verdict;
 
@@ -127,16 +133,25 @@ impl Route {
 impl Admitted {
     /// The upstream addresses to try: the name resolved on its port, or the destination taken
     /// as it is (verified where `verify_destination` says so), through the destination guard.
-    pub async fn route(self, listener: &Listener, client: IpAddr) -> Result<Route, Denied> {
+    /// A destination that fails verification in a report scope is reported in `record`.
+    pub async fn route(self, listener: &Listener, record: &mut Outcome) -> Result<Route, Denied> {
         match self.route {
             Some(route) => Ok(route),
-            None => destinations(listener, client, &self.ask).await.map(Route),
+            None => destinations(listener, record.client.ip(), &self.ask, Some(record)).await.map(Route),
         }
     }
 
     /// [`route`](Self::route), bounded by `timeout` (a QUIC flow has no connect to bound it).
+    /// A QUIC flow's record stays in its table while a task routes it, so a `dst_mismatch` is
+    /// denied here, not reported.
     pub async fn route_within(self, listener: &Listener, client: IpAddr, timeout: Duration) -> Result<Route, Denied> {
-        tokio::time::timeout(timeout, self.route(listener, client))
+        let route = async {
+            match self.route {
+                Some(route) => Ok(route),
+                None => destinations(listener, client, &self.ask, None).await.map(Route),
+            }
+        };
+        tokio::time::timeout(timeout, route)
             .await
             .unwrap_or_else(|_| Err(Denied::failed(Reason::UpstreamError, "resolving timed out")))
     }
@@ -153,14 +168,52 @@ impl Admitted {
 pub(super) fn admit(listener: &Listener, ask: Ask, record: &mut Outcome) -> Result<Admitted, Denied> {
     let live = listener.live.load();
     if ask.ech && live.ech == EchPolicy::Deny {
-        return Err(Denied::by(Reason::Ech));
+        return match reported(listener, &live, record, Reason::Ech, None) {
+            true => Ok(Admitted { ask, route: None }),
+            false => Err(Denied::by(Reason::Ech)),
+        };
     }
     let decision = live.rules.decide(ask.name.as_ref(), record.client.ip(), ask.dst, ask.rule_port());
     decided(listener, record, &decision);
     match decision.verdict {
         Verdict::Allow => Ok(Admitted { ask, route: None }),
+        Verdict::Deny if reported(listener, &live, record, decision.reason, decision.rule) => {
+            Ok(Admitted { ask, route: None })
+        }
         Verdict::Deny => Err(Denied::by(decision.reason)),
     }
+}
+
+/// A transparent connection that speaks neither TLS nor HTTP, to `dst`: decided by the `ip`
+/// rules when one does, else `unknown_protocol` (`error` says what the client sent), reported
+/// in a report scope like the rules' denials.
+pub(super) fn admit_unknown(
+    listener: &Listener,
+    dst: SocketAddr,
+    record: &mut Outcome,
+    error: impl FnOnce() -> String,
+) -> Result<Admitted, Denied> {
+    let live = listener.live.load();
+    if live.rules.decide(None, record.client.ip(), Some(dst), dst.port()).reason != Reason::NoSni {
+        return admit(listener, Ask::destination(dst), record);
+    }
+    match reported(listener, &live, record, Reason::UnknownProtocol, None) {
+        true => Ok(Admitted { ask: Ask::destination(dst), route: None }),
+        false => Err(Denied::failed(Reason::UnknownProtocol, error())),
+    }
+}
+
+/// On the deny path only: whether a report scope lets through what the policy denies for
+/// `would` (by `rule`, if a rule decided). A rule of an always-enforced file or list keeps its
+/// denial. A reported record is allowed with reason `report`, and keeps `would` and the rule.
+fn reported(listener: &Listener, live: &Live, record: &mut Outcome, would: Reason, rule: Option<RuleRef<'_>>) -> bool {
+    if rule.is_some_and(|r| r.always_enforced()) || !live.report.cover(listener.index, record.client.ip()) {
+        return false;
+    }
+    record.verdict = Disposition::Allow;
+    record.reason = Reason::Report;
+    record.would_reason = Some(would);
+    true
 }
 
 /// A transparent connection, at accept: its destination, when an `allow ip … port` rule lets
@@ -170,12 +223,6 @@ pub(super) fn admit_at_accept(listener: &Listener, dst: SocketAddr, record: &mut
     let decision = live.rules.allows_destination(record.client.ip(), dst)?;
     decided(listener, record, &decision);
     Some(Admitted { ask: Ask::destination(dst), route: None })
-}
-
-/// Whether some `ip` rule decides a connection to `dst` that names no host: a transparent
-/// connection that speaks neither TLS nor HTTP is otherwise `unknown_protocol`.
-pub(super) fn ip_rules_decide(listener: &Listener, client: IpAddr, dst: SocketAddr) -> bool {
-    listener.live.load().rules.decide(None, client, Some(dst), dst.port()).reason != Reason::NoSni
 }
 
 /// A complete hello, over TCP or QUIC: counted, and recorded (its strings only when logged).
@@ -212,12 +259,31 @@ fn decided(listener: &Listener, record: &mut Outcome, decision: &Decision<'_>) {
 
 /// The upstream addresses to try, in order, for an admitted `ask`: its name resolved on its
 /// port, or its destination (verified against the name when it says so), that the destination
-/// guard lets `client` reach.
-async fn destinations(listener: &Listener, client: IpAddr, ask: &Ask) -> Result<Vec<SocketAddr>, Denied> {
+/// guard lets `client` reach. A destination that fails verification is reported in `record`,
+/// when there is one and a report scope covers it, and then taken as the client chose it.
+async fn destinations(
+    listener: &Listener,
+    client: IpAddr,
+    ask: &Ask,
+    record: Option<&mut Outcome>,
+) -> Result<Vec<SocketAddr>, Denied> {
     let Ask { name, dst, port, verify, .. } = ask;
-    let (name, dst, port, verify) = (name.as_ref(), *dst, *port, *verify);
+    let (name, dst, port, mut verify) = (name.as_ref(), *dst, *port, *verify);
     let candidates = match (dst, name) {
-        (Some(dst), Some(name)) if verify => verify_destination(listener, name, dst).await.map(|()| vec![dst]),
+        (Some(dst), Some(name)) if verify => match verify_destination(listener, name, dst).await {
+            Ok(()) => Ok(vec![dst]),
+            Err(denied) => {
+                if let Some(record) = record
+                    && reported(listener, &listener.live.load(), record, Reason::DstMismatch, None)
+                {
+                    record.error = denied.error;
+                    verify = false;
+                    Ok(vec![dst])
+                } else {
+                    Err(denied)
+                }
+            }
+        },
         (Some(dst), _) => Ok(vec![dst]),
         (None, Some(name)) => lookup(listener, name, port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e)),
         (None, None) => Err(Denied::by(Reason::UpstreamError)),

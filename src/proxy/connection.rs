@@ -173,7 +173,7 @@ impl Conn<'_> {
             source.decided();
         }
         self.record.stage = Stage::Resolve;
-        let route = admitted.route(self.listener, self.record.client.ip()).await?;
+        let route = admitted.route(self.listener, self.record).await?;
         // Plain HTTP: the first head is replayed, and what follows it passes request by request.
         if let Some(first) = &mut self.http {
             first.rest = self.buf.split_off(first.head.len);
@@ -228,12 +228,10 @@ impl Conn<'_> {
         }
         self.record.protocol = Seen::Other;
         self.record.stage = Stage::Decide;
-        if !admission::ip_rules_decide(self.listener, self.record.client.ip(), dst) {
-            let first = crate::hello::escape(&self.buf[..self.buf.len().min(16)]);
-            let error = format!("neither TLS nor HTTP (first bytes {first}), and no ip rule for {dst}");
-            return Err(Denied::failed(Reason::UnknownProtocol, error));
-        }
-        admission::admit(self.listener, Ask::destination(dst), self.record)
+        let first = || crate::hello::escape(&self.buf[..self.buf.len().min(16)]);
+        admission::admit_unknown(self.listener, dst, self.record, || {
+            format!("neither TLS nor HTTP (first bytes {}), and no ip rule for {dst}", first())
+        })
     }
 
     /// Reads until the client's first line is complete (or [`http::MAX_LINE`] bytes), by the
@@ -368,7 +366,7 @@ impl Conn<'_> {
         explicit::check_port(&target, listener.mode.ports())?;
         let admitted = admission::admit(listener, Ask::request(&target, None, false), self.record)?;
         self.record.stage = Stage::Resolve;
-        let route = admitted.route(listener, self.record.client.ip()).await?;
+        let route = admitted.route(listener, self.record).await?;
         explicit::establish(client).await?;
         self.record.protocol = Seen::Tls;
         self.record.stage = Stage::Hello;

@@ -1,5 +1,5 @@
 //! The live settings: what a reload changes in place (rules, limits, credentials, the ECH and
-//! name policies, the log's denial rate), behind one swap that every listener reads. What needs
+//! name policies, the log's denial rate, the report scopes), behind one swap that every listener reads. What needs
 //! new sockets is static ([`crate::config::StaticConfig`]) and is never in here.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::report::Scopes;
 use crate::config::{Config, Credentials, EchPolicy, LimitsConfig};
 use crate::hello::HelloLimits;
 use crate::policy::decide::RuleSet;
@@ -35,6 +36,8 @@ pub struct Live {
     /// Each listener's credentials, by its place in the configuration (`connect` listeners
     /// that name a file).
     pub credentials: Vec<Option<Arc<Credentials>>>,
+    /// The report scopes: listeners with `enforce = "report"`, and `[[report]]` sources.
+    pub report: Arc<Scopes>,
 }
 
 impl Live {
@@ -53,6 +56,7 @@ impl Live {
                 .iter()
                 .map(|l| l.get_ref().mode.credentials().cloned().map(Arc::new))
                 .collect(),
+            report: Arc::new(Scopes::of(config)),
         }
     }
 

@@ -27,6 +27,7 @@ pub(crate) mod live;
 pub(crate) mod proxy_protocol;
 pub(crate) mod quic;
 pub(crate) mod reject;
+pub(crate) mod report;
 pub(crate) mod resolver;
 pub(crate) mod server;
 pub(crate) mod sources;

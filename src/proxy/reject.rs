@@ -102,7 +102,9 @@ impl Alert {
             | Reason::BadRequest
             | Reason::AmbiguousRequest
             | Reason::HostMismatch
-            | Reason::ProxyAuth => None,
+            | Reason::ProxyAuth
+            // A report scope lets its connections through: it never reaches a client.
+            | Reason::Report => None,
             _ => Some(Alert::AccessDenied),
         }
     }

@@ -168,6 +168,7 @@ impl Server {
         metrics.rules_loaded(&rules);
         let fingerprint = Arc::new(config.fingerprint());
         metrics.rules_identity(&fingerprint.sha256);
+        metrics.report_scopes(config);
         let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules), fingerprint)));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());

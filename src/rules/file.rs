@@ -15,6 +15,9 @@
 //! ```
 //!
 //! A clause's list runs to the next clause keyword or the end of the line.
+//!
+//! A file whose first line is [`ENFORCE_ALWAYS`] is always enforced: its denials stay denials in
+//! a report scope.
 
 use std::fmt;
 use std::io::BufRead;
@@ -280,6 +283,25 @@ pub(crate) fn rule_files(paths: &[PathBuf], errors: &mut Vec<RuleError>) -> Vec<
         }
     }
     files
+}
+
+/// The directive, on a rule file's first line, that keeps its denials in report scopes.
+pub const ENFORCE_ALWAYS: &str = "#! enforce always";
+
+/// The rule files at `paths` (files, or directories of `*.rules`) whose first line is
+/// [`ENFORCE_ALWAYS`], named as rule references name them. Only first lines are read; a file
+/// that cannot be read is left to the load, which reports it.
+pub fn enforced_always(paths: &[PathBuf]) -> Vec<String> {
+    let first_line = |path: &PathBuf| -> Option<String> {
+        let mut line = String::new();
+        std::io::BufReader::new(std::fs::File::open(path).ok()?).read_line(&mut line).ok()?;
+        Some(line)
+    };
+    rule_files(paths, &mut Vec::new())
+        .into_iter()
+        .filter(|p| first_line(p).is_some_and(|l| l.trim_end() == ENFORCE_ALWAYS))
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 pub(crate) fn io_error(file: &str, e: &std::io::Error) -> RuleError {

@@ -154,6 +154,7 @@ pub struct TestConfig {
     destinations: Option<String>,
     metrics: String,
     runtime: Vec<String>,
+    tables: Vec<String>,
 }
 
 impl TestConfig {
@@ -168,6 +169,7 @@ impl TestConfig {
             destinations: Some("allow = [\"127.0.0.0/8\", \"::1/128\"]".into()),
             metrics: "listen = \"127.0.0.1:0\"".into(),
             runtime: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -287,6 +289,12 @@ impl TestConfig {
         self
     }
 
+    /// A top-level table, written last, e.g. `[[report]]` with its keys.
+    pub fn table(mut self, lines: impl Into<String>) -> TestConfig {
+        self.tables.push(lines.into());
+        self
+    }
+
     /// The configuration's text, its rules in `rules_file` unless it names a rule file.
     pub fn toml(&self, rules_file: &Path) -> String {
         let rules_file = match &self.rules {
@@ -305,6 +313,7 @@ impl TestConfig {
         if !self.runtime.is_empty() {
             text += &format!("[runtime]\n{}\n", self.runtime.join("\n"));
         }
+        text += &self.tables.iter().map(|t| format!("{t}\n")).collect::<String>();
         text
     }
 
