@@ -69,7 +69,8 @@ pub(super) fn compile(
     RuleSet::load((!paths.is_empty()).then_some(paths), &lists, default).map_err(Ok)
 }
 
-fn list_specs(list_args: &ListArgs) -> Result<Vec<(ListSpec, PathBuf)>, String> {
+/// The `--list ACTION=PATH` arguments as list specs.
+pub(super) fn list_specs(list_args: &ListArgs) -> Result<Vec<(ListSpec, PathBuf)>, String> {
     list_args.lists.iter().map(|a| parse_list_arg(a, list_args.lenient)).collect()
 }
 
@@ -81,9 +82,8 @@ pub(super) struct Loaded {
     pub sources: Vec<String>,
 }
 
-/// `Err(Ok(errors))`: invalid input; `Err(Err(message))`: a usage error.
-pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Result<RuleErrors, String>> {
-    let specs = list_specs(list_args).map_err(Err)?;
+/// Every error of every file and list, when there is one.
+pub(super) fn load(paths: &[PathBuf], specs: &[(ListSpec, PathBuf)]) -> Result<Loaded, RuleErrors> {
     let mut errors = Vec::new();
     let (rules, mut sources): (Vec<Rule>, Vec<String>) = if paths.is_empty() {
         let names = PRESET.iter().map(|(name, _)| format!("{name} (embedded)")).collect();
@@ -105,12 +105,12 @@ pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Re
         )
     };
     let mut lists = Vec::new();
-    for (spec, path) in &specs {
+    for (spec, path) in specs {
         sources.push(format!("{} ({} list)", path.display(), spec.verdict));
         match load_list(spec, path) {
             Ok(list) => lists.push(list),
             Err(e) => errors.extend(e.0),
         }
     }
-    if errors.is_empty() { Ok(Loaded { rules, lists, sources }) } else { Err(Ok(RuleErrors(errors))) }
+    if errors.is_empty() { Ok(Loaded { rules, lists, sources }) } else { Err(RuleErrors(errors)) }
 }

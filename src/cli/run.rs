@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// by default as PID 1).
     #[arg(long)]
     pub master: bool,
+    /// Validate the configuration, its rule files and lists as `snigate check --config` does,
+    /// and exit without binding anything (0 valid, 64 invalid).
+    #[arg(long)]
+    pub check: bool,
     /// Started by a master process: serve handovers at PATH, leave upgrades to the master.
     #[arg(long, value_name = "PATH", hide = true)]
     pub worker: Option<PathBuf>,
@@ -89,6 +93,7 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         return Err(vec![ConfigError {
             file,
             line: None,
+            code: "usage",
             reason: format!(
                 "--listen, --mode, --upstream, --upstream-port and --reject need exactly one [[listener]], found {}",
                 config.listeners.len()
@@ -103,7 +108,7 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         l.mode = l
             .mode
             .with_flags(args.mode, args.upstream.clone(), args.upstream_port)
-            .map_err(|reason| vec![ConfigError { file: "command line".into(), line: None, reason }])?;
+            .map_err(|reason| vec![ConfigError { file: "command line".into(), line: None, code: "usage", reason }])?;
         if let Some(reject) = args.reject {
             l.reject = reject;
         }
@@ -144,6 +149,9 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.check {
+        return super::check::run_check(&config);
+    }
     let rules = match config.compile_rules() {
         Ok(rules) => rules,
         Err(errors) => {
