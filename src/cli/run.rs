@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::{EXIT_USAGE, parse_verdict};
+use super::common::{EXIT_NOPERM, EXIT_OSERR, EXIT_UNAVAILABLE, EXIT_USAGE, parse_verdict};
 use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogFormat, Mode, RejectStyle};
 use crate::lifecycle::{self, Start};
 use crate::rules::rule::Verdict;
@@ -77,6 +77,18 @@ fn parse_metrics(s: &str) -> Result<MetricsFlag, String> {
     s.parse().map(MetricsFlag::Listen).map_err(|_| format!("expected ADDR:PORT or off, found {s:?}"))
 }
 
+/// The exit code of a start that failed: sysexits for what the OS refused, 64 for the rest
+/// (configuration the OS had no say in).
+fn start_exit_code(kind: Option<std::io::ErrorKind>) -> u8 {
+    use std::io::ErrorKind;
+    match kind {
+        Some(ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable) => EXIT_UNAVAILABLE,
+        Some(ErrorKind::PermissionDenied) => EXIT_NOPERM,
+        Some(_) => EXIT_OSERR,
+        None => EXIT_USAGE,
+    }
+}
+
 /// The configuration `args` describe, validated.
 pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
     let mut config = match &args.config {
@@ -104,6 +116,11 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         let l = l.get_mut();
         if let Some(listen) = args.listen {
             l.listen = listen;
+            // The embedded listener's name belongs to its address; one built by flags is
+            // named after its own.
+            if args.config.is_none() {
+                l.name = None;
+            }
         }
         l.mode = l
             .mode
@@ -188,7 +205,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("snigate run: {e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(start_exit_code(e.kind))
         }
     }
 }
