@@ -505,6 +505,22 @@ pub fn register_listener(socket: socket2::Socket) -> io::Result<AsyncFd<socket2:
     Ok(unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?)
 }
 
+/// A failed bind of `addr` by `what` (a listener, the metrics endpoint), said with its fix: the
+/// OS error kind is kept, for the exit code.
+pub fn bind_error(what: &str, addr: SocketAddr, e: io::Error) -> io::Error {
+    let why = match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            format!("another process listens on {addr}: stop it, or choose another address")
+        }
+        io::ErrorKind::PermissionDenied if addr.port() != 0 && addr.port() < 1024 => format!(
+            "binding {addr} needs CAP_NET_BIND_SERVICE (or run as root): `setcap cap_net_bind_service=+ep` on the binary, or a port of 1024 or above"
+        ),
+        io::ErrorKind::AddrNotAvailable => format!("{addr} is not an address of this machine: {e}"),
+        _ => format!("bind {addr}: {e}"),
+    };
+    io::Error::new(e.kind(), format!("{what}: {why}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

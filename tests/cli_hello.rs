@@ -65,7 +65,7 @@ fn invalid_input_exits_1_with_its_reason() {
     let out = snigate(&["hello", "--json", "-"], &raw[..100]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)["error"], "malformed");
-    assert_eq!(snigate(&["hello", "does-not-exist.bin"], b"").status.code(), Some(64));
+    assert_eq!(snigate(&["hello", "does-not-exist.bin"], b"").status.code(), Some(1));
 }
 
 /// QUIC captures (hex, one datagram per line, `#` comments) are detected and read like TCP

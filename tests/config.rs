@@ -125,18 +125,18 @@ fn metrics_default_flags_and_clashes() {
     assert_eq!(configuration(&args(MetricsFlag::Off)).unwrap().metrics.address(), None);
 }
 
-/// A metrics port that is taken is a startup error, like a taken listener port.
+/// A metrics port that is taken is unavailable (69), like a taken listener port.
 #[test]
-fn a_taken_metrics_port_exits_64() {
+fn a_taken_metrics_port_exits_69() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_snigate"))
         .args(["run", "--listen", "127.0.0.1:0", "--mode", "upstream", "--upstream", "127.0.0.1:9", "--metrics", &addr])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("bind metrics endpoint {addr}")), "{err}");
+    assert!(err.contains(&format!("metrics endpoint: another process listens on {addr}")), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_snigate")).args(["run", "--metrics", "nowhere"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "a bad --metrics value is a usage error");
 }

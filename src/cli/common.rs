@@ -1,10 +1,14 @@
 //! What the subcommands share: exit codes, argument parsers, and loading rules and lists.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::builder::PossibleValue;
 
-use crate::config::{Keyword, LogFormat, LogLevel, Mode, OpsFormat, RejectStyle};
+use crate::config::{
+    Config, HTTP_PORT, HTTPS_PORT, Keyword, ListenerConfig, LogFormat, LogLevel, Mode, ModeConfig, OpsFormat,
+    RejectStyle,
+};
 use crate::policy::decide::RuleSet;
 use crate::rules::file::{PRESET, RuleErrors, load_rules, preset_rules};
 use crate::rules::list::{List, ListSpec, load_list};
@@ -14,6 +18,13 @@ use crate::rules::rule::{Rule, Verdict};
 pub const EXIT_INVALID: u8 = 1;
 /// Exit code for a usage or configuration error (sysexits EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
+/// Exit code for an address that cannot be had: another process listens on it (EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for another error of the OS (EX_OSERR).
+pub const EXIT_OSERR: u8 = 71;
+/// Exit code for a permission the process lacks: a port below 1024 without
+/// CAP_NET_BIND_SERVICE (EX_NOPERM).
+pub const EXIT_NOPERM: u8 = 77;
 
 /// `allow` or `deny`.
 pub(super) fn parse_verdict(text: &str) -> Result<Verdict, String> {
@@ -69,7 +80,8 @@ pub(super) fn compile(
     RuleSet::load((!paths.is_empty()).then_some(paths), &lists, default).map_err(Ok)
 }
 
-fn list_specs(list_args: &ListArgs) -> Result<Vec<(ListSpec, PathBuf)>, String> {
+/// The `--list ACTION=PATH` arguments as list specs.
+pub(super) fn list_specs(list_args: &ListArgs) -> Result<Vec<(ListSpec, PathBuf)>, String> {
     list_args.lists.iter().map(|a| parse_list_arg(a, list_args.lenient)).collect()
 }
 
@@ -81,9 +93,8 @@ pub(super) struct Loaded {
     pub sources: Vec<String>,
 }
 
-/// `Err(Ok(errors))`: invalid input; `Err(Err(message))`: a usage error.
-pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Result<RuleErrors, String>> {
-    let specs = list_specs(list_args).map_err(Err)?;
+/// Every error of every file and list, when there is one.
+pub(super) fn load(paths: &[PathBuf], specs: &[(ListSpec, PathBuf)]) -> Result<Loaded, RuleErrors> {
     let mut errors = Vec::new();
     let (rules, mut sources): (Vec<Rule>, Vec<String>) = if paths.is_empty() {
         let names = PRESET.iter().map(|(name, _)| format!("{name} (embedded)")).collect();
@@ -105,12 +116,79 @@ pub(super) fn load(paths: &[PathBuf], list_args: &ListArgs) -> Result<Loaded, Re
         )
     };
     let mut lists = Vec::new();
-    for (spec, path) in &specs {
+    for (spec, path) in specs {
         sources.push(format!("{} ({} list)", path.display(), spec.verdict));
         match load_list(spec, path) {
             Ok(list) => lists.push(list),
             Err(e) => errors.extend(e.0),
         }
     }
-    if errors.is_empty() { Ok(Loaded { rules, lists, sources }) } else { Err(Ok(RuleErrors(errors))) }
+    if errors.is_empty() { Ok(Loaded { rules, lists, sources }) } else { Err(RuleErrors(errors)) }
+}
+
+/// A configured listener as `match` and `hello --config` decide with it: the configuration's
+/// rules (its default, `no_sni` and lists), and the listener's mode and ports.
+pub(super) struct Configured {
+    /// The whole configuration.
+    pub config: Config,
+    /// The listener decided for.
+    pub listener: ListenerConfig,
+    /// The configuration's rules, compiled as the listener runs them.
+    pub rules: RuleSet,
+}
+
+/// Loads `path` and its rules, for the listener named `name` (None: the first). The error is
+/// the exit code and the message.
+pub(super) fn configured(path: &Path, name: Option<&str>) -> Result<Configured, (u8, String)> {
+    let config = Config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    let listener = match name {
+        None => config.listeners.first().map(|l| l.get_ref().clone()),
+        Some(name) => config.listeners.iter().map(|l| l.get_ref()).find(|l| l.label() == name).cloned(),
+    };
+    let Some(listener) = listener else {
+        let names: Vec<String> = config.listeners.iter().map(|l| l.get_ref().label()).collect();
+        return Err((
+            EXIT_USAGE,
+            format!("no listener {:?} in {} (it has {})", name.unwrap_or(""), path.display(), names.join(", ")),
+        ));
+    };
+    let rules = config.compile_rules().map_err(|e| (EXIT_INVALID, format!("invalid rules:\n{e}")))?;
+    Ok(Configured { config, listener, rules })
+}
+
+impl Configured {
+    /// The destination and port the listener decides a connection with, as its mode gives
+    /// them: `dst` and `port` stand for what the client asks (the original destination, the
+    /// CONNECT or request port). `Err`: the listener refuses the port before any rule
+    /// (`dst_denied`), and why. `named`: the client names a host (an SNI, a CONNECT or request
+    /// host), which the explicit modes then reach by name.
+    pub fn ask(
+        &self,
+        named: bool,
+        dst: Option<SocketAddr>,
+        port: Option<u16>,
+    ) -> Result<(Option<SocketAddr>, u16), String> {
+        let asked = port.or(dst.map(|d| d.port()).filter(|&p| p != 0));
+        match &self.listener.mode {
+            ModeConfig::Sni { upstream_port } => Ok((None, upstream_port.unwrap_or(self.listener.listen.port()))),
+            ModeConfig::Upstream { upstream } => {
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(upstream.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| format!("upstream {upstream} does not resolve"))?;
+                Ok((Some(addr), addr.port()))
+            }
+            ModeConfig::Transparent { .. } => Ok((dst, asked.unwrap_or(0))),
+            ModeConfig::Connect { .. } | ModeConfig::Http { .. } => {
+                let default = if self.listener.mode.mode() == Mode::Http { HTTP_PORT } else { HTTPS_PORT };
+                let port = asked.unwrap_or(default);
+                let ports = self.config.destination_ports(&self.listener);
+                if !ports.contains(&port) {
+                    let allowed: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    return Err(format!("port {port} is not among this listener's ports ({})", allowed.join(", ")));
+                }
+                Ok((dst.filter(|_| !named).map(|d| SocketAddr::new(d.ip(), port)), port))
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, parse_verdict};
+use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, configured, parse_verdict};
 use crate::name::Name;
 use crate::policy::decide::Decision;
 use crate::reason::Reason;
@@ -47,6 +47,13 @@ pub struct MatchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Decide as this configuration's listener would: its rules, default, `no_sni`, lists,
+    /// mode, ports and `upstream_port` (instead of `--rules`, `--list` and `--default`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["rules", "lists", "default"])]
+    pub config: Option<PathBuf>,
+    /// With `--config`: the listener (its name, or its address when unnamed). Default: the first.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub listener: Option<String>,
     /// Large lists to load with the rules.
     #[command(flatten)]
     pub lists: ListArgs,
@@ -76,18 +83,36 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let set = match compile(&args.rules, &args.lists, args.default) {
-        Ok(set) => set,
-        Err(Ok(errors)) => {
-            eprintln!("snigate match: invalid rules:\n{errors}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-        Err(Err(usage)) => {
-            eprintln!("snigate match: {usage}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let configured = match &args.config {
+        Some(path) => match configured(path, args.listener.as_deref()) {
+            Ok(c) => Some(c),
+            Err((code, e)) => {
+                eprintln!("snigate match: {e}");
+                return ExitCode::from(code);
+            }
+        },
+        None => None,
     };
-    let name = match args.name.as_deref().map(|n| Name::parse(n.as_bytes(), args.sni_allow_underscore)) {
+    let compiled;
+    let set = match &configured {
+        Some(c) => &c.rules,
+        None => match compile(&args.rules, &args.lists, args.default) {
+            Ok(set) => {
+                compiled = set;
+                &compiled
+            }
+            Err(Ok(errors)) => {
+                eprintln!("snigate match: invalid rules:\n{errors}");
+                return ExitCode::from(EXIT_INVALID);
+            }
+            Err(Err(usage)) => {
+                eprintln!("snigate match: {usage}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    let underscore = configured.as_ref().map_or(args.sni_allow_underscore, |c| c.config.rules.sni_allow_underscore);
+    let name = match args.name.as_deref().map(|n| Name::parse(n.as_bytes(), underscore)) {
         Some(Err(e)) => {
             let shown = args.name.as_deref().unwrap_or_default();
             if args.json {
@@ -103,12 +128,39 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
         Some(Ok(name)) => Some(name),
         None => None,
     };
+    // A configured listener asks with the destination and port its mode gives.
+    let (dst, port) = match &configured {
+        None => (args.dst, port),
+        Some(c) => match c.ask(name.is_some(), args.dst, (port != 0).then_some(port)) {
+            Ok(asked) => asked,
+            Err(why) => {
+                let shown = name.as_ref().map(Name::as_str);
+                if args.json {
+                    let reason = Reason::DstDenied.as_str();
+                    println!(
+                        "{}",
+                        json!({ "name": shown, "verdict": "deny", "reason": reason, "rule": null, "explanation": why })
+                    );
+                } else {
+                    println!(
+                        "deny {}\nreason: {}\nrule:   (none)\nwhy:    {why}",
+                        shown.unwrap_or("(no SNI)"),
+                        Reason::DstDenied
+                    );
+                }
+                return ExitCode::SUCCESS;
+            }
+        },
+    };
     let unported = port == 0 && set.has_port_rules();
-    let d = set.decide(name.as_ref(), args.from, args.dst, port);
-    let why = explain(&d, name.as_ref(), args.dst, port);
+    let d = set.decide(name.as_ref(), args.from, dst, port);
+    let why = explain(&d, name.as_ref(), dst, port);
     // The snapshot keeps the rule's line, not its text: read it again.
     let text = d.rule.map(|r| match r.line() {
-        Some(line) => rule_text(r.ruleset(), line, args.rules.is_empty()).unwrap_or_default(),
+        Some(line) => {
+            let preset = configured.as_ref().map_or(args.rules.is_empty(), |c| c.config.rules.files.is_none());
+            rule_text(r.ruleset(), line, preset).unwrap_or_default()
+        }
         None => format!("list {}", r.ruleset()),
     });
     if args.json {

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use serde_json::json;
 use tls_parser::TlsExtensionType;
 
-use super::common::{EXIT_INVALID, EXIT_USAGE};
+use super::common::{Configured, EXIT_INVALID, configured};
+use crate::config::EchPolicy;
 use crate::hello::quic::{FIXED_BIT, Inspect, Inspector, QuicLimits, is_long_header};
 use crate::hello::{self, Carried, ClientHello, HelloError, HelloLimits, Parse};
 use crate::policy::decide::RuleSet;
@@ -35,12 +36,19 @@ pub struct HelloArgs {
     #[arg(long)]
     pub sni_allow_underscore: bool,
     /// Also print the verdict these rules give the hello (a file or a directory; repeatable).
-    #[arg(long = "rules", value_name = "PATH")]
+    #[arg(long = "rules", value_name = "PATH", conflicts_with = "config")]
     pub rules: Vec<PathBuf>,
     /// The destination port the verdict is for, for rules with `port`. Without it, rules with
     /// `port` do not apply.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
+    /// Also print the verdict this configuration's listener would give the hello: its rules,
+    /// default, `no_sni`, lists, `ech`, mode, ports, `upstream_port` and hello limits.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With `--config`: the listener (its name, or its address when unnamed). Default: the first.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub listener: Option<String>,
 }
 
 pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
@@ -48,8 +56,18 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
         Ok(bytes) => bytes,
         Err(e) => {
             eprintln!("snigate hello: {}: {e}", args.file.display());
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EXIT_INVALID);
         }
+    };
+    let configured = match &args.config {
+        Some(path) => match configured(path, args.listener.as_deref()) {
+            Ok(c) => Some(c),
+            Err((code, e)) => {
+                eprintln!("snigate hello: {e}");
+                return ExitCode::from(code);
+            }
+        },
+        None => None,
     };
     let datagrams = match decode_datagrams(&input) {
         Ok(datagrams) => datagrams,
@@ -58,7 +76,13 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let limits = HelloLimits { max_hello_bytes: args.max_hello_bytes, allow_underscore: args.sni_allow_underscore };
+    let limits = match &configured {
+        Some(c) => HelloLimits {
+            max_hello_bytes: c.config.limits.max_hello_bytes,
+            allow_underscore: c.config.rules.sni_allow_underscore,
+        },
+        None => HelloLimits { max_hello_bytes: args.max_hello_bytes, allow_underscore: args.sni_allow_underscore },
+    };
     let first = datagrams.first().and_then(|d| d.first());
     let quic = args.quic || first.is_some_and(|&b| is_long_header(b) && b & FIXED_BIT != 0);
     let result = if quic { read_quic(&datagrams, limits) } else { read_tls(&datagrams.concat(), limits) };
@@ -69,17 +93,21 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             Ok(rules) => Some(rules),
             Err(errors) => {
                 eprint!("snigate hello: invalid rules:\n{errors}");
-                return ExitCode::from(EXIT_USAGE);
+                return ExitCode::from(EXIT_INVALID);
             }
         }
     };
     let mut out = std::io::stdout().lock();
     let printed = match (&result, args.json) {
         (Ok(hello), json) => {
-            let decision = rules
-                .as_ref()
-                .map(|r| r.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), None, args.port.unwrap_or(0)));
-            let verdict = decision.map(|d| (d.verdict.as_str(), d.reason.as_str(), d.rule.map(|r| r.to_string())));
+            let any = IpAddr::from([0, 0, 0, 0]);
+            let verdict = match &configured {
+                Some(c) => Some(configured_verdict(c, hello, args.port)),
+                None => rules.as_ref().map(|r| {
+                    let d = r.decide(hello.sni.as_ref(), any, None, args.port.unwrap_or(0));
+                    (d.verdict.as_str(), d.reason.as_str(), d.rule.map(|r| r.to_string()))
+                }),
+            };
             if json {
                 let mut v = hello_json(hello);
                 v["transport"] = json!(if quic { "quic" } else { "tcp" });
@@ -103,6 +131,26 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
     match (printed, result) {
         (Err(_), _) | (_, Err(_)) => ExitCode::from(EXIT_INVALID),
         (Ok(()), Ok(_)) => ExitCode::SUCCESS,
+    }
+}
+
+/// The verdict a configured listener gives `hello`: the ECH policy, the listener's ports, then
+/// its rules, in the order the listener applies them.
+fn configured_verdict(
+    c: &Configured,
+    hello: &ClientHello,
+    port: Option<u16>,
+) -> (&'static str, &'static str, Option<String>) {
+    let deny = |reason: Reason| (Verdict::Deny.as_str(), reason.as_str(), None);
+    if hello.ech && c.config.rules.ech == EchPolicy::Deny {
+        return deny(Reason::Ech);
+    }
+    match c.ask(hello.sni.is_some(), None, port) {
+        Ok((dst, port)) => {
+            let d = c.rules.decide(hello.sni.as_ref(), IpAddr::from([0, 0, 0, 0]), dst, port);
+            (d.verdict.as_str(), d.reason.as_str(), d.rule.map(|r| r.to_string()))
+        }
+        Err(_) => deny(Reason::DstDenied),
     }
 }
 

@@ -1,9 +1,11 @@
 //! The command line: the argument definitions, and one file per subcommand.
 //!
-//! Exit codes (stable): 0 success, 1 invalid input, 64 usage or configuration error.
+//! Exit codes (stable): 0 success, 1 invalid input, 64 usage or configuration error, 69 an
+//! address another process holds, 71 another OS error, 77 a permission the process lacks.
 
 mod check;
 mod common;
+mod docs;
 mod explain;
 mod healthcheck;
 mod hello;
@@ -12,19 +14,40 @@ mod salesforce;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-pub use check::CheckArgs;
-pub use common::{EXIT_INVALID, EXIT_USAGE, ListArgs};
+pub use check::{CheckArgs, Item, Severity};
+pub use common::{EXIT_INVALID, EXIT_NOPERM, EXIT_OSERR, EXIT_UNAVAILABLE, EXIT_USAGE, ListArgs};
+pub use docs::CompletionsArgs;
 pub use explain::MatchArgs;
 pub use healthcheck::HealthcheckArgs;
 pub use hello::HelloArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
 
+/// `snigate --version`: the version, the commit it was built from and the build date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SNIGATE_COMMIT"),
+    ", built ",
+    env!("SNIGATE_BUILD_DATE"),
+    ")"
+);
+
+/// The exit codes, as `snigate --help` lists them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   invalid input: rule files, lists, a hello, a configuration `check` reads
+  64  usage or configuration error (`run`, `match`, `hello`)
+  69  unavailable: another process listens on the address
+  71  another OS error
+  77  permission denied: a port below 1024 needs CAP_NET_BIND_SERVICE (or root)";
+
 /// snigate: an SNI-inspecting TCP edge filter.
 #[derive(Debug, Parser)]
-#[command(name = "snigate", version, about)]
+#[command(name = "snigate", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -49,6 +72,10 @@ pub enum Command {
     /// Probe a health endpoint: exit 0 when it answers 200 (for container HEALTHCHECKs, which
     /// have no curl on an empty base image).
     Healthcheck(HealthcheckArgs),
+    /// Print a shell completion script (`snigate completions bash > /etc/bash_completion.d/snigate`).
+    Completions(CompletionsArgs),
+    /// Print the man page (`snigate man > snigate.1`).
+    Man,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -61,5 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Import(args) => salesforce::import_command(&args),
         Command::Salesforce(args) => salesforce::salesforce_command(&args),
         Command::Healthcheck(args) => healthcheck::healthcheck_command(&args),
+        Command::Completions(args) => docs::completions_command(&args, Cli::command()),
+        Command::Man => docs::man_command(Cli::command()),
     }
 }

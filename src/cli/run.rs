@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::{EXIT_USAGE, parse_verdict};
+use super::common::{EXIT_NOPERM, EXIT_OSERR, EXIT_UNAVAILABLE, EXIT_USAGE, parse_verdict};
 use crate::config::{Config, ConfigError, EMBEDDED_NAME, LogConfig, LogFormat, LogLevel, Mode, OpsFormat, RejectStyle};
 use crate::lifecycle::{self, Start};
 use crate::rules::rule::Verdict;
@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// by default as PID 1).
     #[arg(long)]
     pub master: bool,
+    /// Validate the configuration, its rule files and lists as `snigate check --config` does,
+    /// and exit without binding anything (0 valid, 64 invalid).
+    #[arg(long)]
+    pub check: bool,
     /// Started by a master process: serve handovers at PATH, leave upgrades to the master.
     #[arg(long, value_name = "PATH", hide = true)]
     pub worker: Option<PathBuf>,
@@ -79,6 +83,18 @@ fn parse_metrics(s: &str) -> Result<MetricsFlag, String> {
     s.parse().map(MetricsFlag::Listen).map_err(|_| format!("expected ADDR:PORT or off, found {s:?}"))
 }
 
+/// The exit code of a start that failed: sysexits for what the OS refused, 64 for the rest
+/// (configuration the OS had no say in).
+fn start_exit_code(kind: Option<std::io::ErrorKind>) -> u8 {
+    use std::io::ErrorKind;
+    match kind {
+        Some(ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable) => EXIT_UNAVAILABLE,
+        Some(ErrorKind::PermissionDenied) => EXIT_NOPERM,
+        Some(_) => EXIT_OSERR,
+        None => EXIT_USAGE,
+    }
+}
+
 /// The configuration `args` describe, validated.
 pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
     let mut config = match &args.config {
@@ -95,6 +111,7 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         return Err(vec![ConfigError {
             file,
             line: None,
+            code: "usage",
             reason: format!(
                 "--listen, --mode, --upstream, --upstream-port and --reject need exactly one [[listener]], found {}",
                 config.listeners.len()
@@ -105,11 +122,16 @@ pub fn configuration(args: &RunArgs) -> Result<Config, Vec<ConfigError>> {
         let l = l.get_mut();
         if let Some(listen) = args.listen {
             l.listen = listen;
+            // The embedded listener's name belongs to its address; one built by flags is
+            // named after its own.
+            if args.config.is_none() {
+                l.name = None;
+            }
         }
         l.mode = l
             .mode
             .with_flags(args.mode, args.upstream.clone(), args.upstream_port)
-            .map_err(|reason| vec![ConfigError { file: "command line".into(), line: None, reason }])?;
+            .map_err(|reason| vec![ConfigError { file: "command line".into(), line: None, code: "usage", reason }])?;
         if let Some(reject) = args.reject {
             l.reject = reject;
         }
@@ -156,6 +178,9 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if args.check {
+        return super::check::run_check(&config);
+    }
     let rules = match config.compile_rules() {
         Ok(rules) => rules,
         Err(errors) => {
@@ -188,7 +213,7 @@ pub fn run_command(args: &RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("snigate run: {e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(start_exit_code(e.kind))
         }
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::policy::decide::RuleSet;
 use crate::policy::destination::accepts;
@@ -18,6 +19,7 @@ use crate::rules::fingerprint::Fingerprint;
 #[macro_use]
 mod keyword;
 mod listener;
+mod read;
 mod report;
 mod sections;
 
@@ -102,6 +104,9 @@ pub struct ConfigError {
     pub file: String,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// A stable snake_case name of the kind of problem (`unknown_key`, `invalid_value`, …), for
+    /// scripts reading `snigate check --json`.
+    pub code: &'static str,
     /// What is wrong.
     pub reason: String,
 }
@@ -140,17 +145,58 @@ impl Config {
     /// Parses `text`, read from `file`, with its relative paths relative to `base`, and
     /// validates it.
     pub fn parse_in(file: &str, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
-        let parsed: ConfigFile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            ConfigErrors(vec![ConfigError { file: file.to_string(), line, reason: e.message().to_string() }])
+        let error = |p: read::Problem| ConfigError {
+            file: file.to_string(),
+            line: p.at.map(|at| line_of(text, at)),
+            code: p.code,
+            reason: p.reason,
+        };
+        let mut root = DeTable::parse(text).map_err(|e| {
+            let at = e.span().map(|s| s.start);
+            ConfigErrors(vec![error(read::Problem { at, code: "toml_syntax", reason: e.message().to_string() })])
         })?;
-        let mut errors = Vec::new();
+        let mut problems = Vec::new();
+        let span = root.span();
+        let table = root.get_mut();
+        read::unknown_keys(table, read::keys_of::<ConfigFile>(), "the configuration", &mut problems);
+        for (key, known) in [
+            ("listener", read::keys_of::<listener::ListenerFile>()),
+            ("rules", read::keys_of::<RulesConfig>()),
+            ("limits", read::keys_of::<LimitsConfig>()),
+            ("log", read::keys_of::<LogConfig>()),
+            ("metrics", read::keys_of::<MetricsConfig>()),
+            ("runtime", read::keys_of::<RuntimeConfig>()),
+            ("destinations", read::keys_of::<DestinationsConfig>()),
+        ] {
+            let section = if key == "listener" { "[[listener]]".to_string() } else { format!("[{key}]") };
+            for t in read::tables_under(table, key) {
+                read::unknown_keys(t, known, &section, &mut problems);
+                if key == "rules" {
+                    for list in read::tables_under(t, "list") {
+                        read::unknown_keys(list, read::keys_of::<ListConfig>(), "[[rules.list]]", &mut problems);
+                    }
+                }
+            }
+        }
+        let root = Spanned::new(span, DeValue::Table(root.into_inner()));
+        let parsed: Option<ConfigFile> = read::deserialize(root, &mut problems);
+        let read_cleanly = problems.is_empty();
+        let mut errors: Vec<ConfigError> = problems.into_iter().map(error).collect();
+        let Some(parsed) = parsed else {
+            errors.sort_by_key(|e| e.line);
+            return Err(ConfigErrors(errors));
+        };
         let mut listeners = Vec::new();
         for l in parsed.listeners {
             let span = l.span();
             let (resolved, reasons) = l.into_inner().resolve(base);
             let line = Some(line_of(text, span.start));
-            errors.extend(reasons.into_iter().map(|reason| ConfigError { file: file.to_string(), line, reason }));
+            errors.extend(reasons.into_iter().map(|reason| ConfigError {
+                file: file.to_string(),
+                line,
+                code: "invalid_listener",
+                reason,
+            }));
             listeners.push(Spanned::new(span, resolved));
         }
         let mut scopes = Vec::new();
@@ -158,7 +204,9 @@ impl Config {
             let line = Some(line_of(text, r.span().start));
             match r.into_inner().resolve() {
                 Ok(scope) => scopes.push(scope),
-                Err(reason) => errors.push(ConfigError { file: file.to_string(), line, reason }),
+                Err(reason) => {
+                    errors.push(ConfigError { file: file.to_string(), line, code: "invalid_report", reason })
+                }
             }
         }
         let mut rules = parsed.rules;
@@ -180,7 +228,8 @@ impl Config {
             report: scopes,
         };
         if let Err(more) = config.validate(file, Some(text)) {
-            errors.extend(more.0);
+            // A listener taken out for its errors leaves none: not a problem of its own.
+            errors.extend(more.0.into_iter().filter(|e| read_cleanly || e.code != "no_listener"));
         }
         // In the order of the file: a listener's mode errors beside its other ones.
         errors.sort_by_key(|e| e.line);
@@ -192,7 +241,9 @@ impl Config {
     /// whatever the working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
-        let error = |reason: String| ConfigErrors(vec![ConfigError { file: file.clone(), line: None, reason }]);
+        let error = |reason: String| {
+            ConfigErrors(vec![ConfigError { file: file.clone(), line: None, code: "unreadable", reason }])
+        };
         let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
         let absolute = std::path::absolute(path).map_err(|e| error(e.to_string()))?;
         let base = absolute.parent().unwrap_or(Path::new("/"));
@@ -207,16 +258,18 @@ impl Config {
     /// Checks the whole configuration; `text` (the source, when there is one) locates errors.
     pub fn validate(&self, file: &str, text: Option<&str>) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
+        if self.listeners.is_empty() {
+            let reason = "no [[listener]] configured".into();
+            errors.push(ConfigError { file: file.to_string(), line: None, code: "no_listener", reason });
+        }
         let mut err = |span: Option<std::ops::Range<usize>>, reason: String| {
             errors.push(ConfigError {
                 file: file.to_string(),
                 line: span.zip(text).map(|(s, t)| line_of(t, s.start)),
+                code: "invalid_config",
                 reason,
             })
         };
-        if self.listeners.is_empty() {
-            err(None, "no [[listener]] configured".into());
-        }
         let mut seen = std::collections::HashMap::new();
         for l in &self.listeners {
             let span = Some(l.span());
@@ -242,6 +295,19 @@ impl Config {
                 if !l.proxy_protocol_trusted.is_empty() || l.proxy_protocol_out.is_some() {
                     err(span.clone(), "PROXY protocol is for TCP listeners, not protocol = \"quic\"".into());
                 }
+            }
+            // As in a rule: port 0 is no destination port, and would match nothing.
+            match &l.mode {
+                ModeConfig::Connect { ports: Some(ports), .. } | ModeConfig::Http { ports: Some(ports) }
+                    if ports.contains(&0) =>
+                {
+                    err(key_after(text, span.clone(), "ports"), "ports: 0 is not a port (1-65535)".into());
+                }
+                ModeConfig::Sni { upstream_port: Some(0) } => {
+                    let at = key_after(text, span.clone(), "upstream_port");
+                    err(at, "upstream_port: 0 is not a port (1-65535)".into());
+                }
+                _ => {}
             }
             if let ModeConfig::Upstream { upstream } = &l.mode
                 && let Ok(upstream) = upstream.parse::<SocketAddr>()
@@ -270,6 +336,9 @@ impl Config {
                     format!("[destinations] {net} has host bits set (did you mean {}?)", net.trunc()),
                 );
             }
+        }
+        if self.destinations.ports.as_ref().is_some_and(|p| p.contains(&0)) {
+            err(key_span(text, "ports"), "[destinations] ports: 0 is not a port (1-65535)".into());
         }
         let limits = &self.limits;
         for (name, value) in [
@@ -383,6 +452,14 @@ fn key_span(text: Option<&str>, key: &str) -> Option<std::ops::Range<usize>> {
         at += line.len();
     }
     None
+}
+
+/// Where `key = …` first appears from the start of `within` on (a listener's key), else
+/// `within`.
+fn key_after(text: Option<&str>, within: Option<std::ops::Range<usize>>, key: &str) -> Option<std::ops::Range<usize>> {
+    let start = within.as_ref()?.start;
+    let found = key_span(text.and_then(|t| t.get(start..)), key).map(|s| start + s.start..start + s.end);
+    found.or(within)
 }
 
 /// The part of a configuration that only new sockets apply ([`Config::fixed`]): a reload that

@@ -54,10 +54,38 @@ pub struct Start {
     pub worker: Option<PathBuf>,
 }
 
+/// Why the process could not start, with the OS error kind behind it where there is one (a
+/// taken address, a privileged port), from which the exit code follows.
+#[derive(Debug)]
+pub struct StartError {
+    /// The OS error kind, when an OS call failed.
+    pub kind: Option<std::io::ErrorKind>,
+    /// What happened, and its fix.
+    pub message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError { kind: None, message }
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> StartError {
+        StartError { kind: Some(e.kind()), message: e.to_string() }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Runs the process until it has drained: binds (or takes over) every socket, serves, reloads
 /// on SIGHUP and on file changes, hands over on SIGUSR2 or a handover connection, and drains on
 /// SIGTERM, SIGINT or a completed handover. `Err` when it cannot start.
-pub fn run(start: Start) -> Result<(), String> {
+pub fn run(start: Start) -> Result<(), StartError> {
     let Start { mut config, rules, takeover, reread, worker } = start;
     let handover_path = worker.clone().or_else(|| config.runtime.handover_socket.clone());
     let worker = worker.is_some();
@@ -79,7 +107,7 @@ pub fn run(start: Start) -> Result<(), String> {
                 eprintln!("snigate run: nothing to take over ({e}); binding the listeners");
                 (systemd_sockets(worker), None)
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string().into()),
         },
         None => (systemd_sockets(worker), None),
     };
@@ -94,20 +122,21 @@ pub fn run(start: Start) -> Result<(), String> {
             }
         }
         // Before anything is bound: a second snigate on these addresses stops here.
-        let claims = ownership::claim(&config, locks)?;
+        // A second snigate on an address is "unavailable", as a taken port is.
+        let claims = ownership::claim(&config, locks)
+            .map_err(|message| StartError { kind: Some(std::io::ErrorKind::AddrInUse), message })?;
         // The endpoint is bound first: a taken metrics port fails the start like any other.
         let endpoint = match (config.metrics.address(), handed_metrics) {
             (Some(_), Some(socket)) => Some(Endpoint::adopt(socket, metrics.clone())),
             (Some(addr), None) => Some(Endpoint::bind(addr, metrics.clone()).await),
             (None, _) => None,
         };
-        let endpoint = endpoint.transpose().map_err(|e| e.to_string())?;
+        let endpoint = endpoint.transpose()?;
         // The destination guard refuses the endpoint's address as bound (port 0 resolved).
         if let Some(addr) = endpoint.as_ref().and_then(|e| e.local_addr().ok()) {
             config.metrics.listen = addr;
         }
-        let server =
-            Server::bind_adopting(&config, rules, metrics.clone(), &log, listening).await.map_err(|e| e.to_string())?;
+        let server = Server::bind_adopting(&config, rules, metrics.clone(), &log, listening).await?;
         let mut sockets: Vec<(Role, OwnedFd)> = server
             .handover_sockets()
             .map_err(|e| e.to_string())?
@@ -201,7 +230,7 @@ pub fn run(start: Start) -> Result<(), String> {
         server.run(stop).await;
         // The addresses are this process's until it has drained.
         drop(claims);
-        Ok::<(), String>(())
+        Ok::<(), StartError>(())
     });
     // Connections still open past the drain deadline are cut here; then the last lines go out.
     runtime.shutdown_timeout(Duration::from_secs(1));

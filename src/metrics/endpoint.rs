@@ -47,9 +47,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `addr`.
     pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<Endpoint> {
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("bind metrics endpoint {addr}: {e}")))?;
+        let socket = TcpListener::bind(addr).await.map_err(|e| crate::sys::bind_error("metrics endpoint", addr, e))?;
         Ok(Endpoint { socket, metrics })
     }
 

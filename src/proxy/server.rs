@@ -177,7 +177,7 @@ impl Server {
         let mut sockets = Vec::new();
         for l in &config.listeners {
             let l = l.get_ref();
-            let context = |e| with_context(e, &format!("bind {}", l.listen));
+            let context = |e| crate::sys::bind_error(&format!("listener {:?}", l.label()), l.listen, e);
             // A TCP and a QUIC listener may share an address: the socket's type tells them apart.
             let kind = match l.protocol {
                 Protocol::Tcp => Type::STREAM,

@@ -100,6 +100,31 @@ pub enum Finding<'a> {
     },
 }
 
+impl<'a> Finding<'a> {
+    /// A stable snake_case name of the kind: the `code` of `snigate check --json`, and what an
+    /// acknowledgement names.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Finding::Duplicate { .. } => "duplicate",
+            Finding::Shadowed { .. } => "shadowed",
+            Finding::Conflict { .. } => "conflict",
+            Finding::NoSniBypass { .. } => "no_sni_bypass",
+            Finding::OpenFamily { .. } => "open_family",
+        }
+    }
+
+    /// The two rules it is about; it is reported at the first.
+    pub fn rules(&self) -> [&'a Rule; 2] {
+        match *self {
+            Finding::Duplicate { rule, first } => [rule, first],
+            Finding::Shadowed { rule, by } => [rule, by],
+            Finding::Conflict { allow, deny } => [allow, deny],
+            Finding::NoSniBypass { deny, ip } => [ip, deny],
+            Finding::OpenFamily { allow, deny, .. } => [allow, deny],
+        }
+    }
+}
+
 /// The result of [`check`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report<'a> {

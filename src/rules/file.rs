@@ -234,6 +234,27 @@ pub(crate) fn for_each_line(mut reader: impl BufRead, mut each: impl FnMut(u32, 
     }
 }
 
+/// The marker that acknowledges findings in a rule file's comment, on the rule's line or on
+/// a comment line right above it: `# snigate: allow(shadowed, duplicate)`.
+pub const ACKNOWLEDGE: &str = "snigate: allow(";
+
+/// The finding codes a rule file's line acknowledges in its comment.
+pub fn acknowledged(line: &str) -> Vec<&str> {
+    let Some((_, comment)) = line.split_once('#') else { return Vec::new() };
+    let Some((_, rest)) = comment.split_once(ACKNOWLEDGE) else { return Vec::new() };
+    let Some((codes, _)) = rest.split_once(')') else { return Vec::new() };
+    codes.split(',').map(str::trim).filter(|c| !c.is_empty()).collect()
+}
+
+/// Whether the rule at 1-based `line` of a file whose lines are `lines` acknowledges `code`:
+/// on its own line, or on a comment line right above it.
+pub fn acknowledges(lines: &[&str], line: u32, code: &str) -> bool {
+    let at = line as usize;
+    let own = at.checked_sub(1).and_then(|i| lines.get(i));
+    let above = at.checked_sub(2).and_then(|i| lines.get(i)).filter(|l| l.trim_start().starts_with('#'));
+    own.into_iter().chain(above).any(|l| acknowledged(l).contains(&code))
+}
+
 /// The text of the rule at `line` of `file` as written (comment removed, whitespace
 /// collapsed), read again: compiled rules keep only their line. `preset`: `file` is one of the
 /// embedded [`PRESET`] files, not a path.
@@ -499,4 +520,24 @@ pub fn preset_rules() -> Result<Vec<Rule>, RuleErrors> {
     let mut rules = Vec::new();
     for_each_rule(None, |file, line, raw, parsed| rules.push(parsed.into_rule(file, line, raw)))?;
     Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_on_the_line_or_right_above() {
+        let file = [
+            "allow a.com # why; snigate: allow(duplicate, shadowed)",
+            "# snigate: allow(conflict)",
+            "deny b.com",
+            "allow c.com",
+        ];
+        assert!(acknowledges(&file, 1, "duplicate") && acknowledges(&file, 1, "shadowed"));
+        assert!(!acknowledges(&file, 1, "conflict"));
+        assert!(acknowledges(&file, 3, "conflict"), "a comment line right above");
+        assert!(!acknowledges(&file, 4, "conflict"), "not two lines above");
+        assert!(!acknowledges(&["allow snigate: allow(shadowed)"], 1, "shadowed"), "only in a comment");
+    }
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use thiserror::Error;
 
 use super::families::{FAMILIES, OPEN_FAMILIES, SHARED_HOSTS, Shape};
+use crate::rules::file::ACKNOWLEDGE;
 
 /// Why a tenant cannot be generated.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -194,7 +195,9 @@ pub fn tenant_rules(tenant: &Tenant) -> String {
     lines.push(Line::Blank);
     lines.push(Line::Comment("Shared hosts every org uses".to_string()));
     for h in SHARED_HOSTS {
-        lines.push(Line::Rule { rule: format!("allow {}", h.pattern), why: h.why.to_string() });
+        // Beside the preset, which allows them too, these repeat it on purpose.
+        let why = format!("{}; {ACKNOWLEDGE}duplicate)", h.why);
+        lines.push(Line::Rule { rule: format!("allow {}", h.pattern), why });
     }
     for f in FAMILIES {
         lines.push(Line::Blank);
@@ -204,7 +207,8 @@ pub fn tenant_rules(tenant: &Tenant) -> String {
         }
         lines.push(Line::Rule {
             rule: format!("deny  *.{}", f.domain),
-            why: "every other org, sandbox and partition".to_string(),
+            // Beside the preset, this deny overrules its allow of the family on purpose.
+            why: format!("every other org, sandbox and partition; {ACKNOWLEDGE}shadowed)"),
         });
     }
     render(&lines)
