@@ -22,9 +22,14 @@ pub use hello::HelloArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
 
+/// `snigate --version`: the program's and the compiled-in Public Suffix List's.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{} (public suffix list: {})", env!("CARGO_PKG_VERSION"), crate::rules::suffix::PUBLIC_SUFFIX_LIST)
+});
+
 /// snigate: an SNI-inspecting TCP edge filter.
 #[derive(Debug, Parser)]
-#[command(name = "snigate", version, about)]
+#[command(name = "snigate", version = VERSION.as_str(), about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

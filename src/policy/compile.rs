@@ -19,6 +19,7 @@ use crate::rules::list::{List, ListSpec, stream_list};
 use crate::rules::pattern::{Glob, Pattern};
 use crate::rules::precedence::Kind;
 use crate::rules::rule::{PortRange, Rule, Target, Verdict};
+use crate::rules::suffix::PublicSuffixWildcards;
 
 /// A snapshot being built, fed rule by rule and entry by entry in load order.
 struct Compiler {
@@ -139,14 +140,26 @@ impl RuleSet {
     /// Reads and compiles the rule files at `files` (files, or directories of `*.rules`; `None`:
     /// the embedded preset) and the `lists` (each with the file it is read from), streaming:
     /// each rule is compiled as it is read. Every error of every file and list is returned.
+    /// Public suffixes are guarded (see [`load_with`](Self::load_with)).
     pub fn load(
         files: Option<&[PathBuf]>,
         lists: &[(ListSpec, &Path)],
         default: Verdict,
     ) -> Result<RuleSet, RuleErrors> {
+        RuleSet::load_with(files, lists, default, PublicSuffixWildcards::Deny)
+    }
+
+    /// [`load`](Self::load), with the public-suffix guard as `suffixes` says: an `allow` rule
+    /// over a whole public suffix is an error unless it is `Allow`.
+    pub fn load_with(
+        files: Option<&[PathBuf]>,
+        lists: &[(ListSpec, &Path)],
+        default: Verdict,
+        suffixes: PublicSuffixWildcards,
+    ) -> Result<RuleSet, RuleErrors> {
         let mut c = Compiler::new();
         let mut errors = Vec::new();
-        if let Err(e) = for_each_rule(files, |file, line, _, rule| c.rule(file, line, rule)) {
+        if let Err(e) = for_each_rule(files, suffixes, |file, line, _, rule| c.rule(file, line, rule)) {
             errors.extend(e.0);
         }
         for (spec, path) in lists {
