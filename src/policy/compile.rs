@@ -12,9 +12,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::decide::{Compiled, IpRule, RuleSet};
-use super::origin::Origins;
+use super::origin::{Origins, text_hash};
 use super::table::{Action, MAX_ORIGINS, TableBuilder};
-use crate::rules::file::{RuleErrors, RuleLine, for_each_rule};
+use crate::rules::file::{RuleErrors, RuleLine, for_each_rule, written};
 use crate::rules::list::{List, ListSpec, stream_list};
 use crate::rules::pattern::{Glob, Pattern};
 use crate::rules::precedence::Kind;
@@ -52,8 +52,8 @@ impl Compiler {
         }
     }
 
-    /// One rule, written at `line` of `file`.
-    fn rule(&mut self, file: &Arc<str>, line: u32, rule: RuleLine) {
+    /// One rule, written at `line` of `file` as `text` (comment removed, whitespace collapsed).
+    fn rule(&mut self, file: &Arc<str>, line: u32, text: &str, rule: RuleLine) {
         if self.file.as_ref().is_none_or(|f| !Arc::ptr_eq(f, file)) {
             self.origins.file(file.clone());
             self.file = Some(file.clone());
@@ -62,14 +62,15 @@ impl Compiler {
         let deny = verdict == Verdict::Deny;
         let (by_source, by_port) = (!from.is_empty(), !ports.is_empty());
         self.port_scoped |= by_port;
+        let text = text_hash(text);
         let (key, kind, glob) = match target {
             Target::Ip(net) => {
-                let i = self.push(line, from, ports, None);
+                let i = self.push(line, text, from, ports, None);
                 self.ip.push(IpRule { net, action: Action::new(Kind::Ip, deny, by_source, by_port, i) });
                 return;
             }
             Target::Name(Pattern::Any) => {
-                let i = self.push(line, from, ports, None);
+                let i = self.push(line, text, from, ports, None);
                 self.any.push(Action::new(Kind::Any, deny, by_source, by_port, i));
                 return;
             }
@@ -78,15 +79,22 @@ impl Compiler {
             Target::Name(Pattern::Apex(x)) => (x, Kind::Apex, None),
             Target::Name(Pattern::Below(x)) => (x, Kind::Below, None),
         };
-        let i = self.push(line, from, ports, glob);
+        let i = self.push(line, text, from, ports, glob);
         self.table.insert(key.as_str(), Action::new(kind, deny, by_source, by_port, i));
     }
 
     /// A rule's origin.
-    fn push(&mut self, line: u32, from: Box<[IpNet]>, ports: Box<[PortRange]>, glob: Option<Box<Glob>>) -> usize {
+    fn push(
+        &mut self,
+        line: u32,
+        text: u64,
+        from: Box<[IpNet]>,
+        ports: Box<[PortRange]>,
+        glob: Option<Box<Glob>>,
+    ) -> usize {
         assert!(self.origins.len() < MAX_ORIGINS, "too many rules");
         self.len += 1;
-        self.origins.push(line, from, ports, glob)
+        self.origins.push(line, text, from, ports, glob)
     }
 
     /// Starts a list: its entries share one origin. Returns what [`entry`](Self::entry) needs.
@@ -125,8 +133,8 @@ impl RuleSet {
     /// With more than 2^26 rules and lists (the origin index is 26 bits).
     pub fn new(rules: Vec<Rule>, lists: Vec<List>, default: Verdict) -> RuleSet {
         let mut c = Compiler::new();
-        for Rule { verdict, target, from, ports, file, line, .. } in rules {
-            c.rule(&file, line, RuleLine { verdict, target, from, ports });
+        for Rule { verdict, target, from, ports, file, line, text } in rules {
+            c.rule(&file, line, &text, RuleLine { verdict, target, from, ports });
         }
         for list in lists {
             let origin = c.list(list.name, list.verdict);
@@ -159,7 +167,8 @@ impl RuleSet {
     ) -> Result<RuleSet, RuleErrors> {
         let mut c = Compiler::new();
         let mut errors = Vec::new();
-        if let Err(e) = for_each_rule(files, suffixes, |file, line, _, rule| c.rule(file, line, rule)) {
+        if let Err(e) = for_each_rule(files, suffixes, |file, line, raw, rule| c.rule(file, line, &written(raw), rule))
+        {
             errors.extend(e.0);
         }
         for (spec, path) in lists {
