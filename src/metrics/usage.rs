@@ -27,6 +27,9 @@ use crate::policy::decide::RuleSet;
 /// Marks a rule index with no counterpart in the previous usage.
 const NEW: u32 = u32::MAX;
 
+/// Bytes of padding after each counter array: two cache lines (adjacent-line prefetch).
+const PAD: usize = 128;
+
 /// The counts of one rule snapshot's rules.
 pub struct RuleUsage {
     /// Per worker: the counters of every rule index.
@@ -122,9 +125,11 @@ impl RuleUsage {
                 Some(Identity { file: (files.len() - 1) as u32, line, text })
             })
             .collect();
+        // Each array ends in a cache line pair of its own, so that the next allocation (maybe
+        // another worker's) never shares a line with its last rules.
         let counters = || Counters {
-            hits: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            last: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            hits: (0..n + PAD / 8).map(|_| AtomicU64::new(0)).collect(),
+            last: (0..n + PAD / 4).map(|_| AtomicU32::new(0)).collect(),
         };
         let mut usage = RuleUsage {
             workers: (0..workers.max(1)).map(|_| counters()).collect(),
