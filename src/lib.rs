@@ -86,6 +86,7 @@ pub use crate::rules::pattern::{Glob, Pattern, PatternError};
 pub use crate::rules::precedence::{Kind, Precedence};
 pub use crate::rules::rule::{PortRange, Rule, Target, Verdict, canonical_ip};
 pub use crate::rules::salesforce;
+pub use crate::rules::suffix::{PUBLIC_SUFFIX_LIST, PublicSuffixWildcards, covered_suffix, is_public_suffix};
 
 /// For tests, benches and fuzz targets: the alternative and the naive matching engines the
 /// production engine is compared with, the readers of the PROXY header and the explicit

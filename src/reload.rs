@@ -38,6 +38,7 @@ pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metric
         Ok((new, fingerprint)) => {
             let n = new.len();
             metrics.rules_loaded(&new);
+            let usage = metrics.rule_usage(&new);
             metrics.rules_identity(&fingerprint.sha256);
             metrics.reloaded(true);
             for change in fingerprint.changes_from(&live.load().fingerprint) {
@@ -48,7 +49,7 @@ pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metric
                 tracing::info!(file = %change.file, added, removed, adds, removes, "rules changed");
             }
             let (new, fingerprint) = (Arc::new(new), Arc::new(fingerprint));
-            live.update(|running| Live { rules: new, fingerprint: fingerprint.clone(), ..running.clone() });
+            live.update(|running| Live { rules: new, usage, fingerprint: fingerprint.clone(), ..running.clone() });
             tracing::info!(rules = n, sha256 = %fingerprint.sha256, "rules reloaded");
             Ok(n)
         }
@@ -223,7 +224,7 @@ pub async fn run(
                     }
                     live.update(|running| Live {
                         credentials: running.credentials.clone(),
-                        ..Live::new(&fresh, running.rules.clone(), running.fingerprint.clone())
+                        ..Live::new(&fresh, running.rules.clone(), running.usage.clone(), running.fingerprint.clone())
                     });
                     metrics.report_scopes(&fresh);
                     config.rules = fresh.rules;

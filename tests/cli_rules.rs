@@ -114,3 +114,16 @@ fn match_port_decides_port_scoped_rules() {
     assert_eq!(code, 64, "port 0 is a usage error");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_refuses_an_allow_over_a_public_suffix_and_version_names_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide.rules");
+    std::fs::write(&wide, "allow acme.github.io\nallow *.github.io\n").unwrap();
+    let (code, out) = snigate(&["check", wide.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("wide.rules:2:7: `allow *.github.io` covers the public suffix `github.io`"), "{out}");
+    let (code, out) = snigate(&["--version"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(snigate::PUBLIC_SUFFIX_LIST), "{out}");
+}

@@ -109,3 +109,97 @@ fn list_errors_name_the_list_and_line() {
         ]
     );
 }
+
+/// An `allow` wildcard or suffix rule over a whole public suffix (either section of the list)
+/// is refused; `deny`, names below a suffix, exact names and `*` are not.
+#[test]
+fn allow_over_a_public_suffix_is_refused_naming_file_line_and_suffix() {
+    let refused = [
+        ("allow *.github.io", "github.io"),
+        ("allow .co.uk", "co.uk"),
+        ("allow *.com", "com"),
+        ("allow *.s3.amazonaws.com", "s3.amazonaws.com"),
+        ("allow *.GitHub.IO.", "github.io"),
+        ("allow .com port 443", "com"),
+        ("allow *.xn--p1ai", "xn--p1ai"),
+        ("allow *.рф", "xn--p1ai"),
+    ];
+    for (rule, suffix) in refused {
+        let err = parse_rules("wide.rules", &format!("# first line\n{rule}\n")).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{rule}");
+        let e = &err.0[0];
+        assert_eq!((&*e.file, e.line, e.column), ("wide.rules", 2, 7), "{rule}");
+        assert!(
+            matches!(&e.kind, RuleErrorKind::PublicSuffix { suffix: s, .. } if s == suffix),
+            "{rule}: {:?}",
+            e.kind
+        );
+        let shown = e.to_string();
+        assert!(shown.starts_with("wide.rules:2:7: `allow "), "{shown}");
+        assert!(shown.contains(&format!("covers the public suffix `{suffix}`")), "{shown}");
+        assert!(shown.contains("public_suffix_wildcards = \"allow\""), "{shown}");
+    }
+    let accepted = [
+        "deny *.github.io",
+        "deny .co.uk",
+        "deny *.com",
+        "allow acme.github.io",
+        "allow *.acme.github.io",
+        "allow .acme.github.io",
+        "allow github.io",
+        "allow com",
+        "allow *",
+        "allow acme-*.github.io",
+        "allow *.example.com",
+        "allow *.force.com",
+        "allow *.internal",
+        "allow ip 10.0.0.0/8",
+    ];
+    for rule in accepted {
+        assert!(parse_rules("ok.rules", rule).is_ok(), "{rule}");
+    }
+}
+
+/// Files on disk are guarded as text is: `snigate check` and the server read them this way.
+#[test]
+fn loading_files_reports_every_public_suffix_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.rules");
+    std::fs::write(&path, "allow ok.example.com\nallow *.github.io\ndeny *.com\nallow .co.uk\n").unwrap();
+    let err = load_rules(&[path.clone()]).unwrap_err();
+    let got: Vec<(u32, String)> = err
+        .0
+        .iter()
+        .map(|e| match &e.kind {
+            RuleErrorKind::PublicSuffix { suffix, .. } => (e.line, suffix.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, [(2, "github.io".to_string()), (4, "co.uk".to_string())]);
+    assert!(err.0.iter().all(|e| *e.file == *path.display().to_string()));
+}
+
+/// `[rules] public_suffix_wildcards = "allow"` opts out; the default refuses, at start and at
+/// every reload alike (both compile through `Config::compile_rules`).
+#[test]
+fn the_configuration_opts_out_of_the_public_suffix_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wide.rules"), "allow *.github.io\n").unwrap();
+    let config = |extra: &str| {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\nmode = \"sni\"\n[rules]\nfiles = [\"wide.rules\"]\n{extra}"
+        );
+        snigate::Config::parse_in("snigate.toml", &text, dir.path()).unwrap()
+    };
+    let err = config("").compile_rules().err().unwrap();
+    assert!(
+        err.to_string().contains("wide.rules:1:7: `allow *.github.io` covers the public suffix `github.io`"),
+        "{err}"
+    );
+    let err = config("public_suffix_wildcards = \"deny\"\n").compile_rules().err().unwrap();
+    assert!(matches!(err.0[0].kind, RuleErrorKind::PublicSuffix { .. }), "{err}");
+    let set = config("public_suffix_wildcards = \"allow\"\n").compile_rules().unwrap();
+    assert_eq!(set.len(), 1);
+    let bad = snigate::Config::parse("x.toml", "[rules]\npublic_suffix_wildcards = \"maybe\"\n").unwrap_err();
+    assert!(bad.to_string().contains("x.toml:2: unknown variant `maybe`"), "{bad}");
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use snigate::salesforce::{
     FAMILIES, ImportError, ImportOptions, OPEN_FAMILIES, SHARED_HOSTS, Tenant, import_ip_ranges, tenant_rules,
 };
-use snigate::{Name, Pattern, RuleSet, Target, Verdict, parse_rules, preset_rules};
+use snigate::{Name, Pattern, RuleSet, Target, Verdict, covered_suffix, is_public_suffix, parse_rules, preset_rules};
 
 const FIXTURES: &str = "tests/data/salesforce";
 
@@ -605,4 +605,43 @@ fn check_names_the_families_a_tenant_restriction_leaves_open() {
     assert!(open[0].contains("name a pod, not an org"), "{out}");
     let (_, out, _) = snigate(&["check", "rules/salesforce.rules"]);
     assert!(!out.contains("open: "), "no restriction, nothing to point out: {out}");
+}
+
+/// The shipped and generated rules load under the public-suffix guard: no family the preset
+/// allows, no parent a tenant file allows below, no shared host, is a public suffix on the
+/// compiled-in list. A list update that makes one a suffix fails here, to be decided then.
+#[test]
+fn shipped_and_generated_rules_cover_no_public_suffix() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in FAMILIES {
+        assert!(!is_public_suffix(f.domain), "{}", f.domain);
+        for p in f.parents {
+            assert!(!is_public_suffix(p), "{p}");
+        }
+    }
+    for open in OPEN_FAMILIES {
+        assert!(!is_public_suffix(open.domain), "{}", open.domain);
+    }
+    for h in SHARED_HOSTS {
+        assert_eq!(covered_suffix(&Pattern::parse(h.pattern).unwrap()), None, "{}", h.pattern);
+    }
+    // Guarded loads: the embedded preset, the shipped files, and each kind of tenant file.
+    preset_rules().unwrap();
+    snigate::load_rules(&[root.join("rules")]).unwrap();
+    parse_rules("example", &std::fs::read_to_string(root.join("rules/salesforce-tenant.rules.example")).unwrap())
+        .unwrap();
+    let sandboxes = ["uat".to_string(), "dev".to_string()];
+    for tenant in [
+        Tenant::new("acme", &[], false).unwrap(),
+        Tenant::new("acme", &sandboxes, false).unwrap(),
+        Tenant::new("acme", &[], true).unwrap(),
+    ] {
+        let rules = parse_rules("tenant.rules", &tenant_rules(&tenant)).unwrap();
+        for r in rules.iter().filter(|r| r.verdict == Verdict::Allow) {
+            let Target::Name(p) = &r.target else { continue };
+            assert_eq!(covered_suffix(p), None, "{}", r.text);
+        }
+    }
+    // Where the list has Salesforce entries, they are deeper than anything shipped.
+    assert!(is_public_suffix("x.001.test.code-builder-stg.platform.salesforce.com"));
 }

@@ -25,15 +25,17 @@ pub use hello::HelloArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
 
-/// `snigate --version`: the version, the commit it was built from and the build date.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("SNIGATE_COMMIT"),
-    ", built ",
-    env!("SNIGATE_BUILD_DATE"),
-    ")"
-);
+/// `snigate --version`: the version, the commit it was built from, the build date and the
+/// compiled-in Public Suffix List.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (commit {}, built {}; public suffix list: {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("SNIGATE_COMMIT"),
+        env!("SNIGATE_BUILD_DATE"),
+        crate::rules::suffix::PUBLIC_SUFFIX_LIST
+    )
+});
 
 /// The exit codes, as `snigate --help` lists them.
 const EXIT_CODES: &str = "\
@@ -47,7 +49,7 @@ Exit codes:
 
 /// snigate: an SNI-inspecting TCP edge filter.
 #[derive(Debug, Parser)]
-#[command(name = "snigate", version = VERSION, about, after_help = EXIT_CODES)]
+#[command(name = "snigate", version = VERSION.as_str(), about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

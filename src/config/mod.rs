@@ -416,7 +416,8 @@ impl Config {
     /// Loads and compiles the configured rules and lists into a snapshot.
     pub fn compile_rules(&self) -> Result<RuleSet, RuleErrors> {
         let lists: Vec<_> = self.rules.lists.iter().map(|l| (l.spec(), l.path.as_path())).collect();
-        let set = RuleSet::load(self.rules.files.as_deref(), &lists, self.rules.default)?;
+        let suffixes = self.rules.public_suffix_wildcards;
+        let set = RuleSet::load_with(self.rules.files.as_deref(), &lists, self.rules.default, suffixes)?;
         if set.len() == 0 && !self.rules.allow_empty {
             let files = match &self.rules.files {
                 Some(files) => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),

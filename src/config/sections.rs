@@ -12,6 +12,7 @@ use super::keyword::Keyword;
 use crate::hello::DEFAULT_MAX_HELLO_BYTES;
 use crate::rules::list::ListSpec;
 use crate::rules::rule::Verdict;
+use crate::rules::suffix::PublicSuffixWildcards;
 
 /// `[destinations]`: the destination guard's exceptions and additions, and the ports explicit
 /// requests may name.
@@ -111,6 +112,10 @@ pub struct RulesConfig {
     /// (or allow-all).
     #[serde(default)]
     pub allow_empty: bool,
+    /// An `allow *.X` or `allow .X` where `X` is a public suffix: refused at load (`deny`, the
+    /// default), since anyone who registers a name there would pass, or accepted (`allow`).
+    #[serde(default)]
+    pub public_suffix_wildcards: PublicSuffixWildcards,
 }
 
 /// `[rules] no_sni`: how a hello without SNI is decided.
@@ -125,6 +130,7 @@ pub enum NoSni {
 }
 
 keywords!(NoSni { Ip => "ip", Deny => "deny" });
+keywords!(PublicSuffixWildcards { Deny => "deny", Allow => "allow" });
 
 impl Default for RulesConfig {
     fn default() -> Self {
@@ -136,6 +142,7 @@ impl Default for RulesConfig {
             sni_allow_underscore: false,
             no_sni: NoSni::Ip,
             allow_empty: false,
+            public_suffix_wildcards: PublicSuffixWildcards::Deny,
         }
     }
 }

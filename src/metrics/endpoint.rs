@@ -1,4 +1,5 @@
-//! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/healthz` and `/readyz`.
+//! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/rules`, `/healthz` and
+//! `/readyz`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -150,10 +151,15 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
             r
         }
+        "/rules" => {
+            let mut r = Response::new(Full::new(Bytes::from(metrics.rules_json())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /rules, /healthz or /readyz\n"),
     }
 }
 

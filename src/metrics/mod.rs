@@ -3,9 +3,14 @@
 //!
 //! - [`registry`]: [`Metrics`](registry::Metrics), every metric in one registry, and
 //!   [`ListenerMetrics`](registry::ListenerMetrics), a listener's handles resolved once.
-//! - [`endpoint`]: [`Endpoint`](endpoint::Endpoint), serving `/metrics`, `/healthz` and `/readyz`.
+//! - [`usage`]: [`RuleUsage`](usage::RuleUsage), each rule's hits and last hit, per worker.
+//! - [`worker`]: which worker the calling thread is, for what is counted per worker.
+//! - [`endpoint`]: [`Endpoint`](endpoint::Endpoint), serving `/metrics`, `/rules`, `/healthz`
+//!   and `/readyz`.
 
 pub(crate) mod endpoint;
 pub(crate) mod registry;
 pub(crate) mod report;
 mod sum;
+pub(crate) mod usage;
+pub(crate) mod worker;

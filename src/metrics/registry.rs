@@ -7,14 +7,16 @@
 //! is an array index and an atomic add, with no label hashing.
 //!
 //! What connections record is kept per worker ([`Families`], one set per worker thread, see
-//! [`set_worker`]), so that workers on different cores never write the same cache line; a
+//! [`set_worker`](super::worker::set_worker)), so that workers on different cores never write the same cache line; a
 //! scrape sums the workers' series. The rest (readiness, reloads, limits) is kept once.
 
-use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::report::{ReportMetrics, WOULD_REASONS};
 use super::sum::sum;
+use super::usage::{RuleUsage, UsageSlot};
+use super::worker;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -105,17 +107,6 @@ impl Suppressed {
     }
 }
 
-thread_local! {
-    /// The worker this thread is (0: the first worker, and every thread that is not one).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Marks the calling thread as worker `k`: what connections on it record goes to the `k`th
-/// set of [`Families`] (the last one when there are fewer).
-pub fn set_worker(k: usize) {
-    WORKER.with(|w| w.set(k));
-}
-
 /// The registry and every metric in it. One per server; share it behind an `Arc`.
 pub struct Metrics {
     /// What `/metrics` renders (with the workers' families summed in); not the process-global
@@ -140,6 +131,8 @@ pub struct Metrics {
     /// `snigate_ready`: 1 while every listener accepts, 0 before and while draining; `/readyz`
     /// answers from it.
     ready: IntGauge,
+    /// The running rule snapshot's usage, for `/rules`.
+    usage: UsageSlot,
     /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
     sources_tracked: IntGauge,
     /// What the report scopes let through, and the scopes themselves.
@@ -369,6 +362,7 @@ impl Metrics {
             rules_info,
             ready,
             sources_tracked,
+            usage: UsageSlot::default(),
             registry,
         }
     }
@@ -399,6 +393,17 @@ impl Metrics {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         self.last_reload.set(now.as_secs_f64());
+    }
+
+    /// The usage counters of `rules`, going live (at start or by a reload): they inherit the
+    /// counts of the running snapshot's unchanged rules, and `/rules` reports them from now on.
+    pub fn rule_usage(&self, rules: &RuleSet) -> Arc<RuleUsage> {
+        self.usage.next(rules, self.workers.len())
+    }
+
+    /// `/rules`: each rule of the rule files with its hits and last hit, as a JSON array.
+    pub fn rules_json(&self) -> String {
+        self.usage.json()
     }
 
     /// Counts a reload; a successful one has already been reported by [`rules_loaded`](Self::rules_loaded).
@@ -508,7 +513,7 @@ struct Handles {
 impl ListenerMetrics {
     /// The calling worker's handles.
     fn here(&self) -> &Handles {
-        let k = WORKER.with(Cell::get);
+        let k = worker::current();
         &self.workers[k.min(self.workers.len() - 1)]
     }
 
@@ -625,7 +630,7 @@ mod tests {
             .map(|k| {
                 let l = l.clone();
                 std::thread::spawn(move || {
-                    set_worker(k);
+                    worker::set_worker(k);
                     let guard = l.accepted();
                     for _ in 0..=k {
                         let mut o = Outcome::accepted("edge".into(), "127.0.0.1:1".parse().unwrap());

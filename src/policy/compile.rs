@@ -12,13 +12,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::decide::{Compiled, IpRule, RuleSet};
-use super::origin::Origins;
+use super::origin::{Origins, text_hash};
 use super::table::{Action, MAX_ORIGINS, TableBuilder};
-use crate::rules::file::{RuleErrors, RuleLine, for_each_rule};
+use crate::rules::file::{RuleErrors, RuleLine, for_each_rule, written};
 use crate::rules::list::{List, ListSpec, stream_list};
 use crate::rules::pattern::{Glob, Pattern};
 use crate::rules::precedence::Kind;
 use crate::rules::rule::{PortRange, Rule, Target, Verdict};
+use crate::rules::suffix::PublicSuffixWildcards;
 
 /// A snapshot being built, fed rule by rule and entry by entry in load order.
 struct Compiler {
@@ -51,8 +52,8 @@ impl Compiler {
         }
     }
 
-    /// One rule, written at `line` of `file`.
-    fn rule(&mut self, file: &Arc<str>, line: u32, rule: RuleLine) {
+    /// One rule, written at `line` of `file` as `text` (comment removed, whitespace collapsed).
+    fn rule(&mut self, file: &Arc<str>, line: u32, text: &str, rule: RuleLine) {
         if self.file.as_ref().is_none_or(|f| !Arc::ptr_eq(f, file)) {
             self.origins.file(file.clone());
             self.file = Some(file.clone());
@@ -61,14 +62,15 @@ impl Compiler {
         let deny = verdict == Verdict::Deny;
         let (by_source, by_port) = (!from.is_empty(), !ports.is_empty());
         self.port_scoped |= by_port;
+        let text = text_hash(text);
         let (key, kind, glob) = match target {
             Target::Ip(net) => {
-                let i = self.push(line, from, ports, None);
+                let i = self.push(line, text, from, ports, None);
                 self.ip.push(IpRule { net, action: Action::new(Kind::Ip, deny, by_source, by_port, i) });
                 return;
             }
             Target::Name(Pattern::Any) => {
-                let i = self.push(line, from, ports, None);
+                let i = self.push(line, text, from, ports, None);
                 self.any.push(Action::new(Kind::Any, deny, by_source, by_port, i));
                 return;
             }
@@ -77,15 +79,22 @@ impl Compiler {
             Target::Name(Pattern::Apex(x)) => (x, Kind::Apex, None),
             Target::Name(Pattern::Below(x)) => (x, Kind::Below, None),
         };
-        let i = self.push(line, from, ports, glob);
+        let i = self.push(line, text, from, ports, glob);
         self.table.insert(key.as_str(), Action::new(kind, deny, by_source, by_port, i));
     }
 
     /// A rule's origin.
-    fn push(&mut self, line: u32, from: Box<[IpNet]>, ports: Box<[PortRange]>, glob: Option<Box<Glob>>) -> usize {
+    fn push(
+        &mut self,
+        line: u32,
+        text: u64,
+        from: Box<[IpNet]>,
+        ports: Box<[PortRange]>,
+        glob: Option<Box<Glob>>,
+    ) -> usize {
         assert!(self.origins.len() < MAX_ORIGINS, "too many rules");
         self.len += 1;
-        self.origins.push(line, from, ports, glob)
+        self.origins.push(line, text, from, ports, glob)
     }
 
     /// Starts a list: its entries share one origin. Returns what [`entry`](Self::entry) needs.
@@ -124,8 +133,8 @@ impl RuleSet {
     /// With more than 2^26 rules and lists (the origin index is 26 bits).
     pub fn new(rules: Vec<Rule>, lists: Vec<List>, default: Verdict) -> RuleSet {
         let mut c = Compiler::new();
-        for Rule { verdict, target, from, ports, file, line, .. } in rules {
-            c.rule(&file, line, RuleLine { verdict, target, from, ports });
+        for Rule { verdict, target, from, ports, file, line, text } in rules {
+            c.rule(&file, line, &text, RuleLine { verdict, target, from, ports });
         }
         for list in lists {
             let origin = c.list(list.name, list.verdict);
@@ -139,14 +148,27 @@ impl RuleSet {
     /// Reads and compiles the rule files at `files` (files, or directories of `*.rules`; `None`:
     /// the embedded preset) and the `lists` (each with the file it is read from), streaming:
     /// each rule is compiled as it is read. Every error of every file and list is returned.
+    /// Public suffixes are guarded (see [`load_with`](Self::load_with)).
     pub fn load(
         files: Option<&[PathBuf]>,
         lists: &[(ListSpec, &Path)],
         default: Verdict,
     ) -> Result<RuleSet, RuleErrors> {
+        RuleSet::load_with(files, lists, default, PublicSuffixWildcards::Deny)
+    }
+
+    /// [`load`](Self::load), with the public-suffix guard as `suffixes` says: an `allow` rule
+    /// over a whole public suffix is an error unless it is `Allow`.
+    pub fn load_with(
+        files: Option<&[PathBuf]>,
+        lists: &[(ListSpec, &Path)],
+        default: Verdict,
+        suffixes: PublicSuffixWildcards,
+    ) -> Result<RuleSet, RuleErrors> {
         let mut c = Compiler::new();
         let mut errors = Vec::new();
-        if let Err(e) = for_each_rule(files, |file, line, _, rule| c.rule(file, line, rule)) {
+        if let Err(e) = for_each_rule(files, suffixes, |file, line, raw, rule| c.rule(file, line, &written(raw), rule))
+        {
             errors.extend(e.0);
         }
         for (spec, path) in lists {

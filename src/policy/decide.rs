@@ -193,6 +193,11 @@ impl RuleSet {
         self.len == 0
     }
 
+    /// Every rule of the snapshot, by [`RuleRef::index`]: rule-file rules and one per list.
+    pub fn rules(&self) -> impl ExactSizeIterator<Item = RuleRef<'_>> {
+        (0..self.compiled.origins.len()).map(|i| self.compiled.origins.rule(i))
+    }
+
     /// The `ruleset` labels this snapshot can report: its rule files and list names.
     pub fn rulesets(&self) -> BTreeSet<&str> {
         self.compiled.origins.rulesets().collect()

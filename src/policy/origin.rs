@@ -1,10 +1,12 @@
 //! Where each compiled rule was written, and what only scoped rules and globs need, kept
-//! compact: a snapshot of a million rules holds four bytes per rule here.
+//! compact: a snapshot of a million rules holds twelve bytes per rule here.
 //!
 //! - A rule's origin is an index (packed into its actions). Its file is found from the index
 //!   (each file or list owns a contiguous range of them), and its line is one `u32`: the text
 //!   is not kept; `snigate match` reads the line again, the access log prints `file:line`.
 //! - A large list is one origin, shared by all its entries: lists are reported by name.
+//! - A rule's text is kept as a 64-bit hash, so that rule usage can follow a rule that did not
+//!   change across a reload, whatever line it moved to.
 //! - A rule with a `from` or `port` clause, or a glob, also has a [`Rich`] entry (its line
 //!   word then holds the entry's index): only such rules pay for their scopes and glob parts.
 
@@ -29,6 +31,17 @@ pub(crate) struct Origins {
     lines: Vec<u32>,
     /// Rules with a `from` or `port` clause, and globs.
     rich: Vec<Rich>,
+    /// Per origin: the hash of the rule's text as written ([`text_hash`]); 0 for a list.
+    texts: Vec<u64>,
+}
+
+/// The hash a rule's text (as written: comment removed, whitespace collapsed) is kept as. Only
+/// compared within one process.
+pub(crate) fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 /// A rule file or a list.
@@ -69,19 +82,23 @@ impl Origins {
         let first = self.lines.len() as u32;
         self.sources.push(Source { name, list: true, always: false, first });
         self.lines.push(0);
+        self.texts.push(0);
         first as usize
     }
 
-    /// A rule written at `line` of the current file, returned as its origin.
+    /// A rule written at `line` of the current file (its text hashed to `text`), returned as
+    /// its origin.
     pub(crate) fn push(
         &mut self,
         line: u32,
+        text: u64,
         from: Box<[IpNet]>,
         ports: Box<[PortRange]>,
         glob: Option<Box<Glob>>,
     ) -> usize {
         debug_assert!(self.sources.last().is_some_and(|s| !s.list), "a rule outside a file");
         let origin = self.lines.len();
+        self.texts.push(text);
         if from.is_empty() && ports.is_empty() && glob.is_none() && line < RICH {
             self.lines.push(line);
         } else {
@@ -108,6 +125,7 @@ impl Origins {
         self.sources.shrink_to_fit();
         self.lines.shrink_to_fit();
         self.rich.shrink_to_fit();
+        self.texts.shrink_to_fit();
     }
 
     fn rich(&self, origin: usize) -> Option<&Rich> {
@@ -149,6 +167,7 @@ impl Origins {
         self.sources.capacity() * size_of::<Source>()
             + self.lines.capacity() * size_of::<u32>()
             + self.rich.capacity() * size_of::<Rich>()
+            + self.texts.capacity() * size_of::<u64>()
             + self
                 .rich
                 .iter()
@@ -183,6 +202,18 @@ impl<'r> RuleRef<'r> {
     /// Asked only of denials, and then a binary search over the files and lists.
     pub fn always_enforced(&self) -> bool {
         self.origins.source(self.origin).always
+    }
+
+    /// The rule's index in its snapshot (the origin packed in its actions): what per-rule
+    /// counters are indexed by. Indices are dense, from 0 to the snapshot's rule count.
+    pub fn index(&self) -> usize {
+        self.origin as usize
+    }
+
+    /// The hash of the rule's text as written, to recognise the same rule in another snapshot
+    /// (with its file); `None` for a list.
+    pub fn text_hash(&self) -> Option<u64> {
+        (!self.origins.source(self.origin).list).then(|| self.origins.texts[self.origin as usize])
     }
 
     /// The rule's 1-based line in its file; `None` for a list entry.
@@ -228,12 +259,12 @@ mod tests {
     fn origins_name_their_file_line_or_list() {
         let mut o = Origins::default();
         o.file("a.rules".into());
-        let plain = o.push(3, Box::default(), Box::default(), None);
-        let scoped = o.push(7, Box::new(["10.0.0.0/8".parse().unwrap()]), Box::default(), None);
+        let plain = o.push(3, text_hash("allow a"), Box::default(), Box::default(), None);
+        let scoped = o.push(7, 7, Box::new(["10.0.0.0/8".parse().unwrap()]), Box::default(), None);
         o.file("empty.rules".into());
         let list = o.list("blocklist".into());
         o.file("b.rules".into());
-        let late = o.push(RICH + 1, Box::default(), Box::default(), None);
+        let late = o.push(RICH + 1, 9, Box::default(), Box::default(), None);
         let shown: Vec<String> = [plain, scoped, list, late].iter().map(|&i| o.rule(i).to_string()).collect();
         assert_eq!(shown, ["a.rules:3", "a.rules:7", "blocklist", format!("b.rules:{}", RICH + 1).as_str()]);
         assert_eq!(o.rulesets().collect::<Vec<_>>(), ["a.rules", "blocklist", "b.rules"]);
@@ -241,5 +272,8 @@ mod tests {
         let other: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(o.admits(scoped, ten, 443) && !o.admits(scoped, other, 443) && o.admits(plain, other, 443));
         assert_eq!(o.rule(list).line(), None);
+        let hashes: Vec<Option<u64>> = [plain, scoped, list, late].iter().map(|&i| o.rule(i).text_hash()).collect();
+        assert_eq!(hashes, [Some(text_hash("allow a")), Some(7), None, Some(9)]);
+        assert_eq!(o.rule(late).index(), late);
     }
 }

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::decide::{Decision, Matched};
-use super::origin::Origins;
+use super::origin::{Origins, text_hash};
 use crate::name::Name;
 use crate::reason::Reason;
 use crate::rules::list::List;
@@ -29,7 +29,7 @@ impl Reference {
         let mut origins = Origins::default();
         for r in rules {
             origins.file(r.file.clone());
-            flat.push((r.clone(), origins.push(r.line, Box::default(), Box::default(), None)));
+            flat.push((r.clone(), origins.push(r.line, text_hash(&r.text), Box::default(), Box::default(), None)));
         }
         for l in lists {
             let origin = origins.list(l.name.clone());

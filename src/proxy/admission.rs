@@ -21,6 +21,7 @@ use super::reject::Denied;
 use super::upstream;
 use crate::config::EchPolicy;
 use crate::hello::ClientHello;
+use crate::metrics::usage::RuleUsage;
 use crate::name::Name;
 use crate::outcome::{Disposition, Outcome};
 use crate::policy::decide::Decision;
@@ -174,7 +175,7 @@ pub(super) fn admit(listener: &Listener, ask: Ask, record: &mut Outcome) -> Resu
         };
     }
     let decision = live.rules.decide(ask.name.as_ref(), record.client.ip(), ask.dst, ask.rule_port());
-    decided(listener, record, &decision);
+    decided(listener, &live.usage, record, &decision);
     match decision.verdict {
         Verdict::Allow => Ok(Admitted { ask, route: None }),
         Verdict::Deny if reported(listener, &live, record, decision.reason, decision.rule) => {
@@ -221,7 +222,7 @@ fn reported(listener: &Listener, live: &Live, record: &mut Outcome, would: Reaso
 pub(super) fn admit_at_accept(listener: &Listener, dst: SocketAddr, record: &mut Outcome) -> Option<Admitted> {
     let live = listener.live.load();
     let decision = live.rules.allows_destination(record.client.ip(), dst)?;
-    decided(listener, record, &decision);
+    decided(listener, &live.usage, record, &decision);
     Some(Admitted { ask: Ask::destination(dst), route: None })
 }
 
@@ -247,8 +248,11 @@ pub(super) fn denied(record: &mut Outcome, denied: &Denied) {
 }
 
 /// Records what the rules decided: the verdict, the reason and the deciding rule (its text only
-/// when it is logged).
-fn decided(listener: &Listener, record: &mut Outcome, decision: &Decision<'_>) {
+/// when it is logged), and counts the rule's use in `usage`, the deciding snapshot's.
+fn decided(listener: &Listener, usage: &RuleUsage, record: &mut Outcome, decision: &Decision<'_>) {
+    if let Some(rule) = decision.rule {
+        usage.hit(rule.index());
+    }
     record.verdict = Disposition::decided(decision.verdict);
     record.reason = decision.reason;
     record.ruleset = decision.rule.map(|r| r.ruleset_label());

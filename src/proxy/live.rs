@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use super::report::Scopes;
 use crate::config::{Config, Credentials, EchPolicy, LimitsConfig};
 use crate::hello::HelloLimits;
+use crate::metrics::usage::RuleUsage;
 use crate::policy::decide::RuleSet;
 use crate::rules::fingerprint::Fingerprint;
 
@@ -19,6 +20,8 @@ use crate::rules::fingerprint::Fingerprint;
 pub struct Live {
     /// The rule snapshot new decisions are made with.
     pub rules: Arc<RuleSet>,
+    /// `rules`' usage counters: a decision counts here, against the snapshot that made it.
+    pub usage: Arc<RuleUsage>,
     /// What `rules` was compiled from: its identity, and its files' rules to tell what a
     /// reload changes.
     pub fingerprint: Arc<Fingerprint>,
@@ -41,10 +44,12 @@ pub struct Live {
 }
 
 impl Live {
-    /// The live part of `config`, deciding with `rules`, compiled from `fingerprint`'s files.
-    pub fn new(config: &Config, rules: Arc<RuleSet>, fingerprint: Arc<Fingerprint>) -> Live {
+    /// The live part of `config`, deciding with `rules` (counted in `usage`), compiled from
+    /// `fingerprint`'s files.
+    pub fn new(config: &Config, rules: Arc<RuleSet>, usage: Arc<RuleUsage>, fingerprint: Arc<Fingerprint>) -> Live {
         Live {
             rules,
+            usage,
             fingerprint,
             limits: config.limits.clone(),
             timeouts: Timeouts::of(&config.limits),

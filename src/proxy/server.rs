@@ -166,10 +166,11 @@ impl Server {
         mut passed: Vec<(String, Socket)>,
     ) -> io::Result<Server> {
         metrics.rules_loaded(&rules);
+        let usage = metrics.rule_usage(&rules);
         let fingerprint = Arc::new(config.fingerprint());
         metrics.rules_identity(&fingerprint.sha256);
         metrics.report_scopes(config);
-        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules), fingerprint)));
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules), usage, fingerprint)));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
         let workers = config.runtime.worker_threads().max(1);
@@ -407,7 +408,7 @@ impl Worker {
         let share = Arc::new(std::sync::Mutex::new(share));
         let theirs = share.clone();
         let spawned = std::thread::Builder::new().name(format!("snigate-worker-{k}")).spawn(move || {
-            crate::metrics::registry::set_worker(k);
+            crate::metrics::worker::set_worker(k);
             let mut worker = worker;
             let runtime = worker.runtime.take().expect("set above");
             let share = std::mem::take(&mut *theirs.lock().unwrap_or_else(|e| e.into_inner()));

@@ -30,6 +30,7 @@ use thiserror::Error;
 
 use super::pattern::{Pattern, PatternError};
 use super::rule::{PortRange, Rule, Target, Verdict};
+use super::suffix::{PublicSuffixWildcards, covered_suffix};
 
 /// One problem in a rule file or list, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +101,17 @@ pub enum RuleErrorKind {
     /// A list line that is neither a domain, a hosts-file line nor an `||domain^` line.
     #[error("malformed list line: {0}")]
     ListLine(String),
+    /// An `allow` wildcard or suffix rule over a whole public suffix: anyone who registers a
+    /// name there would be let through.
+    #[error(
+        "`allow {pattern}` covers the public suffix `{suffix}`: anyone who registers a name there is let through; allow the names below it, or set `[rules] public_suffix_wildcards = \"allow\"`"
+    )]
+    PublicSuffix {
+        /// The pattern as written.
+        pattern: String,
+        /// The public suffix it covers.
+        suffix: String,
+    },
     /// The file cannot be read.
     #[error("cannot read: {0}")]
     Io(String),
@@ -138,20 +150,25 @@ impl fmt::Display for RuleErrors {
     }
 }
 
-/// Parses the text of one rule file. `file` names it in rule references and errors.
+/// Parses the text of one rule file. `file` names it in rule references and errors. Public
+/// suffixes are guarded (see [`PublicSuffixWildcards`]).
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, RuleErrors> {
     let file: Arc<str> = file.into();
     let mut rules = Vec::new();
-    read_rules(&file, text.as_bytes(), |line, raw, parsed| rules.push(parsed.into_rule(&file, line, raw)))
+    let guard = PublicSuffixWildcards::Deny;
+    read_rules(&file, text.as_bytes(), guard, |line, raw, parsed| rules.push(parsed.into_rule(&file, line, raw)))
         .map_err(RuleErrors)?;
     Ok(rules)
 }
 
 /// Reads and parses rule files: each path is a file, or a directory whose `*.rules` files
-/// are read in name order. All errors of all files are returned together.
+/// are read in name order. All errors of all files are returned together. Public suffixes are
+/// guarded (see [`PublicSuffixWildcards`]).
 pub fn load_rules(paths: &[PathBuf]) -> Result<Vec<Rule>, RuleErrors> {
     let mut rules = Vec::new();
-    for_each_rule(Some(paths), |file, line, raw, parsed| rules.push(parsed.into_rule(file, line, raw)))?;
+    for_each_rule(Some(paths), PublicSuffixWildcards::Deny, |file, line, raw, parsed| {
+        rules.push(parsed.into_rule(file, line, raw))
+    })?;
     Ok(rules)
 }
 
@@ -159,16 +176,20 @@ pub fn load_rules(paths: &[PathBuf]) -> Result<Vec<Rule>, RuleErrors> {
 /// or the embedded [`PRESET`] when `paths` is `None`. `each` gets the file's name (one `Arc`
 /// per file), the 1-based line, the line as written and the parsed rule; nothing else is
 /// kept, so that a million rules are never held twice. All errors of all files are returned
-/// together (`each` may have seen rules of a load that then fails).
+/// together (`each` may have seen rules of a load that then fails). Public suffixes are
+/// guarded as `suffixes` says.
 pub(crate) fn for_each_rule(
     paths: Option<&[PathBuf]>,
+    suffixes: PublicSuffixWildcards,
     mut each: impl FnMut(&Arc<str>, u32, &str, RuleLine),
 ) -> Result<(), RuleErrors> {
     let mut errors = Vec::new();
     let Some(paths) = paths else {
         for (name, text) in PRESET {
             let file: Arc<str> = (*name).into();
-            if let Err(mut e) = read_rules(&file, text.as_bytes(), |line, raw, rule| each(&file, line, raw, rule)) {
+            if let Err(mut e) =
+                read_rules(&file, text.as_bytes(), suffixes, |line, raw, rule| each(&file, line, raw, rule))
+            {
                 errors.append(&mut e);
             }
         }
@@ -177,9 +198,11 @@ pub(crate) fn for_each_rule(
     for path in rule_files(paths, &mut errors) {
         let file: Arc<str> = path.display().to_string().into();
         let read = match std::fs::File::open(&path) {
-            Ok(f) => read_rules(&file, std::io::BufReader::with_capacity(READ_BUFFER, f), |line, raw, rule| {
-                each(&file, line, raw, rule)
-            }),
+            Ok(f) => {
+                read_rules(&file, std::io::BufReader::with_capacity(READ_BUFFER, f), suffixes, |line, raw, rule| {
+                    each(&file, line, raw, rule)
+                })
+            }
             Err(e) => Err(vec![io_error(&file, &e)]),
         };
         if let Err(mut e) = read {
@@ -197,10 +220,11 @@ pub(crate) const READ_BUFFER: usize = 1 << 16;
 fn read_rules(
     file: &Arc<str>,
     reader: impl BufRead,
+    suffixes: PublicSuffixWildcards,
     mut each: impl FnMut(u32, &str, RuleLine),
 ) -> Result<(), Vec<RuleError>> {
     let mut errors = Vec::new();
-    let read = for_each_line(reader, |line, raw| match parse_line(raw) {
+    let read = for_each_line(reader, |line, raw| match parse_line(raw, suffixes) {
         Ok(None) => {}
         Ok(Some(rule)) => each(line, raw, rule),
         Err((column, kind)) => errors.push(RuleError { file: file.clone(), line, column, kind }),
@@ -358,7 +382,7 @@ impl RuleLine {
 const CLAUSES: [&str; 2] = ["from", "port"];
 
 /// One line: `Ok(None)` for blank or comment lines; errors carry a 1-based column.
-fn parse_line(raw: &str) -> Result<Option<RuleLine>, (u32, RuleErrorKind)> {
+fn parse_line(raw: &str, suffixes: PublicSuffixWildcards) -> Result<Option<RuleLine>, (u32, RuleErrorKind)> {
     let body = strip_comment(raw);
     let mut tokens = Tokens { line: body, pos: 0 };
     let Some((col, word)) = tokens.next() else { return Ok(None) };
@@ -376,7 +400,14 @@ fn parse_line(raw: &str) -> Result<Option<RuleLine>, (u32, RuleErrorKind)> {
         };
         Target::Ip(parse_cidr(cidr).map_err(|why| (col, why))?)
     } else {
-        Target::Name(Pattern::parse(word).map_err(|error| (col, RuleErrorKind::Pattern { text: word.into(), error }))?)
+        let pattern =
+            Pattern::parse(word).map_err(|error| (col, RuleErrorKind::Pattern { text: word.into(), error }))?;
+        if verdict == Verdict::Allow && suffixes == PublicSuffixWildcards::Deny {
+            if let Some(suffix) = covered_suffix(&pattern) {
+                return Err((col, RuleErrorKind::PublicSuffix { pattern: word.into(), suffix: suffix.to_string() }));
+            }
+        }
+        Target::Name(pattern)
     };
     let (mut from, mut ports) = (None, None);
     while let Some((col, word)) = tokens.next() {
@@ -515,10 +546,12 @@ impl<'a> Iterator for Tokens<'a> {
 /// The rule files shipped in the binary: used when no `--rules` is given.
 pub const PRESET: &[(&str, &str)] = &[("rules/salesforce.rules", include_str!("../../rules/salesforce.rules"))];
 
-/// Parses the embedded preset.
+/// Parses the embedded preset, public suffixes guarded.
 pub fn preset_rules() -> Result<Vec<Rule>, RuleErrors> {
     let mut rules = Vec::new();
-    for_each_rule(None, |file, line, raw, parsed| rules.push(parsed.into_rule(file, line, raw)))?;
+    for_each_rule(None, PublicSuffixWildcards::Deny, |file, line, raw, parsed| {
+        rules.push(parsed.into_rule(file, line, raw))
+    })?;
     Ok(rules)
 }
 

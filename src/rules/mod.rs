@@ -9,6 +9,7 @@
 //! - [`fingerprint`]: which ruleset runs (a SHA-256 of its files) and what a reload changed.
 //! - [`list`]: large domain lists (plain, hosts-file, adblock) tied to one action, streamed
 //!   likewise.
+//! - [`suffix`]: the public-suffix guard on `allow` wildcards, and the list's version.
 //! - [`check`]: the `snigate check` analysis: counts, duplicates, shadowed rules, conflicts.
 //! - [`salesforce`]: rule files generated from Salesforce's data (ip-ranges.json, tenant
 //!   restriction).
@@ -23,3 +24,4 @@ pub(crate) mod pattern;
 pub(crate) mod precedence;
 pub(crate) mod rule;
 pub mod salesforce;
+pub(crate) mod suffix;

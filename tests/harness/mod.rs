@@ -372,7 +372,8 @@ pub async fn start_config(text: &str, rules_file: PathBuf) -> Proxy {
         format!("{text}\n[metrics]\nlisten = \"127.0.0.1:0\"\n")
     };
     let config = Config::parse("test.toml", &text).unwrap();
-    let metrics = Arc::new(Metrics::new());
+    // One set of per-worker counters per worker, as `snigate run` makes them.
+    let metrics = Arc::new(Metrics::with_workers(config.runtime.worker_threads().max(1)));
     let endpoint = Endpoint::bind(config.metrics.listen, metrics.clone()).await.unwrap();
     let metrics_addr = endpoint.local_addr().unwrap();
     tokio::spawn(endpoint.serve());

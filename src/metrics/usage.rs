@@ -1,0 +1,296 @@
+//! Rule usage: how many connections each rule of the rule files decided, and when it last did,
+//! served as `/rules` so that rules nobody uses can be pruned. Never a Prometheus label: rules
+//! are too many, and their lines move.
+//!
+//! Counts are kept per worker (see [`set_worker`](super::worker::set_worker)), in arrays of
+//! atomics indexed by the rule's index in its snapshot: a hit is an uncontended add and a store
+//! on the worker's own cache lines, with no lock and no hashing. A read sums the workers.
+//!
+//! Each rule snapshot has its own [`RuleUsage`], made when it goes live and carried beside it
+//! in the live settings, so that a decision counts against the snapshot that made it. A
+//! reload's usage inherits the counts of the rules that did not change (the same text in the
+//! same file, wherever its line moved): the previous usage's inherited counts are frozen into
+//! it, and the previous usage stays linked until the next reload, so that decisions still in
+//! flight on the previous snapshot are counted too.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+
+use super::worker;
+use crate::outcome::rfc3339;
+use crate::policy::decide::RuleSet;
+
+/// Marks a rule index with no counterpart in the previous usage.
+const NEW: u32 = u32::MAX;
+
+/// Bytes of padding after each counter array: two cache lines (adjacent-line prefetch).
+const PAD: usize = 128;
+
+/// The counts of one rule snapshot's rules.
+pub struct RuleUsage {
+    /// Per worker: the counters of every rule index.
+    workers: Box<[Counters]>,
+    /// The rule files, as named in `/rules`.
+    files: Box<[Arc<str>]>,
+    /// Per rule index: where it was written; `None` for a list (not reported).
+    rules: Box<[Option<Identity>]>,
+    /// Per rule index: what it inherited from earlier snapshots, frozen when made.
+    base: Box<[Tally]>,
+    /// The usage this one replaced, whose counters its snapshot's last decisions may still
+    /// add to; taken (and its counts frozen into the next usage's base) at the next reload,
+    /// so that no chain of old snapshots' counters is kept.
+    previous: Mutex<Option<Previous>>,
+}
+
+/// One worker's counters, by rule index.
+struct Counters {
+    /// Hits.
+    hits: Box<[AtomicU64]>,
+    /// Unix seconds of the last hit; 0: none.
+    last: Box<[AtomicU32]>,
+}
+
+/// Where a rule was written.
+#[derive(Clone, Copy)]
+struct Identity {
+    /// Index into [`RuleUsage::files`].
+    file: u32,
+    /// 1-based line.
+    line: u32,
+    /// The hash of its text as written: what recognises it in another snapshot.
+    text: u64,
+}
+
+/// Hits and the last hit's Unix seconds (0: none).
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Tally {
+    /// Hits.
+    hits: u64,
+    /// Unix seconds of the last hit; 0: none.
+    last: u32,
+}
+
+impl Tally {
+    fn add(self, other: Tally) -> Tally {
+        Tally { hits: self.hits + other.hits, last: self.last.max(other.last) }
+    }
+}
+
+/// The replaced usage, and for each rule index here its index there ([`NEW`]: none).
+struct Previous {
+    /// The replaced usage.
+    usage: Arc<RuleUsage>,
+    /// Rule index here → rule index there.
+    map: Box<[u32]>,
+}
+
+impl Previous {
+    /// The replaced usage's own counts of the rule at `index` here (none for a new rule).
+    fn own(&self, index: usize) -> Tally {
+        match self.map[index] {
+            NEW => Tally::default(),
+            j => self.usage.own(j as usize),
+        }
+    }
+}
+
+/// One rule's line in `/rules`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleHits {
+    /// `file:line`.
+    pub rule: String,
+    /// Connections it decided, this snapshot and the earlier ones it was carried from.
+    pub hits: u64,
+    /// When it last decided one (RFC 3339 UTC), or `null`.
+    pub last_hit: Option<String>,
+}
+
+impl RuleUsage {
+    /// The usage of `rules` for `workers` workers, inheriting the counts of `previous`'s rules
+    /// that are still there (same file, same text; repeated texts matched in order).
+    pub fn new(rules: &RuleSet, workers: usize, previous: Option<Arc<RuleUsage>>) -> RuleUsage {
+        let n = rules.rules().len();
+        let mut files: Vec<Arc<str>> = Vec::new();
+        let identities: Box<[Option<Identity>]> = rules
+            .rules()
+            .map(|r| {
+                let (text, line) = (r.text_hash()?, r.line()?);
+                if files.last().is_none_or(|f| **f != *r.ruleset()) {
+                    files.push(r.ruleset_label());
+                }
+                Some(Identity { file: (files.len() - 1) as u32, line, text })
+            })
+            .collect();
+        // Each array ends in a cache line pair of its own, so that the next allocation (maybe
+        // another worker's) never shares a line with its last rules.
+        let counters = || Counters {
+            hits: (0..n + PAD / 8).map(|_| AtomicU64::new(0)).collect(),
+            last: (0..n + PAD / 4).map(|_| AtomicU32::new(0)).collect(),
+        };
+        let mut usage = RuleUsage {
+            workers: (0..workers.max(1)).map(|_| counters()).collect(),
+            files: files.into(),
+            rules: identities,
+            base: vec![Tally::default(); n].into(),
+            previous: Mutex::new(None),
+        };
+        if let Some(previous) = previous {
+            usage.inherit(previous);
+        }
+        usage
+    }
+
+    /// Links `previous` and freezes what it had inherited into this usage's base.
+    fn inherit(&mut self, previous: Arc<RuleUsage>) {
+        let mut by_identity: HashMap<(&str, u64), VecDeque<u32>> = HashMap::new();
+        for (i, id) in previous.rules.iter().enumerate() {
+            if let Some(id) = id {
+                by_identity.entry((&previous.files[id.file as usize], id.text)).or_default().push_back(i as u32);
+            }
+        }
+        let map: Box<[u32]> = self
+            .rules
+            .iter()
+            .map(|id| {
+                id.and_then(|id| by_identity.get_mut(&(&*self.files[id.file as usize], id.text))?.pop_front())
+                    .unwrap_or(NEW)
+            })
+            .collect();
+        drop(by_identity);
+        // What `previous` inherited stops counting now (its own previous is let go).
+        let older = lock(&previous.previous).take();
+        for (i, &j) in map.iter().enumerate() {
+            if j != NEW {
+                let older = older.as_ref().map_or(Tally::default(), |o| o.own(j as usize));
+                self.base[i] = previous.base[j as usize].add(older);
+            }
+        }
+        *lock(&self.previous) = Some(Previous { usage: previous, map });
+    }
+
+    /// Counts a decision by the rule at `index` (its [`RuleRef::index`](crate::policy::origin::RuleRef::index)
+    /// in this usage's snapshot), on the calling worker's counters.
+    #[inline]
+    pub fn hit(&self, index: usize) {
+        let counters = &self.workers[worker::current().min(self.workers.len() - 1)];
+        if let (Some(hits), Some(last)) = (counters.hits.get(index), counters.last.get(index)) {
+            // Threads that are not workers share worker 0's counters: an add, not a store.
+            hits.fetch_add(1, Ordering::Relaxed);
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            last.store(u32::try_from(now.as_secs()).unwrap_or(u32::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// This usage's own counts of rule `index`, summed over the workers.
+    fn own(&self, index: usize) -> Tally {
+        self.workers.iter().fold(Tally::default(), |t, c| {
+            t.add(Tally { hits: c.hits[index].load(Ordering::Relaxed), last: c.last[index].load(Ordering::Relaxed) })
+        })
+    }
+
+    /// Every rule of the rule files, in load order, with its counts.
+    pub fn report(&self) -> Vec<RuleHits> {
+        let previous = lock(&self.previous);
+        let mut out = Vec::new();
+        for (i, id) in self.rules.iter().enumerate() {
+            let Some(id) = id else { continue };
+            let earlier = previous.as_ref().map_or(Tally::default(), |p| p.own(i));
+            let t = self.base[i].add(self.own(i)).add(earlier);
+            let last_hit = (t.last > 0).then(|| rfc3339(UNIX_EPOCH + Duration::from_secs(u64::from(t.last))));
+            out.push(RuleHits {
+                rule: format!("{}:{}", self.files[id.file as usize], id.line),
+                hits: t.hits,
+                last_hit,
+            });
+        }
+        out
+    }
+}
+
+/// The usage of the running snapshot, for `/rules`, and the one the next snapshot inherits from.
+#[derive(Default)]
+pub(crate) struct UsageSlot(ArcSwapOption<RuleUsage>);
+
+impl UsageSlot {
+    /// The usage for `rules`, going live: it inherits from the current one and becomes current.
+    pub(crate) fn next(&self, rules: &RuleSet, workers: usize) -> Arc<RuleUsage> {
+        let usage = Arc::new(RuleUsage::new(rules, workers, self.0.load_full()));
+        self.0.store(Some(usage.clone()));
+        usage
+    }
+
+    /// `/rules`: a JSON array, one object per rule of the rule files (`[]` before any load).
+    pub(crate) fn json(&self) -> String {
+        let report = self.0.load().as_ref().map(|u| u.report()).unwrap_or_default();
+        serde_json::to_string(&report).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::file::parse_rules;
+    use crate::rules::rule::Verdict;
+
+    fn set(text: &str) -> RuleSet {
+        RuleSet::new(parse_rules("a.rules", text).unwrap(), Vec::new(), Verdict::Deny)
+    }
+
+    fn hits(u: &RuleUsage) -> Vec<(String, u64)> {
+        u.report().into_iter().map(|r| (r.rule, r.hits)).collect()
+    }
+
+    /// Each worker adds to its own counters (no cache line shared between workers); a read sums
+    /// them, and a thread that is no worker counts as the first.
+    #[test]
+    fn workers_count_apart_and_a_read_sums_them() {
+        let usage = Arc::new(RuleUsage::new(&set("allow a.com\nallow b.com\n"), 2, None));
+        let threads: Vec<_> = (0..3)
+            .map(|k| {
+                let usage = usage.clone();
+                std::thread::spawn(move || {
+                    if k < 2 {
+                        worker::set_worker(k);
+                    }
+                    for _ in 0..1000 {
+                        usage.hit(1);
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let apart: Vec<u64> = usage.workers.iter().map(|c| c.hits[1].load(Ordering::Relaxed)).collect();
+        assert_eq!(apart, [2000, 1000]);
+        assert_eq!(hits(&usage), [("a.rules:1".to_string(), 0), ("a.rules:2".to_string(), 3000)]);
+        assert_eq!(usage.report()[0].last_hit, None);
+    }
+
+    /// Unchanged rules keep their counts wherever they move, a changed rule starts again, and
+    /// hits made on the replaced snapshot after the reload still count, until the next one.
+    #[test]
+    fn a_reload_carries_unchanged_rules_counts() {
+        let slot = UsageSlot::default();
+        let first = slot.next(&set("allow a.com\nallow b.com\nallow a.com\n"), 2);
+        for i in [0, 0, 1, 2] {
+            first.hit(i);
+        }
+        let second = slot.next(&set("# moved\nallow c.com\nallow a.com\nallow a.com\nallow b.com\n"), 2);
+        first.hit(1);
+        let want = [("a.rules:2", 0), ("a.rules:3", 2), ("a.rules:4", 1), ("a.rules:5", 2)];
+        assert_eq!(hits(&second), want.map(|(r, n)| (r.to_string(), n)));
+        second.hit(3);
+        let third = slot.next(&set("allow b.com\n"), 2);
+        first.hit(1); // two reloads late: not counted
+        assert_eq!(hits(&third), [("a.rules:1".to_string(), 3)]);
+        assert!(third.report()[0].last_hit.as_deref().is_some_and(|t| t.ends_with(".000Z")));
+        assert!(slot.json().starts_with(r#"[{"rule":"a.rules:1","hits":3,"last_hit":""#), "{}", slot.json());
+    }
+}
