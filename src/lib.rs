@@ -79,7 +79,7 @@ pub use crate::reason::Reason;
 pub use crate::reload::{DEBOUNCE, ReloadTrigger, reload_credentials, reload_rules, watch_rules, watched_dirs};
 pub use crate::rules::check::{Counts, Finding, Report, check};
 pub use crate::rules::file::{
-    PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, preset_rules, rule_text,
+    PRESET, RuleError, RuleErrorKind, RuleErrors, load_rules, parse_rules, parse_rules_with, preset_rules, rule_text,
 };
 pub use crate::rules::list::{List, ListSpec, load_list, parse_list};
 pub use crate::rules::pattern::{Glob, Pattern, PatternError};

@@ -153,9 +153,13 @@ impl fmt::Display for RuleErrors {
 /// Parses the text of one rule file. `file` names it in rule references and errors. Public
 /// suffixes are guarded (see [`PublicSuffixWildcards`]).
 pub fn parse_rules(file: &str, text: &str) -> Result<Vec<Rule>, RuleErrors> {
+    parse_rules_with(file, text, PublicSuffixWildcards::Deny)
+}
+
+/// [`parse_rules`], with the public-suffix guard as `guard` says.
+pub fn parse_rules_with(file: &str, text: &str, guard: PublicSuffixWildcards) -> Result<Vec<Rule>, RuleErrors> {
     let file: Arc<str> = file.into();
     let mut rules = Vec::new();
-    let guard = PublicSuffixWildcards::Deny;
     read_rules(&file, text.as_bytes(), guard, |line, raw, parsed| rules.push(parsed.into_rule(&file, line, raw)))
         .map_err(RuleErrors)?;
     Ok(rules)
