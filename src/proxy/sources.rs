@@ -10,6 +10,7 @@
 //! (TCP's source has completed a handshake; its limits stay its own).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,11 +50,99 @@ enum Counted {
 /// so workers on many cores do not queue on one mutex per connection.
 const SHARDS: usize = 64;
 
+/// One shard of the source table.
+type Table = HashMap<IpAddr, Held, Keyed>;
+
+/// The source table's hash: a multiply-rotate over the address's words with a key drawn at
+/// start, a few instructions per lookup where SipHash takes over a hundred. Sources are chosen
+/// by clients (an IPv6 customer holds 65,536 /64s in a /48), so the key is secret and random,
+/// and the addresses that collide cannot be worked out ahead.
+#[derive(Debug, Clone, Copy)]
+struct Keyed {
+    /// The starting state.
+    seed: u64,
+    /// The multiplier: odd, so that the multiplication is a bijection.
+    factor: u64,
+}
+
+impl Keyed {
+    /// A key from the system's randomness (the address's sequence alone if there is none:
+    /// still a working table).
+    fn random() -> Keyed {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        let [seed, factor] = [&bytes[..8], &bytes[8..]].map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        Keyed { seed, factor: factor | 1 }
+    }
+}
+
+impl BuildHasher for Keyed {
+    type Hasher = KeyedHasher;
+
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher { state: self.seed, factor: self.factor }
+    }
+}
+
+/// One hashing with a [`Keyed`] key.
+struct KeyedHasher {
+    state: u64,
+    factor: u64,
+}
+
+impl KeyedHasher {
+    fn mix(&mut self, word: u64) {
+        self.state = (self.state ^ word).wrapping_mul(self.factor).rotate_left(29);
+    }
+}
+
+impl Hasher for KeyedHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+
+    fn write_u128(&mut self, i: u128) {
+        self.mix(i as u64);
+        self.mix((i >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+
+    fn write_isize(&mut self, i: isize) {
+        self.mix(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table takes its index from the low bits and its tags from the top ones: fold both.
+        let h = self.state.wrapping_mul(self.factor);
+        h ^ (h >> 32)
+    }
+}
+
 /// Every source's connections, shared by all listeners.
 #[derive(Debug)]
 pub struct Sources {
     /// Sources with connections open, in [`SHARDS`] shards by source.
-    shards: Box<[Mutex<HashMap<IpAddr, Held>>]>,
+    shards: Box<[Mutex<Table>]>,
     /// `[limits] max_connections_per_source` (a SIGHUP may change it).
     max_connections: AtomicUsize,
     /// `[limits] max_hellos_per_source` (a SIGHUP may change it).
@@ -99,7 +188,8 @@ impl From<&LimitsConfig> for SourceLimits {
 impl Sources {
     /// A table enforcing these limits, counting its sources in `tracked`.
     pub fn new(limits: SourceLimits, tracked: IntGauge) -> Sources {
-        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let keyed = Keyed::random();
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::with_hasher(keyed))).collect();
         Sources {
             shards,
             max_connections: AtomicUsize::new(limits.connections),
@@ -166,7 +256,7 @@ impl Sources {
     }
 
     /// The shard that holds `key`.
-    fn lock(&self, key: IpAddr) -> MutexGuard<'_, HashMap<IpAddr, Held>> {
+    fn lock(&self, key: IpAddr) -> MutexGuard<'_, Table> {
         let bits = match key {
             IpAddr::V4(v4) => u64::from(v4.to_bits()),
             IpAddr::V6(v6) => (v6.to_bits() >> 64) as u64,
@@ -177,7 +267,7 @@ impl Sources {
     }
 }
 
-fn drop_if_empty(table: &mut HashMap<IpAddr, Held>, key: IpAddr) {
+fn drop_if_empty(table: &mut Table, key: IpAddr) {
     if table.get(&key).is_some_and(Held::is_empty) {
         table.remove(&key);
     }
@@ -268,6 +358,26 @@ impl Waiting {
 impl Drop for WaitingSlot<'_> {
     fn drop(&mut self) {
         self.waiting.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    /// Neighbouring sources spread over the table, and two keys disagree.
+    #[test]
+    fn the_keyed_hash_spreads_sources_and_depends_on_its_key() {
+        let (a, b) = (Keyed::random(), Keyed::random());
+        let hash = |k: &Keyed, ip: IpAddr| k.hash_one(ip);
+        let ips: Vec<IpAddr> = (0..4096u32).map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))).collect();
+        let buckets: std::collections::BTreeSet<u64> = ips.iter().map(|&ip| hash(&a, ip) % 1024).collect();
+        assert!(buckets.len() > 900, "4,096 neighbouring addresses fill {} of 1,024 buckets", buckets.len());
+        let tags: std::collections::BTreeSet<u64> = ips.iter().map(|&ip| hash(&a, ip) >> 57).collect();
+        assert!(tags.len() > 100, "the top bits vary too: {}", tags.len());
+        assert!(ips.iter().filter(|&&ip| hash(&a, ip) == hash(&b, ip)).count() < 4, "the key changes every hash");
+        let v6 = |p: u64| IpAddr::V6(Ipv6Addr::from(u128::from(p) << 64));
+        assert_ne!(hash(&a, v6(1)), hash(&a, v6(2)));
     }
 }
 
