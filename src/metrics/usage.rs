@@ -173,15 +173,17 @@ impl RuleUsage {
     }
 
     /// Counts a decision by the rule at `index` (its [`RuleRef::index`](crate::policy::origin::RuleRef::index)
-    /// in this usage's snapshot), on the calling worker's counters.
+    /// in this usage's snapshot), on the calling worker's counters, `at` the time the connection
+    /// or flow began (a time it already has: no clock read per decision; seconds are all
+    /// `last_hit` keeps).
     #[inline]
-    pub fn hit(&self, index: usize) {
+    pub fn hit(&self, index: usize, at: SystemTime) {
         let counters = &self.workers[worker::current().min(self.workers.len() - 1)];
         if let (Some(hits), Some(last)) = (counters.hits.get(index), counters.last.get(index)) {
             // Threads that are not workers share worker 0's counters: an add, not a store.
             hits.fetch_add(1, Ordering::Relaxed);
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            last.store(u32::try_from(now.as_secs()).unwrap_or(u32::MAX), Ordering::Relaxed);
+            let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            last.fetch_max(u32::try_from(secs).unwrap_or(u32::MAX), Ordering::Relaxed);
         }
     }
 
@@ -261,7 +263,7 @@ mod tests {
                         worker::set_worker(k);
                     }
                     for _ in 0..1000 {
-                        usage.hit(1);
+                        usage.hit(1, SystemTime::now());
                     }
                 })
             })
@@ -280,15 +282,15 @@ mod tests {
         let slot = UsageSlot::default();
         let first = slot.next(&set("allow a.com\nallow b.com\nallow a.com\n"), 2);
         for i in [0, 0, 1, 2] {
-            first.hit(i);
+            first.hit(i, SystemTime::now());
         }
         let second = slot.next(&set("# moved\nallow c.com\nallow a.com\nallow a.com\nallow b.com\n"), 2);
-        first.hit(1);
+        first.hit(1, SystemTime::now());
         let want = [("a.rules:2", 0), ("a.rules:3", 2), ("a.rules:4", 1), ("a.rules:5", 2)];
         assert_eq!(hits(&second), want.map(|(r, n)| (r.to_string(), n)));
-        second.hit(3);
+        second.hit(3, SystemTime::now());
         let third = slot.next(&set("allow b.com\n"), 2);
-        first.hit(1); // two reloads late: not counted
+        first.hit(1, SystemTime::now()); // two reloads late: not counted
         assert_eq!(hits(&third), [("a.rules:1".to_string(), 3)]);
         assert!(third.report()[0].last_hit.as_deref().is_some_and(|t| t.ends_with(".000Z")));
         assert!(slot.json().starts_with(r#"[{"rule":"a.rules:1","hits":3,"last_hit":""#), "{}", slot.json());

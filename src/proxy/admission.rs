@@ -251,7 +251,7 @@ pub(super) fn denied(record: &mut Outcome, denied: &Denied) {
 /// when it is logged), and counts the rule's use in `usage`, the deciding snapshot's.
 fn decided(listener: &Listener, usage: &RuleUsage, record: &mut Outcome, decision: &Decision<'_>) {
     if let Some(rule) = decision.rule {
-        usage.hit(rule.index());
+        usage.hit(rule.index(), record.time);
     }
     record.verdict = Disposition::decided(decision.verdict);
     record.reason = decision.reason;
