@@ -217,3 +217,43 @@ fn version_completions_and_man_page() {
     assert!(stdout(&man).starts_with(".ie") || stdout(&man).contains(".TH snigate"), "roff");
     assert!(stdout(&man).contains("run"));
 }
+
+/// `match --config --from` says when a denial would be reported rather than enforced: a
+/// `[[report]]` scope covers the client, or the listener reports; not for another client, not
+/// once the scope has ended, and never for a rule of an always-enforced list.
+#[test]
+fn match_says_when_a_denial_would_be_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.rules", "allow a.com\ndeny d.com\n");
+    write(dir.path(), "block.txt", "evil.com\n");
+    let config = |name: &str, until: &str| {
+        let text = format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8443\"\nmode = \"sni\"\n\
+             [rules]\nfiles = [\"t.rules\"]\n[[rules.list]]\npath = \"block.txt\"\naction = \"deny\"\nenforce = \"always\"\n\
+             [[report]]\nfrom = [\"10.1.0.0/16\"]\nuntil = \"{until}\"\n"
+        );
+        write(dir.path(), name, &text)
+    };
+    let open = config("open.toml", "2999-12-31");
+    let ended = config("ended.toml", "2000-01-01");
+    let ask = |args: &[&str]| {
+        let mut all = vec!["match", "--json"];
+        all.extend_from_slice(args);
+        let out = snigate(&all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        (v["verdict"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap().to_string(), v["would_reason"].clone())
+    };
+    let reported = ask(&["d.com", "--config", &open, "--from", "10.1.2.3"]);
+    assert_eq!(reported, ("allow".into(), "report".into(), serde_json::json!("rule")));
+    let reported = ask(&["c.com", "--config", &open, "--from", "10.1.2.3"]);
+    assert_eq!(reported, ("allow".into(), "report".into(), serde_json::json!("default")));
+    let other = ask(&["d.com", "--config", &open, "--from", "10.2.0.1"]);
+    assert_eq!(other, ("deny".into(), "rule".into(), serde_json::Value::Null));
+    let expired = ask(&["d.com", "--config", &ended, "--from", "10.1.2.3"]);
+    assert_eq!(expired, ("deny".into(), "rule".into(), serde_json::Value::Null));
+    let always = ask(&["evil.com", "--config", &open, "--from", "10.1.2.3"]);
+    assert_eq!(always, ("deny".into(), "rule".into(), serde_json::Value::Null));
+    let allowed = ask(&["a.com", "--config", &open, "--from", "10.1.2.3"]);
+    assert_eq!(allowed, ("allow".into(), "rule".into(), serde_json::Value::Null));
+}

@@ -133,6 +133,8 @@ pub(super) struct Configured {
     pub config: Config,
     /// The listener decided for.
     pub listener: ListenerConfig,
+    /// Its place among the configuration's listeners (what its report scope is kept by).
+    pub index: usize,
     /// The configuration's rules, compiled as the listener runs them.
     pub rules: RuleSet,
 }
@@ -141,11 +143,11 @@ pub(super) struct Configured {
 /// the exit code and the message.
 pub(super) fn configured(path: &Path, name: Option<&str>) -> Result<Configured, (u8, String)> {
     let config = Config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))?;
-    let listener = match name {
-        None => config.listeners.first().map(|l| l.get_ref().clone()),
-        Some(name) => config.listeners.iter().map(|l| l.get_ref()).find(|l| l.label() == name).cloned(),
+    let found = match name {
+        None => config.listeners.first().map(|l| (0, l.get_ref().clone())),
+        Some(name) => config.listeners.iter().map(|l| l.get_ref()).enumerate().find(|(_, l)| l.label() == name).map(|(i, l)| (i, l.clone())),
     };
-    let Some(listener) = listener else {
+    let Some((index, listener)) = found else {
         let names: Vec<String> = config.listeners.iter().map(|l| l.get_ref().label()).collect();
         return Err((
             EXIT_USAGE,
@@ -153,7 +155,7 @@ pub(super) fn configured(path: &Path, name: Option<&str>) -> Result<Configured, 
         ));
     };
     let rules = config.compile_rules().map_err(|e| (EXIT_INVALID, format!("invalid rules:\n{e}")))?;
-    Ok(Configured { config, listener, rules })
+    Ok(Configured { config, listener, index, rules })
 }
 
 impl Configured {

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, configured, parse_verdict};
 use crate::name::Name;
 use crate::policy::decide::Decision;
+use crate::proxy::report::Scopes;
 use crate::reason::Reason;
 use crate::rules::file::rule_text;
 use crate::rules::precedence::Kind;
@@ -163,11 +164,23 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
         }
         None => format!("list {}", r.ruleset()),
     });
+    // A denial a report scope of the configuration covers for this client (`--from`) is let
+    // through and logged as reported, unless its rule's file or list is always enforced.
+    let reported = configured.as_ref().is_some_and(|c| {
+        d.verdict == Verdict::Deny
+            && !d.rule.is_some_and(|r| r.always_enforced())
+            && Scopes::of(&c.config).cover(c.index, args.from)
+    });
+    let (verdict, reason, would) = match reported {
+        true => (Verdict::Allow, Reason::Report, Some(d.reason)),
+        false => (d.verdict, d.reason, None),
+    };
     if args.json {
         let v = json!({
             "name": name.as_ref().map(Name::as_str),
-            "verdict": d.verdict.as_str(),
-            "reason": d.reason.as_str(),
+            "verdict": verdict.as_str(),
+            "reason": reason.as_str(),
+            "would_reason": would.map(Reason::as_str),
             "rule": d.rule.map(|r| r.to_string()),
             "ruleset": d.rule.map(|r| r.ruleset()),
             "rule_text": text,
@@ -176,8 +189,11 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
         });
         println!("{v}");
     } else {
-        println!("{} {}", d.verdict, name.as_ref().map_or("(no SNI)", Name::as_str));
-        println!("reason: {}", d.reason);
+        println!("{} {}", verdict, name.as_ref().map_or("(no SNI)", Name::as_str));
+        match would {
+            Some(would) => println!("reason: {reason} (a report scope covers {}: enforced, it would be denied, {would})", args.from),
+            None => println!("reason: {reason}"),
+        }
         match (d.rule, text) {
             (Some(r), Some(t)) => println!("rule:   {r}  {t}"),
             _ => println!("rule:   (none)"),
