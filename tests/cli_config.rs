@@ -242,7 +242,11 @@ fn match_says_when_a_denial_would_be_reported() {
         let out = snigate(&all);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-        (v["verdict"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap().to_string(), v["would_reason"].clone())
+        (
+            v["verdict"].as_str().unwrap().to_string(),
+            v["reason"].as_str().unwrap().to_string(),
+            v["would_reason"].clone(),
+        )
     };
     let reported = ask(&["d.com", "--config", &open, "--from", "10.1.2.3"]);
     assert_eq!(reported, ("allow".into(), "report".into(), serde_json::json!("rule")));
@@ -256,4 +260,43 @@ fn match_says_when_a_denial_would_be_reported() {
     assert_eq!(always, ("deny".into(), "rule".into(), serde_json::Value::Null));
     let allowed = ask(&["a.com", "--config", &open, "--from", "10.1.2.3"]);
     assert_eq!(allowed, ("allow".into(), "rule".into(), serde_json::Value::Null));
+}
+
+/// `check --config` warns about report scopes that have ended (they enforce now) or end
+/// within two weeks; `--strict` turns those into a failure, so a rollout keeps to its dates.
+#[test]
+fn check_warns_about_ended_and_ending_report_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.rules", "allow a.com\n");
+    let soon = {
+        let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400 + 3;
+        // Civil date of `days` since 1970-01-01 (proleptic Gregorian).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let text = format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:8443\"\nmode = \"sni\"\nenforce = \"report\"\nreport_until = \"2000-01-01\"\n\
+         [rules]\nfiles = [\"t.rules\"]\n\
+         [[report]]\nfrom = [\"10.1.0.0/16\"]\nuntil = \"{soon}\"\n\
+         [[report]]\nfrom = [\"10.2.0.0/16\"]\nuntil = \"2999-12-31\"\n"
+    );
+    let config = write(dir.path(), "snigate.toml", &text);
+    let out = snigate(&["check", "--json", "--config", &config]);
+    let findings: Vec<serde_json::Value> =
+        stdout(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let codes: Vec<&str> = findings.iter().filter_map(|f| f["code"].as_str()).collect();
+    assert!(codes.contains(&"report_scope_ended"), "{findings:?}");
+    assert!(codes.contains(&"report_scope_ending"), "{findings:?}");
+    assert_eq!(codes.iter().filter(|c| c.starts_with("report_scope")).count(), 2, "not the far one: {findings:?}");
+    assert_eq!(out.status.code(), Some(0), "warnings alone pass");
+    let strict = snigate(&["check", "--strict", "--config", &config]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stdout(&strict));
 }

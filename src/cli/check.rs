@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, list_specs, load};
-use crate::config::{Config, ConfigError, NoSni};
+use crate::config::{Config, ConfigError, Enforce, NoSni};
 use crate::rules::check::{Finding, check};
 use crate::rules::file::{PRESET, RuleError, acknowledges};
 use crate::rules::list::ListSpec;
@@ -179,6 +179,7 @@ pub(super) fn audit_config(config: &Config) -> Audit {
     if config.rules.no_sni == NoSni::Deny {
         audit.items.retain(|i| i.code != "no_sni_bypass");
     }
+    audit.items.extend(report_scopes(config, std::time::SystemTime::now()));
     let errors = audit.count(Severity::Error);
     if errors == 0
         && audit.notes.iter().any(|n| n.starts_with("0 rules:"))
@@ -191,6 +192,42 @@ pub(super) fn audit_config(config: &Config) -> Audit {
         audit.items.push(Item { severity: Severity::Error, code: "empty_ruleset", file, line: None, message, text });
     }
     audit
+}
+
+/// How soon a report scope's end is worth a warning: time to add the rules its traffic needs.
+const SCOPE_WARNING_DAYS: i64 = 14;
+
+/// Report scopes that have ended (they enforce now) or end within [`SCOPE_WARNING_DAYS`] of
+/// `now`: warnings, so that `--strict` can hold a rollout to its dates.
+fn report_scopes(config: &Config, now: std::time::SystemTime) -> Vec<Item> {
+    let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let listeners = config.listeners.iter().filter_map(|l| {
+        let l = l.get_ref();
+        match l.enforce {
+            Enforce::Report { until: Some(until) } => Some((format!("listener {:?}", l.label()), until)),
+            _ => None,
+        }
+    });
+    let sources = config.report.iter().map(|r| (format!("[[report]] for {}", r.label()), r.until));
+    listeners
+        .chain(sources)
+        .filter_map(|(scope, until)| {
+            let left = until.ends_at() - now;
+            let message = match left {
+                ..=0 => format!("the report scope of {scope} ended on {until}: it enforces"),
+                _ if left <= SCOPE_WARNING_DAYS * 86_400 => {
+                    format!(
+                        "the report scope of {scope} ends on {until}, in {} day(s): then it enforces",
+                        (left + 86_399) / 86_400
+                    )
+                }
+                _ => return None,
+            };
+            let code = if left <= 0 { "report_scope_ended" } else { "report_scope_ending" };
+            let text = format!("warning: {message}");
+            Some(Item { severity: Severity::Warning, code, file: "configuration".into(), line: None, message, text })
+        })
+        .collect()
 }
 
 /// Audits rule files (none: the embedded preset) and lists.

@@ -145,7 +145,13 @@ pub(super) fn configured(path: &Path, name: Option<&str>) -> Result<Configured, 
     let config = Config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))?;
     let found = match name {
         None => config.listeners.first().map(|l| (0, l.get_ref().clone())),
-        Some(name) => config.listeners.iter().map(|l| l.get_ref()).enumerate().find(|(_, l)| l.label() == name).map(|(i, l)| (i, l.clone())),
+        Some(name) => config
+            .listeners
+            .iter()
+            .map(|l| l.get_ref())
+            .enumerate()
+            .find(|(_, l)| l.label() == name)
+            .map(|(i, l)| (i, l.clone())),
     };
     let Some((index, listener)) = found else {
         let names: Vec<String> = config.listeners.iter().map(|l| l.get_ref().label()).collect();

@@ -191,7 +191,10 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
     } else {
         println!("{} {}", verdict, name.as_ref().map_or("(no SNI)", Name::as_str));
         match would {
-            Some(would) => println!("reason: {reason} (a report scope covers {}: enforced, it would be denied, {would})", args.from),
+            Some(would) => println!(
+                "reason: {reason} (a report scope covers {}: enforced, it would be denied, {would})",
+                args.from
+            ),
             None => println!("reason: {reason}"),
         }
         match (d.rule, text) {
