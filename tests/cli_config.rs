@@ -290,8 +290,7 @@ fn check_warns_about_ended_and_ending_report_scopes() {
     );
     let config = write(dir.path(), "snigate.toml", &text);
     let out = snigate(&["check", "--json", "--config", &config]);
-    let findings: Vec<serde_json::Value> =
-        stdout(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let findings: Vec<serde_json::Value> = stdout(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let codes: Vec<&str> = findings.iter().filter_map(|f| f["code"].as_str()).collect();
     assert!(codes.contains(&"report_scope_ended"), "{findings:?}");
     assert!(codes.contains(&"report_scope_ending"), "{findings:?}");

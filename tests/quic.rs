@@ -585,3 +585,73 @@ async fn a_reporting_quic_listener_forwards_what_it_would_deny() {
         assert_eq!(would, if forwarded { 1.0 } else { 0.0 }, "{enforce}");
     }
 }
+
+/// Report scopes over QUIC, as over TCP: a `[[report]]` scope covers its sources and no other,
+/// an expired scope enforces, an always-enforced list stays a denial, and safety is never
+/// relaxed (the per-source QUIC budget, the destination guard).
+#[tokio::test]
+async fn quic_report_scopes_cover_what_they_name_and_never_relax_safety() {
+    use harness::{Listener, TestConfig};
+    /// One denied name's Initial from `source`: whether it reached the upstream.
+    async fn forwarded(proxy: &Proxy, upstream: &UdpSocket, source: &str, name: &str, dcid: u8) -> bool {
+        let client = UdpSocket::bind(format!("{source}:0")).await.unwrap();
+        let hello = common::hello_message_for(name);
+        client.send_to(&initial_to(&[dcid; 8], 0, &hello), proxy.addr).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        tokio::time::timeout(Duration::from_millis(700), upstream.recv_from(&mut buf)).await.is_ok()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("block.txt"), "bbbbbbbbb.blocked.test\n").unwrap();
+    let start = async |until: &str, limits: &str| {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let proxy = TestConfig::new(Listener::upstream(upstream.local_addr().unwrap()).quic())
+            .rules(RULES)
+            .limits(format!("flow_idle_timeout = 0.3\n{limits}"))
+            .table(format!("[[report]]\nfrom = [\"127.0.0.2/32\"]\nuntil = \"{until}\""))
+            .table(format!(
+                "[[rules.list]]\npath = \"{}\"\naction = \"deny\"\nenforce = \"always\"",
+                dir.path().join("block.txt").display()
+            ))
+            .start(dir.path())
+            .await;
+        (proxy, upstream)
+    };
+    let (proxy, upstream) = start("2999-12-31", "").await;
+    assert!(forwarded(&proxy, &upstream, "127.0.0.2", "zzzz.my.salesforce.org", 0x51).await, "in the scope");
+    assert!(!forwarded(&proxy, &upstream, "127.0.0.3", "zzzz.my.salesforce.org", 0x52).await, "another source");
+    assert!(!forwarded(&proxy, &upstream, "127.0.0.2", "bbbbbbbbb.blocked.test", 0x53).await, "always enforced");
+    let would = [("listener", "test"), ("reason", "rule")];
+    common::eventually(Duration::from_secs(5), "one reported flow", async || {
+        counter(&proxy, "snigate_would_deny_total", &would).await == 1.0
+    })
+    .await;
+
+    let (ended, upstream) = start("2000-01-01", "").await;
+    assert!(!forwarded(&ended, &upstream, "127.0.0.2", "zzzz.my.salesforce.org", 0x54).await, "expired scope");
+
+    // The source's QUIC budget holds in a report scope: the second flow is refused before any rule.
+    let (budget, upstream) = start("2999-12-31", "max_quic_flows_per_source = 1").await;
+    assert!(forwarded(&budget, &upstream, "127.0.0.2", "zzzz.my.salesforce.org", 0x55).await);
+    assert!(!forwarded(&budget, &upstream, "127.0.0.2", "zzzz.my.salesforce.org", 0x56).await, "source_limit");
+    let limited = [("listener", "test"), ("verdict", "deny"), ("reason", "source_limit")];
+    assert_eq!(counter(&budget, "snigate_connections_total", &limited).await, 1.0);
+
+    // The destination guard holds in a report scope: an sni listener's name that resolves to
+    // loopback (the default guard refuses it) is denied, reported or not.
+    let guarded = TestConfig::new(Listener::sni(443).quic())
+        .rules("allow localhost\n")
+        .default_guard()
+        .table("[[report]]\nfrom = [\"127.0.0.0/8\"]\nuntil = \"2999-12-31\"")
+        .start(dir.path())
+        .await;
+    let client = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    // A hello of the test's own making (the recorded ones carry names of another length): the
+    // handshake message of a TLS record.
+    let hello = common::hello(&[common::sni(b"localhost")]);
+    client.send_to(&initial_to(&[0x57; 8], 0, &hello[5..]), guarded.addr).await.unwrap();
+    let denied = [("listener", "test"), ("verdict", "deny"), ("reason", "dst_denied")];
+    common::eventually(Duration::from_secs(5), "dst_denied", async || {
+        counter(&guarded, "snigate_connections_total", &denied).await == 1.0
+    })
+    .await;
+}
