@@ -289,3 +289,25 @@ fn the_single_machine_recipe_runs() {
     let listening = seen.iter().find(|l| l.contains("listening")).unwrap_or_else(|| panic!("{seen:#?}"));
     assert!(listening.contains("127.0.0.1:15001") && listening.contains("transparent"), "{listening}");
 }
+
+/// The container's build stage copies everything the crate builds from (a build script that is
+/// not copied fails the image's build, and `docker build` is not run here), and the image ships
+/// the shell completions and the man page.
+#[test]
+fn the_container_build_copies_what_the_crate_builds_from() {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/deploy/container/Dockerfile")).unwrap();
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| l.split_whitespace().rev().skip(1))
+        .collect();
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "rules", "deploy", "tests", "benches"] {
+        let exists = std::path::Path::new(&format!("{ROOT}/{needed}")).exists();
+        assert!(!exists || copied.contains(&needed), "the build stage does not copy {needed}: {copied:?}");
+    }
+    for shipped in ["completions bash", "man >", "/usr/share/man/man1/snigate.1", "bash-completion/completions/snigate"]
+    {
+        assert!(dockerfile.contains(shipped), "{shipped}");
+    }
+}
