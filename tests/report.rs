@@ -219,3 +219,54 @@ async fn always_enforced_lists_and_files_still_deny() {
     assert_eq!(m[&connections("test", "deny", "rule")], 2.0);
     assert_eq!(m[&would_deny("test", "rule")], 1.0);
 }
+
+/// `snigate replay` on what a listener in report mode recorded: the same rules flip nothing;
+/// stricter rules give the exact allow-to-deny flips, exit 1 and the rule no connection used;
+/// looser ones the deny-to-allow flips of what was reported, exit 0.
+#[tokio::test]
+async fn replay_decides_recorded_traffic_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_backend().await;
+    let log = dir.path().join("access.log");
+    let proxy = TestConfig::upstream(echo)
+        .listener("enforce = \"report\"")
+        .rules("allow a.example.com\nallow b.example.com\n")
+        .log_json(&log)
+        .start(dir.path())
+        .await;
+    for name in ["a.example.com", "b.example.com", "b.example.com", "c.example.com"] {
+        assert!(passes("127.0.0.1", proxy.addr, name).await, "{name}: allowed or reported");
+    }
+    log_lines(dir.path(), 4).await;
+    let replay = |rules: &str, file: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, rules).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snigate"))
+            .args(["replay", "--json", "--log"])
+            .arg(&log)
+            .arg("--rules")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v, path.display().to_string())
+    };
+    let (code, same, _) = replay("allow a.example.com\nallow b.example.com\n", "same.rules");
+    assert_eq!((code, &same["records"], &same["same"]), (Some(0), &4.into(), &4.into()), "{same}");
+
+    let (code, stricter, path) = replay("allow a.example.com\nallow z.example.com\n", "stricter.rules");
+    assert_eq!(code, Some(1), "something allowed would be denied: {stricter}");
+    assert_eq!((&stricter["allow_to_deny"], &stricter["same"]), (&2.into(), &2.into()), "{stricter}");
+    let flip = &stricter["flips"][0];
+    assert_eq!(
+        (&flip["name"], &flip["direction"], &flip["count"]),
+        (&"b.example.com".into(), &"allow_to_deny".into(), &2.into())
+    );
+    assert_eq!(flip["rule"], "default", "{flip}");
+    assert_eq!(stricter["unused_rules"], serde_json::json!([format!("{path}:2")]));
+
+    let (code, looser, _) = replay("allow *.example.com\n", "looser.rules");
+    assert_eq!((code, &looser["deny_to_allow"], &looser["allow_to_deny"]), (Some(0), &1.into(), &0.into()), "{looser}");
+    assert_eq!(looser["flips"][0]["name"], "c.example.com");
+}

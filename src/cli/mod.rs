@@ -9,6 +9,7 @@ mod docs;
 mod explain;
 mod healthcheck;
 mod hello;
+mod replay;
 mod run;
 mod salesforce;
 
@@ -22,6 +23,7 @@ pub use docs::CompletionsArgs;
 pub use explain::MatchArgs;
 pub use healthcheck::HealthcheckArgs;
 pub use hello::HelloArgs;
+pub use replay::ReplayArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
 
@@ -63,6 +65,9 @@ pub enum Command {
     Run(RunArgs),
     /// Parse a captured ClientHello (raw bytes or hex text) and print what snigate sees in it.
     Hello(HelloArgs),
+    /// Decide recorded connections (JSON access logs) again under other rules: what flips, and
+    /// which rules none used. Exit 1 when something allowed would be denied.
+    Replay(ReplayArgs),
     /// Validate rule files: print counts, duplicates, shadowed rules and conflicts.
     Check(CheckArgs),
     /// Print the verdict for a name, the rule that decided it, and why.
@@ -85,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run_command(&args),
         Command::Hello(args) => hello::hello_command(&args),
+        Command::Replay(args) => replay::replay_command(&args),
         Command::Check(args) => check::check_command(&args),
         Command::Match(args) => explain::match_command(&args),
         Command::Import(args) => salesforce::import_command(&args),
