@@ -1,6 +1,11 @@
 //! Build facts for `snigate --version`: the commit, when built from a git checkout ("unknown"
 //! otherwise: a source tarball or a build without git must still build), and the build date.
 
+// The crate's own date arithmetic, the same file.
+#[allow(dead_code)]
+#[path = "src/date.rs"]
+mod date;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,20 +34,6 @@ fn main() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-    let (y, m, d) = civil((secs / 86_400) as i64);
+    let (y, m, d) = date::civil_from_days((secs / 86_400) as i64);
     println!("cargo:rustc-env=SNIGATE_BUILD_DATE={y:04}-{m:02}-{d:02}");
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }

@@ -39,6 +39,7 @@
 mod access_log;
 pub mod cli;
 mod config;
+mod date;
 mod handover;
 pub mod hello;
 mod lifecycle;

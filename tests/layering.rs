@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The layers, bottom first. A module may import from modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["name", "reason", "phase", "sys"],
+    &["name", "reason", "phase", "date", "sys"],
     &["hello"],
     &["rules"],
     &["policy"],

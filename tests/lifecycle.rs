@@ -960,33 +960,28 @@ async fn an_unprivileged_user_cannot_take_over() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&handover).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the handover socket is private whatever the umask");
 
-    let taker = Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(env!("CARGO_BIN_EXE_snigate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--takeover")
-        .arg(&handover)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&taker.stderr);
-    assert!(!taker.status.success(), "an unprivileged takeover must fail: {said}");
+    // A takeover attempted by the unprivileged user: its exit status and what it said.
+    let take_over_as_user = || {
+        let out = Command::new("runuser")
+            .args(["-u", user, "--"])
+            .arg(env!("CARGO_BIN_EXE_snigate"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--takeover")
+            .arg(&handover)
+            .output()
+            .unwrap();
+        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (status, said) = take_over_as_user();
+    assert!(!status.success(), "an unprivileged takeover must fail: {said}");
     assert!(said.contains("ermission denied"), "{said}");
     assert!(old.try_wait().unwrap().is_none(), "the running snigate serves on");
 
     // Were the socket's mode loosened, the credentials check still refuses the user.
     std::fs::set_permissions(&handover, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
-    let taker = Command::new("runuser")
-        .args(["-u", user, "--"])
-        .arg(env!("CARGO_BIN_EXE_snigate"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--takeover")
-        .arg(&handover)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&taker.stderr);
-    assert!(!taker.status.success(), "an unprivileged takeover must fail: {said}");
+    let (status, said) = take_over_as_user();
+    assert!(!status.success(), "an unprivileged takeover must fail: {said}");
     assert!(said.contains("closed the handover without sending"), "{said}");
     let refused = async || said_by_old.lock().unwrap().contains("handover refused: the peer runs as uid");
     eventually(Duration::from_secs(10), "the old side's refusal", refused).await;

@@ -139,6 +139,20 @@ pub(super) struct Configured {
     pub rules: RuleSet,
 }
 
+/// [`configured`] for a command's `--config` and `--listener`, if given: `Err` is the exit
+/// code, once the error is printed with `command`'s name.
+pub(super) fn configured_for(
+    command: &str,
+    config: Option<&Path>,
+    listener: Option<&str>,
+) -> Result<Option<Configured>, std::process::ExitCode> {
+    let Some(path) = config else { return Ok(None) };
+    configured(path, listener).map(Some).map_err(|(code, e)| {
+        eprintln!("snigate {command}: {e}");
+        std::process::ExitCode::from(code)
+    })
+}
+
 /// Loads `path` and its rules, for the listener named `name` (None: the first). The error is
 /// the exit code and the message.
 pub(super) fn configured(path: &Path, name: Option<&str>) -> Result<Configured, (u8, String)> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, configured, parse_verdict};
+use super::common::{EXIT_INVALID, EXIT_USAGE, ListArgs, compile, configured_for, parse_verdict};
 use crate::name::Name;
 use crate::policy::decide::Decision;
 use crate::proxy::report::Scopes;
@@ -84,15 +84,9 @@ pub(super) fn match_command(args: &MatchArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let configured = match &args.config {
-        Some(path) => match configured(path, args.listener.as_deref()) {
-            Ok(c) => Some(c),
-            Err((code, e)) => {
-                eprintln!("snigate match: {e}");
-                return ExitCode::from(code);
-            }
-        },
-        None => None,
+    let configured = match configured_for("match", args.config.as_deref(), args.listener.as_deref()) {
+        Ok(configured) => configured,
+        Err(code) => return code,
     };
     let compiled;
     let set = match &configured {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use tls_parser::TlsExtensionType;
 
-use super::common::{Configured, EXIT_INVALID, configured};
+use super::common::{Configured, EXIT_INVALID, configured_for};
 use crate::config::EchPolicy;
 use crate::hello::quic::{FIXED_BIT, Inspect, Inspector, QuicLimits, is_long_header};
 use crate::hello::{self, Carried, ClientHello, HelloError, HelloLimits, Parse};
@@ -59,15 +59,9 @@ pub(super) fn hello_command(args: &HelloArgs) -> ExitCode {
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let configured = match &args.config {
-        Some(path) => match configured(path, args.listener.as_deref()) {
-            Ok(c) => Some(c),
-            Err((code, e)) => {
-                eprintln!("snigate hello: {e}");
-                return ExitCode::from(code);
-            }
-        },
-        None => None,
+    let configured = match configured_for("hello", args.config.as_deref(), args.listener.as_deref()) {
+        Ok(configured) => configured,
+        Err(code) => return code,
     };
     let datagrams = match decode_datagrams(&input) {
         Ok(datagrams) => datagrams,

@@ -1,6 +1,7 @@
 //! Report scopes: where a connection the policy would deny is let through and reported
 //! instead (`enforce = "report"` on a listener, `[[report]]` for sources), until a date.
 
+use crate::date::{civil_from_days, days_from_civil};
 use std::fmt;
 
 use ipnet::IpNet;
@@ -121,31 +122,6 @@ pub(super) fn enforce(keyword: EnforceKeyword, until: Option<&str>) -> Result<En
         (EnforceKeyword::Enforce, None) => Ok(Enforce::Enforce),
         (EnforceKeyword::Report, until) => Ok(Enforce::Report { until }),
     }
-}
-
-/// Year, month, day to days since 1970-01-01, proleptic Gregorian (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Days since 1970-01-01 to (year, month, day): the inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
