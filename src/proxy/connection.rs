@@ -220,7 +220,7 @@ impl Conn<'_> {
             self.record.protocol = Seen::Http;
             let head = explicit::read_request(stream, &mut self.buf, self.deadline).await?;
             let target = explicit::http_request(&head, port, None)?;
-            self.record.host = Some(target.to_string());
+            self.asked(&target);
             self.record.stage = Stage::Decide;
             let admitted = admission::admit(self.listener, Ask::request(&target, Some(dst), verify), self.record)?;
             self.http = Some(Box::new(FirstRequest { head, target, rest: BytesMut::new() }));
@@ -361,7 +361,7 @@ impl Conn<'_> {
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
         let credentials = listener.live.load().credentials.get(listener.index).cloned().flatten();
         let target = explicit::connect_target(&head, credentials.as_deref(), &mut self.buf)?;
-        self.record.host = Some(target.to_string());
+        self.asked(&target);
         self.record.stage = Stage::Decide;
         explicit::check_port(&target, listener.mode.ports())?;
         let admitted = admission::admit(listener, Ask::request(&target, None, false), self.record)?;
@@ -380,11 +380,19 @@ impl Conn<'_> {
         self.record.protocol = Seen::Http;
         let head = explicit::read_request(client, &mut self.buf, self.deadline).await?;
         let target = explicit::http_request(&head, HTTP_PORT, Some(self.listener.mode.ports()))?;
-        self.record.host = Some(target.to_string());
+        self.asked(&target);
         self.record.stage = Stage::Decide;
         let admitted = admission::admit(self.listener, Ask::request(&target, None, false), self.record)?;
         self.http = Some(Box::new(FirstRequest { head, target, rest: BytesMut::new() }));
         Ok(admitted)
+    }
+
+    /// Records what an explicit request names (its `host`), only when it is logged: no string
+    /// otherwise.
+    fn asked(&mut self, target: &Target) {
+        if self.listener.access_log.is_on() {
+            self.record.host = Some(target.to_string());
+        }
     }
 
     /// Stage hello, waited for by the deadline.
@@ -546,7 +554,7 @@ impl Conn<'_> {
         let decide = |head: &Head| {
             record.requests += 1;
             let asked = explicit::http_request(head, default_port, ports)?;
-            if asked != target {
+            if asked != target && listener.access_log.is_on() {
                 record.host = Some(asked.to_string());
             }
             admission::admit(listener, Ask::request(&asked, original, false), record)?;
