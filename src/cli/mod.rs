@@ -9,6 +9,8 @@ mod docs;
 mod explain;
 mod healthcheck;
 mod hello;
+mod learn;
+mod logs;
 mod replay;
 mod run;
 mod salesforce;
@@ -23,6 +25,8 @@ pub use docs::CompletionsArgs;
 pub use explain::MatchArgs;
 pub use healthcheck::HealthcheckArgs;
 pub use hello::HelloArgs;
+pub use learn::LearnArgs;
+pub use logs::LogFilter;
 pub use replay::ReplayArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
@@ -68,6 +72,9 @@ pub enum Command {
     /// Decide recorded connections (JSON access logs) again under other rules: what flips, and
     /// which rules none used. Exit 1 when something allowed would be denied.
     Replay(ReplayArgs),
+    /// Print a rule file that allows what recorded connections (JSON access logs) used:
+    /// exact names, wildcards only where many names share a parent, with counts and last seen.
+    Learn(LearnArgs),
     /// Validate rule files: print counts, duplicates, shadowed rules and conflicts.
     Check(CheckArgs),
     /// Print the verdict for a name, the rule that decided it, and why.
@@ -91,6 +98,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run_command(&args),
         Command::Hello(args) => hello::hello_command(&args),
         Command::Replay(args) => replay::replay_command(&args),
+        Command::Learn(args) => learn::learn_command(&args),
         Command::Check(args) => check::check_command(&args),
         Command::Match(args) => explain::match_command(&args),
         Command::Import(args) => salesforce::import_command(&args),

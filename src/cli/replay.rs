@@ -3,16 +3,14 @@
 //! recorded connection used. A gate for rule changes, like `promtool test rules` for alerts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
 use super::common::{EXIT_INVALID, EXIT_USAGE};
+use super::logs::{self, Connection, Listeners, LogFilter, Recorded};
 use crate::config::Config;
-use crate::name::Name;
 use crate::policy::decide::RuleSet;
 use crate::rules::file::{load_rules, preset_rules};
 use crate::rules::rule::{Rule, Verdict};
@@ -33,53 +31,9 @@ pub struct ReplayArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// How a recorded connection was decided by the policy of its time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recorded {
-    /// The policy allowed it (whether the upstream then answered or not).
-    Allowed,
-    /// The policy denied it, or would have (a report scope let it through).
-    Denied,
-    /// Denied for a reason no rule changes (the destination guard, limits, a malformed hello).
-    Unreplayable,
-}
-
-/// One recorded connection, as far as the rules see it.
-struct Connection {
-    recorded: Recorded,
-    name: Option<Name>,
-    client: IpAddr,
-    dst: Option<SocketAddr>,
-    port: u16,
-}
-
-/// Reads one access-log line: `None` for a line that is not a connection's (a summary line),
-/// `Err` for one that cannot be read.
-fn connection(line: &str) -> Result<Option<Connection>, ()> {
-    let v: Value = serde_json::from_str(line).map_err(drop)?;
-    let Some(verdict) = v["verdict"].as_str() else { return Ok(None) };
-    let reason = v["reason"].as_str().ok_or(())?;
-    let recorded = match (verdict, reason) {
-        (_, "report") => Recorded::Denied,
-        ("allow" | "error", _) => Recorded::Allowed,
-        ("deny", "rule" | "default" | "no_sni") => Recorded::Denied,
-        _ => Recorded::Unreplayable,
-    };
-    let client: SocketAddr = v["client"].as_str().and_then(|c| c.parse().ok()).ok_or(())?;
-    let addr = |key: &str| v[key].as_str().and_then(|a| a.parse::<SocketAddr>().ok());
-    let host = v["host"].as_str().map(|h| h.rsplit_once(':').map_or((h, None), |(n, p)| (n, p.parse::<u16>().ok())));
-    let name = v["sni"].as_str().or(host.map(|(n, _)| n)).and_then(|n| Name::parse(n.as_bytes(), false).ok());
-    // The destination the rules saw: the original one (transparent), else, for a connection
-    // without a name, the address it went to.
-    let dst = addr("original_dst").or_else(|| if name.is_none() { addr("upstream") } else { None });
-    let port = dst
-        .map(|d| d.port())
-        .or(host.and_then(|(_, p)| p))
-        .or_else(|| addr("upstream").map(|u| u.port()))
-        .unwrap_or(443);
-    Ok(Some(Connection { recorded, name, client: client.ip(), dst, port }))
+    /// Which recorded connections to replay.
+    #[command(flatten)]
+    pub filter: LogFilter,
 }
 
 /// What a replay found.
@@ -89,6 +43,8 @@ struct Tally {
     same: u64,
     allow_to_deny: u64,
     deny_to_allow: u64,
+    /// Of `allow_to_deny`: let through, and reported, by a report scope of the configuration.
+    reported: u64,
     not_replayable: u64,
     unreadable: u64,
     /// (name or destination, direction) → (count, the new deciding rule).
@@ -98,7 +54,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn replay(&mut self, set: &RuleSet, c: &Connection) {
+    fn replay(&mut self, set: &RuleSet, listeners: &Listeners, c: &Connection) {
         self.records += 1;
         if c.recorded == Recorded::Unreplayable {
             self.not_replayable += 1;
@@ -118,7 +74,11 @@ impl Tally {
             }
         };
         match direction {
-            "allow_to_deny" => self.allow_to_deny += 1,
+            "allow_to_deny" => {
+                self.allow_to_deny += 1;
+                let always = d.rule.is_some_and(|r| r.always_enforced());
+                self.reported += u64::from(!always && listeners.reports(c));
+            }
             _ => self.deny_to_allow += 1,
         }
         let what =
@@ -130,7 +90,7 @@ impl Tally {
 
 /// Runs `snigate replay`.
 pub(super) fn replay_command(args: &ReplayArgs) -> ExitCode {
-    let (set, rules) = match ruleset(args) {
+    let (set, rules, listeners) = match ruleset(args) {
         Ok(loaded) => loaded,
         Err((code, message)) => {
             eprintln!("snigate replay: {message}");
@@ -138,38 +98,28 @@ pub(super) fn replay_command(args: &ReplayArgs) -> ExitCode {
         }
     };
     let mut tally = Tally::default();
-    for path in &args.logs {
-        let reader: Box<dyn BufRead> = match path.as_os_str() == "-" {
-            true => Box::new(std::io::stdin().lock()),
-            false => match std::fs::File::open(path) {
-                Ok(f) => Box::new(std::io::BufReader::new(f)),
-                Err(e) => {
-                    eprintln!("snigate replay: {}: {e}", path.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            },
-        };
-        // Streamed: memory follows the distinct names flipped, not the log's length.
-        for line in reader.lines() {
-            let Ok(line) = line else {
-                tally.unreadable += 1;
-                continue;
-            };
-            match connection(&line) {
-                Ok(Some(c)) => tally.replay(&set, &c),
-                Ok(None) => {}
-                Err(()) => tally.unreadable += 1,
-            }
+    // Streamed: memory follows the distinct names flipped, not the logs' length.
+    let read = logs::read(&args.logs, |mut c| {
+        if args.filter.keeps(&c) {
+            listeners.settle(&mut c);
+            tally.replay(&set, &listeners, &c);
+        }
+    });
+    match read {
+        Ok(skipped) => tally.unreadable = skipped.unreadable,
+        Err(e) => {
+            eprintln!("snigate replay: {e}");
+            return ExitCode::from(EXIT_USAGE);
         }
     }
     let unused: Vec<String> =
         rules.iter().map(|r| format!("{}:{}", r.file, r.line)).filter(|r| !tally.used.contains(r)).collect();
     print(&tally, &unused, args.json);
-    ExitCode::from(u8::from(tally.allow_to_deny > 0))
+    ExitCode::from(u8::from(tally.allow_to_deny > tally.reported))
 }
 
 /// The rules to replay with, and the rule files' rules (to tell the unused ones).
-fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Vec<Rule>), (u8, String)> {
+fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Vec<Rule>, Listeners), (u8, String)> {
     let invalid = |e: crate::rules::file::RuleErrors| (EXIT_INVALID, format!("invalid rules:\n{e}"));
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))?,
@@ -189,7 +139,11 @@ fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Vec<Rule>), (u8, String)> {
         None => preset_rules(),
     }
     .map_err(invalid)?;
-    Ok((set, rules))
+    let listeners = match args.config {
+        Some(_) => Listeners::of(&config),
+        None => Listeners::default(),
+    };
+    Ok((set, rules, listeners))
 }
 
 fn print(t: &Tally, unused: &[String], as_json: bool) {
@@ -204,6 +158,7 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
             "same": t.same,
             "allow_to_deny": t.allow_to_deny,
             "deny_to_allow": t.deny_to_allow,
+            "reported": t.reported,
             "not_replayable": t.not_replayable,
             "unreadable": t.unreadable,
             "flips": flips,
@@ -213,10 +168,15 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
         return;
     }
     println!(
-        "{} connections: {} the same, {} allow to deny, {} deny to allow, {} not replayable{}",
+        "{} connections: {} the same, {} allow to deny{}, {} deny to allow, {} not replayable{}",
         t.records,
         t.same,
         t.allow_to_deny,
+        if t.reported > 0 {
+            format!(" ({} of them reported, not denied, by a report scope)", t.reported)
+        } else {
+            String::new()
+        },
         t.deny_to_allow,
         t.not_replayable,
         if t.unreadable > 0 { format!(" ({} unreadable lines skipped)", t.unreadable) } else { String::new() }
@@ -226,27 +186,5 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
     }
     for rule in unused {
         println!("       unused          {rule}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_line_says_what_the_rules_saw() {
-        let allowed = r#"{"client":"10.0.0.1:4000","sni":"a.example.com","verdict":"allow","reason":"rule","upstream":"192.0.2.1:443"}"#;
-        let c = connection(allowed).unwrap().unwrap();
-        assert_eq!((c.recorded, c.name.unwrap().as_str(), c.port), (Recorded::Allowed, "a.example.com", 443));
-        let reported = r#"{"client":"10.0.0.1:4000","host":"b.example.com:8080","verdict":"allow","reason":"report"}"#;
-        let c = connection(reported).unwrap().unwrap();
-        assert_eq!((c.recorded, c.name.unwrap().as_str(), c.port), (Recorded::Denied, "b.example.com", 8080));
-        let guarded = r#"{"client":"10.0.0.1:4000","sni":"c.example.com","verdict":"deny","reason":"dst_denied"}"#;
-        assert_eq!(connection(guarded).unwrap().unwrap().recorded, Recorded::Unreplayable);
-        let no_name = r#"{"client":"10.0.0.1:4000","original_dst":"192.0.2.9:25","verdict":"deny","reason":"no_sni"}"#;
-        let c = connection(no_name).unwrap().unwrap();
-        assert_eq!((c.dst, c.port), (Some("192.0.2.9:25".parse().unwrap()), 25));
-        assert!(connection(r#"{"event":"log_suppressed"}"#).unwrap().is_none());
-        assert!(connection("not json").is_err());
     }
 }

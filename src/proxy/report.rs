@@ -72,8 +72,21 @@ impl Scopes {
             return false;
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        self.covering(index, client).any(|s| s.open(now))
+    }
+
+    /// Whether a connection from `client` on the listener at `index` (`None`: a listener the
+    /// configuration does not have) would have been reported at unix time `at`: for replaying
+    /// recorded connections. Says nothing in the log.
+    pub fn cover_at(&self, index: Option<usize>, client: IpAddr, at: i64) -> bool {
+        self.covering(index.unwrap_or(usize::MAX), client).any(|s| s.ends_at.is_none_or(|end| at < end))
+    }
+
+    /// The scopes that cover `client` on the listener at `index`, open or not.
+    fn covering(&self, index: usize, client: IpAddr) -> impl Iterator<Item = &Scope> {
         let client = client.to_canonical();
-        self.listeners.get(index).and_then(Option::as_ref).is_some_and(|s| s.open(now))
-            || self.sources.iter().any(|(from, s)| from.iter().any(|n| n.contains(&client)) && s.open(now))
+        let listener = self.listeners.get(index).and_then(Option::as_ref);
+        let sources = self.sources.iter().filter(move |(from, _)| from.iter().any(|n| n.contains(&client)));
+        listener.into_iter().chain(sources.map(|(_, s)| s))
     }
 }

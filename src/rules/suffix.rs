@@ -46,6 +46,16 @@ pub fn is_public_suffix(name: &str) -> bool {
     info.typ.is_some() && info.len == name.len()
 }
 
+/// Whether `name` (normalised) lies strictly below a registrable domain: `a.example.com` does,
+/// `example.com` (the registrable domain itself) and `co.uk` (a suffix) do not. The list's
+/// implicit `*` rule counts here, so that `svc.corp` is a registrable domain of the internal
+/// `corp`. What `snigate learn` may collapse into a wildcard.
+pub fn below_registrable(name: &str) -> bool {
+    let info = psl::List.find(name.rsplit('.').map(str::as_bytes));
+    let suffix_labels = name[name.len().saturating_sub(info.len)..].split('.').count();
+    info.len < name.len() && name.split('.').count() >= suffix_labels + 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +75,25 @@ mod tests {
         ];
         for (name, want) in cases {
             assert_eq!(is_public_suffix(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn only_names_below_a_registrable_domain_are_below_it() {
+        let cases = [
+            ("my.salesforce.com", true),
+            ("a.b.example.co.uk", true),
+            ("svc.cluster.corp", true),
+            ("salesforce.com", false),
+            ("example.co.uk", false),
+            ("co.uk", false),
+            ("acme.github.io", false),
+            ("x.acme.github.io", true),
+            ("com", false),
+            ("corp", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(below_registrable(name), want, "{name}");
         }
     }
 
