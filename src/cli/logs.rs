@@ -33,11 +33,11 @@ pub(super) enum Recorded {
 
 /// One recorded connection, as far as the rules see it.
 #[derive(Debug)]
-pub(super) struct Connection {
+pub(super) struct Connection<'a> {
     /// How the policy of its time decided it.
     pub recorded: Recorded,
     /// The listener's name.
-    pub listener: Option<String>,
+    pub listener: Option<Cow<'a, str>>,
     /// When it was accepted, in unix seconds.
     pub time: Option<i64>,
     /// The name the rules saw: the SNI, or an explicit request's host.
@@ -98,7 +98,7 @@ fn by_rules(reason: &str) -> bool {
 
 /// Reads one access-log line: `None` for a line that is not a connection's (an event line),
 /// `Err` for one that cannot be read.
-pub(super) fn connection(line: &str) -> Result<Option<Connection>, ()> {
+pub(super) fn connection(line: &str) -> Result<Option<Connection<'_>>, ()> {
     let v: Line = serde_json::from_str(line).map_err(drop)?;
     let Some(verdict) = v.verdict.as_deref() else { return Ok(None) };
     let reason = v.reason.as_deref().ok_or(())?;
@@ -127,7 +127,7 @@ pub(super) fn connection(line: &str) -> Result<Option<Connection>, ()> {
     };
     Ok(Some(Connection {
         recorded,
-        listener: v.listener.map(Cow::into_owned),
+        listener: v.listener,
         time: v.time.as_deref().and_then(unix_seconds),
         name,
         client: client.ip(),
@@ -320,7 +320,7 @@ fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
 /// Calls `each` with every connection of `paths`, in order. A log that cannot be opened, or
 /// a read that fails midway, is an error naming the file; lines that cannot be read are
 /// counted and skipped.
-pub(super) fn read(paths: &[PathBuf], mut each: impl FnMut(Connection)) -> Result<Skipped, String> {
+pub(super) fn read(paths: &[PathBuf], mut each: impl FnMut(Connection<'_>)) -> Result<Skipped, String> {
     let mut skipped = Skipped::default();
     let mut line = Vec::with_capacity(1024);
     for path in paths {

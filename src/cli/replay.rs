@@ -2,7 +2,7 @@
 //! with the same compiled `RuleSet` the proxy decides with: what would flip, and which rules no
 //! recorded connection used. A gate for rule changes, like `promtool test rules` for alerts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,8 +12,7 @@ use super::common::{EXIT_INVALID, EXIT_USAGE};
 use super::logs::{self, Connection, Listeners, LogFilter, Recorded};
 use crate::config::Config;
 use crate::policy::decide::RuleSet;
-use crate::rules::file::{load_rules, preset_rules};
-use crate::rules::rule::{Rule, Verdict};
+use crate::rules::rule::Verdict;
 
 /// Arguments of `snigate replay`.
 #[derive(Debug, clap::Args)]
@@ -47,11 +46,15 @@ struct Tally {
     reported: u64,
     not_replayable: u64,
     unreadable: u64,
-    /// (name or destination, direction) → (count, the new deciding rule).
-    flips: BTreeMap<(String, &'static str), (u64, String)>,
-    /// The rules that decided some connection, as `file:line`.
-    used: BTreeSet<String>,
+    /// The flips to deny and to allow: name (or destination) → count and the new deciding
+    /// rule. Looked up by the borrowed name; a new entry's rule text is made once.
+    flips: [HashMap<Box<str>, (u64, String)>; 2],
+    /// By rule index: whether the rule decided some connection.
+    used: Vec<bool>,
 }
+
+/// The directions of a flip, as `flips` indexes them and the report names them.
+const DIRECTIONS: [&str; 2] = ["allow_to_deny", "deny_to_allow"];
 
 impl Tally {
     fn replay(&mut self, set: &RuleSet, listeners: &Listeners, c: &Connection) {
@@ -61,43 +64,51 @@ impl Tally {
             return;
         }
         let d = set.decide(c.name.as_ref(), c.client, c.dst, c.port);
-        let rule = d.rule.map_or_else(|| d.reason.as_str().to_string(), |r| r.to_string());
         if let Some(r) = d.rule {
-            self.used.insert(r.to_string());
+            self.used[r.index()] = true;
         }
         let direction = match (c.recorded, d.verdict) {
-            (Recorded::Allowed, Verdict::Deny) => "allow_to_deny",
-            (Recorded::Denied, Verdict::Allow) => "deny_to_allow",
+            (Recorded::Allowed, Verdict::Deny) => {
+                self.allow_to_deny += 1;
+                let always = d.rule.is_some_and(|r| r.always_enforced());
+                self.reported += u64::from(!always && listeners.reports(c));
+                0
+            }
+            (Recorded::Denied, Verdict::Allow) => {
+                self.deny_to_allow += 1;
+                1
+            }
             _ => {
                 self.same += 1;
                 return;
             }
         };
-        match direction {
-            "allow_to_deny" => {
-                self.allow_to_deny += 1;
-                let always = d.rule.is_some_and(|r| r.always_enforced());
-                self.reported += u64::from(!always && listeners.reports(c));
+        let rule = || d.rule.map_or_else(|| d.reason.as_str().to_string(), |r| r.to_string());
+        let flips = &mut self.flips[direction];
+        let entry = match &c.name {
+            Some(name) => flips.get_mut(name.as_str()),
+            None => None,
+        };
+        match entry {
+            Some(entry) => entry.0 += 1,
+            None => {
+                let what = c.name.as_ref().map_or_else(|| c.dst.map_or("(no name)".into(), |d| d.to_string()), |n| n.to_string());
+                flips.entry(what.into()).or_insert((0, rule())).0 += 1;
             }
-            _ => self.deny_to_allow += 1,
         }
-        let what =
-            c.name.as_ref().map_or_else(|| c.dst.map_or("(no name)".into(), |d| d.to_string()), |n| n.to_string());
-        let entry = self.flips.entry((what, direction)).or_insert((0, rule));
-        entry.0 += 1;
     }
 }
 
 /// Runs `snigate replay`.
 pub(super) fn replay_command(args: &ReplayArgs) -> ExitCode {
-    let (set, rules, listeners) = match ruleset(args) {
+    let (set, listeners) = match ruleset(args) {
         Ok(loaded) => loaded,
         Err((code, message)) => {
             eprintln!("snigate replay: {message}");
             return ExitCode::from(code);
         }
     };
-    let mut tally = Tally::default();
+    let mut tally = Tally { used: vec![false; set.len()], ..Tally::default() };
     // Streamed: memory follows the distinct names flipped, not the logs' length.
     let read = logs::read(&args.logs, |mut c| {
         if args.filter.keeps(&c) {
@@ -112,14 +123,15 @@ pub(super) fn replay_command(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    // The rules of the rule files (lists are not reported) that decided nothing.
     let unused: Vec<String> =
-        rules.iter().map(|r| format!("{}:{}", r.file, r.line)).filter(|r| !tally.used.contains(r)).collect();
+        set.rules().filter(|r| r.line().is_some() && !tally.used[r.index()]).map(|r| r.to_string()).collect();
     print(&tally, &unused, args.json);
     ExitCode::from(u8::from(tally.allow_to_deny > tally.reported))
 }
 
-/// The rules to replay with, and the rule files' rules (to tell the unused ones).
-fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Vec<Rule>, Listeners), (u8, String)> {
+/// The rules to replay with, and what the configuration says of its listeners.
+fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Listeners), (u8, String)> {
     let invalid = |e: crate::rules::file::RuleErrors| (EXIT_INVALID, format!("invalid rules:\n{e}"));
     let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| (EXIT_USAGE, e.to_string()))?,
@@ -134,23 +146,22 @@ fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Vec<Rule>, Listeners), (u8, St
         config.rules.files = Some(absolute);
     }
     let set = config.compile_rules().map_err(invalid)?;
-    let rules = match &config.rules.files {
-        Some(files) => load_rules(files),
-        None => preset_rules(),
-    }
-    .map_err(invalid)?;
     let listeners = match args.config {
         Some(_) => Listeners::of(&config),
         None => Listeners::default(),
     };
-    Ok((set, rules, listeners))
+    Ok((set, listeners))
 }
 
 fn print(t: &Tally, unused: &[String], as_json: bool) {
-    let flips: Vec<Value> = t
-        .flips
+    // Allow-to-deny first (what the gate is about), each direction by count, then by name.
+    let mut sorted: Vec<(usize, &str, u64, &str)> = (0..2)
+        .flat_map(|d| t.flips[d].iter().map(move |(name, (count, rule))| (d, &**name, *count, rule.as_str())))
+        .collect();
+    sorted.sort_by(|a, b| (a.0, std::cmp::Reverse(a.2), a.1).cmp(&(b.0, std::cmp::Reverse(b.2), b.1)));
+    let flips: Vec<Value> = sorted
         .iter()
-        .map(|((name, direction), (count, rule))| json!({"name": name, "direction": direction, "count": count, "rule": rule}))
+        .map(|(d, name, count, rule)| json!({"name": name, "direction": DIRECTIONS[*d], "count": count, "rule": rule}))
         .collect();
     if as_json {
         let v = json!({
@@ -181,8 +192,8 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
         t.not_replayable,
         if t.unreadable > 0 { format!(" ({} unreadable lines skipped)", t.unreadable) } else { String::new() }
     );
-    for ((name, direction), (count, rule)) in &t.flips {
-        println!("{direction:>13}  {count:>6}  {name}  (now: {rule})");
+    for (d, name, count, rule) in &sorted {
+        println!("{:>13}  {count:>6}  {name}  (now: {rule})", DIRECTIONS[*d]);
     }
     for rule in unused {
         println!("       unused          {rule}");
