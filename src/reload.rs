@@ -27,15 +27,31 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Compiles the configured rules and swaps them into the live settings; on failure the running
 /// rules stay. Either way `metrics` counts the reload. Returns the new rule count.
+///
+/// When every rule file and list holds the bytes it held and the settings are the same, the
+/// running snapshot is kept as it is: nothing is compiled, so a reload for another reason (a
+/// limit, a report scope, an unchanged file touched) costs no second copy of a large ruleset.
 pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metrics) -> Result<usize, RuleErrors> {
     let config = config.clone();
+    let running = live.load().fingerprint.clone();
     let compiled = tokio::task::spawn_blocking(move || -> Result<_, RuleErrors> {
-        Ok((config.compile_rules()?, config.fingerprint()))
+        let fingerprint = config.fingerprint();
+        if fingerprint.same_snapshot(&running) {
+            return Ok(None);
+        }
+        Ok(Some((config.compile_rules()?, fingerprint)))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     match compiled {
-        Ok((new, fingerprint)) => {
+        Ok(None) => {
+            metrics.reloaded(true);
+            let running = live.load();
+            let n = running.rules.len();
+            tracing::info!(rules = n, sha256 = %running.fingerprint.sha256, unchanged = true, "rules reloaded");
+            Ok(n)
+        }
+        Ok(Some((new, fingerprint))) => {
             let n = new.len();
             metrics.rules_loaded(&new);
             let usage = metrics.rule_usage(&new);

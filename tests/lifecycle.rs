@@ -1368,6 +1368,46 @@ async fn a_reload_says_what_changed_and_which_ruleset_runs() {
     let _ = child.kill().await;
 }
 
+/// A reload that finds every rule file with the bytes it had, and the same `[rules]` settings,
+/// keeps the running snapshot (no second copy compiled beside it); a changed setting compiles
+/// anew, and so does a changed file.
+#[tokio::test]
+async fn a_reload_of_unchanged_rules_keeps_the_running_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    // In a folder of their own, so that writing the configuration wakes no file watch.
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let rules = dir.path().join("rules/a.rules");
+    std::fs::write(&rules, "allow a.example.com\n").unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let backend = echo_backend().await;
+    let write = |default: &str| {
+        TestConfig::upstream(backend)
+            .listen(addr)
+            .rules_file(rules.clone())
+            .rules_setting(format!("default = \"{default}\""))
+            .metrics_off()
+            .write(&dir.path().join("snigate.toml"))
+    };
+    let config = write("deny");
+    let (mut child, mut stderr) = run_binary(&config);
+    line_with(&mut stderr, "listening").await;
+    let pid = child.id().unwrap().to_string();
+    let hup = || assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    hup();
+    let kept = line_with(&mut stderr, "rules reloaded").await;
+    assert!(kept.contains("unchanged=true"), "{kept}");
+    write("allow");
+    hup();
+    let compiled = line_with(&mut stderr, "rules reloaded").await;
+    assert!(!compiled.contains("unchanged"), "a changed default compiles anew: {compiled}");
+    std::fs::write(&rules, "allow b.example.com\n").unwrap();
+    hup();
+    let changed = line_with(&mut stderr, "rules reloaded").await;
+    assert!(!changed.contains("unchanged"), "a changed file compiles anew: {changed}");
+    drain_stderr(stderr);
+    let _ = child.kill().await;
+}
+
 /// One snigate owns an address: a second one with another policy on the same address is
 /// refused, naming the address, instead of silently taking half the traffic; the first serves
 /// on, and a handover (which passes the ownership on) still works.

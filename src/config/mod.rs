@@ -410,7 +410,7 @@ impl Config {
     /// The configured rule files' and lists' fingerprint as they are on disk now.
     pub fn fingerprint(&self) -> Fingerprint {
         let lists: Vec<&Path> = self.rules.lists.iter().map(|l| l.path.as_path()).collect();
-        Fingerprint::of(self.rules.files.as_deref(), &lists)
+        Fingerprint::of(self.rules.files.as_deref(), &lists).with_settings(&self.rules)
     }
 
     /// Loads and compiles the configured rules and lists into a snapshot.

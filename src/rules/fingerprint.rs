@@ -18,6 +18,9 @@ pub struct Fingerprint {
     pub sha256: String,
     /// Each rule file's rules, as written.
     pub rules: BTreeMap<String, BTreeSet<String>>,
+    /// The settings the snapshot is compiled with besides the files (`[rules]`: the default,
+    /// `no_sni`, the lists' actions): with `sha256`, what makes two snapshots the same.
+    pub settings: String,
 }
 
 /// What one reload changed in one rule file.
@@ -63,7 +66,19 @@ impl Fingerprint {
             add(&list.display().to_string(), &text);
         }
         let sha256 = digest.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        Fingerprint { sha256, rules }
+        Fingerprint { sha256, rules, settings: String::new() }
+    }
+
+    /// This fingerprint, for a snapshot compiled with `settings` (their `Debug` form).
+    pub fn with_settings(self, settings: &impl std::fmt::Debug) -> Fingerprint {
+        Fingerprint { settings: format!("{settings:?}"), ..self }
+    }
+
+    /// Whether a snapshot with this fingerprint would be the one with `other`'s: the same bytes
+    /// of every file and the same settings. A reload that finds so keeps the running snapshot
+    /// instead of compiling a second copy beside it.
+    pub fn same_snapshot(&self, other: &Fingerprint) -> bool {
+        self.sha256 == other.sha256 && self.settings == other.settings
     }
 
     /// What changed from `old` to this one, file by file (files added or removed count whole).
