@@ -283,16 +283,30 @@ fn finding(f: &Finding<'_>) -> Item {
     Item { severity, code: f.code(), file: at.file.to_string(), line: Some(at.line as usize), message, text }
 }
 
-/// Rule files' lines, read once each, for acknowledgements.
+/// Rule files' text and where each line starts, read once each, for acknowledgements: a
+/// check of a large file finds many things, and each looks up two lines.
 #[derive(Default)]
-struct Files(HashMap<String, Option<String>>);
+struct Files(HashMap<String, Option<(String, Vec<usize>)>>);
 
 impl Files {
     fn acknowledges(&mut self, file: &str, line: u32, code: &str) -> bool {
-        let text = self.0.entry(file.to_string()).or_insert_with(|| match PRESET.iter().find(|(n, _)| *n == file) {
-            Some((_, text)) => Some(text.to_string()),
-            None => std::fs::read_to_string(file).ok(),
+        let entry = self.0.entry(file.to_string()).or_insert_with(|| {
+            let text = match PRESET.iter().find(|(n, _)| *n == file) {
+                Some((_, text)) => Some(text.to_string()),
+                None => std::fs::read_to_string(file).ok(),
+            }?;
+            let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+            Some((text, starts))
         });
-        text.as_deref().is_some_and(|t| acknowledges(&t.lines().collect::<Vec<_>>(), line, code))
+        let Some((text, starts)) = entry else { return false };
+        // The lines `line - 1` and `line`, as `acknowledges` reads them (`str::lines`).
+        let at = |i: usize| {
+            let (start, end) = (*starts.get(i)?, starts.get(i + 1).map_or(text.len(), |e| e - 1));
+            let l = text.get(start..end.max(start))?;
+            (start < text.len()).then(|| l.strip_suffix('\r').unwrap_or(l))
+        };
+        let first = (line as usize).saturating_sub(2);
+        let lines: Vec<&str> = (first..line as usize).map_while(at).collect();
+        acknowledges(&lines, line - first as u32, code)
     }
 }
