@@ -54,17 +54,18 @@ pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metric
         Ok(Some((new, fingerprint))) => {
             let n = new.len();
             metrics.rules_loaded(&new);
+            let new = Arc::new(new);
             let usage = metrics.rule_usage(&new);
             metrics.rules_identity(&fingerprint.sha256);
             metrics.reloaded(true);
             for change in fingerprint.changes_from(&live.load().fingerprint) {
                 // The first few rules of each side: enough to recognise the edit.
-                let (added, removed) = (change.added.len(), change.removed.len());
+                let (added, removed) = change.counts;
                 let first = |rules: &[String]| rules.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
                 let (adds, removes) = (first(&change.added), first(&change.removed));
                 tracing::info!(file = %change.file, added, removed, adds, removes, "rules changed");
             }
-            let (new, fingerprint) = (Arc::new(new), Arc::new(fingerprint));
+            let fingerprint = Arc::new(fingerprint);
             live.update(|running| Live { rules: new, usage, fingerprint: fingerprint.clone(), ..running.clone() });
             tracing::info!(rules = n, sha256 = %fingerprint.sha256, "rules reloaded");
             Ok(n)

@@ -3,8 +3,8 @@
 //! registration of a raw listening socket, and taking the listening sockets a service manager
 //! passed, each behind a safe wrapper over owned or borrowed file descriptors; glibc's
 //! `mallopt` and `malloc_trim`, so that a dropped rule snapshot and the flows of a flood go
-//! back to the system; and `getifaddrs`, for the destination guard's list of this machine's
-//! addresses.
+//! back to the system; `getifaddrs`, for the destination guard's list of this machine's
+//! addresses; and counters in zeroed memory that costs nothing until counted on.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -13,6 +13,26 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+/// `n` atomic counters at zero, in zeroed memory straight from the allocator (`calloc`, which
+/// for a large array maps fresh zero pages): a page no counter on it is ever added to is never
+/// touched, and costs no resident memory. A million rules' counters cost only the pages of the
+/// rules that decide something.
+pub fn zeroed_counters<T: Counter>(n: usize) -> Box<[T]> {
+    // SAFETY: `T: Counter` is only implemented for the atomic integers below, for which all-zero
+    // bytes are a valid value (zero), as for the integers they wrap.
+    unsafe { Box::<[T]>::new_zeroed_slice(n).assume_init() }
+}
+
+/// An atomic integer, valid as all-zero bytes: what [`zeroed_counters`] makes.
+pub trait Counter: private::Sealed {}
+impl Counter for std::sync::atomic::AtomicU64 {}
+impl Counter for std::sync::atomic::AtomicU32 {}
+mod private {
+    pub trait Sealed {}
+    impl Sealed for std::sync::atomic::AtomicU64 {}
+    impl Sealed for std::sync::atomic::AtomicU32 {}
+}
 
 /// A non-blocking, close-on-exec pipe; both ends close on drop.
 #[derive(Debug)]

@@ -397,7 +397,7 @@ impl Metrics {
 
     /// The usage counters of `rules`, going live (at start or by a reload): they inherit the
     /// counts of the running snapshot's unchanged rules, and `/rules` reports them from now on.
-    pub fn rule_usage(&self, rules: &RuleSet) -> Arc<RuleUsage> {
+    pub fn rule_usage(&self, rules: &Arc<RuleSet>) -> Arc<RuleUsage> {
         self.usage.next(rules, self.workers.len())
     }
 

@@ -166,11 +166,12 @@ impl Server {
         mut passed: Vec<(String, Socket)>,
     ) -> io::Result<Server> {
         metrics.rules_loaded(&rules);
+        let rules = Arc::new(rules);
         let usage = metrics.rule_usage(&rules);
         let fingerprint = Arc::new(config.fingerprint());
         metrics.rules_identity(&fingerprint.sha256);
         metrics.report_scopes(config);
-        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, Arc::new(rules), usage, fingerprint)));
+        let live = Arc::new(ArcSwap::from_pointee(Live::new(config, rules, usage, fingerprint)));
         let resolver = Arc::new(Resolver::from_system());
         let drain_deadline = Arc::new(DrainDeadline::default());
         let workers = config.runtime.worker_threads().max(1);

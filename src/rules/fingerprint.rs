@@ -11,16 +11,60 @@ use ring::digest::{Context, SHA256};
 
 use super::file::{PRESET, rule_files, written};
 
+/// A rule file with more rules than this is remembered by its rules' hashes alone, so that a
+/// large generated file costs 8 bytes per rule here rather than its text again: its reloads
+/// are told by counts.
+const TEXTS_UP_TO: usize = 10_000;
+
 /// A ruleset's identity and its rule files' rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint {
     /// SHA-256 of every file read, with its name, in order, as lowercase hex.
     pub sha256: String,
-    /// Each rule file's rules, as written.
-    pub rules: BTreeMap<String, BTreeSet<String>>,
+    /// Each rule file's rules.
+    pub rules: BTreeMap<String, Written>,
     /// The settings the snapshot is compiled with besides the files (`[rules]`: the default,
     /// `no_sni`, the lists' actions): with `sha256`, what makes two snapshots the same.
     pub settings: String,
+}
+
+/// A rule file's rules as written (comments and spacing aside).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Their texts: a file of at most [`TEXTS_UP_TO`] rules.
+    Texts(BTreeSet<String>),
+    /// Their texts' hashes, sorted: a larger file.
+    Hashes(Vec<u64>),
+}
+
+impl Written {
+    fn of(text: &str) -> Written {
+        let lines = text.lines().map(written).filter(|l| !l.is_empty());
+        if text.lines().nth(TEXTS_UP_TO).is_none() {
+            return Written::Texts(lines.collect());
+        }
+        let mut hashes: Vec<u64> = lines.map(|l| hash(&l)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        Written::Hashes(hashes)
+    }
+
+    fn hashes(&self) -> Vec<u64> {
+        match self {
+            Written::Texts(t) => {
+                let mut h: Vec<u64> = t.iter().map(|l| hash(l)).collect();
+                h.sort_unstable();
+                h
+            }
+            Written::Hashes(h) => h.clone(),
+        }
+    }
+}
+
+/// A rule text's hash (FNV-1a: stable across runs, so the same text hashes the same in two
+/// fingerprints).
+fn hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// What one reload changed in one rule file.
@@ -28,10 +72,12 @@ pub struct Fingerprint {
 pub struct FileChange {
     /// The rule file.
     pub file: String,
-    /// Rules it holds now and did not.
+    /// Rules it holds now and did not (their texts: empty when the file is told by counts).
     pub added: Vec<String>,
-    /// Rules it held and does not now.
+    /// Rules it held and does not now (likewise).
     pub removed: Vec<String>,
+    /// How many rules were added and removed.
+    pub counts: (usize, usize),
 }
 
 impl Fingerprint {
@@ -49,8 +95,7 @@ impl Fingerprint {
         };
         let mut rule_file = |name: String, text: &str| {
             add(&name, text.as_bytes());
-            let lines = text.lines().map(written).filter(|l| !l.is_empty()).collect();
-            rules.insert(name, lines);
+            rules.insert(name, Written::of(text));
         };
         match files {
             None => PRESET.iter().for_each(|(name, text)| rule_file(name.to_string(), text)),
@@ -83,15 +128,27 @@ impl Fingerprint {
 
     /// What changed from `old` to this one, file by file (files added or removed count whole).
     pub fn changes_from(&self, old: &Fingerprint) -> Vec<FileChange> {
-        let empty = BTreeSet::new();
+        let empty = Written::Texts(BTreeSet::new());
         let files: BTreeSet<&String> = self.rules.keys().chain(old.rules.keys()).collect();
         files
             .into_iter()
             .filter_map(|file| {
                 let (now, then) = (self.rules.get(file).unwrap_or(&empty), old.rules.get(file).unwrap_or(&empty));
-                let added: Vec<String> = now.difference(then).cloned().collect();
-                let removed: Vec<String> = then.difference(now).cloned().collect();
-                (!added.is_empty() || !removed.is_empty()).then(|| FileChange { file: file.clone(), added, removed })
+                let change = match (now, then) {
+                    (Written::Texts(now), Written::Texts(then)) => {
+                        let added: Vec<String> = now.difference(then).cloned().collect();
+                        let removed: Vec<String> = then.difference(now).cloned().collect();
+                        let counts = (added.len(), removed.len());
+                        FileChange { file: file.clone(), added, removed, counts }
+                    }
+                    _ => {
+                        let (now, then) = (now.hashes(), then.hashes());
+                        let only = |a: &[u64], b: &[u64]| a.iter().filter(|h| b.binary_search(h).is_err()).count();
+                        let counts = (only(&now, &then), only(&then, &now));
+                        FileChange { file: file.clone(), added: Vec::new(), removed: Vec::new(), counts }
+                    }
+                };
+                (change.counts != (0, 0)).then_some(change)
             })
             .collect()
     }
@@ -118,5 +175,24 @@ mod tests {
         assert_eq!(changes[0].removed, ["allow a.example.com"]);
         assert_eq!(changes[1].added, ["deny d.example.com"]);
         assert_eq!(Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]), after, "the same files, the same print");
+    }
+
+    #[test]
+    fn a_large_file_is_told_by_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.rules");
+        let many = |skip: usize, extra: &str| -> String {
+            (0..TEXTS_UP_TO + 10).filter(|i| *i != skip).map(|i| format!("deny n{i}.example.com\n")).collect::<String>() + extra
+        };
+        std::fs::write(&a, many(usize::MAX, "")).unwrap();
+        let before = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
+        assert!(matches!(before.rules.values().next(), Some(Written::Hashes(h)) if h.len() == TEXTS_UP_TO + 10));
+        std::fs::write(&a, many(3, "allow a.example.com\nallow b.example.com\n")).unwrap();
+        let after = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
+        let changes = after.changes_from(&before);
+        assert_eq!((changes.len(), changes[0].counts, changes[0].added.len()), (1, (2, 1), 0), "{changes:?}");
+        std::fs::write(&a, "allow a.example.com\n").unwrap();
+        let small = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
+        assert_eq!(small.changes_from(&after)[0].counts, (0, TEXTS_UP_TO + 10), "a large file shrunk to a small one");
     }
 }
