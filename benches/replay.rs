@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use psl::Psl;
 
-use support::names::{Form, Rng, domain, pattern};
 use support::measured;
+use support::names::{Form, Rng, domain, pattern};
 
 fn env(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -111,7 +111,8 @@ fn main() {
     // traffic does), or the timings below would time an error.
     let probe = dir.path().join("probe.log");
     write_log(&probe, 100, &hits);
-    let out = Command::new(bin).args(["replay", "--json", "--log"]).arg(&probe).arg("--rules").arg(&rules).output().unwrap();
+    let out =
+        Command::new(bin).args(["replay", "--json", "--log"]).arg(&probe).arg("--rules").arg(&rules).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("replay failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
     assert_eq!(report["records"], 100, "{report}");

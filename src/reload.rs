@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, ConfigError, Credentials, Keyword, ModeConfig};
 use crate::metrics::registry::Metrics;
 use crate::phase::{Phase, Phases};
+use crate::policy::decide::RuleSet;
 use crate::proxy::live::Live;
 use crate::proxy::server::LiveSettings;
 use crate::rules::file::RuleErrors;
@@ -58,7 +59,9 @@ pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metric
             let usage = metrics.rule_usage(&new);
             metrics.rules_identity(&fingerprint.sha256);
             metrics.reloaded(true);
-            for change in fingerprint.changes_from(&live.load().fingerprint) {
+            let running = live.load();
+            let large = |file: &str| (hashes(&new, file), hashes(&running.rules, file));
+            for change in fingerprint.changes_from(&running.fingerprint, large) {
                 // The first few rules of each side: enough to recognise the edit.
                 let (added, removed) = change.counts;
                 let first = |rules: &[String]| rules.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
@@ -78,6 +81,14 @@ pub async fn reload_rules(config: &Config, live: &LiveSettings, metrics: &Metric
             Err(errors)
         }
     }
+}
+
+/// The sorted, distinct hashes of the rules `set` holds from `file`.
+fn hashes(set: &RuleSet, file: &str) -> Vec<u64> {
+    let mut h: Vec<u64> = set.rules().filter(|r| r.ruleset() == file).filter_map(|r| r.text_hash()).collect();
+    h.sort_unstable();
+    h.dedup();
+    h
 }
 
 /// Reads every credentials file `config` names again and swaps in those that parse; a file that

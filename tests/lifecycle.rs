@@ -1404,6 +1404,15 @@ async fn a_reload_of_unchanged_rules_keeps_the_running_snapshot() {
     hup();
     let changed = line_with(&mut stderr, "rules reloaded").await;
     assert!(!changed.contains("unchanged"), "a changed file compiles anew: {changed}");
+    // A large file's changes are counted from the two snapshots.
+    let large = |extra: &str| (0..20_000).map(|i| format!("deny n{i}.example.com\n")).collect::<String>() + extra;
+    std::fs::write(&rules, large("")).unwrap();
+    hup();
+    line_with(&mut stderr, "rules reloaded").await;
+    std::fs::write(&rules, large("allow c.example.com\nallow d.example.com\n")).unwrap();
+    hup();
+    let counted = line_with(&mut stderr, "rules changed").await;
+    assert!(counted.contains("added=2") && counted.contains("removed=0"), "{counted}");
     drain_stderr(stderr);
     let _ = child.kill().await;
 }

@@ -92,7 +92,10 @@ impl Tally {
         match entry {
             Some(entry) => entry.0 += 1,
             None => {
-                let what = c.name.as_ref().map_or_else(|| c.dst.map_or("(no name)".into(), |d| d.to_string()), |n| n.to_string());
+                let what = c
+                    .name
+                    .as_ref()
+                    .map_or_else(|| c.dst.map_or("(no name)".into(), |d| d.to_string()), |n| n.to_string());
                 flips.entry(what.into()).or_insert((0, rule())).0 += 1;
             }
         }

@@ -11,9 +11,9 @@ use ring::digest::{Context, SHA256};
 
 use super::file::{PRESET, rule_files, written};
 
-/// A rule file with more rules than this is remembered by its rules' hashes alone, so that a
-/// large generated file costs 8 bytes per rule here rather than its text again: its reloads
-/// are told by counts.
+/// A rule file with more rules than this is not remembered here at all, so that a large
+/// generated file costs nothing beyond its compiled snapshot: its reloads are told by counts,
+/// from the two snapshots' own hashes of their rules.
 const TEXTS_UP_TO: usize = 10_000;
 
 /// A ruleset's identity and its rule files' rules.
@@ -33,8 +33,8 @@ pub struct Fingerprint {
 pub enum Written {
     /// Their texts: a file of at most [`TEXTS_UP_TO`] rules.
     Texts(BTreeSet<String>),
-    /// Their texts' hashes, sorted: a larger file.
-    Hashes(Vec<u64>),
+    /// A larger file: its snapshot's hashes of its rules stand for it.
+    Large,
 }
 
 impl Written {
@@ -43,28 +43,9 @@ impl Written {
         if text.lines().nth(TEXTS_UP_TO).is_none() {
             return Written::Texts(lines.collect());
         }
-        let mut hashes: Vec<u64> = lines.map(|l| hash(&l)).collect();
-        hashes.sort_unstable();
-        hashes.dedup();
-        Written::Hashes(hashes)
+        drop(lines);
+        Written::Large
     }
-
-    fn hashes(&self) -> Vec<u64> {
-        match self {
-            Written::Texts(t) => {
-                let mut h: Vec<u64> = t.iter().map(|l| hash(l)).collect();
-                h.sort_unstable();
-                h
-            }
-            Written::Hashes(h) => h.clone(),
-        }
-    }
-}
-
-/// A rule text's hash (FNV-1a: stable across runs, so the same text hashes the same in two
-/// fingerprints).
-fn hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// What one reload changed in one rule file.
@@ -127,7 +108,9 @@ impl Fingerprint {
     }
 
     /// What changed from `old` to this one, file by file (files added or removed count whole).
-    pub fn changes_from(&self, old: &Fingerprint) -> Vec<FileChange> {
+    /// For a file too large to be remembered, `large(file)` gives the sorted, distinct hashes of
+    /// its rules now and then, from the snapshots compiled with each.
+    pub fn changes_from(&self, old: &Fingerprint, large: impl Fn(&str) -> (Vec<u64>, Vec<u64>)) -> Vec<FileChange> {
         let empty = Written::Texts(BTreeSet::new());
         let files: BTreeSet<&String> = self.rules.keys().chain(old.rules.keys()).collect();
         files
@@ -142,7 +125,7 @@ impl Fingerprint {
                         FileChange { file: file.clone(), added, removed, counts }
                     }
                     _ => {
-                        let (now, then) = (now.hashes(), then.hashes());
+                        let (now, then) = large(file);
                         let only = |a: &[u64], b: &[u64]| a.iter().filter(|h| b.binary_search(h).is_err()).count();
                         let counts = (only(&now, &then), only(&then, &now));
                         FileChange { file: file.clone(), added: Vec::new(), removed: Vec::new(), counts }
@@ -169,7 +152,7 @@ mod tests {
         let after = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
         assert_ne!(before.sha256, after.sha256);
         assert_eq!(after.sha256.len(), 64);
-        let changes = after.changes_from(&before);
+        let changes = after.changes_from(&before, |_| unreachable!("small files are remembered"));
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0].added, ["allow c.example.com"]);
         assert_eq!(changes[0].removed, ["allow a.example.com"]);
@@ -178,21 +161,21 @@ mod tests {
     }
 
     #[test]
-    fn a_large_file_is_told_by_counts() {
+    fn a_large_file_is_told_by_counts_from_its_snapshots() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.rules");
-        let many = |skip: usize, extra: &str| -> String {
-            (0..TEXTS_UP_TO + 10).filter(|i| *i != skip).map(|i| format!("deny n{i}.example.com\n")).collect::<String>() + extra
-        };
-        std::fs::write(&a, many(usize::MAX, "")).unwrap();
+        let many: String = (0..=TEXTS_UP_TO).map(|i| format!("deny n{i}.example.com\n")).collect();
+        std::fs::write(&a, &many).unwrap();
         let before = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
-        assert!(matches!(before.rules.values().next(), Some(Written::Hashes(h)) if h.len() == TEXTS_UP_TO + 10));
-        std::fs::write(&a, many(3, "allow a.example.com\nallow b.example.com\n")).unwrap();
+        assert_eq!(before.rules.values().next(), Some(&Written::Large));
+        std::fs::write(&a, many + "allow a.example.com\n").unwrap();
         let after = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
-        let changes = after.changes_from(&before);
+        assert_ne!(after.sha256, before.sha256);
+        let name = a.display().to_string();
+        let changes = after.changes_from(&before, |file| {
+            assert_eq!(file, name);
+            (vec![1, 2, 3, 4], vec![1, 3, 5])
+        });
         assert_eq!((changes.len(), changes[0].counts, changes[0].added.len()), (1, (2, 1), 0), "{changes:?}");
-        std::fs::write(&a, "allow a.example.com\n").unwrap();
-        let small = Fingerprint::of(Some(&[dir.path().to_path_buf()]), &[]);
-        assert_eq!(small.changes_from(&after)[0].counts, (0, TEXTS_UP_TO + 10), "a large file shrunk to a small one");
     }
 }
