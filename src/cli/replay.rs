@@ -3,6 +3,7 @@
 //! recorded connection used. A gate for rule changes, like `promtool test rules` for alerts.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use super::common::{EXIT_INVALID, EXIT_USAGE};
 use super::logs::{self, Connection, Listeners, LogFilter, Recorded};
 use crate::config::Config;
 use crate::policy::decide::RuleSet;
+use crate::policy::origin::RuleRef;
 use crate::rules::rule::Verdict;
 
 /// Arguments of `snigate replay`.
@@ -126,10 +128,10 @@ pub(super) fn replay_command(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    // The rules of the rule files (lists are not reported) that decided nothing.
-    let unused: Vec<String> =
-        set.rules().filter(|r| r.line().is_some() && !tally.used[r.index()]).map(|r| r.to_string()).collect();
-    print(&tally, &unused, args.json);
+    // The rules of the rule files (lists are not reported) that decided nothing: streamed out,
+    // as a large rule file's unused rules are many.
+    let unused = set.rules().filter(|r| r.line().is_some() && !tally.used[r.index()]);
+    print(&tally, unused, args.json);
     ExitCode::from(u8::from(tally.allow_to_deny > tally.reported))
 }
 
@@ -156,7 +158,8 @@ fn ruleset(args: &ReplayArgs) -> Result<(RuleSet, Listeners), (u8, String)> {
     Ok((set, listeners))
 }
 
-fn print(t: &Tally, unused: &[String], as_json: bool) {
+fn print<'r>(t: &Tally, unused: impl Iterator<Item = RuleRef<'r>>, as_json: bool) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // Allow-to-deny first (what the gate is about), each direction by count, then by name.
     let mut sorted: Vec<(usize, &str, u64, &str)> = (0..2)
         .flat_map(|d| t.flips[d].iter().map(move |(name, (count, rule))| (d, &**name, *count, rule.as_str())))
@@ -176,12 +179,18 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
             "not_replayable": t.not_replayable,
             "unreadable": t.unreadable,
             "flips": flips,
-            "unused_rules": unused,
         });
-        println!("{v}");
+        // The object without its closing brace, then `unused_rules` one by one.
+        let head = v.to_string();
+        let _ = write!(out, "{},\"unused_rules\":[", &head[..head.len() - 1]);
+        for (i, rule) in unused.enumerate() {
+            let _ = write!(out, "{}{}", if i == 0 { "" } else { "," }, Value::from(rule.to_string()));
+        }
+        let _ = writeln!(out, "]}}");
         return;
     }
-    println!(
+    let _ = writeln!(
+        out,
         "{} connections: {} the same, {} allow to deny{}, {} deny to allow, {} not replayable{}",
         t.records,
         t.same,
@@ -196,9 +205,9 @@ fn print(t: &Tally, unused: &[String], as_json: bool) {
         if t.unreadable > 0 { format!(" ({} unreadable lines skipped)", t.unreadable) } else { String::new() }
     );
     for (d, name, count, rule) in &sorted {
-        println!("{:>13}  {count:>6}  {name}  (now: {rule})", DIRECTIONS[*d]);
+        let _ = writeln!(out, "{:>13}  {count:>6}  {name}  (now: {rule})", DIRECTIONS[*d]);
     }
     for rule in unused {
-        println!("       unused          {rule}");
+        let _ = writeln!(out, "       unused          {rule}");
     }
 }
