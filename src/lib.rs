@@ -100,4 +100,5 @@ pub mod internal {
     pub use crate::policy::reference::Reference;
     pub use crate::proxy::http::{Head, HeadError, MAX_HEAD, Target as RequestTarget, parse_head, read_head};
     pub use crate::proxy::proxy_protocol::{Addresses, ProxyError, read_header as read_proxy_header};
+    pub use crate::cli::log_line;
 }

@@ -137,6 +137,21 @@ pub(super) fn connection(line: &str) -> Result<Option<Connection<'_>>, ()> {
     }))
 }
 
+/// What `replay` and `learn` read from one access-log line, for the fuzz target: `None` for a
+/// line that is no connection's, else how it was decided (`allowed`, `denied`,
+/// `unreplayable`), the name the rules saw and the port.
+#[allow(clippy::result_unit_err)]
+pub fn log_line(line: &str) -> Result<Option<(&'static str, Option<String>, u16)>, ()> {
+    Ok(connection(line)?.map(|c| {
+        let recorded = match c.recorded {
+            Recorded::Allowed => "allowed",
+            Recorded::Denied => "denied",
+            Recorded::Unreplayable => "unreplayable",
+        };
+        (recorded, c.name.map(|n| n.to_string()), c.port)
+    }))
+}
+
 /// `host:port` (or `[v6]:port`, or a bare host) to the host and its port.
 fn split_host(h: &str) -> (&str, Option<u16>) {
     match h.rsplit_once(':') {

@@ -26,7 +26,7 @@ pub use explain::MatchArgs;
 pub use healthcheck::HealthcheckArgs;
 pub use hello::HelloArgs;
 pub use learn::LearnArgs;
-pub use logs::LogFilter;
+pub use logs::{LogFilter, log_line};
 pub use replay::ReplayArgs;
 pub use run::{MetricsFlag, RunArgs, configuration};
 pub use salesforce::{ImportArgs, ImportSource, IpRangesArgs, SalesforceArgs, SalesforceCommand, TenantArgs};
