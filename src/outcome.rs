@@ -170,6 +170,10 @@ pub struct Outcome {
     pub duration: f64,
     /// What went wrong, for failures (not for rule denials).
     pub error: Option<String>,
+    /// What `/decisions` counted last for this connection (a hash of its name and outcome; 0:
+    /// nothing yet), so that deciding the same name again on it does not count it again.
+    #[serde(skip)]
+    pub noted: u64,
 }
 
 /// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
@@ -208,6 +212,7 @@ impl Outcome {
             bytes_down: 0,
             duration: 0.0,
             error: None,
+            noted: 0,
         }
     }
 }
