@@ -1,6 +1,9 @@
-//! `/decisions` on real sockets: allowed, denied and report-scope connections made by
-//! `openssl s_client` through real listeners, then `/decisions` read back (names, counts,
-//! sources, rules).
+//! `/decisions` and the page at `/` on real sockets: allowed, denied and report-scope
+//! connections made by `openssl s_client` through real listeners, then `/decisions` read back
+//! (names, counts, sources, rules); the page and its Content-Security-Policy; and the page in
+//! headless Chromium, whose script must run under that policy for a denied name to show.
+//!
+//! The browser test needs Debian's `chromium`; CI installs it. Elsewhere it skips, saying why.
 
 mod common;
 mod harness;
@@ -196,4 +199,79 @@ async fn a_tunnel_decided_twice_counts_once() {
     let d: Value = serde_json::from_str(&get(proxy.metrics_addr, "/decisions").await.2).unwrap();
     let rules = proxy.rules_file.display().to_string();
     assert_eq!(summary(row(&d, "allow", Some("localhost"))), (2, 0, 1, format!("{rules}:1"), "deny localhost".into()));
+}
+
+/// `/` is one self-contained page under a strict policy; the 404 names every path.
+#[tokio::test]
+async fn the_page_is_served_under_a_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TestConfig::upstream(echo_backend().await).rules(RULES).start(dir.path()).await;
+    let (status, head, body) = get(proxy.metrics_addr, "/").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let policy = head.lines().find_map(|l| l.strip_prefix("content-security-policy: ")).expect("a CSP header");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+    ] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert!(!policy.contains("unsafe"), "{policy}");
+    assert!(body.starts_with("<!doctype html>") && body.contains("fetch('/decisions'"));
+    assert!(
+        !body.contains("http://") && !body.contains("https://") && !body.contains(" src="),
+        "nothing from elsewhere"
+    );
+    let (status, _, body) = get(proxy.metrics_addr, "/nowhere").await;
+    assert_eq!((status, body.as_str()), (404, "not found: try /, /metrics, /rules, /decisions, /healthz or /readyz\n"));
+}
+
+/// The browser to run the page in, when there is one. In CI it must be there (CI installs
+/// it); elsewhere the test skips, saying why.
+fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "chromium is missing, and CI installs it (.ci/run)");
+        eprintln!("SKIPPED: the page's browser test needs chromium (apt-get install chromium)");
+    }
+    found
+}
+
+/// Headless Chromium loads `/`: the page's script runs under its policy, fetches
+/// `/decisions` and shows a denied name in the table of denials, as text.
+#[tokio::test]
+async fn a_headless_browser_shows_a_denied_name() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TestConfig::upstream(echo_backend().await).rules(RULES).start(dir.path()).await;
+    hello_from("127.0.0.1", proxy.addr, &[sni(b"shown-in-a-browser.example.com")]).await;
+    let profile = dir.path().join("profile");
+    let out = tokio::process::Command::new("timeout")
+        .args(["60", browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom", &format!("http://{}/", proxy.metrics_addr)])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chromium: {said}");
+    let denials =
+        dom.split(r#"<section id="deny">"#).nth(1).unwrap_or_else(|| panic!("no table of denials: {dom}\n{said}"));
+    let denials = denials.split("</section>").next().unwrap();
+    assert!(denials.contains(r#"<td class="name">shown-in-a-browser.example.com</td>"#), "{dom}");
+    assert!(denials.contains(r#"<td class="rule">default</td>"#), "{denials}");
+    assert!(dom.contains("allow shown-in-a-browser.example.com"), "the row's rule line: {denials}");
+    assert!(dom.contains(r#"<p id="status">Since "#), "the script ran to its end: {dom}");
 }

@@ -1,5 +1,5 @@
 //! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/rules`, `/decisions`,
-//! `/healthz` and `/readyz`.
+//! `/healthz` and `/readyz`, and the page at `/` that shows the decisions.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,7 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use hyper::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use super::page::page;
 use super::registry::Metrics;
 
 /// Connections held at once. A new one beyond it closes the oldest: scrapers and probes connect,
@@ -152,6 +156,17 @@ fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match req.uri().path() {
+        "/" => {
+            let page = page();
+            let mut r = Response::new(Full::new(Bytes::from_static(page.html.as_bytes())));
+            let headers = r.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            if let Ok(policy) = HeaderValue::from_str(&page.policy) {
+                headers.insert(CONTENT_SECURITY_POLICY, policy);
+            }
+            headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            r
+        }
         "/decisions" => {
             let mut r = Response::new(Full::new(Bytes::from(metrics.decisions().json())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -171,7 +186,7 @@ fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /rules, /decisions, /healthz or /readyz\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /, /metrics, /rules, /decisions, /healthz or /readyz\n"),
     }
 }
 

@@ -8,10 +8,11 @@
 //!   hour per outcome, per worker.
 //! - [`worker`]: which worker the calling thread is, for what is counted per worker.
 //! - [`endpoint`]: [`Endpoint`](endpoint::Endpoint), serving `/metrics`, `/rules`,
-//!   `/decisions`, `/healthz` and `/readyz`.
+//!   `/decisions`, `/healthz` and `/readyz`, and the page at `/` ([`page`]).
 
 pub(crate) mod decisions;
 pub(crate) mod endpoint;
+mod page;
 pub(crate) mod registry;
 pub(crate) mod report;
 mod sum;
