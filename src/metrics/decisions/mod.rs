@@ -104,10 +104,13 @@ impl Decisions {
     /// and kind however often it is decided (a CONNECT, then the hello in its tunnel; a
     /// kept-alive HTTP connection's requests).
     pub fn note(&self, record: &mut Outcome, kind: Kind, subject: Subject<'_>, by: By<'_>) {
-        let mut buf = KeyBuf::default();
+        let mut buf;
         let key = match subject {
             Subject::Name(name) => name.as_str(),
-            Subject::Destination(dst) => buf.show(dst),
+            Subject::Destination(dst) => {
+                buf = KeyBuf::default();
+                buf.show(dst)
+            }
             Subject::Unknown => "",
         };
         let hash = self.keys.bytes(key.as_bytes());
@@ -116,13 +119,12 @@ impl Decisions {
             return;
         }
         record.noted = memo;
-        let at = record.time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         let source = self.keys.source(record.client.ip());
-        self.record(kind, hash, key, source, at, &by);
+        self.record(kind, hash, key, source, record.time, &by);
     }
 
     /// Records one decision on the calling worker's sketch.
-    fn record(&self, kind: Kind, hash: u64, key: &str, source: u64, at: u64, by: &By<'_>) {
+    fn record(&self, kind: Kind, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
         let here = &self.workers[worker::current().min(self.workers.len() - 1)];
         lock(&here.0).record(kind, hash, key, source, at, by);
     }
@@ -217,9 +219,12 @@ pub struct Row {
 struct Ring {
     /// The windows.
     windows: [Window; WINDOWS],
-    /// The latest window recorded in: a late decision (an HTTP request on a connection that
-    /// began long ago) counts there, and never clears a newer window.
-    latest: u64,
+    /// When the latest window recorded in ends: a decision before then counts in it, with no
+    /// more arithmetic on its time. A late one (an HTTP request on a connection that began long
+    /// ago) counts there too, and never clears a newer window.
+    ends: SystemTime,
+    /// The latest window's place in `windows`.
+    current: usize,
 }
 
 /// One window: a sketch per kind.
@@ -232,24 +237,22 @@ struct Window {
 
 impl Ring {
     fn new(per: usize) -> Ring {
-        Ring {
-            windows: std::array::from_fn(|_| Window {
-                epoch: u64::MAX,
-                sketches: std::array::from_fn(|_| Sketch::new(per)),
-            }),
-            latest: 0,
-        }
+        let window = |_| Window { epoch: u64::MAX, sketches: std::array::from_fn(|_| Sketch::new(per)) };
+        Ring { windows: std::array::from_fn(window), ends: UNIX_EPOCH, current: 0 }
     }
 
-    fn record(&mut self, kind: Kind, hash: u64, key: &str, source: u64, at: u64, by: &By<'_>) {
-        let epoch = (at / 1000 / WINDOW_SECS).max(self.latest);
-        self.latest = epoch;
-        let window = &mut self.windows[(epoch % WINDOWS as u64) as usize];
-        if window.epoch != epoch {
-            window.epoch = epoch;
-            window.sketches.iter_mut().for_each(Sketch::clear);
+    fn record(&mut self, kind: Kind, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
+        if at >= self.ends {
+            let epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / WINDOW_SECS;
+            self.ends = UNIX_EPOCH + Duration::from_secs((epoch + 1) * WINDOW_SECS);
+            self.current = (epoch % WINDOWS as u64) as usize;
+            let window = &mut self.windows[self.current];
+            if window.epoch != epoch {
+                window.epoch = epoch;
+                window.sketches.iter_mut().for_each(Sketch::clear);
+            }
         }
-        window.sketches[kind as usize].record(hash, key, source, at, by);
+        self.windows[self.current].sketches[kind as usize].record(hash, key, source, at, by);
     }
 }
 
@@ -315,7 +318,7 @@ fn row(key: String, t: Tally, verdict: Verdict) -> Row {
         count: t.count,
         error: t.error,
         sources: t.sources.count(),
-        last_seen: rfc3339(UNIX_EPOCH + Duration::from_millis(t.last)),
+        last_seen: rfc3339(t.last),
         rule: t.by.to_string(),
         rule_line,
     }
@@ -500,14 +503,8 @@ mod tests {
             key.truncate(len);
             let kind = [Kind::Deny, Kind::WouldDeny, Kind::Allow][i as usize % 3];
             let at = T0 + (i / 166_667) * 10 * MINUTE;
-            d.record(
-                kind,
-                d.keys.bytes(key.as_bytes()),
-                &key,
-                d.keys.source(std::net::IpAddr::from([10, 0, 0, i as u8])),
-                at,
-                &by,
-            );
+            let source = d.keys.source(std::net::IpAddr::from([10, 0, 0, i as u8]));
+            d.record(kind, d.keys.bytes(key.as_bytes()), &key, source, time(at), &by);
         }
         let per = (NAMES / WINDOWS).max(MIN_NAMES);
         let ring = lock(&d.workers[0].0);
@@ -595,6 +592,12 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&d.json()).unwrap();
         assert_eq!(json["window_seconds"], 3600);
         assert!(json["deny"].is_array() && json["would_deny"].is_array() && json["allow"].is_array());
+        // A reload that moves the rule to another line, at the same index: the row follows.
+        let moved =
+            RuleSet::new(parse_rules("a.rules", "\n\nallow a.example.com\n").unwrap(), Vec::new(), Verdict::Deny);
+        let decision = moved.decide(Some(&a), "10.0.0.1".parse().unwrap(), None, 443);
+        d.note(&mut record("10.0.0.1", T0 + 3), Kind::Allow, Subject::Name(&a), By::of(&decision));
+        assert_eq!(d.report(time(T0 + MINUTE)).allow[0].rule, "a.rules:3");
     }
 
     /// Markup is not a name: it is refused before any decision, so it never reaches a sketch

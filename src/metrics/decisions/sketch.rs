@@ -12,6 +12,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::policy::decide::Decision;
 use crate::policy::origin::RuleRef;
@@ -74,8 +75,8 @@ pub(super) struct Tally {
     pub count: u64,
     /// What `count` may be over by.
     pub error: u64,
-    /// Unix milliseconds of the latest connection counted.
-    pub last: u64,
+    /// When the latest connection counted began.
+    pub last: SystemTime,
     /// The latest deciding rule or reason.
     pub by: Decider,
     /// Its distinct sources.
@@ -99,59 +100,57 @@ impl Sketch {
         Sketch { cap, entries: Vec::new(), heap: Vec::new(), slots: Box::new([]) }
     }
 
-    /// One decision about `key` (of hash `hash`) from `source` (its hash), at `at` (Unix
-    /// milliseconds), by `by`.
-    pub fn record(&mut self, hash: u64, key: &str, source: u64, at: u64, by: &By<'_>) {
+    /// One decision about `key` (of hash `hash`) from `source` (its hash), for a connection
+    /// that began `at`, by `by`. A subject held is counted here; one that enters takes the
+    /// slower way.
+    #[inline]
+    pub fn record(&mut self, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
+        let Some(i) = self.find(hash, key) else { return self.enter(hash, key, source, at, by) };
+        let t = &mut self.entries[i].tally;
+        t.count += 1;
+        t.last = t.last.max(at);
+        t.sources.add(source);
+        if !t.by.is(by) {
+            t.by = Decider::from(by);
+        }
+        self.sift_down(self.entries[i].heap as usize);
+    }
+
+    /// A subject not held enters: in a free entry, else in place of the least counted one,
+    /// which gives it its place (and its key's buffer).
+    #[cold]
+    fn enter(&mut self, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
         if self.slots.is_empty() {
             self.slots = vec![EMPTY; (2 * self.cap).next_power_of_two()].into();
         }
-        match self.find(hash, key) {
-            Ok(i) => {
-                let t = &mut self.entries[i].tally;
-                t.count += 1;
-                t.last = t.last.max(at);
-                t.sources.add(source);
-                if !t.by.is(by) {
-                    t.by = Decider::from(by);
-                }
-                self.sift_down(self.entries[i].heap as usize);
+        let by = Decider::from(by);
+        let i = if self.entries.len() < self.cap {
+            let i = self.entries.len();
+            if i == self.entries.capacity() {
+                let more = i.max(4).min(self.cap - i);
+                self.entries.reserve_exact(more);
+                self.heap.reserve_exact(more);
             }
-            Err(slot) if self.entries.len() < self.cap => {
-                let i = self.entries.len();
-                if i == self.entries.capacity() {
-                    let more = i.max(4).min(self.cap - i);
-                    self.entries.reserve_exact(more);
-                    self.heap.reserve_exact(more);
-                }
-                let tally =
-                    Tally { count: 1, error: 0, last: at, by: Decider::from(by), sources: Sources::one(source) };
-                self.entries.push(Entry { key: key.to_owned(), hash, heap: i as u32, tally });
-                self.slots[slot] = i as u32;
-                self.heap.push(i as u32);
-                self.sift_up(i);
-            }
-            Err(_) => {
-                // The least counted subject gives its place (and its key's buffer) to this one.
-                let i = self.heap[0] as usize;
-                self.unlink(i);
-                let slot = self.find(hash, key).err().unwrap_or_default();
-                let e = &mut self.entries[i];
-                e.key.clear();
-                e.key.reserve_exact(key.len());
-                e.key.push_str(key);
-                e.hash = hash;
-                let floor = e.tally.count;
-                e.tally = Tally {
-                    count: floor + 1,
-                    error: floor,
-                    last: at,
-                    by: Decider::from(by),
-                    sources: Sources::one(source),
-                };
-                self.slots[slot] = i as u32;
-                self.sift_down(0);
-            }
-        }
+            let tally = Tally { count: 1, error: 0, last: at, by, sources: Sources::one(source) };
+            self.entries.push(Entry { key: key.to_owned(), hash, heap: i as u32, tally });
+            self.heap.push(i as u32);
+            self.sift_up(i);
+            i
+        } else {
+            let i = self.heap[0] as usize;
+            self.unlink(i);
+            let e = &mut self.entries[i];
+            e.key.clear();
+            e.key.reserve_exact(key.len());
+            e.key.push_str(key);
+            e.hash = hash;
+            let floor = e.tally.count;
+            e.tally = Tally { count: floor + 1, error: floor, last: at, by, sources: Sources::one(source) };
+            self.sift_down(0);
+            i
+        };
+        let slot = self.free_slot(hash);
+        self.slots[slot] = i as u32;
     }
 
     /// The subjects held, with their tallies.
@@ -174,20 +173,31 @@ impl Sketch {
         self.slots.fill(EMPTY);
     }
 
-    /// The entry holding `key`, or the free slot where it would go.
-    fn find(&self, hash: u64, key: &str) -> Result<usize, usize> {
-        let mask = self.slots.len() - 1;
+    /// The entry holding `key`, if any (none before the table exists).
+    #[inline]
+    fn find(&self, hash: u64, key: &str) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
         let mut at = hash as usize & mask;
         // At most half the slots are taken: the probe ends at a free one.
         loop {
             match self.slots[at] {
-                EMPTY => return Err(at),
+                EMPTY => return None,
                 i if self.entries[i as usize].hash == hash && self.entries[i as usize].key == key => {
-                    return Ok(i as usize);
+                    return Some(i as usize);
                 }
                 _ => at = (at + 1) & mask,
             }
         }
+    }
+
+    /// Where a key of hash `hash`, not held, goes in the table.
+    fn free_slot(&self, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        while self.slots[at] != EMPTY {
+            at = (at + 1) & mask;
+        }
+        at
     }
 
     /// Takes entry `i` out of the table, moving back the entries probed past it.
@@ -263,8 +273,11 @@ impl Sketch {
 /// list, or the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Decider {
-    /// The rule's file or list; `None` when no rule decided.
+    /// The rule's file or list; `None` when no rule decided. Each load of the rules names its
+    /// files anew, and this keeps the name alive: its address tells the load.
     ruleset: Option<Arc<str>>,
+    /// The rule's index in its load: with `ruleset`'s address, which rule it is.
+    index: u32,
     /// The rule's line; 0 for a list.
     line: u32,
     /// `rule`, or the reason when no rule decided.
@@ -274,19 +287,22 @@ pub(super) struct Decider {
 impl Decider {
     fn from(by: &By<'_>) -> Decider {
         match by {
-            By::Rule(rule) => {
-                Decider { ruleset: Some(rule.ruleset_label()), line: rule.line().unwrap_or(0), reason: Reason::Rule }
-            }
-            By::Reason(reason) => Decider { ruleset: None, line: 0, reason: *reason },
+            By::Rule(rule) => Decider {
+                ruleset: Some(rule.ruleset_label()),
+                index: rule.index() as u32,
+                line: rule.line().unwrap_or(0),
+                reason: Reason::Rule,
+            },
+            By::Reason(reason) => Decider { ruleset: None, index: 0, line: 0, reason: *reason },
         }
     }
 
-    /// Whether it is `by`: the same file (compared by address: no string compare) and line,
-    /// or the same reason.
+    /// Whether it is `by`: the same load's file (by address: no string compare) and the same
+    /// rule index in it, or the same reason.
     fn is(&self, by: &By<'_>) -> bool {
         match (by, &self.ruleset) {
             (By::Rule(rule), Some(ruleset)) => {
-                std::ptr::eq(&**ruleset, rule.ruleset()) && rule.line().unwrap_or(0) == self.line
+                rule.index() as u32 == self.index && std::ptr::eq(&**ruleset, rule.ruleset())
             }
             (By::Reason(reason), None) => *reason == self.reason,
             _ => false,
@@ -390,9 +406,17 @@ impl Keys {
         }
         let rest = words.remainder();
         if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = fold(h ^ u64::from_le_bytes(w), k2);
+            // The last eight bytes, overlapping the words before (the length is mixed in
+            // already); a key shorter than a word is padded.
+            let last = match bytes.len().checked_sub(8) {
+                Some(from) => bytes[from..].try_into().unwrap_or_default(),
+                None => {
+                    let mut w = [0u8; 8];
+                    w[..rest.len()].copy_from_slice(rest);
+                    w
+                }
+            };
+            h = fold(h ^ u64::from_le_bytes(last), k2);
         }
         fold(h ^ k0, k3)
     }
@@ -438,7 +462,8 @@ mod tests {
                 2 => format!("medium{}.example.com", i % 7),
                 _ => format!("flood{i}.example.com"),
             };
-            sketch.record(keys.bytes(key.as_bytes()), &key, keys.source("10.0.0.1".parse().unwrap()), 0, &by);
+            let source = keys.source("10.0.0.1".parse().unwrap());
+            sketch.record(keys.bytes(key.as_bytes()), &key, source, std::time::UNIX_EPOCH, &by);
             *truth.entry(key).or_default() += 1;
         }
         assert_eq!(sketch.entries.len(), cap);
