@@ -171,9 +171,10 @@ pub struct Outcome {
     /// What went wrong, for failures (not for rule denials).
     pub error: Option<String>,
     /// What `/decisions` counted last for this connection (a hash of its name and outcome; 0:
-    /// nothing yet), so that deciding the same name again on it does not count it again.
+    /// nothing yet), so that deciding the same name again on it does not count it again. 32
+    /// bits fit beside the small fields: the record, held by every connection, does not grow.
     #[serde(skip)]
-    pub noted: u64,
+    pub noted: u32,
 }
 
 /// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.

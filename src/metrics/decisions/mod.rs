@@ -114,7 +114,7 @@ impl Decisions {
             Subject::Unknown => "",
         };
         let hash = self.keys.bytes(key.as_bytes());
-        let memo = hash.wrapping_add(kind as u64 + 1).max(1);
+        let memo = (hash as u32).wrapping_add(kind as u32 + 1).max(1);
         if record.noted == memo {
             return;
         }
