@@ -29,7 +29,7 @@ use crate::name::Name;
 use crate::outcome::{Outcome, rfc3339};
 use crate::rules::rule::Verdict;
 pub use sketch::By;
-use sketch::{Keys, Sketch, Tally};
+use sketch::{Decided, Keys, Sketch, Tally};
 
 /// Names held per outcome, over every worker and window: the memory cap's unit.
 pub const NAMES: usize = 4096;
@@ -102,7 +102,8 @@ impl Decisions {
     /// Counts a decision of `record`'s connection as `kind`, on the calling worker's sketch, at
     /// the time the connection began (no clock read). A connection counts once for a subject
     /// and kind however often it is decided (a CONNECT, then the hello in its tunnel; a
-    /// kept-alive HTTP connection's requests).
+    /// kept-alive HTTP connection's requests). When a rule decided, `record.ruleset` is its
+    /// file, as admission records it first.
     pub fn note(&self, record: &mut Outcome, kind: Kind, subject: Subject<'_>, by: By<'_>) {
         let mut buf;
         let key = match subject {
@@ -119,14 +120,16 @@ impl Decisions {
             return;
         }
         record.noted = memo;
-        let source = self.keys.source(record.client.ip());
-        self.record(kind, hash, key, source, record.time, &by);
+        let file = record.ruleset.as_ref();
+        debug_assert!(!matches!(by, By::Rule(r) if file.is_none_or(|f| !std::ptr::eq(&**f, r.ruleset()))));
+        let source = Keys::word(record.client.ip());
+        self.record(kind, &Decided { hash, key, source, at: record.time, by, file });
     }
 
     /// Records one decision on the calling worker's sketch.
-    fn record(&self, kind: Kind, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
+    fn record(&self, kind: Kind, d: &Decided<'_>) {
         let here = &self.workers[worker::current().min(self.workers.len() - 1)];
-        lock(&here.0).record(kind, hash, key, source, at, by);
+        lock(&here.0).record(kind, d, &self.keys);
     }
 
     /// What `/decisions` shows at `now`: per kind, the most counted subjects of the windows
@@ -241,9 +244,9 @@ impl Ring {
         Ring { windows: std::array::from_fn(window), ends: UNIX_EPOCH, current: 0 }
     }
 
-    fn record(&mut self, kind: Kind, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
-        if at >= self.ends {
-            let epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / WINDOW_SECS;
+    fn record(&mut self, kind: Kind, d: &Decided<'_>, keys: &Keys) {
+        if d.at >= self.ends {
+            let epoch = d.at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / WINDOW_SECS;
             self.ends = UNIX_EPOCH + Duration::from_secs((epoch + 1) * WINDOW_SECS);
             self.current = (epoch % WINDOWS as u64) as usize;
             let window = &mut self.windows[self.current];
@@ -252,7 +255,7 @@ impl Ring {
                 window.sketches.iter_mut().for_each(Sketch::clear);
             }
         }
-        self.windows[self.current].sketches[kind as usize].record(hash, key, source, at, by);
+        self.windows[self.current].sketches[kind as usize].record(d, keys);
     }
 }
 
@@ -357,7 +360,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::policy::decide::RuleSet;
+    use crate::policy::decide::{Decision, RuleSet};
     use crate::reason::Reason;
     use crate::rules::file::parse_rules;
 
@@ -503,8 +506,9 @@ mod tests {
             key.truncate(len);
             let kind = [Kind::Deny, Kind::WouldDeny, Kind::Allow][i as usize % 3];
             let at = T0 + (i / 166_667) * 10 * MINUTE;
-            let source = d.keys.source(std::net::IpAddr::from([10, 0, 0, i as u8]));
-            d.record(kind, d.keys.bytes(key.as_bytes()), &key, source, time(at), &by);
+            let source = Keys::word(std::net::IpAddr::from([10, 0, 0, i as u8]));
+            let hash = d.keys.bytes(key.as_bytes());
+            d.record(kind, &Decided { hash, key: &key, source, at: time(at), by, file: None });
         }
         let per = (NAMES / WINDOWS).max(MIN_NAMES);
         let ring = lock(&d.workers[0].0);
@@ -560,10 +564,15 @@ mod tests {
         let d = Decisions::new(1);
         let decide = |n: &Name| rules.decide(Some(n), "10.0.0.1".parse().unwrap(), None, 443);
         let (a, b, c) = (name("a.example.com"), name("b.example.com"), name("c.example.com"));
-        d.note(&mut record("10.0.0.1", T0), Kind::Allow, Subject::Name(&a), By::of(&decide(&a)));
-        d.note(&mut record("10.0.0.1", T0), Kind::Deny, Subject::Name(&b), By::of(&decide(&b)));
+        let ruled = |client: &str, at: u64, kind: Kind, n: &Name, decision: &Decision<'_>| {
+            let mut r = record(client, at);
+            r.ruleset = decision.rule.map(|rule| rule.ruleset_label()); // as admission records it
+            d.note(&mut r, kind, Subject::Name(n), By::of(decision));
+        };
+        ruled("10.0.0.1", T0, Kind::Allow, &a, &decide(&a));
+        ruled("10.0.0.1", T0, Kind::Deny, &b, &decide(&b));
         d.note(&mut record("10.0.0.1", T0 + 1), Kind::WouldDeny, Subject::Name(&c), By::Reason(Reason::Default));
-        d.note(&mut record("10.0.0.2", T0 + 2), Kind::WouldDeny, Subject::Name(&c), By::of(&decide(&b)));
+        ruled("10.0.0.2", T0 + 2, Kind::WouldDeny, &c, &decide(&b));
         for (dst, at) in [("192.0.2.7:443", T0), ("[2001:db8::1]:8443", T0 + 1)] {
             d.note(
                 &mut record("10.0.0.1", at),
@@ -596,7 +605,7 @@ mod tests {
         let moved =
             RuleSet::new(parse_rules("a.rules", "\n\nallow a.example.com\n").unwrap(), Vec::new(), Verdict::Deny);
         let decision = moved.decide(Some(&a), "10.0.0.1".parse().unwrap(), None, 443);
-        d.note(&mut record("10.0.0.1", T0 + 3), Kind::Allow, Subject::Name(&a), By::of(&decision));
+        ruled("10.0.0.1", T0 + 3, Kind::Allow, &a, &decision);
         assert_eq!(d.report(time(T0 + MINUTE)).allow[0].rule, "a.rules:3");
     }
 

@@ -42,6 +42,23 @@ impl<'r> By<'r> {
     }
 }
 
+/// One decision, as a sketch records it.
+pub(super) struct Decided<'a> {
+    /// `key`'s hash.
+    pub hash: u64,
+    /// The name, the destination as `address:port`, or empty.
+    pub key: &'a str,
+    /// The source, as [`Keys::word`] gives it.
+    pub source: u64,
+    /// When the connection began.
+    pub at: SystemTime,
+    /// What decided.
+    pub by: By<'a>,
+    /// The deciding rule's file as the record holds it (`Outcome::ruleset`): a rule held
+    /// is recognised by its index and this file's address, with no lookup.
+    pub file: Option<&'a Arc<str>>,
+}
+
 /// At most `cap` subjects: the entries, a min-heap of them by count, and the table that finds
 /// them by key.
 pub(super) struct Sketch {
@@ -81,6 +98,8 @@ pub(super) struct Tally {
     pub by: Decider,
     /// Its distinct sources.
     pub sources: Sources,
+    /// The latest source's word: the same source again is not hashed again.
+    last_source: u64,
 }
 
 impl Tally {
@@ -100,18 +119,19 @@ impl Sketch {
         Sketch { cap, entries: Vec::new(), heap: Vec::new(), slots: Box::new([]) }
     }
 
-    /// One decision about `key` (of hash `hash`) from `source` (its hash), for a connection
-    /// that began `at`, by `by`. A subject held is counted here; one that enters takes the
-    /// slower way.
+    /// One decision: a subject held is counted here; one that enters takes the slower way.
     #[inline]
-    pub fn record(&mut self, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
-        let Some(i) = self.find(hash, key) else { return self.enter(hash, key, source, at, by) };
+    pub fn record(&mut self, d: &Decided<'_>, keys: &Keys) {
+        let Some(i) = self.find(d.hash, d.key) else { return self.enter(d, keys) };
         let t = &mut self.entries[i].tally;
         t.count += 1;
-        t.last = t.last.max(at);
-        t.sources.add(source);
-        if !t.by.is(by) {
-            t.by = Decider::from(by);
+        t.last = t.last.max(d.at);
+        if t.last_source != d.source {
+            t.sources.add(keys.source(d.source));
+            t.last_source = d.source;
+        }
+        if !t.by.is(&d.by, d.file) {
+            t.by = Decider::from(&d.by);
         }
         self.sift_down(self.entries[i].heap as usize);
     }
@@ -119,11 +139,18 @@ impl Sketch {
     /// A subject not held enters: in a free entry, else in place of the least counted one,
     /// which gives it its place (and its key's buffer).
     #[cold]
-    fn enter(&mut self, hash: u64, key: &str, source: u64, at: SystemTime, by: &By<'_>) {
+    fn enter(&mut self, d: &Decided<'_>, keys: &Keys) {
         if self.slots.is_empty() {
             self.slots = vec![EMPTY; (2 * self.cap).next_power_of_two()].into();
         }
-        let by = Decider::from(by);
+        let tally = |count, error| Tally {
+            count,
+            error,
+            last: d.at,
+            by: Decider::from(&d.by),
+            sources: Sources::one(keys.source(d.source)),
+            last_source: d.source,
+        };
         let i = if self.entries.len() < self.cap {
             let i = self.entries.len();
             if i == self.entries.capacity() {
@@ -131,8 +158,7 @@ impl Sketch {
                 self.entries.reserve_exact(more);
                 self.heap.reserve_exact(more);
             }
-            let tally = Tally { count: 1, error: 0, last: at, by, sources: Sources::one(source) };
-            self.entries.push(Entry { key: key.to_owned(), hash, heap: i as u32, tally });
+            self.entries.push(Entry { key: d.key.to_owned(), hash: d.hash, heap: i as u32, tally: tally(1, 0) });
             self.heap.push(i as u32);
             self.sift_up(i);
             i
@@ -141,15 +167,15 @@ impl Sketch {
             self.unlink(i);
             let e = &mut self.entries[i];
             e.key.clear();
-            e.key.reserve_exact(key.len());
-            e.key.push_str(key);
-            e.hash = hash;
+            e.key.reserve_exact(d.key.len());
+            e.key.push_str(d.key);
+            e.hash = d.hash;
             let floor = e.tally.count;
-            e.tally = Tally { count: floor + 1, error: floor, last: at, by, sources: Sources::one(source) };
+            e.tally = tally(floor + 1, floor);
             self.sift_down(0);
             i
         };
-        let slot = self.free_slot(hash);
+        let slot = self.free_slot(d.hash);
         self.slots[slot] = i as u32;
     }
 
@@ -297,14 +323,14 @@ impl Decider {
         }
     }
 
-    /// Whether it is `by`: the same load's file (by address: no string compare) and the same
+    /// Whether it is `by`, whose file is `file`: the same load's file (by address) and the same
     /// rule index in it, or the same reason.
-    fn is(&self, by: &By<'_>) -> bool {
-        match (by, &self.ruleset) {
-            (By::Rule(rule), Some(ruleset)) => {
-                rule.index() as u32 == self.index && std::ptr::eq(&**ruleset, rule.ruleset())
+    fn is(&self, by: &By<'_>, file: Option<&Arc<str>>) -> bool {
+        match (by, &self.ruleset, file) {
+            (By::Rule(rule), Some(ruleset), Some(file)) => {
+                rule.index() as u32 == self.index && Arc::ptr_eq(ruleset, file)
             }
-            (By::Reason(reason), None) => *reason == self.reason,
+            (By::Reason(reason), None, _) => *reason == self.reason,
             _ => false,
         }
     }
@@ -421,16 +447,21 @@ impl Keys {
         fold(h ^ k0, k3)
     }
 
-    /// A source's hash: an IPv4 address (IPv4-mapped included), or an IPv6 address's /64, as
-    /// the per-source limits count sources. Two rounds: one leaves neighbouring addresses
-    /// evenly spread rather than at random, which linear counting would over-count.
-    pub fn source(&self, ip: IpAddr) -> u64 {
+    /// A source as one word: an IPv4 address (IPv4-mapped included), or an IPv6 address's
+    /// /64, as the per-source limits count sources (an IPv6 /64 below `0:0:0:0::` + 2^32 would
+    /// read as an IPv4 address: no such source is routed).
+    pub fn word(ip: IpAddr) -> u64 {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+        }
+    }
+
+    /// A source word's hash. Two rounds: one leaves neighbouring addresses evenly spread
+    /// rather than at random, which linear counting would over-count.
+    pub fn source(&self, word: u64) -> u64 {
         let [k0, k1, k2, k3] = self.0;
-        let word = match ip.to_canonical() {
-            IpAddr::V4(v4) => u64::from(u32::from(v4)) ^ k2,
-            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64 ^ k3,
-        };
-        fold(fold(word, k1) ^ k0, k3 ^ k1)
+        fold(fold(word ^ k2, k1) ^ k0, k3 ^ k1)
     }
 }
 
@@ -462,8 +493,9 @@ mod tests {
                 2 => format!("medium{}.example.com", i % 7),
                 _ => format!("flood{i}.example.com"),
             };
-            let source = keys.source("10.0.0.1".parse().unwrap());
-            sketch.record(keys.bytes(key.as_bytes()), &key, source, std::time::UNIX_EPOCH, &by);
+            let source = Keys::word("10.0.0.1".parse().unwrap());
+            let (hash, at) = (keys.bytes(key.as_bytes()), std::time::UNIX_EPOCH);
+            sketch.record(&Decided { hash, key: &key, source, at, by, file: None }, &keys);
             *truth.entry(key).or_default() += 1;
         }
         assert_eq!(sketch.entries.len(), cap);
@@ -494,19 +526,19 @@ mod tests {
         let keys = Keys::fixed();
         let mut s = Sources::default();
         for ip in ["10.0.0.1", "10.0.0.1", "::ffff:10.0.0.1", "2001:db8::1", "2001:db8::2", "10.0.0.2"] {
-            s.add(keys.source(ip.parse().unwrap()));
+            s.add(keys.source(Keys::word(ip.parse().unwrap())));
         }
         assert_eq!(s.count(), 3);
         for n in [10u32, 100, 500, 1000, 2000] {
             let mut s = Sources::default();
-            (0..n).for_each(|i| s.add(keys.source(IpAddr::from((0x0a00_0000 + i).to_be_bytes()))));
+            (0..n).for_each(|i| s.add(keys.source(Keys::word(IpAddr::from((0x0a00_0000 + i).to_be_bytes())))));
             let (got, want) = (s.count() as f64, f64::from(n));
             assert!((got - want).abs() <= want / 10.0, "{n} sources counted {got}");
         }
         let (mut a, mut b) = (Sources::default(), Sources::default());
-        a.add(keys.source("10.0.0.1".parse().unwrap()));
-        b.add(keys.source("10.0.0.2".parse().unwrap()));
-        b.add(keys.source("10.0.0.1".parse().unwrap()));
+        a.add(keys.source(Keys::word("10.0.0.1".parse().unwrap())));
+        b.add(keys.source(Keys::word("10.0.0.2".parse().unwrap())));
+        b.add(keys.source(Keys::word("10.0.0.1".parse().unwrap())));
         a.merge(&b);
         assert_eq!(a.count(), 2);
     }
