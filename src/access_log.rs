@@ -435,6 +435,7 @@ mod tests {
             bytes_down: 4096,
             duration: 0.25,
             error: None,
+            noted: 0,
         }
     }
 

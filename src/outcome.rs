@@ -170,6 +170,11 @@ pub struct Outcome {
     pub duration: f64,
     /// What went wrong, for failures (not for rule denials).
     pub error: Option<String>,
+    /// What `/decisions` counted last for this connection (a hash of its name and outcome; 0:
+    /// nothing yet), so that deciding the same name again on it does not count it again. 32
+    /// bits fit beside the small fields: the record, held by every connection, does not grow.
+    #[serde(skip)]
+    pub noted: u32,
 }
 
 /// `t` as RFC 3339 UTC with milliseconds: `2024-05-01T12:34:56.789Z`.
@@ -208,6 +213,7 @@ impl Outcome {
             bytes_down: 0,
             duration: 0.0,
             error: None,
+            noted: 0,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/rules`, `/healthz` and
-//! `/readyz`.
+//! The observability endpoint: a small HTTP/1.1 server for `/metrics`, `/rules`, `/decisions`,
+//! `/healthz` and `/readyz`, and the page at `/` that shows the decisions.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,7 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue, REFERRER_POLICY,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use super::page::page;
 use super::registry::Metrics;
 
 /// Connections held at once. A new one beyond it closes the oldest: scrapers and probes connect,
@@ -140,12 +144,35 @@ fn lock(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
     clients.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Routes one request.
+/// Routes one request. No answer is to be read as another type than it says.
 fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut r = route(metrics, req);
+    r.headers_mut().insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn route(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
     match req.uri().path() {
+        "/" => {
+            let page = page();
+            let mut r = Response::new(Full::new(Bytes::from_static(page.html.as_bytes())));
+            let headers = r.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            if let Ok(policy) = HeaderValue::from_str(&page.policy) {
+                headers.insert(CONTENT_SECURITY_POLICY, policy);
+            }
+            headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            r
+        }
+        "/decisions" => {
+            let mut r = Response::new(Full::new(Bytes::from(metrics.decisions().json())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
         "/metrics" => {
             let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
@@ -159,7 +186,7 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if metrics.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /rules, /healthz or /readyz\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /, /metrics, /rules, /decisions, /healthz or /readyz\n"),
     }
 }
 

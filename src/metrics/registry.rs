@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::decisions::Decisions;
 use super::report::{ReportMetrics, WOULD_REASONS};
 use super::sum::sum;
 use super::usage::{RuleUsage, UsageSlot};
@@ -133,6 +134,8 @@ pub struct Metrics {
     ready: IntGauge,
     /// The running rule snapshot's usage, for `/rules`.
     usage: UsageSlot,
+    /// The last hour's most frequent names per outcome, for `/decisions`.
+    decisions: Arc<Decisions>,
     /// `snigate_sources_tracked`: sources (IPv4 addresses, IPv6 /64s) with connections open.
     sources_tracked: IntGauge,
     /// What the report scopes let through, and the scopes themselves.
@@ -363,6 +366,7 @@ impl Metrics {
             ready,
             sources_tracked,
             usage: UsageSlot::default(),
+            decisions: Arc::new(Decisions::new(workers)),
             registry,
         }
     }
@@ -404,6 +408,11 @@ impl Metrics {
     /// `/rules`: each rule of the rule files with its hits and last hit, as a JSON array.
     pub fn rules_json(&self) -> String {
         self.usage.json()
+    }
+
+    /// Where decisions are counted for `/decisions`, for the listeners to share.
+    pub(crate) fn decisions(&self) -> &Arc<Decisions> {
+        &self.decisions
     }
 
     /// Counts a reload; a successful one has already been reported by [`rules_loaded`](Self::rules_loaded).

@@ -3,7 +3,8 @@
 //! decision, asks here with an [`Ask`], and carries out the answer.
 //!
 //! [`admit`] is the only place a rules `Decision` becomes a verdict: it checks the ECH policy,
-//! asks the rules, and fills the record's decision fields. A denial in a report scope becomes
+//! asks the rules, fills the record's decision fields, and counts the decision for
+//! `/decisions` (as do the admissions of transparent connections by destination alone). A denial in a report scope becomes
 //! an allowance with reason `report` ([`reported`]): the policy's denials (`rule`, `default`,
 //! `no_sni`, `ech`, and `unknown_protocol` and `dst_mismatch`, decided here too) are reported,
 //! never the safety checks, which deny before or after admission (the destination guard,
@@ -21,6 +22,7 @@ use super::reject::Denied;
 use super::upstream;
 use crate::config::EchPolicy;
 use crate::hello::ClientHello;
+use crate::metrics::decisions::{By, Kind, Subject};
 use crate::metrics::usage::RuleUsage;
 use crate::name::Name;
 use crate::outcome::{Disposition, Outcome};
@@ -108,6 +110,15 @@ impl Ask {
     fn rule_port(&self) -> u16 {
         self.dst.map_or(self.port, |dst| dst.port())
     }
+
+    /// What `/decisions` counts it under: its name, else its destination.
+    fn subject(&self) -> Subject<'_> {
+        match (&self.name, self.dst) {
+            (Some(name), _) => Subject::Name(name),
+            (None, Some(dst)) => Subject::Destination(dst),
+            (None, None) => Subject::Unknown,
+        }
+    }
 }
 
 /// An ask the rules allowed: the only way to its upstream addresses.
@@ -165,23 +176,32 @@ impl Admitted {
 }
 
 /// Decides `ask` for the client of `record`: the ECH policy, then the rules. The record gets
-/// the verdict, the reason and the deciding rule; a denial is `Err`.
+/// the verdict, the reason and the deciding rule, and `/decisions` counts it; a denial is
+/// `Err`.
 pub(super) fn admit(listener: &Listener, ask: Ask, record: &mut Outcome) -> Result<Admitted, Denied> {
     let live = listener.live.load();
     if ask.ech && live.ech == EchPolicy::Deny {
-        return match reported(listener, &live, record, Reason::Ech, None) {
-            true => Ok(Admitted { ask, route: None }),
-            false => Err(Denied::by(Reason::Ech)),
+        let kind = match reported(listener, &live, record, Reason::Ech, None) {
+            true => Kind::WouldDeny,
+            false => Kind::Deny,
+        };
+        listener.decisions.note(record, kind, ask.subject(), By::Reason(Reason::Ech));
+        return match kind {
+            Kind::Deny => Err(Denied::by(Reason::Ech)),
+            Kind::WouldDeny | Kind::Allow => Ok(Admitted { ask, route: None }),
         };
     }
     let decision = live.rules.decide(ask.name.as_ref(), record.client.ip(), ask.dst, ask.rule_port());
     decided(listener, &live.usage, record, &decision);
-    match decision.verdict {
-        Verdict::Allow => Ok(Admitted { ask, route: None }),
-        Verdict::Deny if reported(listener, &live, record, decision.reason, decision.rule) => {
-            Ok(Admitted { ask, route: None })
-        }
-        Verdict::Deny => Err(Denied::by(decision.reason)),
+    let kind = match decision.verdict {
+        Verdict::Allow => Kind::Allow,
+        Verdict::Deny if reported(listener, &live, record, decision.reason, decision.rule) => Kind::WouldDeny,
+        Verdict::Deny => Kind::Deny,
+    };
+    listener.decisions.note(record, kind, ask.subject(), By::of(&decision));
+    match kind {
+        Kind::Deny => Err(Denied::by(decision.reason)),
+        Kind::WouldDeny | Kind::Allow => Ok(Admitted { ask, route: None }),
     }
 }
 
@@ -198,7 +218,10 @@ pub(super) fn admit_unknown(
     if live.rules.decide(None, record.client.ip(), Some(dst), dst.port()).reason != Reason::NoSni {
         return admit(listener, Ask::destination(dst), record);
     }
-    match reported(listener, &live, record, Reason::UnknownProtocol, None) {
+    let reported = reported(listener, &live, record, Reason::UnknownProtocol, None);
+    let kind = if reported { Kind::WouldDeny } else { Kind::Deny };
+    listener.decisions.note(record, kind, Subject::Destination(dst), By::Reason(Reason::UnknownProtocol));
+    match reported {
         true => Ok(Admitted { ask: Ask::destination(dst), route: None }),
         false => Err(Denied::failed(Reason::UnknownProtocol, error())),
     }
@@ -223,6 +246,7 @@ pub(super) fn admit_at_accept(listener: &Listener, dst: SocketAddr, record: &mut
     let live = listener.live.load();
     let decision = live.rules.allows_destination(record.client.ip(), dst)?;
     decided(listener, &live.usage, record, &decision);
+    listener.decisions.note(record, Kind::Allow, Subject::Destination(dst), By::of(&decision));
     Some(Admitted { ask: Ask::destination(dst), route: None })
 }
 

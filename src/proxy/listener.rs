@@ -17,6 +17,7 @@ use super::resolver::Resolver;
 use super::sources::{Sources, Waiting};
 use crate::access_log::ListenerLog;
 use crate::config::{ProxyVersion, RejectStyle, SpliceMode};
+use crate::metrics::decisions::Decisions;
 use crate::metrics::registry::ListenerMetrics;
 use crate::outcome::Outcome;
 use crate::policy::destination::DestinationGuard;
@@ -48,6 +49,8 @@ pub struct Listener {
     pub access_log: ListenerLog,
     /// This listener's metric handles, resolved once.
     pub metrics: ListenerMetrics,
+    /// Where its decisions are counted for `/decisions` (shared by all listeners).
+    pub decisions: Arc<Decisions>,
     /// Open connections, at most `max_connections`.
     pub slots: Arc<Slots>,
     /// Resolves allowed names (one cache shared by all listeners).

@@ -243,6 +243,7 @@ impl Server {
             let listener = Listener {
                 access_log: log.listener(&name),
                 metrics: metrics.listener(&name, max_connections),
+                decisions: metrics.decisions().clone(),
                 name: name.into(),
                 index,
                 listen: l.listen,
