@@ -95,10 +95,10 @@ pub use crate::rules::suffix::{PUBLIC_SUFFIX_LIST, PublicSuffixWildcards, covere
 /// interface.
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::cli::log_line;
     pub use crate::hello::quic::builders::{crypto_frame, padded, seal_initial};
     pub use crate::policy::ac::AcMatcher;
     pub use crate::policy::reference::Reference;
     pub use crate::proxy::http::{Head, HeadError, MAX_HEAD, Target as RequestTarget, parse_head, read_head};
     pub use crate::proxy::proxy_protocol::{Addresses, ProxyError, read_header as read_proxy_header};
-    pub use crate::cli::log_line;
 }

@@ -132,9 +132,17 @@ impl Hasher for KeyedHasher {
     }
 
     fn finish(&self) -> u64 {
-        // The table takes its index from the low bits and its tags from the top ones: fold both.
-        let h = self.state.wrapping_mul(self.factor);
-        h ^ (h >> 32)
+        // The table takes its index from the low bits and its tags from the top ones: every
+        // bit of the state must reach both. A multiplication carries bits upward only, so the
+        // keyed state goes through MurmurHash3's finaliser (fmix64), which mixes both ways: with
+        // the multiply-rotate alone, a key with an unlucky multiplier crowded neighbouring
+        // addresses into a fifth fewer buckets.
+        let mut h = self.state.wrapping_mul(self.factor);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -365,10 +373,20 @@ impl Drop for WaitingSlot<'_> {
 mod hash_tests {
     use super::*;
 
-    /// Neighbouring sources spread over the table, and two keys disagree.
+    /// Neighbouring sources spread over the table, and two keys disagree: for many keys, so
+    /// that no unlucky key passes unseen.
     #[test]
     fn the_keyed_hash_spreads_sources_and_depends_on_its_key() {
-        let (a, b) = (Keyed::random(), Keyed::random());
+        for _ in 0..200 {
+            spreads(Keyed::random(), Keyed::random());
+        }
+        // Keys with few bits set in their multiplier.
+        for factor in [1, 3, 1 << 40 | 1, u64::MAX] {
+            spreads(Keyed { seed: 0, factor }, Keyed { seed: 1, factor: 5 });
+        }
+    }
+
+    fn spreads(a: Keyed, b: Keyed) {
         let hash = |k: &Keyed, ip: IpAddr| k.hash_one(ip);
         let ips: Vec<IpAddr> = (0..4096u32).map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))).collect();
         let buckets: std::collections::BTreeSet<u64> = ips.iter().map(|&ip| hash(&a, ip) % 1024).collect();
