@@ -8,11 +8,13 @@
 #   split of samples between user space and the kernel, and the top symbols of each.
 # - `callgrind`: each proxy under `valgrind --tool=callgrind`, counting from just before 2,000
 #   connections to just after them only; prints instructions per connection (user space,
-#   deterministic) and the top functions.
+#   deterministic), heap allocations per connection (calls to Rust's allocator, or for a C
+#   program to malloc and its kin) and the top functions.
 # - `strace`: `strace -f` on each proxy over 2,000 connections; prints system calls per
 #   connection, epoll_ctl split by operation.
 #
-# Peers: SNIGATE_E2E_PEERS (default nginx); SNIGATE_PROFILE_CONNS overrides the connection
+# Peers: SNIGATE_E2E_PEERS (default floor,nginx: the floor proxy of benches/support/floor.rs, the
+# least a proxy does per connection, and nginx); SNIGATE_PROFILE_CONNS overrides the connection
 # count. Runs as compare.sh does (ulimit -n raised, net.ipv4.tcp_max_tw_buckets=0 for the run
 # and restored on exit), skips the timed runs, idle and bulk, and stops only what it started.
 set -euo pipefail
@@ -55,9 +57,9 @@ restore() { as_root sysctl -qw net.ipv4.tcp_max_tw_buckets="$tw"; }
 trap restore EXIT
 as_root sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 
-SNIGATE_E2E_PEERS=${SNIGATE_E2E_PEERS:-nginx} SNIGATE_E2E_ROUNDS=0 SNIGATE_E2E_IDLE=0 SNIGATE_E2E_BULK_MIB=0 \
+SNIGATE_E2E_PEERS=${SNIGATE_E2E_PEERS:-floor,nginx} SNIGATE_E2E_ROUNDS=0 SNIGATE_E2E_IDLE=0 SNIGATE_E2E_BULK_MIB=0 \
     SNIGATE_E2E_ATTACH="$attach" SNIGATE_E2E_ATTACH_CONNS="$conns" SNIGATE_BENCH_WRAP="$wrap" \
-    cargo bench --bench e2e 2>&1 | grep -E 'attached|pid|error|panic' >&2
+    cargo bench --bench e2e 2>&1 | grep -E 'attached|pid|error|panic' | tee "$out/pids" >&2
 
 # The reports read only part of their input (head): no pipefail from here on.
 set +o pipefail
@@ -74,11 +76,24 @@ perf)
     done
     ;;
 callgrind)
+    # Calls into the allocator, from the call records (names are given once per id, then the id).
+    allocations() {
+        awk '/^c?fn=\(/ { id = $1; sub(/^c?fn=/, "", id); name = $0; sub(/^c?fn=\([0-9]+\) ?/, "", name)
+                if (name != "") names[id] = name; if ($0 ~ /^cfn=/) callee = names[id]; next }
+            /^calls=/ { n = $1; sub(/^calls=/, "", n)
+                if (callee ~ /__rust_(alloc|alloc_zeroed|realloc)$/) rust += n
+                else if (callee ~ /^(malloc|calloc|realloc|posix_memalign|memalign|aligned_alloc)$/) libc += n }
+            END { print (rust > 0 ? rust : libc) + 0 }' "$1"
+    }
     # The dumps taken at the end of the pass (the files at exit hold the same counts).
     for f in "$out"/*.callgrind.1; do
         total=$(grep -m1 '^totals:' "$f" | awk '{ print $2 }')
         [ "${total:-0}" -gt 0 ] || continue
-        echo "== $(grep -m1 '^cmd:' "$f" | awk '{ print $2 }'): $total instructions, $((total / conns)) per connection"
+        pid=$(basename "$f" .callgrind.1)
+        name=$(grep -m1 ": pid $pid\$" "$out/pids" | sed 's/: pid.*//')
+        allocs=$(allocations "$f")
+        echo "== ${name:-$(grep -m1 '^cmd:' "$f" | awk '{ print $2 }')}: $total instructions, $((total / conns)) per connection;" \
+            "$allocs allocations, $(awk -v a="$allocs" -v n="$conns" 'BEGIN { printf "%.1f", a / n }') per connection"
         callgrind_annotate --inclusive=no "$f" 2>/dev/null | grep -E '^ *[0-9,]+ ' | head -30
     done
     ;;
