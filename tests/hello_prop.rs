@@ -152,14 +152,71 @@ proptest! {
     fn alpn_and_versions_read_as_tls_parser_did(body in ext_body()) {
         let limits = HelloLimits::default();
         let got = match parse(&hello(&[ext(0x0010, &body)]), limits) {
-            Parse::Complete(h) => Some(h.alpn),
+            Parse::Complete(h) => Some(h.alpn.escaped()),
             _ => None,
         };
         prop_assert_eq!(got, reference_alpn(&body));
         let got = match parse(&hello(&[ext(0x002b, &body)]), limits) {
-            Parse::Complete(h) => Some(h.supported_versions),
+            Parse::Complete(h) => Some(h.supported_versions.to_vec()),
             _ => None,
         };
         prop_assert_eq!(got, reference_versions(&body));
     }
+
+    /// The server_name reader accepts and rejects exactly what tls-parser's parser (which it
+    /// replaced, to allocate nothing) did, with the same name or the same error.
+    #[test]
+    fn server_name_reads_as_tls_parser_did(body in sni_body()) {
+        let got = match parse(&hello(&[ext(0x0000, &body)]), HelloLimits::default()) {
+            Parse::Complete(h) => Ok(h.sni.map(|n| n.as_str().to_string())),
+            Parse::Invalid(e) => Err(e.to_string()),
+            Parse::Incomplete { .. } => Err("incomplete".into()),
+        };
+        prop_assert_eq!(got, reference_server_name(&body));
+    }
+}
+
+/// tls-parser's reading of a server_name extension body, with the parser's exact-length and
+/// one-host_name checks, then the name rules: the reference the in-place reader is held to.
+fn reference_server_name(data: &[u8]) -> Result<Option<String>, String> {
+    let bad = || Err("malformed ClientHello: server_name extension encoding".to_string());
+    let Ok((rest, tls_parser::TlsExtension::SNI(entries))) = tls_parser::parse_tls_extension_sni_content(data) else {
+        return bad();
+    };
+    let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
+    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
+        return bad();
+    }
+    let name = match entries.as_slice() {
+        [(tls_parser::SNIType::HostName, name)] => name,
+        [_] => return Err("malformed ClientHello: server_name entry is not a host_name".into()),
+        [] => return Err("malformed ClientHello: server_name extension is empty".into()),
+        _ => return Err("malformed ClientHello: server_name extension lists several names".into()),
+    };
+    match snigate::Name::parse(name, false) {
+        Ok(n) => Ok(Some(n.as_str().to_string())),
+        Err(e) => Err(format!("invalid server name: {e}")),
+    }
+}
+
+/// server_name bodies, biased towards well-formed ones: a 2-byte list length, then entries of a
+/// type (mostly host_name) and a name after its 2-byte length, mutated.
+fn sni_body() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop::collection::vec(prop::sample::select(b"aZ0-._".to_vec()), 0..8);
+    let entry = (prop_oneof![4 => Just(0u8), 1 => any::<u8>()], name);
+    let framed = prop::collection::vec(entry, 0..3).prop_map(|entries| {
+        let entries: Vec<(u8, &[u8])> = entries.iter().map(|(ty, name)| (*ty, name.as_slice())).collect();
+        sni_data(&entries)
+    });
+    prop_oneof![
+        framed.clone(),
+        (framed, any::<usize>(), any::<u8>()).prop_map(|(mut b, at, v)| {
+            if !b.is_empty() {
+                let at = at % b.len();
+                b[at] = v;
+            }
+            b
+        }),
+        prop::collection::vec(any::<u8>(), 0..12)
+    ]
 }

@@ -1,17 +1,16 @@
 //! The pure ClientHello parser: bytes in, a three-way answer out. No I/O, no clock.
 //!
 //! Reassembly (records → one handshake message) is done here, incrementally, so that a client
-//! that sends one byte per segment or one byte per record costs linear work. Field parsing is
-//! tls-parser's; this module adds the strictness a filter needs on top of it: exact lengths,
-//! no duplicate extensions, exactly one host_name, and the host-name rules of [`Name`].
+//! that sends one byte per segment or one byte per record costs linear work. The fields a filter
+//! needs are read in place, with the strictness it needs: exact lengths, no duplicate
+//! extensions, exactly one host_name, and the host-name rules of [`Name`]. A typical hello is
+//! decoded with one allocation, its name's: the lists it keeps are inline.
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
 use thiserror::Error;
-use tls_parser::{
-    SNIType, TlsExtension, TlsRecordType, parse_tls_extension_sni_content, parse_tls_extension_unknown,
-    parse_tls_record_header,
-};
+use tls_parser::{TlsExtension, TlsRecordType, parse_tls_extension_unknown, parse_tls_record_header};
 
 use crate::name::{Name, NameError};
 use crate::reason::Reason;
@@ -29,9 +28,48 @@ const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 /// encrypted_client_hello (draft-ietf-tls-esni).
 pub const EXT_ECH: u16 = 0xfe0d;
-/// Extensions a hello is expected to carry at most (browsers send 15 to 20): room reserved
-/// at once for their types, so that recording them does not reallocate.
+/// Extensions a hello is expected to carry at most (browsers send 15 to 20): their types are
+/// recorded inline up to this many.
 const TYPICAL_EXTENSIONS: usize = 32;
+/// Bytes of ALPN names held inline (browsers send `h2` and `http/1.1`: 12 bytes).
+const TYPICAL_ALPN: usize = 24;
+/// supported_versions held inline (browsers send GREASE, TLS 1.3 and 1.2).
+const TYPICAL_VERSIONS: usize = 8;
+
+/// supported_versions in the client's order, GREASE values included; inline for the usual few.
+pub type Versions = SmallVec<[u16; TYPICAL_VERSIONS]>;
+
+/// Extension types in the client's order; inline for the usual count.
+pub type Extensions = SmallVec<[u16; TYPICAL_EXTENSIONS]>;
+
+/// ALPN protocol names (RFC 7301) in the client's order, kept as they came (each after its
+/// length byte) and inline for the usual short lists: they become strings only for what logs
+/// them ([`escaped`](Self::escaped)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alpn(SmallVec<[u8; TYPICAL_ALPN]>);
+
+impl Alpn {
+    /// The names, as the client sent them.
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let (name, tail) = tail.split_at(usize::from(len));
+            rest = tail;
+            Some(name)
+        })
+    }
+
+    /// The names with non-printable bytes escaped as `\xNN` ([`escape`]): what logs show.
+    pub fn escaped(&self) -> Vec<String> {
+        self.names().map(escape).collect()
+    }
+
+    /// Whether the client offered none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Parser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,21 +89,21 @@ impl Default for HelloLimits {
 }
 
 /// What the parser learned from one complete ClientHello.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientHello {
     /// The validated, normalised server name; `None` when the hello carries no server_name.
     pub sni: Option<Name>,
-    /// ALPN protocol names in the client's order, non-printable bytes escaped as `\xNN`.
-    pub alpn: Vec<String>,
+    /// ALPN protocol names in the client's order.
+    pub alpn: Alpn,
     /// ClientHello.legacy_version.
     pub legacy_version: u16,
     /// supported_versions in the client's order, GREASE values included.
-    pub supported_versions: Vec<u16>,
+    pub supported_versions: Versions,
     /// Whether an encrypted_client_hello extension is present (real ECH or GREASE; on the wire
     /// the two cannot be told apart).
     pub ech: bool,
     /// Extension types in the client's order.
-    pub extensions: Vec<u16>,
+    pub extensions: Extensions,
     /// Length of the handshake message, header included.
     pub hello_bytes: usize,
     /// Bytes of the records that carry the hello: where the hello ends on the wire.
@@ -342,11 +380,11 @@ pub(crate) fn decode_message(
     let (legacy_version, exts) = client_hello_body(&msg[HANDSHAKE_HEADER_LEN..])?;
     let mut hello = ClientHello {
         sni: None,
-        alpn: Vec::new(),
+        alpn: Alpn::default(),
         legacy_version,
-        supported_versions: Vec::new(),
+        supported_versions: Versions::new(),
         ech: false,
-        extensions: Vec::with_capacity(TYPICAL_EXTENSIONS),
+        extensions: Extensions::new(),
         hello_bytes: msg.len(),
         wire_bytes,
         carried,
@@ -422,51 +460,57 @@ fn client_hello_body(body: &[u8]) -> Result<(u16, Option<&[u8]>), HelloError> {
     Ok((u16::from_be_bytes([version[0], version[1]]), exts))
 }
 
-/// The one host_name of a server_name extension (RFC 6066 3), with exact length checks.
+/// The one host_name of a server_name extension (RFC 6066 3), read in place with exact length
+/// checks: the list's length is the extension's, and its entries (a type, then a name after
+/// its 2-byte length) fill it exactly.
 fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
     const BAD: HelloError = HelloError::Malformed("server_name extension encoding");
-    let (rest, ext) = parse_tls_extension_sni_content(data).map_err(|_| BAD)?;
-    let TlsExtension::SNI(entries) = ext else {
-        return Err(BAD);
-    };
-    let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
-    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
+    const HOST_NAME: u8 = 0;
+    let [hi, lo, ref all @ ..] = *data else { return Err(BAD) };
+    let mut list: &[u8] = all;
+    if usize::from(u16::from_be_bytes([hi, lo])) != list.len() {
         return Err(BAD);
     }
-    match entries.as_slice() {
-        [(SNIType::HostName, name)] => Ok(name),
-        [_] => Err(HelloError::Malformed("server_name entry is not a host_name")),
-        [] => Err(HelloError::Malformed("server_name extension is empty")),
+    let (mut entries, mut first) = (0, None);
+    while let [ty, len_hi, len_lo, ref rest @ ..] = *list {
+        let len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
+        let (name, rest) = rest.split_at_checked(len).ok_or(BAD)?;
+        first = first.or(Some((ty, name)));
+        entries += 1;
+        list = rest;
+    }
+    match (entries, first) {
+        _ if !list.is_empty() => Err(BAD),
+        (1, Some((HOST_NAME, name))) => Ok(name),
+        (1, _) => Err(HelloError::Malformed("server_name entry is not a host_name")),
+        (0, _) => Err(HelloError::Malformed("server_name extension is empty")),
         _ => Err(HelloError::Malformed("server_name extension lists several names")),
     }
 }
 
 /// ALPN protocol names (RFC 7301 3.1), with exact length checks: the list's length is the
-/// extension's, and every name is non-empty and within it. Read in place: one vector and one
-/// string per name.
-fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
+/// extension's, and every name is non-empty and within it. Kept as it came.
+fn alpn(data: &[u8]) -> Result<Alpn, HelloError> {
     const BAD: HelloError = HelloError::Malformed("ALPN extension encoding");
     let [hi, lo, ref all @ ..] = *data else { return Err(BAD) };
     let mut list: &[u8] = all;
     if usize::from(u16::from_be_bytes([hi, lo])) != list.len() {
         return Err(BAD);
     }
-    let mut names = Vec::with_capacity(2);
     while let [len, ref rest @ ..] = *list {
         let len = usize::from(len);
         if len == 0 || len > rest.len() {
             return Err(BAD);
         }
-        names.push(escape(&rest[..len]));
         list = &rest[len..];
     }
-    Ok(names)
+    Ok(Alpn(SmallVec::from_slice(all)))
 }
 
 /// The supported_versions list, read as tls-parser reads it: two bytes are one version (the
 /// ServerHello form); otherwise a length byte, not checked, and an even number of bytes of
 /// versions. Empty is malformed.
-fn supported_versions(data: &[u8]) -> Result<Vec<u16>, HelloError> {
+fn supported_versions(data: &[u8]) -> Result<Versions, HelloError> {
     const BAD: HelloError = HelloError::Malformed("supported_versions extension encoding");
     let list = match data.len() {
         0 => return Err(BAD),
