@@ -10,7 +10,6 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 use thiserror::Error;
-use tls_parser::{TlsExtension, TlsRecordType, parse_tls_extension_unknown, parse_tls_record_header};
 
 use crate::name::{Name, NameError};
 use crate::reason::Reason;
@@ -19,6 +18,8 @@ use crate::reason::Reason;
 pub const DEFAULT_MAX_HELLO_BYTES: usize = 64 * 1024;
 
 const RECORD_HEADER_LEN: usize = 5;
+/// ContentType handshake (RFC 8446 5.1).
+const RECORD_HANDSHAKE: u8 = 0x16;
 const HANDSHAKE_HEADER_LEN: usize = 4;
 /// TLSPlaintext.length limit (RFC 8446 5.1).
 const MAX_RECORD_PAYLOAD: usize = 1 << 14;
@@ -36,8 +37,17 @@ const TYPICAL_ALPN: usize = 24;
 /// supported_versions held inline (browsers send GREASE, TLS 1.3 and 1.2).
 const TYPICAL_VERSIONS: usize = 8;
 
-/// supported_versions in the client's order, GREASE values included; inline for the usual few.
-pub type Versions = SmallVec<[u16; TYPICAL_VERSIONS]>;
+/// supported_versions (RFC 8446 4.2.1) in the client's order, GREASE values included, kept as
+/// they came and inline for the usual few.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versions(SmallVec<[u8; 2 * TYPICAL_VERSIONS]>);
+
+impl Versions {
+    /// The versions, in the client's order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> {
+        self.0.chunks_exact(2).map(|v| u16::from_be_bytes([v[0], v[1]]))
+    }
+}
 
 /// Extension types in the client's order; inline for the usual count.
 pub type Extensions = SmallVec<[u16; TYPICAL_EXTENSIONS]>;
@@ -141,13 +151,13 @@ impl ClientHello {
     /// The versions the client offers: supported_versions without GREASE, or else the legacy
     /// version.
     pub fn offered_versions(&self) -> Vec<u16> {
-        let listed: Vec<u16> = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).collect();
+        let listed: Vec<u16> = self.supported_versions.iter().filter(|&v| !is_grease(v)).collect();
         if listed.is_empty() { vec![self.legacy_version] } else { listed }
     }
 
     /// The highest version offered, by name (`TLS1.3`), for logs.
     pub fn highest_version(&self) -> String {
-        let offered = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).max();
+        let offered = self.supported_versions.iter().filter(|&v| !is_grease(v)).max();
         version_name(offered.unwrap_or(self.legacy_version))
     }
 }
@@ -249,20 +259,19 @@ impl HelloParser {
             if first {
                 sniff(rest)?;
             }
-            if rest.len() < RECORD_HEADER_LEN {
+            let [record_type, major, minor, len_hi, len_lo, ..] = *rest else {
                 return self.within_cap(self.pos + RECORD_HEADER_LEN).map(|_| None);
-            }
-            let (_, hdr) = parse_tls_record_header(rest).map_err(|_| HelloError::Malformed("record header"))?;
+            };
             let framing = |msg| {
                 if first { HelloError::NotTls(msg) } else { HelloError::Malformed(msg) }
             };
-            if hdr.record_type != TlsRecordType::Handshake {
+            if record_type != RECORD_HANDSHAKE {
                 return Err(framing("record is not a handshake record"));
             }
-            if hdr.version.0 >> 8 != 3 || hdr.version.0 & 0xff > 4 {
+            if major != 3 || minor > 4 {
                 return Err(framing("record version is not TLS"));
             }
-            let len = usize::from(hdr.len);
+            let len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
             if len == 0 {
                 return Err(HelloError::Malformed("empty handshake record"));
             }
@@ -296,6 +305,10 @@ impl HelloParser {
 
     /// The handshake header with the bytes of `avail` added, without committing them.
     fn fill_head(&self, avail: &[u8]) -> ([u8; HANDSHAKE_HEADER_LEN], usize) {
+        // The usual case: the whole header at the start of the first record.
+        if let (0, Some(&head)) = (self.head_len, avail.first_chunk()) {
+            return (head, HANDSHAKE_HEADER_LEN);
+        }
         let mut head = self.head;
         let take = (HANDSHAKE_HEADER_LEN - self.head_len).min(avail.len());
         head[self.head_len..self.head_len + take].copy_from_slice(&avail[..take]);
@@ -325,7 +338,7 @@ impl HelloParser {
 fn sniff(rest: &[u8]) -> Result<(), HelloError> {
     match rest {
         [b, ..] if b & 0x80 != 0 => Err(HelloError::NotTls("SSLv2-style record header")),
-        [b, ..] if *b != 0x16 => Err(HelloError::NotTls("first byte is not a TLS handshake record")),
+        [b, ..] if *b != RECORD_HANDSHAKE => Err(HelloError::NotTls("first byte is not a TLS handshake record")),
         [_, major, ..] if *major != 3 => Err(HelloError::NotTls("record version is not TLS")),
         _ => Ok(()),
     }
@@ -378,52 +391,93 @@ pub(crate) fn decode_message(
         return Err(HelloError::Malformed("handshake length does not match the message"));
     }
     let (legacy_version, exts) = client_hello_body(&msg[HANDSHAKE_HEADER_LEN..])?;
-    let mut hello = ClientHello {
-        sni: None,
-        alpn: Alpn::default(),
+    // One walk over the extensions checks their framing, records their types and notes the
+    // data of those read here, which are read after it.
+    let (mut types, mut count) = ([0; TYPICAL_EXTENSIONS], 0);
+    let (mut server_name, mut alpn_list, mut versions, mut ech) = (None, None, None, false);
+    let mut rest = exts.unwrap_or_default();
+    while !rest.is_empty() {
+        const FRAMING: HelloError = HelloError::Malformed("extension framing");
+        // A type, then the data after its 2-byte length.
+        let [ty_hi, ty_lo, len_hi, len_lo, ref tail @ ..] = *rest else { return Err(FRAMING) };
+        let (data, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes([len_hi, len_lo]))).ok_or(FRAMING)?;
+        let ty = u16::from_be_bytes([ty_hi, ty_lo]);
+        if let Some(slot) = types.get_mut(count) {
+            *slot = ty;
+        }
+        count += 1;
+        match ty {
+            EXT_SERVER_NAME => server_name = Some(data),
+            EXT_ALPN => alpn_list = Some(data),
+            EXT_SUPPORTED_VERSIONS => versions = Some(data),
+            EXT_ECH => ech = true,
+            _ => {}
+        }
+        rest = tail;
+    }
+    let extensions = match types.get(..count) {
+        Some(types) => Extensions::from_slice(types),
+        None => every_type(exts.unwrap_or_default()),
+    };
+    if duplicate(&extensions) {
+        return Err(HelloError::Malformed("duplicate extension"));
+    }
+    let server_name = server_name.map(host_name).transpose()?;
+    let alpn = alpn_list.map(alpn).transpose()?.unwrap_or_default();
+    let supported_versions = versions.map(supported_versions).transpose()?.unwrap_or_default();
+    let sni = server_name.map(|raw| Name::parse(raw, limits.allow_underscore)).transpose()?;
+    Ok(ClientHello {
+        sni,
+        alpn,
         legacy_version,
-        supported_versions: Versions::new(),
-        ech: false,
-        extensions: Extensions::new(),
+        supported_versions,
+        ech,
+        extensions,
         hello_bytes: msg.len(),
         wire_bytes,
         carried,
-    };
-    let mut server_name: Option<&[u8]> = None;
-    let mut exts = exts.unwrap_or_default();
-    while !exts.is_empty() {
-        let (rest, ext) = parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
-        let TlsExtension::Unknown(ty, data) = ext else {
-            return Err(HelloError::Malformed("extension framing"));
-        };
-        hello.extensions.push(ty.0);
-        match ty.0 {
-            EXT_SERVER_NAME => server_name = Some(host_name(data)?),
-            EXT_ALPN => hello.alpn = alpn(data)?,
-            EXT_SUPPORTED_VERSIONS => hello.supported_versions = supported_versions(data)?,
-            EXT_ECH => hello.ech = true,
-            _ => {}
+    })
+}
+
+/// The types of every extension in `exts`, a block whose framing was checked: for a hello
+/// with more than [`TYPICAL_EXTENSIONS`].
+fn every_type(mut exts: &[u8]) -> Extensions {
+    let mut types = Extensions::new();
+    while let [ty_hi, ty_lo, len_hi, len_lo, ref tail @ ..] = *exts {
+        types.push(u16::from_be_bytes([ty_hi, ty_lo]));
+        exts = &tail[usize::from(u16::from_be_bytes([len_hi, len_lo]))..];
+    }
+    types
+}
+
+/// Extension types uncommon enough to be checked against each other, up to this many, for the
+/// duplicate check.
+const UNCOMMON: usize = 16;
+
+/// Whether a type comes twice in `types`. Those below 64 (every type a browser sends but a few)
+/// are checked as bits, the others against each other while they are few; past [`UNCOMMON`] of
+/// them, a sorted copy is. Linear in the hello, whatever it holds.
+fn duplicate(types: &[u16]) -> bool {
+    let (mut common, mut uncommon, mut uncommons) = (0u64, [0; UNCOMMON], 0);
+    for &ty in types {
+        if ty < 64 {
+            if common & 1 << ty != 0 {
+                return true;
+            }
+            common |= 1 << ty;
+        } else if uncommons < UNCOMMON {
+            if uncommon[..uncommons].iter().any(|&t| t == ty) {
+                return true;
+            }
+            uncommon[uncommons] = ty;
+            uncommons += 1;
+        } else {
+            let mut sorted = types.to_vec();
+            sorted.sort_unstable();
+            return sorted.windows(2).any(|w| w[0] == w[1]);
         }
-        exts = rest;
     }
-    // Sorted copy for the duplicate check: on the stack for the usual count.
-    let n = hello.extensions.len();
-    let (mut typical, mut more) = ([0u16; TYPICAL_EXTENSIONS], Vec::new());
-    let types = if n <= TYPICAL_EXTENSIONS {
-        &mut typical[..n]
-    } else {
-        more.resize(n, 0);
-        &mut more[..]
-    };
-    types.copy_from_slice(&hello.extensions);
-    types.sort_unstable();
-    if types.windows(2).any(|w| w[0] == w[1]) {
-        return Err(HelloError::Malformed("duplicate extension"));
-    }
-    if let Some(raw) = server_name {
-        hello.sni = Some(Name::parse(raw, limits.allow_underscore)?);
-    }
-    Ok(hello)
+    false
 }
 
 /// The ClientHello body's fields before the extensions (RFC 8446 4.1.2), checked for framing
@@ -520,7 +574,7 @@ fn supported_versions(data: &[u8]) -> Result<Versions, HelloError> {
     if list.is_empty() || list.len() % 2 == 1 {
         return Err(BAD);
     }
-    Ok(list.chunks_exact(2).map(|v| u16::from_be_bytes([v[0], v[1]])).collect())
+    Ok(Versions(SmallVec::from_slice(list)))
 }
 
 /// Printable ASCII kept, everything else as `\xNN`: client bytes are safe to log.
