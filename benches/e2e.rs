@@ -1,9 +1,12 @@
 //! End to end, side by side: snigate against HAProxy, nginx and sniproxy with the same
-//! allowlist, and a direct-to-backend baseline, in one run under the same conditions.
+//! allowlist, the floor (a proxy that only accepts, connects and copies: `support::floor`) and
+//! a direct-to-backend baseline, in one run under the same conditions.
 //!
 //! Run through `benches/compare.sh` (installs the peers, raises `ulimit -n`, sets
 //! `net.ipv4.tcp_max_tw_buckets=0` for the run). Directly: `cargo bench --bench e2e`, with
-//! - `SNIGATE_E2E_PEERS` (default `haproxy,nginx,sniproxy`; a peer not installed is skipped),
+//! - `SNIGATE_E2E_PEERS` (default `floor,haproxy,nginx,sniproxy`; a peer not installed is
+//!   skipped; `floor` is this binary run as [`support::floor`], and has no denial pass: it has
+//!   no rules),
 //! - `SNIGATE_E2E_SECS` (default 3): seconds per load run,
 //! - `SNIGATE_E2E_ROUNDS` (default 3): rounds of the load runs, interleaved across proxies,
 //! - `SNIGATE_E2E_IDLE` (default 10000): idle connections held open for memory,
@@ -30,7 +33,7 @@
 //! workers, see `SNIGATE_E2E_WORKERS`). The backend answers without any
 //! cryptography: it reads the whole ClientHello, writes a fixed response and closes, so the
 //! figures are the proxies' own. Without `--bench` (as `cargo test --all-targets` runs it, debug
-//! build) a short smoke run of snigate and direct only.
+//! build) a short smoke run of snigate, the floor and direct only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,20 +58,23 @@ fn env(k: &str) -> Option<f64> {
 }
 
 fn main() {
-    let benching = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    // Started as the floor proxy: runs it and never returns.
+    support::floor::main(&args);
+    let benching = args.iter().any(|a| a == "--bench");
     let secs = if benching { env("SNIGATE_E2E_SECS").unwrap_or(3.0) } else { 0.3 };
     let rounds = if benching { env("SNIGATE_E2E_ROUNDS").unwrap_or(3.0) as usize } else { 1 };
     let mut idle_n = if benching { env("SNIGATE_E2E_IDLE").unwrap_or(10_000.0) as usize } else { 50 };
     let bulk = if benching { env("SNIGATE_E2E_BULK_MIB").unwrap_or(1024.0) as u64 } else { 8 } << 20;
     let peers: Vec<String> = if benching {
         std::env::var("SNIGATE_E2E_PEERS")
-            .unwrap_or_else(|_| "haproxy,nginx,sniproxy".into())
+            .unwrap_or_else(|_| "floor,haproxy,nginx,sniproxy".into())
             .split(',')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect()
     } else {
-        Vec::new()
+        vec!["floor".to_string()]
     };
     // Each idle connection costs this process two descriptors (client and backend side), and
     // the proxy two (client and upstream).
@@ -160,7 +166,7 @@ fn main() {
                     let r = load(t, &allowed, Expect::Response(RESPONSE), c, d, MAX_CONNS, tick).await;
                     report.runs.entry((t.name.clone(), format!("c{c}"))).or_default().push(r);
                 }
-                if t.proc.is_some() {
+                if t.proc.is_some() && t.name != FLOOR {
                     let r = load(t, &denied, Expect::Denied, 16, d, MAX_CONNS, tick).await;
                     report.runs.entry((t.name.clone(), "deny".into())).or_default().push(r);
                 }
@@ -193,6 +199,9 @@ fn main() {
                 for (kind, hello, expect) in
                     [("allow", &allowed, Expect::Response(RESPONSE)), ("deny", &denied, Expect::Denied)]
                 {
+                    if kind == "deny" && t.name == FLOOR {
+                        continue;
+                    }
                     backend.expect.store(allowed.len(), Ordering::Relaxed);
                     let p = t.proc.as_ref().unwrap();
                     let out = dir.path().join(format!("{}-{kind}.strace", t.name));
@@ -271,8 +280,12 @@ fn start_snigate(
     (Rc::new(proc), auto, copy)
 }
 
+/// The peer that only forwards: this binary, run as [`support::floor`].
+const FLOOR: &str = "floor";
+
 /// Writes `peer`'s configuration ([`peers::configure`]: the same allowlist, `workers` workers,
-/// no per-connection logging) and starts it (on CPU 0 when `pinned`).
+/// no per-connection logging) and starts it (on CPU 0 when `pinned`). The floor has no
+/// configuration, and one worker whatever `workers` says.
 fn start_peer(
     peer: &str,
     dir: &std::path::Path,
@@ -284,7 +297,13 @@ fn start_peer(
     let addr = free_port();
     let closed = free_port();
     let site = Site { dir, addr, backend, closed, nofile, deny: &[], generation: 0, reloadable: false, workers };
-    let launch = peers::configure(peer, &site)?;
+    let launch = match peer {
+        FLOOR => peers::Launch {
+            program: std::env::current_exe().ok()?.to_str()?.to_string(),
+            args: vec!["--floor".into(), addr.to_string(), backend.to_string()],
+        },
+        _ => peers::configure(peer, &site)?,
+    };
     let args: Vec<&str> = launch.args.iter().map(String::as_str).collect();
     let err = dir.join(format!("{peer}.err"));
     Some((Proc::start(peer, &launch.program, &args, pinned, &[addr], err.to_str().unwrap()), addr))
@@ -420,6 +439,11 @@ fn summary(ratios: &[f64]) -> String {
     if ratios.len() < 2 { format!("{m:.2}x") } else { format!("{m:.2}x ({lo:.2}–{hi:.2})") }
 }
 
+/// `v` rounded to a whole number; `-` when not measured.
+fn whole(v: f64) -> String {
+    if v.is_finite() { format!("{v:.0}") } else { "-".into() }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
@@ -530,8 +554,8 @@ impl Report {
                 self.med(name, "c256", |r| r.pct(0.99)),
                 dash(format!("{:.0}", self.med(name, "c16", Run::cpu_per_k))),
                 dash(format!("{:.0}", self.med(name, "c256", Run::cpu_per_k))),
-                dash(format!("{:.0}", self.med(name, "deny", Run::rate))),
-                dash(format!("{:.0}", self.med(name, "deny", Run::cpu_per_k))),
+                dash(whole(self.med(name, "deny", Run::rate))),
+                dash(whole(self.med(name, "deny", Run::cpu_per_k))),
                 dash(self.idle.get(name).copied().flatten().map_or("-".into(), |b| format!("{b:.0}"))),
                 dash(self.peak.get(name).map_or("-".into(), |b| format!("{:.1}", *b as f64 / (1 << 20) as f64))),
                 self.split.get(name).map_or("-", |s| s.as_str()),
@@ -541,7 +565,8 @@ impl Report {
         // snigate against each peer: >1 is better for snigate on every row. Ratios are taken
         // within each round (the proxies of a round run back to back, under the same load from
         // neighbours), then summarised: median (min–max) over the rounds.
-        let peers: Vec<&String> = names.iter().filter(|n| *n != "direct" && *n != "snigate").collect();
+        let peers: Vec<&String> =
+            names.iter().filter(|n| !["direct", "snigate", FLOOR].contains(&n.as_str())).collect();
         if !peers.is_empty() {
             println!(
                 "\nsnigate's advantage over each peer and over the best peer of each round (> 1: snigate better; \
@@ -576,6 +601,35 @@ impl Report {
                     })
                     .collect();
                 cells.push(summary(&best));
+                println!("| {label} | {} |", cells.join(" | "));
+            }
+        }
+
+        // Plain ratios against the floor, beside the same against each peer: what snigate spends
+        // beyond the least a proxy does.
+        let others: Vec<&String> = names.iter().filter(|n| *n != "direct" && *n != "snigate").collect();
+        if others.iter().any(|n| *n == FLOOR) {
+            println!(
+                "\nsnigate ÷ the floor and ÷ each peer (plain ratios snigate/other: costs, latencies and memory > 1 \
+                 are what snigate spends beyond the other, rates > 1 are snigate faster; ratio per round, median \
+                 (min–max); the floor has no rules, hence no denials)\n"
+            );
+            let head: Vec<&str> = others.iter().map(|p| p.as_str()).collect();
+            println!("| figure | {} |", head.join(" | "));
+            println!("| --- |{}", " ---: |".repeat(others.len()));
+            for (label, f, _) in &self.figures() {
+                let s = f(self, "snigate");
+                if !s.iter().any(|v| v.is_finite()) {
+                    continue;
+                }
+                let cells: Vec<String> = others
+                    .iter()
+                    .map(|p| {
+                        let ratios: Vec<f64> =
+                            s.iter().zip(f(self, p)).map(|(&s, v)| s / v).filter(|r| r.is_finite()).collect();
+                        if ratios.is_empty() { "-".into() } else { summary(&ratios) }
+                    })
+                    .collect();
                 println!("| {label} | {} |", cells.join(" | "));
             }
         }

@@ -2,9 +2,11 @@
 //! QUIC inspector on the recorded Initials (target: decrypt + parse of Chromium's two datagrams
 //! under 5 µs).
 //!
-//! Run: `cargo bench --bench hello` (`cargo bench --bench hello -- quic` for the QUIC rows only)
+//! Run: `cargo bench --bench hello` (`cargo bench --bench hello -- quic` for the QUIC rows only).
+//! With `SNIGATE_HELLO_PARSES=N` it only parses the recorded Chromium hello N times, for
+//! `benches/profile.sh hello` to count the instructions of one parse under callgrind.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use snigate::hello::quic::{DEFAULT_MAX_DATAGRAMS, Inspect, Inspector, QuicLimits};
 use snigate::hello::{HelloLimits, Parse, parse};
 
@@ -82,4 +84,15 @@ fn quic(c: &mut Criterion) {
 }
 
 criterion_group!(benches, recorded, parse_and_decide, refused, quic);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("SNIGATE_HELLO_PARSES").ok().and_then(|n| n.parse::<usize>().ok()) {
+        let r = common::recording("chromium.bin");
+        for _ in 0..n {
+            std::hint::black_box(parse(std::hint::black_box(&r.bytes), HelloLimits::default()));
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

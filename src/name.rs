@@ -55,8 +55,29 @@ fn is_number(label: &[u8]) -> bool {
     }
 }
 
+/// Eight bytes of a name at once (a little-endian word): the word with every ASCII capital
+/// lowered, and a mask with the high bit of each byte that needs a look of its own: `.`, `_`
+/// and any byte no label may hold. Letters, digits and `-` need none.
+fn lower_word(word: u64) -> (u64, u64) {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = ONES * 0x80;
+    // Each byte's low seven bits, so that no sum below carries into the next byte; a byte with
+    // the high bit set is not ASCII, and in no range.
+    let (low, ascii) = (word & !HIGH, !word & HIGH);
+    // The high bit of each byte of `v` in lo..=hi: a byte plus 0x80 - lo reaches 0x80 from lo
+    // on, and plus 0x7f - hi from hi + 1 on.
+    let within =
+        |v: u64, lo: u8, hi: u8| (v + ONES * u64::from(0x80 - lo)) & !(v + ONES * u64::from(0x7f - hi)) & ascii;
+    // Setting 0x20 lowers a capital and leaves a small letter: one range finds both.
+    let letter = within(low | ONES * 0x20, b'a', b'z');
+    let ordinary = letter | within(low, b'0', b'9') | within(low, b'-', b'-');
+    (word | letter >> 2, !ordinary & HIGH)
+}
+
 impl Name {
-    /// Validates `raw` as an RFC 1123 host name and normalises it.
+    /// Validates `raw` as an RFC 1123 host name and normalises it, in one pass over its bytes
+    /// that checks and lowers them together. A name breaking several rules gets the first
+    /// label's error, and within a label its length and hyphens come before its bytes.
     ///
     /// `allow_underscore` admits `_` inside labels (seen in some internal names; off by default).
     pub fn parse(raw: &[u8], allow_underscore: bool) -> Result<Name, NameError> {
@@ -67,16 +88,61 @@ impl Name {
         if raw.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong);
         }
-        let mut last_label: &[u8] = &[];
-        for label in raw.split(|&b| b == b'.') {
-            check_label(label, allow_underscore)?;
-            last_label = label;
+        let mut lower = raw.to_vec();
+        // Where the current label starts, and the first byte in it that no label may hold.
+        let (mut start, mut forbidden) = (0, None);
+        // The bytes `special` marks in the word at `at`, in order.
+        let mut look = |at: usize, mut special: u64| {
+            while special != 0 {
+                let i = at + special.trailing_zeros() as usize / 8;
+                special &= special - 1;
+                match raw[i] {
+                    b'.' => {
+                        check_label(&raw[start..i], forbidden)?;
+                        (start, forbidden) = (i + 1, None);
+                    }
+                    b'_' if allow_underscore => {}
+                    b => forbidden = forbidden.or(Some(b)),
+                }
+            }
+            Ok(())
+        };
+        // Eight bytes at a time: most words of a name hold nothing but letters, digits and
+        // hyphens, and need no look byte by byte.
+        let (words, rest) = lower.as_chunks_mut::<8>();
+        for (k, word) in words.iter_mut().enumerate() {
+            let (lowered, special) = lower_word(u64::from_le_bytes(*word));
+            *word = lowered.to_le_bytes();
+            look(8 * k, special)?;
         }
-        if is_number(last_label) {
+        // The rest: in the word that ends at the name's end, over bytes lowered already
+        // (lowering twice changes nothing) and looked at (they are skipped), or padded with a
+        // letter in a name shorter than a word.
+        let (len, rest) = (raw.len(), rest.len());
+        if rest > 0 {
+            let at = len.saturating_sub(8);
+            let special = match <&mut [u8; 8]>::try_from(&mut lower[at..]) {
+                Ok(word) => {
+                    let (lowered, special) = lower_word(u64::from_le_bytes(*word));
+                    *word = lowered.to_le_bytes();
+                    special
+                }
+                Err(_) => {
+                    let mut word = [b'a'; 8];
+                    word[..len].copy_from_slice(&lower);
+                    let (lowered, special) = lower_word(u64::from_le_bytes(word));
+                    lower.copy_from_slice(&lowered.to_le_bytes()[..len]);
+                    special
+                }
+            };
+            look(at, special & u64::MAX << (8 * (len - rest - at)))?;
+        }
+        check_label(&raw[start..], forbidden)?;
+        if is_number(&lower[start..]) {
             return Err(NameError::IpLiteral);
         }
-        // Every byte is ASCII after check_label, so this cannot fail.
-        let lower = String::from_utf8(raw.to_ascii_lowercase()).map_err(|_| NameError::Byte(0x80))?;
+        // Every byte is ASCII once the labels passed, so this cannot fail.
+        let lower = String::from_utf8(lower).map_err(|_| NameError::Byte(0x80))?;
         Ok(Name(lower.into_boxed_str()))
     }
 
@@ -91,16 +157,14 @@ impl Name {
     }
 }
 
-fn check_label(label: &[u8], allow_underscore: bool) -> Result<(), NameError> {
-    match label {
-        [] => return Err(NameError::EmptyLabel),
-        l if l.len() > MAX_LABEL_LEN => return Err(NameError::LabelTooLong),
-        [b'-', ..] | [.., b'-'] => return Err(NameError::Hyphen),
-        _ => {}
-    }
-    match label.iter().find(|&&b| !(b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_'))) {
-        Some(&b) => Err(NameError::Byte(b)),
-        None => Ok(()),
+/// One label's rules, its bytes already checked: `forbidden` is the first one no label may hold.
+fn check_label(label: &[u8], forbidden: Option<u8>) -> Result<(), NameError> {
+    match (label, forbidden) {
+        ([], _) => Err(NameError::EmptyLabel),
+        (l, _) if l.len() > MAX_LABEL_LEN => Err(NameError::LabelTooLong),
+        ([b'-', ..] | [.., b'-'], _) => Err(NameError::Hyphen),
+        (_, Some(b)) => Err(NameError::Byte(b)),
+        (_, None) => Ok(()),
     }
 }
 

@@ -152,14 +152,142 @@ proptest! {
     fn alpn_and_versions_read_as_tls_parser_did(body in ext_body()) {
         let limits = HelloLimits::default();
         let got = match parse(&hello(&[ext(0x0010, &body)]), limits) {
-            Parse::Complete(h) => Some(h.alpn),
+            Parse::Complete(h) => Some(h.alpn.escaped()),
             _ => None,
         };
         prop_assert_eq!(got, reference_alpn(&body));
         let got = match parse(&hello(&[ext(0x002b, &body)]), limits) {
-            Parse::Complete(h) => Some(h.supported_versions),
+            Parse::Complete(h) => Some(h.supported_versions.iter().collect()),
             _ => None,
         };
         prop_assert_eq!(got, reference_versions(&body));
+    }
+
+    /// The server_name reader accepts and rejects exactly what tls-parser's parser (which it
+    /// replaced, to allocate nothing) did, with the same name or the same error.
+    #[test]
+    fn server_name_reads_as_tls_parser_did(body in sni_body()) {
+        let got = match parse(&hello(&[ext(0x0000, &body)]), HelloLimits::default()) {
+            Parse::Complete(h) => Ok(h.sni.map(|n| n.as_str().to_string())),
+            Parse::Invalid(e) => Err(e.to_string()),
+            Parse::Incomplete { .. } => Err("incomplete".into()),
+        };
+        prop_assert_eq!(got, reference_server_name(&body));
+    }
+}
+
+/// tls-parser's reading of a server_name extension body, with the parser's exact-length and
+/// one-host_name checks, then the name rules: the reference the in-place reader is held to.
+fn reference_server_name(data: &[u8]) -> Result<Option<String>, String> {
+    let bad = || Err("malformed ClientHello: server_name extension encoding".to_string());
+    let Ok((rest, tls_parser::TlsExtension::SNI(entries))) = tls_parser::parse_tls_extension_sni_content(data) else {
+        return bad();
+    };
+    let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
+    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
+        return bad();
+    }
+    let name = match entries.as_slice() {
+        [(tls_parser::SNIType::HostName, name)] => name,
+        [_] => return Err("malformed ClientHello: server_name entry is not a host_name".into()),
+        [] => return Err("malformed ClientHello: server_name extension is empty".into()),
+        _ => return Err("malformed ClientHello: server_name extension lists several names".into()),
+    };
+    match snigate::Name::parse(name, false) {
+        Ok(n) => Ok(Some(n.as_str().to_string())),
+        Err(e) => Err(format!("invalid server name: {e}")),
+    }
+}
+
+/// server_name bodies, biased towards well-formed ones: a 2-byte list length, then entries of a
+/// type (mostly host_name) and a name after its 2-byte length, mutated.
+fn sni_body() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop::collection::vec(prop::sample::select(b"aZ0-._".to_vec()), 0..8);
+    let entry = (prop_oneof![4 => Just(0u8), 1 => any::<u8>()], name);
+    let framed = prop::collection::vec(entry, 0..3).prop_map(|entries| {
+        let entries: Vec<(u8, &[u8])> = entries.iter().map(|(ty, name)| (*ty, name.as_slice())).collect();
+        sni_data(&entries)
+    });
+    prop_oneof![
+        framed.clone(),
+        (framed, any::<usize>(), any::<u8>()).prop_map(|(mut b, at, v)| {
+            if !b.is_empty() {
+                let at = at % b.len();
+                b[at] = v;
+            }
+            b
+        }),
+        prop::collection::vec(any::<u8>(), 0..12)
+    ]
+}
+
+/// The name rules as they were written before the one-pass check: each label split off,
+/// checked, then the whole name lowered. The reference the one-pass check is held to.
+fn reference_name(raw: &[u8], allow_underscore: bool) -> Result<String, snigate::NameError> {
+    use snigate::NameError;
+    let raw = raw.strip_suffix(b".").unwrap_or(raw);
+    if raw.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if raw.len() > snigate::MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    let mut last: &[u8] = &[];
+    for label in raw.split(|&b| b == b'.') {
+        match label {
+            [] => return Err(NameError::EmptyLabel),
+            l if l.len() > snigate::MAX_LABEL_LEN => return Err(NameError::LabelTooLong),
+            [b'-', ..] | [.., b'-'] => return Err(NameError::Hyphen),
+            _ => {}
+        }
+        if let Some(&b) =
+            label.iter().find(|&&b| !(b.is_ascii_alphanumeric() || b == b'-' || (allow_underscore && b == b'_')))
+        {
+            return Err(NameError::Byte(b));
+        }
+        last = label;
+    }
+    let number = match last {
+        [b'0', b'x' | b'X', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
+        digits => digits.iter().all(u8::is_ascii_digit),
+    };
+    if number {
+        return Err(NameError::IpLiteral);
+    }
+    Ok(String::from_utf8(raw.to_ascii_lowercase()).unwrap())
+}
+
+/// Names, biased towards the edges the rules have: labels of every length around 63, names
+/// around 253 bytes, hyphens at the ends, capitals, numbers and hex, and bytes no label may hold.
+fn name_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let alphabet = b"aZz09-x_.Xq\x00 :@[`{\x7f\x80\xc3\xff/".to_vec();
+    let label = prop_oneof![
+        4 => prop::collection::vec(prop::sample::select(b"abcXYZ019-".to_vec()), 0..8),
+        1 => prop::collection::vec(prop::sample::select(alphabet.clone()), 0..8),
+        1 => (60usize..66).prop_map(|n| vec![b'a'; n]),
+        1 => prop::sample::select(vec![b"0x1f".to_vec(), b"0X".to_vec(), b"127".to_vec(), b"0xg".to_vec()]),
+    ];
+    prop_oneof![
+        3 => prop::collection::vec(label, 1..6).prop_map(|labels| labels.join(&b'.')),
+        1 => prop::collection::vec(prop::sample::select(alphabet), 0..24),
+        1 => (240usize..260, any::<bool>()).prop_map(|(n, dot)| {
+            let mut name: Vec<u8> = (0..n).map(|i| if i % 50 == 49 { b'.' } else { b'k' }).collect();
+            if dot {
+                name.push(b'.');
+            }
+            name
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    /// The one-pass name check gives what the label-by-label rules give: the same name, or the
+    /// same first error.
+    #[test]
+    fn names_check_as_the_label_by_label_rules_do(raw in name_bytes(), underscore in any::<bool>()) {
+        let got = snigate::Name::parse(&raw, underscore).map(|n| n.as_str().to_string());
+        prop_assert_eq!(got, reference_name(&raw, underscore));
     }
 }

@@ -1,9 +1,10 @@
 //! Helpers shared by the benches: CPU pinning, the process under test started on CPU 0, its
 //! CPU time and memory read from `/proc`, a command's CPU time and peak memory, deterministic
-//! synthetic names ([`names`]), the connection load and its backend ([`load`]) and the peers'
-//! configurations ([`peers`]).
+//! synthetic names ([`names`]), the connection load and its backend ([`load`]), the peers'
+//! configurations ([`peers`]) and the floor proxy they are all measured against ([`floor`]).
 #![allow(dead_code)]
 
+pub mod floor;
 pub mod load;
 pub mod names;
 pub mod peers;

@@ -234,11 +234,11 @@ fn extension_name(ty: u16) -> String {
 fn hello_json(h: &ClientHello) -> serde_json::Value {
     json!({
         "sni": h.sni,
-        "alpn": h.alpn,
+        "alpn": h.alpn.escaped(),
         "ech": h.ech,
         "versions": h.offered_versions().iter().map(|&v| hello::version_name(v)).collect::<Vec<_>>(),
         "legacy_version": hello::version_name(h.legacy_version),
-        "extensions": h.extensions,
+        "extensions": &h.extensions[..],
         "records": match h.carried { Carried::Records(n) => Some(n), Carried::CryptoFrames(_) => None },
         "crypto_frames": match h.carried { Carried::CryptoFrames(n) => Some(n), Carried::Records(_) => None },
         "bytes": h.wire_bytes,
@@ -253,7 +253,7 @@ fn hello_text(h: &ClientHello) -> String {
     format!(
         "sni:            {}\nalpn:           {}\nversions:       {}\nlegacy_version: {}\nech:            {}\nextensions:     {}\nsize:           {} hello bytes in {}, {} bytes on the wire\n",
         h.sni.as_ref().map_or("(none)", |n| n.as_str()),
-        list(h.alpn.clone()),
+        list(h.alpn.escaped()),
         list(h.offered_versions().into_iter().map(hello::version_name).collect()),
         hello::version_name(h.legacy_version),
         if h.ech { "present (encrypted_client_hello)" } else { "absent" },

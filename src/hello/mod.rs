@@ -6,7 +6,7 @@ pub mod quic;
 mod read;
 
 pub use parse::{
-    Carried, ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, HelloError, HelloLimits, HelloParser, Parse, escape,
-    is_grease, parse, version_name,
+    Alpn, Carried, ClientHello, DEFAULT_MAX_HELLO_BYTES, EXT_ECH, Extensions, HelloError, HelloLimits, HelloParser,
+    Parse, Versions, escape, is_grease, parse, version_name,
 };
 pub use read::{ReadError, read_client_hello, read_client_hello_now};

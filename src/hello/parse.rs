@@ -1,17 +1,15 @@
 //! The pure ClientHello parser: bytes in, a three-way answer out. No I/O, no clock.
 //!
 //! Reassembly (records → one handshake message) is done here, incrementally, so that a client
-//! that sends one byte per segment or one byte per record costs linear work. Field parsing is
-//! tls-parser's; this module adds the strictness a filter needs on top of it: exact lengths,
-//! no duplicate extensions, exactly one host_name, and the host-name rules of [`Name`].
+//! that sends one byte per segment or one byte per record costs linear work. The fields a filter
+//! needs are read in place, with the strictness it needs: exact lengths, no duplicate
+//! extensions, exactly one host_name, and the host-name rules of [`Name`]. A typical hello is
+//! decoded with one allocation, its name's: the lists it keeps are inline.
 
 use std::borrow::Cow;
 
+use smallvec::SmallVec;
 use thiserror::Error;
-use tls_parser::{
-    SNIType, TlsExtension, TlsRecordType, parse_tls_extension_sni_content, parse_tls_extension_unknown,
-    parse_tls_record_header,
-};
 
 use crate::name::{Name, NameError};
 use crate::reason::Reason;
@@ -20,6 +18,8 @@ use crate::reason::Reason;
 pub const DEFAULT_MAX_HELLO_BYTES: usize = 64 * 1024;
 
 const RECORD_HEADER_LEN: usize = 5;
+/// ContentType handshake (RFC 8446 5.1).
+const RECORD_HANDSHAKE: u8 = 0x16;
 const HANDSHAKE_HEADER_LEN: usize = 4;
 /// TLSPlaintext.length limit (RFC 8446 5.1).
 const MAX_RECORD_PAYLOAD: usize = 1 << 14;
@@ -29,9 +29,57 @@ const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 /// encrypted_client_hello (draft-ietf-tls-esni).
 pub const EXT_ECH: u16 = 0xfe0d;
-/// Extensions a hello is expected to carry at most (browsers send 15 to 20): room reserved
-/// at once for their types, so that recording them does not reallocate.
+/// Extensions a hello is expected to carry at most (browsers send 15 to 20): their types are
+/// recorded inline up to this many.
 const TYPICAL_EXTENSIONS: usize = 32;
+/// Bytes of ALPN names held inline (browsers send `h2` and `http/1.1`: 12 bytes).
+const TYPICAL_ALPN: usize = 24;
+/// supported_versions held inline (browsers send GREASE, TLS 1.3 and 1.2).
+const TYPICAL_VERSIONS: usize = 8;
+
+/// supported_versions (RFC 8446 4.2.1) in the client's order, GREASE values included, kept as
+/// they came and inline for the usual few.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versions(SmallVec<[u8; 2 * TYPICAL_VERSIONS]>);
+
+impl Versions {
+    /// The versions, in the client's order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> {
+        self.0.chunks_exact(2).map(|v| u16::from_be_bytes([v[0], v[1]]))
+    }
+}
+
+/// Extension types in the client's order; inline for the usual count.
+pub type Extensions = SmallVec<[u16; TYPICAL_EXTENSIONS]>;
+
+/// ALPN protocol names (RFC 7301) in the client's order, kept as they came (each after its
+/// length byte) and inline for the usual short lists: they become strings only for what logs
+/// them ([`escaped`](Self::escaped)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alpn(SmallVec<[u8; TYPICAL_ALPN]>);
+
+impl Alpn {
+    /// The names, as the client sent them.
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (&len, tail) = rest.split_first()?;
+            let (name, tail) = tail.split_at(usize::from(len));
+            rest = tail;
+            Some(name)
+        })
+    }
+
+    /// The names with non-printable bytes escaped as `\xNN` ([`escape`]): what logs show.
+    pub fn escaped(&self) -> Vec<String> {
+        self.names().map(escape).collect()
+    }
+
+    /// Whether the client offered none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Parser settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,21 +99,21 @@ impl Default for HelloLimits {
 }
 
 /// What the parser learned from one complete ClientHello.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientHello {
     /// The validated, normalised server name; `None` when the hello carries no server_name.
     pub sni: Option<Name>,
-    /// ALPN protocol names in the client's order, non-printable bytes escaped as `\xNN`.
-    pub alpn: Vec<String>,
+    /// ALPN protocol names in the client's order.
+    pub alpn: Alpn,
     /// ClientHello.legacy_version.
     pub legacy_version: u16,
     /// supported_versions in the client's order, GREASE values included.
-    pub supported_versions: Vec<u16>,
+    pub supported_versions: Versions,
     /// Whether an encrypted_client_hello extension is present (real ECH or GREASE; on the wire
     /// the two cannot be told apart).
     pub ech: bool,
     /// Extension types in the client's order.
-    pub extensions: Vec<u16>,
+    pub extensions: Extensions,
     /// Length of the handshake message, header included.
     pub hello_bytes: usize,
     /// Bytes of the records that carry the hello: where the hello ends on the wire.
@@ -103,13 +151,13 @@ impl ClientHello {
     /// The versions the client offers: supported_versions without GREASE, or else the legacy
     /// version.
     pub fn offered_versions(&self) -> Vec<u16> {
-        let listed: Vec<u16> = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).collect();
+        let listed: Vec<u16> = self.supported_versions.iter().filter(|&v| !is_grease(v)).collect();
         if listed.is_empty() { vec![self.legacy_version] } else { listed }
     }
 
     /// The highest version offered, by name (`TLS1.3`), for logs.
     pub fn highest_version(&self) -> String {
-        let offered = self.supported_versions.iter().copied().filter(|&v| !is_grease(v)).max();
+        let offered = self.supported_versions.iter().filter(|&v| !is_grease(v)).max();
         version_name(offered.unwrap_or(self.legacy_version))
     }
 }
@@ -211,20 +259,19 @@ impl HelloParser {
             if first {
                 sniff(rest)?;
             }
-            if rest.len() < RECORD_HEADER_LEN {
+            let [record_type, major, minor, len_hi, len_lo, ..] = *rest else {
                 return self.within_cap(self.pos + RECORD_HEADER_LEN).map(|_| None);
-            }
-            let (_, hdr) = parse_tls_record_header(rest).map_err(|_| HelloError::Malformed("record header"))?;
+            };
             let framing = |msg| {
                 if first { HelloError::NotTls(msg) } else { HelloError::Malformed(msg) }
             };
-            if hdr.record_type != TlsRecordType::Handshake {
+            if record_type != RECORD_HANDSHAKE {
                 return Err(framing("record is not a handshake record"));
             }
-            if hdr.version.0 >> 8 != 3 || hdr.version.0 & 0xff > 4 {
+            if major != 3 || minor > 4 {
                 return Err(framing("record version is not TLS"));
             }
-            let len = usize::from(hdr.len);
+            let len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
             if len == 0 {
                 return Err(HelloError::Malformed("empty handshake record"));
             }
@@ -258,6 +305,10 @@ impl HelloParser {
 
     /// The handshake header with the bytes of `avail` added, without committing them.
     fn fill_head(&self, avail: &[u8]) -> ([u8; HANDSHAKE_HEADER_LEN], usize) {
+        // The usual case: the whole header at the start of the first record.
+        if let (0, Some(&head)) = (self.head_len, avail.first_chunk()) {
+            return (head, HANDSHAKE_HEADER_LEN);
+        }
         let mut head = self.head;
         let take = (HANDSHAKE_HEADER_LEN - self.head_len).min(avail.len());
         head[self.head_len..self.head_len + take].copy_from_slice(&avail[..take]);
@@ -287,7 +338,7 @@ impl HelloParser {
 fn sniff(rest: &[u8]) -> Result<(), HelloError> {
     match rest {
         [b, ..] if b & 0x80 != 0 => Err(HelloError::NotTls("SSLv2-style record header")),
-        [b, ..] if *b != 0x16 => Err(HelloError::NotTls("first byte is not a TLS handshake record")),
+        [b, ..] if *b != RECORD_HANDSHAKE => Err(HelloError::NotTls("first byte is not a TLS handshake record")),
         [_, major, ..] if *major != 3 => Err(HelloError::NotTls("record version is not TLS")),
         _ => Ok(()),
     }
@@ -340,52 +391,93 @@ pub(crate) fn decode_message(
         return Err(HelloError::Malformed("handshake length does not match the message"));
     }
     let (legacy_version, exts) = client_hello_body(&msg[HANDSHAKE_HEADER_LEN..])?;
-    let mut hello = ClientHello {
-        sni: None,
-        alpn: Vec::new(),
+    // One walk over the extensions checks their framing, records their types and notes the
+    // data of those read here, which are read after it.
+    let (mut types, mut count) = ([0; TYPICAL_EXTENSIONS], 0);
+    let (mut server_name, mut alpn_list, mut versions, mut ech) = (None, None, None, false);
+    let mut rest = exts.unwrap_or_default();
+    while !rest.is_empty() {
+        const FRAMING: HelloError = HelloError::Malformed("extension framing");
+        // A type, then the data after its 2-byte length.
+        let [ty_hi, ty_lo, len_hi, len_lo, ref tail @ ..] = *rest else { return Err(FRAMING) };
+        let (data, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes([len_hi, len_lo]))).ok_or(FRAMING)?;
+        let ty = u16::from_be_bytes([ty_hi, ty_lo]);
+        if let Some(slot) = types.get_mut(count) {
+            *slot = ty;
+        }
+        count += 1;
+        match ty {
+            EXT_SERVER_NAME => server_name = Some(data),
+            EXT_ALPN => alpn_list = Some(data),
+            EXT_SUPPORTED_VERSIONS => versions = Some(data),
+            EXT_ECH => ech = true,
+            _ => {}
+        }
+        rest = tail;
+    }
+    let extensions = match types.get(..count) {
+        Some(types) => Extensions::from_slice(types),
+        None => every_type(exts.unwrap_or_default()),
+    };
+    if duplicate(&extensions) {
+        return Err(HelloError::Malformed("duplicate extension"));
+    }
+    let server_name = server_name.map(host_name).transpose()?;
+    let alpn = alpn_list.map(alpn).transpose()?.unwrap_or_default();
+    let supported_versions = versions.map(supported_versions).transpose()?.unwrap_or_default();
+    let sni = server_name.map(|raw| Name::parse(raw, limits.allow_underscore)).transpose()?;
+    Ok(ClientHello {
+        sni,
+        alpn,
         legacy_version,
-        supported_versions: Vec::new(),
-        ech: false,
-        extensions: Vec::with_capacity(TYPICAL_EXTENSIONS),
+        supported_versions,
+        ech,
+        extensions,
         hello_bytes: msg.len(),
         wire_bytes,
         carried,
-    };
-    let mut server_name: Option<&[u8]> = None;
-    let mut exts = exts.unwrap_or_default();
-    while !exts.is_empty() {
-        let (rest, ext) = parse_tls_extension_unknown(exts).map_err(|_| HelloError::Malformed("extension framing"))?;
-        let TlsExtension::Unknown(ty, data) = ext else {
-            return Err(HelloError::Malformed("extension framing"));
-        };
-        hello.extensions.push(ty.0);
-        match ty.0 {
-            EXT_SERVER_NAME => server_name = Some(host_name(data)?),
-            EXT_ALPN => hello.alpn = alpn(data)?,
-            EXT_SUPPORTED_VERSIONS => hello.supported_versions = supported_versions(data)?,
-            EXT_ECH => hello.ech = true,
-            _ => {}
+    })
+}
+
+/// The types of every extension in `exts`, a block whose framing was checked: for a hello
+/// with more than [`TYPICAL_EXTENSIONS`].
+fn every_type(mut exts: &[u8]) -> Extensions {
+    let mut types = Extensions::new();
+    while let [ty_hi, ty_lo, len_hi, len_lo, ref tail @ ..] = *exts {
+        types.push(u16::from_be_bytes([ty_hi, ty_lo]));
+        exts = &tail[usize::from(u16::from_be_bytes([len_hi, len_lo]))..];
+    }
+    types
+}
+
+/// Extension types uncommon enough to be checked against each other, up to this many, for the
+/// duplicate check.
+const UNCOMMON: usize = 16;
+
+/// Whether a type comes twice in `types`. Those below 64 (every type a browser sends but a few)
+/// are checked as bits, the others against each other while they are few; past [`UNCOMMON`] of
+/// them, a sorted copy is. Linear in the hello, whatever it holds.
+fn duplicate(types: &[u16]) -> bool {
+    let (mut common, mut uncommon, mut uncommons) = (0u64, [0; UNCOMMON], 0);
+    for &ty in types {
+        if ty < 64 {
+            if common & 1 << ty != 0 {
+                return true;
+            }
+            common |= 1 << ty;
+        } else if uncommons < UNCOMMON {
+            if uncommon[..uncommons].iter().any(|&t| t == ty) {
+                return true;
+            }
+            uncommon[uncommons] = ty;
+            uncommons += 1;
+        } else {
+            let mut sorted = types.to_vec();
+            sorted.sort_unstable();
+            return sorted.windows(2).any(|w| w[0] == w[1]);
         }
-        exts = rest;
     }
-    // Sorted copy for the duplicate check: on the stack for the usual count.
-    let n = hello.extensions.len();
-    let (mut typical, mut more) = ([0u16; TYPICAL_EXTENSIONS], Vec::new());
-    let types = if n <= TYPICAL_EXTENSIONS {
-        &mut typical[..n]
-    } else {
-        more.resize(n, 0);
-        &mut more[..]
-    };
-    types.copy_from_slice(&hello.extensions);
-    types.sort_unstable();
-    if types.windows(2).any(|w| w[0] == w[1]) {
-        return Err(HelloError::Malformed("duplicate extension"));
-    }
-    if let Some(raw) = server_name {
-        hello.sni = Some(Name::parse(raw, limits.allow_underscore)?);
-    }
-    Ok(hello)
+    false
 }
 
 /// The ClientHello body's fields before the extensions (RFC 8446 4.1.2), checked for framing
@@ -422,51 +514,57 @@ fn client_hello_body(body: &[u8]) -> Result<(u16, Option<&[u8]>), HelloError> {
     Ok((u16::from_be_bytes([version[0], version[1]]), exts))
 }
 
-/// The one host_name of a server_name extension (RFC 6066 3), with exact length checks.
+/// The one host_name of a server_name extension (RFC 6066 3), read in place with exact length
+/// checks: the list's length is the extension's, and its entries (a type, then a name after
+/// its 2-byte length) fill it exactly.
 fn host_name(data: &[u8]) -> Result<&[u8], HelloError> {
     const BAD: HelloError = HelloError::Malformed("server_name extension encoding");
-    let (rest, ext) = parse_tls_extension_sni_content(data).map_err(|_| BAD)?;
-    let TlsExtension::SNI(entries) = ext else {
-        return Err(BAD);
-    };
-    let listed: usize = entries.iter().map(|(_, name)| 3 + name.len()).sum();
-    if !rest.is_empty() || data.len() < 2 || listed != data.len() - 2 {
+    const HOST_NAME: u8 = 0;
+    let [hi, lo, ref all @ ..] = *data else { return Err(BAD) };
+    let mut list: &[u8] = all;
+    if usize::from(u16::from_be_bytes([hi, lo])) != list.len() {
         return Err(BAD);
     }
-    match entries.as_slice() {
-        [(SNIType::HostName, name)] => Ok(name),
-        [_] => Err(HelloError::Malformed("server_name entry is not a host_name")),
-        [] => Err(HelloError::Malformed("server_name extension is empty")),
+    let (mut entries, mut first) = (0, None);
+    while let [ty, len_hi, len_lo, ref rest @ ..] = *list {
+        let len = usize::from(u16::from_be_bytes([len_hi, len_lo]));
+        let (name, rest) = rest.split_at_checked(len).ok_or(BAD)?;
+        first = first.or(Some((ty, name)));
+        entries += 1;
+        list = rest;
+    }
+    match (entries, first) {
+        _ if !list.is_empty() => Err(BAD),
+        (1, Some((HOST_NAME, name))) => Ok(name),
+        (1, _) => Err(HelloError::Malformed("server_name entry is not a host_name")),
+        (0, _) => Err(HelloError::Malformed("server_name extension is empty")),
         _ => Err(HelloError::Malformed("server_name extension lists several names")),
     }
 }
 
 /// ALPN protocol names (RFC 7301 3.1), with exact length checks: the list's length is the
-/// extension's, and every name is non-empty and within it. Read in place: one vector and one
-/// string per name.
-fn alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
+/// extension's, and every name is non-empty and within it. Kept as it came.
+fn alpn(data: &[u8]) -> Result<Alpn, HelloError> {
     const BAD: HelloError = HelloError::Malformed("ALPN extension encoding");
     let [hi, lo, ref all @ ..] = *data else { return Err(BAD) };
     let mut list: &[u8] = all;
     if usize::from(u16::from_be_bytes([hi, lo])) != list.len() {
         return Err(BAD);
     }
-    let mut names = Vec::with_capacity(2);
     while let [len, ref rest @ ..] = *list {
         let len = usize::from(len);
         if len == 0 || len > rest.len() {
             return Err(BAD);
         }
-        names.push(escape(&rest[..len]));
         list = &rest[len..];
     }
-    Ok(names)
+    Ok(Alpn(SmallVec::from_slice(all)))
 }
 
 /// The supported_versions list, read as tls-parser reads it: two bytes are one version (the
 /// ServerHello form); otherwise a length byte, not checked, and an even number of bytes of
 /// versions. Empty is malformed.
-fn supported_versions(data: &[u8]) -> Result<Vec<u16>, HelloError> {
+fn supported_versions(data: &[u8]) -> Result<Versions, HelloError> {
     const BAD: HelloError = HelloError::Malformed("supported_versions extension encoding");
     let list = match data.len() {
         0 => return Err(BAD),
@@ -476,7 +574,7 @@ fn supported_versions(data: &[u8]) -> Result<Vec<u16>, HelloError> {
     if list.is_empty() || list.len() % 2 == 1 {
         return Err(BAD);
     }
-    Ok(list.chunks_exact(2).map(|v| u16::from_be_bytes([v[0], v[1]])).collect())
+    Ok(Versions(SmallVec::from_slice(list)))
 }
 
 /// Printable ASCII kept, everything else as `\xNN`: client bytes are safe to log.

@@ -133,12 +133,25 @@ pub(super) struct Admitted {
 /// The upstream addresses of an admitted ask, in the order to try them, each let through by the
 /// destination guard and the `deny ip` rules.
 #[derive(Debug)]
-pub(super) struct Route(Vec<SocketAddr>);
+pub(super) struct Route(Addrs);
+
+/// Upstream addresses: the one of a fixed upstream or an original destination, held inline, or a
+/// name's several.
+#[derive(Debug)]
+enum Addrs {
+    /// One address.
+    One(SocketAddr),
+    /// Several, in the order to try them.
+    Several(Vec<SocketAddr>),
+}
 
 impl Route {
     /// The addresses.
     pub fn addrs(&self) -> &[SocketAddr] {
-        &self.0
+        match &self.0 {
+            Addrs::One(addr) => std::slice::from_ref(addr),
+            Addrs::Several(addrs) => addrs,
+        }
     }
 }
 
@@ -256,7 +269,7 @@ pub(super) fn hello_read(listener: &Listener, record: &mut Outcome, hello: &Clie
     record.ech = hello.ech;
     if listener.access_log.is_on() {
         record.sni = hello.sni.as_ref().map(|n| n.as_str().to_string());
-        record.alpn = hello.alpn.clone();
+        record.alpn = hello.alpn.escaped();
         record.tls_version = Some(hello.highest_version());
     }
 }
@@ -294,26 +307,29 @@ async fn destinations(
     client: IpAddr,
     ask: &Ask,
     record: Option<&mut Outcome>,
-) -> Result<Vec<SocketAddr>, Denied> {
+) -> Result<Addrs, Denied> {
     let Ask { name, dst, port, verify, .. } = ask;
     let (name, dst, port, mut verify) = (name.as_ref(), *dst, *port, *verify);
     let candidates = match (dst, name) {
         (Some(dst), Some(name)) if verify => match verify_destination(listener, name, dst).await {
-            Ok(()) => Ok(vec![dst]),
+            Ok(()) => Ok(Addrs::One(dst)),
             Err(denied) => {
                 if let Some(record) = record
                     && reported(listener, &listener.live.load(), record, Reason::DstMismatch, None)
                 {
                     record.error = denied.error;
                     verify = false;
-                    Ok(vec![dst])
+                    Ok(Addrs::One(dst))
                 } else {
                     Err(denied)
                 }
             }
         },
-        (Some(dst), _) => Ok(vec![dst]),
-        (None, Some(name)) => lookup(listener, name, port).await.map_err(|e| Denied::failed(Reason::UpstreamError, e)),
+        (Some(dst), _) => Ok(Addrs::One(dst)),
+        (None, Some(name)) => match lookup(listener, name, port).await {
+            Ok(addrs) => Ok(Addrs::Several(addrs)),
+            Err(e) => Err(Denied::failed(Reason::UpstreamError, e)),
+        },
         (None, None) => Err(Denied::by(Reason::UpstreamError)),
     }?;
     guard(listener, client, candidates, verify)
@@ -322,12 +338,7 @@ async fn destinations(
 /// The destination guard: the candidates that are neither snigate itself, nor in a range the
 /// guard refuses, nor refused by a `deny ip` rule. `upstream` mode's fixed upstream is the
 /// operator's own setting, and passes.
-fn guard(
-    listener: &Listener,
-    client: IpAddr,
-    candidates: Vec<SocketAddr>,
-    verified: bool,
-) -> Result<Vec<SocketAddr>, Denied> {
+fn guard(listener: &Listener, client: IpAddr, mut candidates: Addrs, verified: bool) -> Result<Addrs, Denied> {
     let chosen = match listener.mode {
         ListenerMode::Upstream { .. } => return Ok(candidates),
         ListenerMode::Transparent { .. } if !verified => Chosen::ByClient,
@@ -343,10 +354,16 @@ fn guard(
         };
         verdict.map_err(|e| refused.push(e)).is_ok()
     };
-    let allowed: Vec<SocketAddr> = candidates.into_iter().filter(|&addr| check(addr)).collect();
-    match allowed.is_empty() {
-        true => Err(Denied::failed(Reason::DstDenied, refused.join("; "))),
-        false => Ok(allowed),
+    let any = match &mut candidates {
+        Addrs::One(addr) => check(*addr),
+        Addrs::Several(addrs) => {
+            addrs.retain(|&addr| check(addr));
+            !addrs.is_empty()
+        }
+    };
+    match any {
+        true => Ok(candidates),
+        false => Err(Denied::failed(Reason::DstDenied, refused.join("; "))),
     }
 }
 
