@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end comparison of snigate with HAProxy, nginx (stream, ssl_preread) and sniproxy, and a
-# direct-to-backend baseline, in one run: `benches/compare.sh` from the repository root.
+# End-to-end comparison of snigate with HAProxy, nginx (stream, ssl_preread) and sniproxy, the
+# floor (benches/support/floor.rs: a proxy that only accepts, connects and copies, reported as
+# snigate ÷ floor beside snigate ÷ each peer) and a direct-to-backend baseline, in one run:
+# `benches/compare.sh` from the repository root.
 #
 # 1. Installs the peers when missing (Debian: haproxy, nginx-light + libnginx-mod-stream,
 #    sniproxy) without letting apt start them as services.

@@ -173,6 +173,11 @@ fn main() {
                 eprintln!("round {} {}: done", round + 1, t.name);
             }
         }
+        // What the churn of the load runs left resident, their connections all closed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for t in targets[1..].iter().filter(|_| rounds > 0) {
+            report.settled.insert(t.name.clone(), t.proc.as_ref().unwrap().memory("VmRSS:"));
+        }
 
         backend.expect.store(allowed.len(), Ordering::Relaxed);
         backend.respond.store(bulk, Ordering::Relaxed);
@@ -383,6 +388,8 @@ struct Report {
     idle: BTreeMap<String, Option<f64>>,
     /// Peak resident bytes.
     peak: BTreeMap<String, u64>,
+    /// Resident bytes once the load runs have ended.
+    settled: BTreeMap<String, u64>,
     /// Split-hello probe verdict.
     split: BTreeMap<String, String>,
     /// (target, allow | deny) → (connections, calls per system call) under strace.
@@ -432,9 +439,13 @@ type Values<'a> = Box<dyn Fn(&Report, &str) -> Vec<f64> + 'a>;
 /// A row of the ratio table: name, values, higher is better.
 type Figure<'a> = (&'a str, Values<'a>, bool);
 
-/// `median (min–max)` of per-round ratios; the median alone for one value.
+/// `median (min–max)` of per-round ratios; the median alone for one value; `-` for none.
 fn summary(ratios: &[f64]) -> String {
-    let m = median(ratios.to_vec());
+    let ratios: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite()).collect();
+    if ratios.is_empty() {
+        return "-".into();
+    }
+    let m = median(ratios.clone());
     let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
     if ratios.len() < 2 { format!("{m:.2}x") } else { format!("{m:.2}x ({lo:.2}–{hi:.2})") }
 }
@@ -505,6 +516,7 @@ impl Report {
                 Box::new(|r, n| vec![r.idle.get(n).copied().flatten().unwrap_or(f64::NAN)]),
                 false,
             ),
+            ("RSS after the load", Box::new(|r, n| vec![r.settled.get(n).map_or(f64::NAN, |&b| b as f64)]), false),
             ("peak RSS", Box::new(|r, n| vec![r.peak.get(n).map_or(f64::NAN, |&b| b as f64)]), false),
         ]
     }
@@ -522,7 +534,7 @@ impl Report {
         println!(
             "| proxy | conns/s c1 | conns/s c16 | conns/s c256 | p50 / p99 ms c1 | p50 / p99 ms c16 | p99 ms c256 | \
              CPU ms / 1k conns c16 | CPU ms / 1k conns c256 | denies/s c16 | CPU ms / 1k rejects | bulk Gbit/s | \
-             bulk CPU % proxy / load | idle B / conn | peak RSS MiB | split hello |"
+             bulk CPU % proxy / load | idle B / conn | RSS after load / peak MiB | split hello |"
         );
         println!(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
@@ -557,7 +569,11 @@ impl Report {
                 dash(whole(self.med(name, "deny", Run::rate))),
                 dash(whole(self.med(name, "deny", Run::cpu_per_k))),
                 dash(self.idle.get(name).copied().flatten().map_or("-".into(), |b| format!("{b:.0}"))),
-                dash(self.peak.get(name).map_or("-".into(), |b| format!("{:.1}", *b as f64 / (1 << 20) as f64))),
+                dash(format!(
+                    "{} / {}",
+                    self.settled.get(name).map_or("-".into(), |b| format!("{:.1}", *b as f64 / (1 << 20) as f64)),
+                    self.peak.get(name).map_or("-".into(), |b| format!("{:.1}", *b as f64 / (1 << 20) as f64))
+                )),
                 self.split.get(name).map_or("-", |s| s.as_str()),
             );
         }
@@ -624,11 +640,7 @@ impl Report {
                 }
                 let cells: Vec<String> = others
                     .iter()
-                    .map(|p| {
-                        let ratios: Vec<f64> =
-                            s.iter().zip(f(self, p)).map(|(&s, v)| s / v).filter(|r| r.is_finite()).collect();
-                        if ratios.is_empty() { "-".into() } else { summary(&ratios) }
-                    })
+                    .map(|p| summary(&s.iter().zip(f(self, p)).map(|(&s, v)| s / v).collect::<Vec<_>>()))
                     .collect();
                 println!("| {label} | {} |", cells.join(" | "));
             }

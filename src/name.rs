@@ -69,7 +69,7 @@ fn lower_word(word: u64) -> (u64, u64) {
     let within =
         |v: u64, lo: u8, hi: u8| (v + ONES * u64::from(0x80 - lo)) & !(v + ONES * u64::from(0x7f - hi)) & ascii;
     // Setting 0x20 lowers a capital and leaves a small letter: one range finds both.
-    let letter = within(low | ONES * 0x20, b'a', b'z');
+    let letter = within(low | (ONES * 0x20), b'a', b'z');
     let ordinary = letter | within(low, b'0', b'9') | within(low, b'-', b'-');
     (word | letter >> 2, !ordinary & HIGH)
 }
