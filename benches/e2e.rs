@@ -51,7 +51,7 @@ mod support;
 
 use support::load::{ALLOWED, Backend, DENIED, Expect, MAX_CONNS, RESPONSE, Run, Target, load, serve, swap_sni};
 use support::peers::{self, RULES, SOURCE_LIMITS, Site};
-use support::{Proc, clock_ticks, free_port, nofile_limit, own_cpu_ticks, pin_self};
+use support::{Proc, clock_ticks, free_ports, nofile_limit, own_cpu_ticks, pin_self};
 
 fn env(k: &str) -> Option<f64> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
@@ -272,7 +272,7 @@ fn start_snigate(
     pinned: bool,
     workers: usize,
 ) -> (Rc<Proc>, SocketAddr, SocketAddr) {
-    let (auto, copy) = (free_port(), free_port());
+    let [auto, copy] = free_ports();
     std::fs::write(dir.join("allow.rules"), RULES).unwrap();
     let config = format!(
         "[[listener]]\nname = \"auto\"\nlisten = \"{auto}\"\nmode = \"upstream\"\nupstream = \"{backend}\"\n\
@@ -299,8 +299,7 @@ fn start_peer(
     nofile: u64,
     workers: usize,
 ) -> Option<(Proc, SocketAddr)> {
-    let addr = free_port();
-    let closed = free_port();
+    let [addr, closed] = free_ports();
     let site = Site { dir, addr, backend, closed, nofile, deny: &[], generation: 0, reloadable: false, workers };
     let launch = match peer {
         FLOOR => peers::Launch {

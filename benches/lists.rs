@@ -52,7 +52,7 @@ use support::load::{ALLOWED, Backend, CONN_TIMEOUT, DENIED, Expect, MAX_CONNS, R
 use support::load::{serve, swap_sni};
 use support::names::{self, Rng};
 use support::peers::{self, Launch, RULES, SOURCE_LIMITS, Site};
-use support::{Proc, clock_ticks, free_port, memory_of, nofile_limit, pin_self};
+use support::{Proc, clock_ticks, free_ports, memory_of, nofile_limit, pin_self};
 
 /// The name the reload adds to the list: allowed by `*.my.salesforce.com` before, denied after.
 /// As long as [`ALLOWED`], so that it fits the same recorded hello.
@@ -281,12 +281,12 @@ fn configure(peer: &str, site: &Site) -> Option<Launch> {
 /// One proxy with `list` in front of the allowlist: started, loaded, reloaded, stopped.
 async fn measure(b: &Bench, peer: &str, dir: &Path, list: &[String], denied: &[u8]) -> Row {
     let mut row = Row::default();
-    let addr = free_port();
+    let [addr, closed] = free_ports();
     let mut site = Site {
         dir,
         addr,
         backend: b.backend,
-        closed: free_port(),
+        closed,
         nofile: b.nofile,
         deny: list,
         generation: 1,

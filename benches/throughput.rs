@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 mod common;
 mod support;
 
-use support::{Proc, clock_ticks, free_port, pin_self};
+use support::{Proc, clock_ticks, free_ports, pin_self};
 
 /// Bytes per write and per read on the load side.
 const IO: usize = 1 << 20;
@@ -54,7 +54,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("all.rules"), "allow *\n").unwrap();
-    let (splice_addr, copy_addr) = (free_port(), free_port());
+    let [splice_addr, copy_addr] = free_ports();
     let config = format!(
         "[[listener]]\nname = \"splice\"\nlisten = \"{splice_addr}\"\nmode = \"upstream\"\nupstream = \"{backend_addr}\"\nsplice = \"auto\"\n\
          [[listener]]\nname = \"copy\"\nlisten = \"{copy_addr}\"\nmode = \"upstream\"\nupstream = \"{backend_addr}\"\nsplice = \"copy\"\n\

@@ -293,7 +293,7 @@ async fn response(s: &mut TcpStream, got: &mut Vec<u8>) -> String {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(len)) = r.parse(&got) {
+        if let Ok(httparse::Status::Complete(len)) = r.parse(got) {
             let body: usize = r
                 .headers
                 .iter()

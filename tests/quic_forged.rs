@@ -140,7 +140,8 @@ async fn replies_to_an_unproven_address_stay_within_three_times_what_it_sent() {
         TestConfig::new(Listener::upstream(upstream.local_addr().unwrap()).quic()).rules(RULES).start(dir.path()).await;
     let server_cid = [0x5e; 8];
     let hello = common::hello_message_for(ALLOWED);
-    let cases: [(&str, fn(&[u8; 8]) -> Vec<u8>, bool); 3] = [
+    type Case = (&'static str, fn(&[u8; 8]) -> Vec<u8>, bool);
+    let cases: [Case; 3] = [
         ("a Handshake packet to the client's own first ID", |first| handshake(first, &[], 60), false),
         ("a Handshake packet to the server's ID", |_| handshake(&[0x5e; 8], &[], 60), true),
         ("a short header to the server's ID", |_| [&[0x40][..], &[0x5e; 8], &[0; 51]].concat(), true),

@@ -166,7 +166,7 @@ fn loading_files_reports_every_public_suffix_rule() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wide.rules");
     std::fs::write(&path, "allow ok.example.com\nallow *.github.io\ndeny *.com\nallow .co.uk\n").unwrap();
-    let err = load_rules(&[path.clone()]).unwrap_err();
+    let err = load_rules(std::slice::from_ref(&path)).unwrap_err();
     let got: Vec<(u32, String)> = err
         .0
         .iter()

@@ -18,6 +18,13 @@ pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// `N` distinct ports that were free a moment ago: all bound before any is let go, so that the
+/// kernel cannot hand the same one out twice (as two calls of [`free_port`] may).
+pub fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let held: [TcpListener; N] = std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap())
+}
+
 /// A UDP port that was free a moment ago.
 pub fn free_udp_port() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()

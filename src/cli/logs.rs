@@ -137,11 +137,14 @@ pub(super) fn connection(line: &str) -> Result<Option<Connection<'_>>, ()> {
     }))
 }
 
+/// How a log line was decided, the name the rules saw and the port: [`log_line`]'s answer.
+pub type LogLine = (&'static str, Option<String>, u16);
+
 /// What `replay` and `learn` read from one access-log line, for the fuzz target: `None` for a
 /// line that is no connection's, else how it was decided (`allowed`, `denied`,
 /// `unreplayable`), the name the rules saw and the port.
 #[allow(clippy::result_unit_err)]
-pub fn log_line(line: &str) -> Result<Option<(&'static str, Option<String>, u16)>, ()> {
+pub fn log_line(line: &str) -> Result<Option<LogLine>, ()> {
     Ok(connection(line)?.map(|c| {
         let recorded = match c.recorded {
             Recorded::Allowed => "allowed",

@@ -257,7 +257,7 @@ impl ModeConfig {
                     Some(ModeConfig::Upstream { upstream }) => Some(upstream.clone()),
                     _ => None,
                 };
-                let upstream = upstream.clone().or(kept).ok_or_else(|| needs_upstream())?;
+                let upstream = upstream.clone().or(kept).ok_or_else(needs_upstream)?;
                 ModeConfig::Upstream { upstream }
             }
             _ => kept.cloned().unwrap_or_else(|| ModeConfig::default_for(mode)),

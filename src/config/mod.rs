@@ -418,7 +418,7 @@ impl Config {
         let lists: Vec<_> = self.rules.lists.iter().map(|l| (l.spec(), l.path.as_path())).collect();
         let suffixes = self.rules.public_suffix_wildcards;
         let set = RuleSet::load_with(self.rules.files.as_deref(), &lists, self.rules.default, suffixes)?;
-        if set.len() == 0 && !self.rules.allow_empty {
+        if set.is_empty() && !self.rules.allow_empty {
             let files = match &self.rules.files {
                 Some(files) => files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
                 None => "the embedded preset".into(),

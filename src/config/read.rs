@@ -130,7 +130,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(
             let code = if message.starts_with("missing field") { "missing_key" } else { "invalid_value" };
             problems.push(Problem { at: span.as_ref().map(|s| s.start), code, reason: message });
         }
-        let Some(span) = span else { return None };
+        let span = span?;
         match take_out(root.get_mut(), &span) {
             Some(key) => removed.push(key),
             None => return None,

@@ -81,7 +81,7 @@ pub(super) fn claim(config: &Config, inherited: Vec<(String, File)>) -> Result<C
         match try_lock(&file) {
             Ok(true) => {
                 let _ = file.set_len(0);
-                let _ = file.rewind().and_then(|()| write!(file, "{}\n", std::process::id()));
+                let _ = file.rewind().and_then(|()| writeln!(file, "{}", std::process::id()));
                 held.push((name, file));
             }
             Ok(false) => {

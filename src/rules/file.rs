@@ -406,10 +406,11 @@ fn parse_line(raw: &str, suffixes: PublicSuffixWildcards) -> Result<Option<RuleL
     } else {
         let pattern =
             Pattern::parse(word).map_err(|error| (col, RuleErrorKind::Pattern { text: word.into(), error }))?;
-        if verdict == Verdict::Allow && suffixes == PublicSuffixWildcards::Deny {
-            if let Some(suffix) = covered_suffix(&pattern) {
-                return Err((col, RuleErrorKind::PublicSuffix { pattern: word.into(), suffix: suffix.to_string() }));
-            }
+        if verdict == Verdict::Allow
+            && suffixes == PublicSuffixWildcards::Deny
+            && let Some(suffix) = covered_suffix(&pattern)
+        {
+            return Err((col, RuleErrorKind::PublicSuffix { pattern: word.into(), suffix: suffix.to_string() }));
         }
         Target::Name(pattern)
     };

@@ -495,9 +495,9 @@ mod framing_tests {
         assert_eq!(ok("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), (Body::None, true, false));
         assert_eq!(ok("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n"), (Body::Length(12), true, false));
         assert_eq!(ok("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n").0, Body::Chunked);
-        assert_eq!(ok("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").1, false);
-        assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").1, false, "HTTP/1.0 closes by default");
-        assert_eq!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").1, true);
+        assert!(!ok("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").1);
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").1, "HTTP/1.0 closes by default");
+        assert!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").1);
         assert!(ok("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").2);
         assert!(!ok("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").2, "without Connection: upgrade");
         assert!(!ok("GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n").2, "only WebSocket");
