@@ -9,7 +9,6 @@ mod common;
 mod harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,38 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const RULES: &str = "allow acme.my.salesforce.com\ndeny evil.example.com\n";
-
-/// `openssl s_server` with a fresh self-signed certificate, on 127.0.0.1, once it accepts.
-async fn tls_server(dir: &Path) -> (tokio::process::Child, SocketAddr) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=acme.my.salesforce.com", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl (apt-get install openssl)");
-    assert!(status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = tokio::process::Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet", "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("openssl s_server");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually(Duration::from_secs(5), "openssl s_server accepts", async || TcpStream::connect(addr).await.is_ok())
-        .await;
-    (server, addr)
-}
 
 /// `openssl s_client` to `proxy` for `name`: whether the handshake completed (allowed), else
 /// that snigate answered access_denied.

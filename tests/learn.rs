@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use common::snigate_with as snigate;
 use common::*;
 use harness::*;
 use proptest::prelude::*;
@@ -38,19 +39,6 @@ async fn logged(path: &Path, n: usize) {
     let count = || std::fs::read_to_string(path).unwrap_or_default().lines().count();
     eventually(Duration::from_secs(5), &format!("{n} access-log lines"), async || count() >= n).await;
     assert_eq!(count(), n);
-}
-
-/// Runs snigate with `args`, `stdin` on its standard input.
-fn snigate(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snigate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// `snigate replay --json` of `log` under `rules`: the exit code and the report.

@@ -111,33 +111,7 @@ async fn rst_style_resets() {
 #[tokio::test]
 async fn openssl_client_and_server_through_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=acme.my.salesforce.com", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = tokio::process::Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet", "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("openssl s_server");
-    let backend: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually(Duration::from_secs(5), "openssl s_server accepts", async || TcpStream::connect(backend).await.is_ok())
-        .await;
+    let (mut server, backend) = tls_server(dir.path()).await;
     let running = TestConfig::upstream(backend).start(dir.path()).await;
     let proxy = running.addr;
     let s_client = move |name: &str| {

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::{Config, ModeConfig};
-use crate::date::days_from_civil;
+use crate::config::{Config, ModeConfig, Until};
 use crate::name::Name;
 use crate::proxy::report::Scopes;
 
@@ -168,14 +167,8 @@ fn split_host(h: &str) -> (&str, Option<u16>) {
 pub(super) fn unix_seconds(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let day = days_from_civil(y, m as u32, d as u32) * 86_400;
+    // The date as report scopes read theirs; its start is a day before the scope would end.
+    let day = Until::parse(text.get(..10)?).ok()?.ends_at() - 86_400;
     if b.len() == 10 {
         return Some(day);
     }

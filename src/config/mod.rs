@@ -28,7 +28,7 @@ pub use listener::{
     Credentials, HTTP_PORT, HTTPS_PORT, ListenerConfig, MAX_CREDENTIAL, Mode, ModeConfig, Protocol, ProxyVersion,
     RejectStyle, SpliceMode, VerifyDestination,
 };
-pub use report::{Enforce, ReportScope};
+pub use report::{Enforce, ReportScope, Until};
 pub use sections::{
     DEFAULT_DENY_LINES_PER_SECOND, DEFAULT_METRICS_LISTEN, DestinationsConfig, EchPolicy, LimitsConfig, ListConfig,
     ListEnforce, LogConfig, LogFormat, LogLevel, MetricsConfig, NoSni, OpsFormat, RulesConfig, RuntimeConfig,

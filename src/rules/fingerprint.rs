@@ -39,12 +39,10 @@ pub enum Written {
 
 impl Written {
     fn of(text: &str) -> Written {
-        let lines = text.lines().map(written).filter(|l| !l.is_empty());
-        if text.lines().nth(TEXTS_UP_TO).is_none() {
-            return Written::Texts(lines.collect());
+        match text.lines().nth(TEXTS_UP_TO) {
+            None => Written::Texts(text.lines().map(written).filter(|l| !l.is_empty()).collect()),
+            Some(_) => Written::Large,
         }
-        drop(lines);
-        Written::Large
     }
 }
 

@@ -527,3 +527,38 @@ impl Blackhole {
         Blackhole { addr, _held: (socket, filled) }
     }
 }
+
+/// `openssl s_server` with a fresh self-signed certificate for acme.my.salesforce.com (written
+/// into `dir`), on 127.0.0.1, once it accepts.
+pub async fn tls_server(dir: &Path) -> (tokio::process::Child, SocketAddr) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=acme.my.salesforce.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl (apt-get install openssl)");
+    assert!(status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = tokio::process::Command::new("openssl")
+        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl s_server");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    super::common::eventually(Duration::from_secs(5), "openssl s_server accepts", async || {
+        TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    (server, addr)
+}
